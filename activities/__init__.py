@@ -1,0 +1,1 @@
+"""Every side effect of Conveyor: running commands, git, the artifact store."""

@@ -1,0 +1,1 @@
+"""Action providers: one module per CodePipeline provider, each exposing Temporal activities."""

@@ -1,0 +1,295 @@
+"""A typed client over `temporalio.client` for starting, reading and deciding executions."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from conveyor import search_attributes as sa
+from conveyor.memo import state_from_memo
+from conveyor.model import (
+    ApprovalDecision,
+    ApprovalResult,
+    ExecutionInput,
+    ExecutionState,
+    ExecutionStatus,
+    SourceRevisionOverride,
+    StageState,
+    StageStatus,
+    Trigger,
+)
+from conveyor.settings import Settings
+from workflows.execution import execution_workflow_id, stage_workflow_id
+
+# Derives execution ids from client request tokens: the same token always names the same execution.
+TOKEN_NAMESPACE = uuid.UUID("6b1f2f52-3c57-4b8e-9d7c-2b0f3f6d6e11")
+QUERY_TIMEOUT = timedelta(seconds=3)
+
+
+class ConveyorError(RuntimeError):
+    """An operation that cannot be done; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ExecutionRef:
+    pipeline_name: str
+    execution_id: str
+
+    @property
+    def workflow_id(self) -> str:
+        return execution_workflow_id(self.pipeline_name, self.execution_id)
+
+    def stage_workflow_id(self, stage: str) -> str:
+        return stage_workflow_id(self.pipeline_name, self.execution_id, stage)
+
+    def __str__(self) -> str:
+        return self.workflow_id
+
+    @classmethod
+    def parse(cls, text: str) -> ExecutionRef:
+        pipeline, sep, execution_id = text.strip().partition("/")
+        if not sep or not pipeline or not execution_id or "/" in execution_id:
+            raise ConveyorError(
+                f"'{text}' is not an execution: write it as PIPELINE/EXECUTION-ID, as `conveyor start` prints it"
+            )
+        return cls(pipeline, execution_id)
+
+
+@dataclass(frozen=True)
+class ExecutionSummary:
+    ref: ExecutionRef
+    status: str
+    started_at: Any
+    closed_at: Any
+    temporal_status: str
+
+
+def execution_id_for_token(pipeline_name: str, token: str) -> str:
+    return str(uuid.uuid5(TOKEN_NAMESPACE, f"{pipeline_name}/{token}"))
+
+
+class ConveyorClient:
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self.temporal = client
+        self.settings = settings
+
+    # --- starting ------------------------------------------------------------------------------
+
+    async def start(
+        self,
+        pipeline: dict[str, Any],
+        *,
+        variables: dict[str, str] | None = None,
+        source_revisions: list[SourceRevisionOverride] | None = None,
+        token: str | None = None,
+        started_by: str | None = None,
+        trigger: Trigger | None = None,
+        source_name: str = "<declaration>",
+    ) -> tuple[ExecutionRef, bool]:
+        """Start an execution; with a token, a repeat returns the existing one. Returns (ref, started)."""
+        name = str(pipeline["name"])
+        execution_id = execution_id_for_token(name, token) if token else str(uuid.uuid4())
+        ref = ExecutionRef(name, execution_id)
+        execution_input = ExecutionInput(
+            pipeline=pipeline,
+            execution_id=execution_id,
+            variables=variables or {},
+            source_revisions=source_revisions or [],
+            client_request_token=token,
+            started_by=started_by,
+            trigger=trigger or Trigger(),
+            source_name=source_name,
+        )
+        try:
+            handle = await self.temporal.start_workflow(
+                "PipelineExecution",
+                execution_input,
+                id=ref.workflow_id,
+                task_queue=self.settings.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=sa_initial(name, pipeline.get("version")),
+                static_summary=f"pipeline {name}",
+            )
+        except WorkflowAlreadyStartedError:
+            return ref, False  # finished earlier with the same token: that is the answer
+        # USE_EXISTING answers a running duplicate with the existing run; the response says which.
+        response = getattr(handle, "_start_workflow_response", None)
+        return ref, bool(getattr(response, "started", True))
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def state(self, ref: ExecutionRef, *, live: bool = True) -> ExecutionState:
+        """The execution's state: live from its workflows when a worker answers, else from the memo."""
+        handle = self.temporal.get_workflow_handle(ref.workflow_id)
+        try:
+            description = await handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise ConveyorError(f"execution '{ref}' was not found (or its history is past retention)") from None
+            raise
+        memo_state = state_from_memo(await description.memo())
+        state: ExecutionState | None = None
+        if live and description.status == WorkflowExecutionStatus.RUNNING:
+            try:
+                state = await handle.query("state", result_type=ExecutionState, rpc_timeout=QUERY_TIMEOUT)
+            except (RPCError, asyncio.TimeoutError):
+                state = None  # no worker answering: the memo is the best we have
+            if state is not None:
+                await self._merge_live_stages(ref, state)
+        if state is None:
+            if memo_state is None:
+                raise ConveyorError(f"execution '{ref}' has not recorded any state yet (is a worker running?)")
+            state = memo_state
+        if state.status == ExecutionStatus.IN_PROGRESS and description.status not in (
+            WorkflowExecutionStatus.RUNNING,
+            None,
+        ):
+            # Terminated or timed out by Temporal itself: the workflow could not record its end.
+            state.status = ExecutionStatus.STOPPED if description.status == WorkflowExecutionStatus.TERMINATED else ExecutionStatus.FAILED
+            state.status_summary = f"workflow {description.status.name.lower()} by Temporal"
+        return state
+
+    async def _merge_live_stages(self, ref: ExecutionRef, state: ExecutionState) -> None:
+        for index, stage in enumerate(state.stages):
+            if stage.status not in (StageStatus.IN_PROGRESS, StageStatus.STOPPING):
+                continue
+            try:
+                live = await self.temporal.get_workflow_handle(ref.stage_workflow_id(stage.stage_name)).query(
+                    "state", result_type=StageState, rpc_timeout=QUERY_TIMEOUT
+                )
+            except (RPCError, asyncio.TimeoutError):
+                continue
+            if live.attempt == stage.attempt:
+                state.stages[index] = live
+
+    async def wait(
+        self,
+        ref: ExecutionRef,
+        on_state: Callable[[ExecutionState], Awaitable[None] | None] | None = None,
+        interval: float = 0.5,
+    ) -> ExecutionState:
+        """Poll until the execution's PipelineStatus is terminal (its workflow may stay open longer)."""
+        while True:
+            state = await self.state(ref)
+            if on_state is not None:
+                maybe = on_state(state)
+                if maybe is not None:
+                    await maybe
+            if state.status.is_terminal:
+                return state
+            await asyncio.sleep(interval)
+
+    async def list(self, pipeline: str | None = None, limit: int = 20) -> list[ExecutionSummary]:
+        query = "WorkflowType = 'PipelineExecution'"
+        if pipeline:
+            query += f" AND PipelineName = '{_quote(pipeline)}'"
+        out: list[ExecutionSummary] = []
+        async for wf in self.temporal.list_workflows(query, limit=limit):
+            pipeline_name = wf.search_attributes.get(sa.PIPELINE_NAME.name, [wf.id.split("/", 1)[0]])
+            status = wf.search_attributes.get(sa.PIPELINE_STATUS.name, ["Unknown"])
+            name = pipeline_name[0] if isinstance(pipeline_name, list) else pipeline_name
+            execution_id = wf.id.split("/", 1)[1] if "/" in wf.id else wf.id
+            out.append(
+                ExecutionSummary(
+                    ref=ExecutionRef(str(name), execution_id),
+                    status=str(status[0] if isinstance(status, list) else status),
+                    started_at=wf.start_time,
+                    closed_at=wf.close_time,
+                    temporal_status=wf.status.name if wf.status else "UNKNOWN",
+                )
+            )
+        return out
+
+    # --- approvals -----------------------------------------------------------------------------
+
+    async def decide(
+        self,
+        ref: ExecutionRef,
+        stage: str,
+        action: str,
+        *,
+        approve: bool,
+        summary: str = "",
+        token: str | None = None,
+        by: str | None = None,
+        update_id: str | None = None,
+    ) -> ApprovalResult:
+        """Approve or reject a Manual approval; without a token, the current one is read from state."""
+        if token is None:
+            token = await self._current_token(ref, stage, action)
+        decision = ApprovalDecision(token=token, action_name=action, summary=summary, by=by)
+        handle = self.temporal.get_workflow_handle(ref.stage_workflow_id(stage))
+        try:
+            return await handle.execute_update(
+                "approve" if approve else "reject", decision, id=update_id, result_type=ApprovalResult
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            raise ConveyorError(getattr(cause, "message", None) or str(cause or err)) from None
+        except RPCError as err:
+            raise ConveyorError(await self._closed_reason(ref, stage, action, err)) from None
+
+    async def _current_token(self, ref: ExecutionRef, stage: str, action: str) -> str:
+        state = await self.state(ref)
+        stage_state = state.stage(stage)
+        if stage_state is None:
+            raise ConveyorError(f"pipeline '{ref.pipeline_name}' has no stage '{stage}'")
+        action_state = next((a for a in stage_state.actions if a.action_name == action), None)
+        if action_state is None:
+            raise ConveyorError(f"stage '{stage}' has no action '{action}'")
+        if action_state.token is None:
+            if action_state.approval is not None:
+                raise ConveyorError(
+                    f"approval '{action}' was already decided: {action_state.approval.status} "
+                    f"by {action_state.approval.by or 'unknown'}"
+                )
+            raise ConveyorError(f"approval '{action}' in stage '{stage}' is not waiting for a decision")
+        return action_state.token
+
+    async def _closed_reason(self, ref: ExecutionRef, stage: str, action: str, err: RPCError) -> str:
+        """Translate the server's "already completed" / "not found" into what happened."""
+        if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            return f"Temporal refused the decision: {err.message}"
+        try:
+            state = await self.state(ref, live=False)
+        except ConveyorError as missing:
+            return str(missing)
+        stage_state = state.stage(stage)
+        action_state = next((a for a in stage_state.actions if a.action_name == action), None) if stage_state else None
+        if action_state and action_state.error and action_state.error.code == "ApprovalTimedOut":
+            return f"approval '{action}' timed out: {action_state.error.message}"
+        if state.status in (ExecutionStatus.STOPPED, ExecutionStatus.STOPPING, ExecutionStatus.CANCELLED):
+            return f"execution '{ref}' was stopped; its approvals are closed"
+        if stage_state is None or stage_state.status is None:
+            return f"stage '{stage}' has not started yet in execution '{ref}'"
+        return f"stage '{stage}' is no longer waiting for approvals (it is {stage_state.status.value})"
+
+
+def sa_initial(name: str, version: Any) -> TypedSearchAttributes:
+    """Set at start too, so `conveyor list PIPELINE` finds an execution before its first task runs."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(sa.PIPELINE_NAME, name),
+            SearchAttributePair(sa.PIPELINE_STATUS, ExecutionStatus.IN_PROGRESS.value),
+            SearchAttributePair(sa.PIPELINE_VERSION, int(version) if isinstance(version, int) else 1),
+        ]
+    )
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")

@@ -1,0 +1,278 @@
+"""Runtime models shared by workflows, activities, the client and the CLI.
+
+Everything that crosses a Temporal boundary (workflow and activity inputs and results, update and
+query payloads, the memo) is one of these. JSON field names are camelCase, like the declaration's,
+because people type them into `temporal workflow ...` commands.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class CamelModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
+
+# --- Statuses (CodePipeline's vocabulary; Temporal's close status is a separate thing) -----------
+
+
+class ExecutionStatus(StrEnum):
+    IN_PROGRESS = "InProgress"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    SUCCEEDED = "Succeeded"
+    SUPERSEDED = "Superseded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (ExecutionStatus.IN_PROGRESS, ExecutionStatus.STOPPING)
+
+
+class StageStatus(StrEnum):
+    IN_PROGRESS = "InProgress"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+    SKIPPED = "Skipped"
+
+
+class ActionStatus(StrEnum):
+    IN_PROGRESS = "InProgress"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ABANDONED = "Abandoned"
+
+
+class TriggerType(StrEnum):
+    START_PIPELINE_EXECUTION = "StartPipelineExecution"
+    POLL_FOR_SOURCE_CHANGES = "PollForSourceChanges"
+    WEBHOOK = "Webhook"
+    WEBHOOK_V2 = "WebhookV2"
+    CLOUDWATCH_EVENT = "CloudWatchEvent"
+    MANUAL_ROLLBACK = "ManualRollback"
+    AUTOMATED_ROLLBACK = "AutomatedRollback"
+
+
+# --- Artifacts and sources ------------------------------------------------------------------------
+
+
+class ArtifactRef(CamelModel):
+    """A stored artifact, passed by reference: never the content itself."""
+
+    name: str
+    digest: str  # "sha256:<hex>" of the stored archive
+    location: str  # store-specific URI, e.g. file:///... or s3://bucket/key
+    size: int
+
+
+class SourceRevisionOverride(CamelModel):
+    """CodePipeline's `sourceRevisions` entry of StartPipelineExecution."""
+
+    action_name: str
+    revision_type: str = "COMMIT_ID"
+    revision_value: str
+
+
+class SourceRevision(CamelModel):
+    """What a source action fetched, recorded on the execution."""
+
+    action_name: str
+    revision_id: str
+    revision_summary: str | None = None
+    revision_url: str | None = None
+
+
+class Trigger(CamelModel):
+    trigger_type: TriggerType = TriggerType.START_PIPELINE_EXECUTION
+    trigger_detail: str | None = None
+
+
+# --- Execution workflow input ---------------------------------------------------------------------
+
+
+class ExecutionInput(CamelModel):
+    """Input of the `PipelineExecution` workflow.
+
+    `pipeline` is deliberately a plain mapping: it is validated inside the workflow, so a bad
+    declaration sent with `temporal workflow start` fails the execution with readable messages
+    instead of leaving a workflow task retrying a decode error.
+    """
+
+    pipeline: dict[str, Any]
+    execution_id: str
+    variables: dict[str, str] = Field(default_factory=dict)
+    source_revisions: list[SourceRevisionOverride] = Field(default_factory=list)
+    client_request_token: str | None = None
+    started_by: str | None = None
+    trigger: Trigger = Field(default_factory=Trigger)
+    source_name: str = "<execution input>"  # file the declaration came from, used in messages
+
+
+# --- Activity inputs and results ------------------------------------------------------------------
+
+
+class ActionContext(CamelModel):
+    """Who an activity is working for; also the idempotency key of its side effects."""
+
+    pipeline_name: str
+    execution_id: str
+    stage_name: str
+    action_name: str
+    stage_attempt: int = 1
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.execution_id}/{self.stage_name}/{self.stage_attempt}/{self.action_name}"
+
+
+class OutputArtifactSpec(CamelModel):
+    name: str
+    files: list[str] = Field(default_factory=lambda: ["**/*"])
+
+
+class CommandsInput(CamelModel):
+    context: ActionContext
+    commands: list[str]
+    environment: dict[str, str] = Field(default_factory=dict)
+    pass_environment: list[str] = Field(default_factory=list)
+    input_artifacts: list[ArtifactRef] = Field(default_factory=list)
+    output_artifacts: list[OutputArtifactSpec] = Field(default_factory=list)
+    output_variables: list[str] = Field(default_factory=list)
+    timeout_seconds: int = 55 * 60
+
+
+class GitSourceInput(CamelModel):
+    context: ActionContext
+    repository: str  # a local path or a URL git understands
+    branch: str | None = None
+    commit: str | None = None  # a source revision override wins over the branch head
+    output_artifact: str | None = None
+
+
+class NoopInput(CamelModel):
+    """Input of the documented no-op provider (benchmarks, examples of pure orchestration)."""
+
+    context: ActionContext
+    output_variables: dict[str, str] = Field(default_factory=dict)
+
+
+class ActionOutcome(CamelModel):
+    """What a successful action hands back to the workflow."""
+
+    output_variables: dict[str, str] = Field(default_factory=dict)
+    output_artifacts: list[ArtifactRef] = Field(default_factory=list)
+    summary: str | None = None
+    external_url: str | None = None
+    source_revision: SourceRevision | None = None
+
+
+# --- Approvals ------------------------------------------------------------------------------------
+
+
+class ApprovalDecision(CamelModel):
+    """Payload of the `approve` / `reject` updates and signals on a stage workflow."""
+
+    token: str
+    action_name: str | None = None  # optional when the stage has exactly one pending approval
+    summary: str = Field(default="", max_length=512)
+    by: str | None = None  # claimed identity; as trusted as access to the Temporal namespace
+
+
+class ApprovalResult(CamelModel):
+    action_name: str
+    status: str  # Approved | Rejected
+    summary: str
+    by: str | None
+    decided_at: datetime
+
+
+# --- State: what `state` queries return and what the memo keeps ------------------------------------
+
+
+class ErrorDetails(CamelModel):
+    code: str
+    message: str
+
+
+class ActionState(CamelModel):
+    action_name: str
+    provider: str
+    category: str
+    run_order: int = 1
+    status: ActionStatus | None = None  # None: not started yet
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    summary: str | None = None
+    error: ErrorDetails | None = None
+    external_url: str | None = None
+    token: str | None = None  # approval token while an approval waits
+    approval: ApprovalResult | None = None
+    refused_decisions: list[str] = Field(default_factory=list)  # signal decisions that failed a check
+    resolved_configuration: dict[str, str] = Field(default_factory=dict)
+    output_variables: dict[str, str] = Field(default_factory=dict)
+    output_artifacts: list[ArtifactRef] = Field(default_factory=list)
+
+
+class StageState(CamelModel):
+    stage_name: str
+    status: StageStatus | None = None  # None: not entered yet
+    attempt: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: ErrorDetails | None = None
+    actions: list[ActionState] = Field(default_factory=list)
+
+
+class ExecutionState(CamelModel):
+    pipeline_name: str
+    pipeline_version: int = 1
+    execution_id: str
+    status: ExecutionStatus = ExecutionStatus.IN_PROGRESS
+    status_summary: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    trigger: Trigger = Field(default_factory=Trigger)
+    started_by: str | None = None
+    execution_type: str = "STANDARD"
+    variables: dict[str, str] = Field(default_factory=dict)
+    source_revisions: list[SourceRevision] = Field(default_factory=list)
+    stages: list[StageState] = Field(default_factory=list)
+
+    def stage(self, name: str) -> StageState | None:
+        return next((s for s in self.stages if s.stage_name == name), None)
+
+
+# --- Stage workflow input and result --------------------------------------------------------------
+
+
+class StageInput(CamelModel):
+    pipeline_name: str
+    execution_id: str
+    stage: dict[str, Any]  # the stage's declaration, already validated by the execution workflow
+    attempt: int = 1
+    variables: dict[str, dict[str, str]] = Field(default_factory=dict)  # namespace -> key -> value
+    artifacts: list[ArtifactRef] = Field(default_factory=list)  # only those the stage consumes
+    source_revisions: list[SourceRevisionOverride] = Field(default_factory=list)
+    default_heartbeat_seconds: int = 30
+
+
+class StageResult(CamelModel):
+    state: StageState
+    output_variables: dict[str, dict[str, str]] = Field(default_factory=dict)  # namespace -> vars
+    output_artifacts: list[ArtifactRef] = Field(default_factory=list)
+    source_revisions: list[SourceRevision] = Field(default_factory=list)

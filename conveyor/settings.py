@@ -1,0 +1,56 @@
+"""Where Conveyor keeps its files and which Temporal it talks to, read from the environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel
+
+DEFAULT_TASK_QUEUE = "conveyor"
+
+
+def default_data_dir() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "conveyor"
+
+
+class Settings(BaseModel):
+    """Process-wide settings; every field has an environment variable."""
+
+    data_dir: Path
+    temporal_address: str | None = None  # None: use the embedded server
+    temporal_namespace: str = "default"
+    temporal_api_key: str | None = None
+    temporal_tls: bool = False
+    task_queue: str = DEFAULT_TASK_QUEUE
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        env = os.environ
+        return cls(
+            data_dir=Path(env.get("CONVEYOR_DATA_DIR") or default_data_dir()).expanduser(),
+            temporal_address=env.get("TEMPORAL_ADDRESS") or None,
+            temporal_namespace=env.get("TEMPORAL_NAMESPACE") or "default",
+            temporal_api_key=env.get("TEMPORAL_API_KEY") or None,
+            temporal_tls=(env.get("TEMPORAL_TLS", "").lower() in ("1", "true", "yes")),
+            task_queue=env.get("CONVEYOR_TASK_QUEUE") or DEFAULT_TASK_QUEUE,
+        )
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.data_dir / "workspaces"
+
+
+def action_log_path(logs_dir: Path, pipeline: str, execution_id: str, stage: str, action: str) -> Path:
+    """One log file per action execution; the CLI reads the same path the worker writes."""
+    return logs_dir / pipeline / execution_id / stage / f"{action}.log"

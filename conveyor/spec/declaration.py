@@ -1,0 +1,299 @@
+"""Pydantic models of CodePipeline's pipeline declaration (pipeline type V2).
+
+Field names are CodePipeline's own (camelCase). Unknown fields are refused, so a typo such as
+`runorder` is reported instead of silently ignored. What CodePipeline lacks lives in one
+extension place: the `conveyor` object on a pipeline, stage or action (see the *Extension models).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.alias_generators import to_camel
+
+
+class DeclarationModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+    )
+
+
+PipelineName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9.@\-_]+$")
+]
+StageOrActionName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9.@\-_]+$")
+]
+ArtifactName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[a-zA-Z0-9_\-]+$")
+]
+VariableName = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9@\-_]+$")
+]
+NamespaceName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9@\-_]+$")
+]
+
+
+class ExecutionMode(StrEnum):
+    SUPERSEDED = "SUPERSEDED"
+    QUEUED = "QUEUED"
+    PARALLEL = "PARALLEL"
+
+
+class ActionCategory(StrEnum):
+    SOURCE = "Source"
+    BUILD = "Build"
+    TEST = "Test"
+    DEPLOY = "Deploy"
+    INVOKE = "Invoke"
+    APPROVAL = "Approval"
+    COMPUTE = "Compute"
+
+
+class ActionOwner(StrEnum):
+    AWS = "AWS"
+    THIRD_PARTY = "ThirdParty"
+    CUSTOM = "Custom"
+
+
+class FailureResult(StrEnum):
+    ROLLBACK = "ROLLBACK"
+    FAIL = "FAIL"
+    RETRY = "RETRY"
+    SKIP = "SKIP"
+
+
+class RetryMode(StrEnum):
+    FAILED_ACTIONS = "FAILED_ACTIONS"
+    ALL_ACTIONS = "ALL_ACTIONS"
+
+
+class EnvironmentVariableType(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SECRETS_MANAGER = "SECRETS_MANAGER"
+
+
+# --- Conveyor's extension place ------------------------------------------------------------------
+
+
+class RetryPolicyExtension(DeclarationModel):
+    """Activity retry policy for an action (used by the failure-handling work)."""
+
+    maximum_attempts: int = Field(default=1, ge=1, le=100)
+    initial_interval_seconds: float = Field(default=1.0, gt=0)
+    backoff_coefficient: float = Field(default=2.0, ge=1)
+    maximum_interval_seconds: float | None = Field(default=None, gt=0)
+
+
+class ActionExtension(DeclarationModel):
+    """`conveyor:` on an action: what CodePipeline's declaration cannot say."""
+
+    timeout_minutes: int | None = Field(default=None, ge=1, le=86_400)
+    heartbeat_timeout_seconds: int | None = Field(default=None, ge=1, le=3_600)
+    pass_environment: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = (
+        Field(default_factory=list)
+    )
+    retry: RetryPolicyExtension | None = None
+    rollback: list[str] = Field(default_factory=list, max_length=50)
+
+
+class StageExtension(DeclarationModel):
+    """`conveyor:` on a stage (reserved; stage-level knobs land here)."""
+
+
+class PipelineExtension(DeclarationModel):
+    """`conveyor:` on the pipeline."""
+
+    heartbeat_timeout_seconds: int = Field(default=30, ge=1, le=3_600)
+
+
+# --- CodePipeline's own declaration --------------------------------------------------------------
+
+
+class ActionTypeId(DeclarationModel):
+    category: ActionCategory
+    owner: ActionOwner
+    provider: Annotated[str, StringConstraints(min_length=1, max_length=35)]
+    version: Annotated[str, StringConstraints(min_length=1, max_length=9)] = "1"
+
+
+class InputArtifact(DeclarationModel):
+    name: ArtifactName
+
+
+class OutputArtifact(DeclarationModel):
+    name: ArtifactName
+    files: list[str] | None = Field(default=None, min_length=1, max_length=10)
+
+
+class EnvironmentVariable(DeclarationModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    value: Annotated[str, StringConstraints(max_length=2_000)]
+    type: EnvironmentVariableType = EnvironmentVariableType.PLAINTEXT
+
+
+class Action(DeclarationModel):
+    name: StageOrActionName
+    action_type_id: ActionTypeId
+    run_order: int = Field(default=1, ge=1, le=999)
+    configuration: dict[str, str] = Field(default_factory=dict)
+    commands: list[Annotated[str, StringConstraints(min_length=1, max_length=1_000)]] | None = Field(
+        default=None, min_length=1, max_length=50
+    )
+    input_artifacts: list[InputArtifact] = Field(default_factory=list)
+    output_artifacts: list[OutputArtifact] = Field(default_factory=list)
+    output_variables: list[VariableName] = Field(default_factory=list, max_length=15)
+    environment_variables: list[EnvironmentVariable] = Field(default_factory=list, max_length=10)
+    namespace: NamespaceName | None = None
+    role_arn: str | None = None
+    region: str | None = None
+    timeout_in_minutes: int | None = Field(default=None, ge=5, le=86_400)
+    conveyor: ActionExtension = Field(default_factory=ActionExtension)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_shorthand(cls, data: Any) -> Any:
+        """`provider: Commands` is shorthand for the canonical `actionTypeId`."""
+        if isinstance(data, dict) and "provider" in data and "actionTypeId" not in data:
+            data = dict(data)
+            provider = data.pop("provider")
+            data["actionTypeId"] = shorthand_action_type(provider, data.pop("category", None))
+        return data
+
+
+class RuleTypeId(DeclarationModel):
+    category: str = "Rule"
+    owner: str = "AWS"
+    provider: str
+    version: str = "1"
+
+
+class Rule(DeclarationModel):
+    name: StageOrActionName
+    rule_type_id: RuleTypeId
+    configuration: dict[str, str] = Field(default_factory=dict)
+    commands: list[str] | None = None
+    input_artifacts: list[InputArtifact] = Field(default_factory=list)
+    region: str | None = None
+    role_arn: str | None = None
+    timeout_in_minutes: int | None = None
+
+
+class Condition(DeclarationModel):
+    result: str | None = None
+    rules: list[Rule] = Field(min_length=1, max_length=5)
+
+
+class RetryConfiguration(DeclarationModel):
+    retry_mode: RetryMode = RetryMode.FAILED_ACTIONS
+
+
+class FailureConditions(DeclarationModel):
+    result: FailureResult | None = None
+    retry_configuration: RetryConfiguration | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class SuccessConditions(DeclarationModel):
+    conditions: list[Condition] = Field(min_length=1)
+
+
+class BeforeEntryConditions(DeclarationModel):
+    conditions: list[Condition] = Field(min_length=1)
+
+
+class Stage(DeclarationModel):
+    name: StageOrActionName
+    actions: list[Action] = Field(min_length=1, max_length=50)
+    on_failure: FailureConditions | None = None
+    on_success: SuccessConditions | None = None
+    before_entry: BeforeEntryConditions | None = None
+    blockers: list[dict[str, Any]] | None = None
+    conveyor: StageExtension = Field(default_factory=StageExtension)
+
+
+class PipelineVariable(DeclarationModel):
+    name: VariableName
+    default_value: str | None = None
+    description: str | None = None
+
+
+class GitFilter(DeclarationModel):
+    includes: list[str] = Field(default_factory=list)
+    excludes: list[str] = Field(default_factory=list)
+
+
+class GitPushFilter(DeclarationModel):
+    tags: GitFilter | None = None
+    branches: GitFilter | None = None
+    file_paths: GitFilter | None = None
+
+
+class GitPullRequestFilter(DeclarationModel):
+    events: list[str] = Field(default_factory=list)
+    branches: GitFilter | None = None
+    file_paths: GitFilter | None = None
+
+
+class GitConfiguration(DeclarationModel):
+    source_action_name: StageOrActionName
+    push: list[GitPushFilter] = Field(default_factory=list)
+    pull_request: list[GitPullRequestFilter] = Field(default_factory=list)
+
+
+class PipelineTrigger(DeclarationModel):
+    provider_type: str
+    git_configuration: GitConfiguration
+
+
+class ArtifactStore(DeclarationModel):
+    type: str
+    location: str
+    encryption_key: dict[str, Any] | None = None
+
+
+class Pipeline(DeclarationModel):
+    name: PipelineName
+    stages: list[Stage] = Field(min_length=1, max_length=50)
+    execution_mode: ExecutionMode = ExecutionMode.SUPERSEDED
+    pipeline_type: str | None = None
+    variables: list[PipelineVariable] = Field(default_factory=list, max_length=50)
+    triggers: list[PipelineTrigger] = Field(default_factory=list)
+    role_arn: str | None = None
+    artifact_store: ArtifactStore | None = None
+    artifact_stores: dict[str, ArtifactStore] | None = None
+    version: int | None = None
+    conveyor: PipelineExtension = Field(default_factory=PipelineExtension)
+
+    def all_actions(self) -> list[tuple[int, int, Stage, Action]]:
+        return [
+            (si, ai, stage, action)
+            for si, stage in enumerate(self.stages)
+            for ai, action in enumerate(stage.actions)
+        ]
+
+
+# Shorthand `provider: X` -> canonical actionTypeId, for providers whose category is unambiguous.
+_SHORTHAND: dict[str, tuple[ActionCategory, ActionOwner]] = {
+    "Commands": (ActionCategory.COMPUTE, ActionOwner.AWS),
+    "Manual": (ActionCategory.APPROVAL, ActionOwner.AWS),
+    "Git": (ActionCategory.SOURCE, ActionOwner.CUSTOM),
+    "Noop": (ActionCategory.BUILD, ActionOwner.CUSTOM),
+}
+
+
+def shorthand_action_type(provider: Any, category: Any) -> Any:
+    if not isinstance(provider, str):
+        return {"provider": provider}
+    known = _SHORTHAND.get(provider)
+    if known is None:
+        # Unknown provider: keep what we can, so validation reports the provider by name.
+        return {"category": category or "Build", "owner": "Custom", "provider": provider}
+    return {"category": category or known[0].value, "owner": known[1].value, "provider": provider}

@@ -1,0 +1,453 @@
+"""Validation of a pipeline declaration: pydantic's field rules plus CodePipeline's structural rules.
+
+Pure (no I/O): it runs in `conveyor validate` and again inside the execution workflow, so a bad
+declaration sent with `temporal workflow start` fails with the same messages. Every problem is
+reported at once, each naming the file, the path inside it and what to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from conveyor.spec.declaration import (
+    Action,
+    ActionCategory,
+    EnvironmentVariableType,
+    ExecutionMode,
+    FailureResult,
+    Pipeline,
+)
+from conveyor.variables import PIPELINE_VARIABLES, RESERVED, RESERVED_KEYS, references
+
+MAX_ACTIONS_PER_PIPELINE = 500
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    path: str
+    message: str
+
+    def render(self, source: str) -> str:
+        return f"{source}: {self.path}: {self.message}" if self.path else f"{source}: {self.message}"
+
+
+class DeclarationError(ValueError):
+    """A declaration that cannot run; `str()` lists every problem, one per line."""
+
+    def __init__(self, source: str, issues: list[SpecIssue]) -> None:
+        self.source = source
+        self.issues = issues
+        super().__init__("\n".join(issue.render(source) for issue in issues))
+
+
+@dataclass(frozen=True)
+class ProviderRule:
+    categories: frozenset[ActionCategory]
+    configuration_keys: frozenset[str]
+    required_keys: frozenset[str] = frozenset()
+    output_variables: frozenset[str] | None = None  # None: whatever `outputVariables` declares
+    needs_commands: bool = False
+    max_output_artifacts: int = 5
+    allows_input_artifacts: bool = True
+
+
+GIT_VARIABLES = frozenset(
+    {
+        "CommitId",
+        "BranchName",
+        "CommitMessage",
+        "AuthorDate",
+        "AuthorName",
+        "AuthorEmail",
+        "CommitterDate",
+        "RepositoryName",
+        "FullRepositoryName",
+    }
+)
+
+# The providers this version of Conveyor runs. Anything else is reported by name.
+PROVIDERS: dict[str, ProviderRule] = {
+    "Commands": ProviderRule(
+        categories=frozenset({ActionCategory.COMPUTE, ActionCategory.BUILD, ActionCategory.TEST, ActionCategory.DEPLOY}),
+        configuration_keys=frozenset(),
+        needs_commands=True,
+    ),
+    "Git": ProviderRule(
+        categories=frozenset({ActionCategory.SOURCE}),
+        configuration_keys=frozenset({"RepositoryUrl", "BranchName"}),
+        required_keys=frozenset({"RepositoryUrl"}),
+        output_variables=GIT_VARIABLES,
+        max_output_artifacts=1,
+        allows_input_artifacts=False,
+    ),
+    "Manual": ProviderRule(
+        categories=frozenset({ActionCategory.APPROVAL}),
+        configuration_keys=frozenset({"NotificationArn", "CustomData", "ExternalEntityLink"}),
+        output_variables=frozenset(),
+        max_output_artifacts=0,
+        allows_input_artifacts=False,
+    ),
+    "Noop": ProviderRule(
+        categories=frozenset(ActionCategory),
+        configuration_keys=frozenset(),
+        output_variables=None,
+    ),
+}
+
+
+@dataclass
+class ValidationReport:
+    pipeline: Pipeline | None
+    errors: list[SpecIssue] = field(default_factory=list)
+    warnings: list[SpecIssue] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.pipeline is not None and not self.errors
+
+
+def unwrap_declaration(data: Any) -> Any:
+    """`aws codepipeline get-pipeline` prints {"pipeline": ..., "metadata": ...}: take the pipeline."""
+    if isinstance(data, dict) and isinstance(data.get("pipeline"), dict):
+        return data["pipeline"]
+    return data
+
+
+def validate_pipeline(data: Any) -> ValidationReport:
+    data = unwrap_declaration(data)
+    if not isinstance(data, dict):
+        return ValidationReport(None, [SpecIssue("", "the declaration must be a mapping with 'name' and 'stages'")])
+    try:
+        pipeline = Pipeline.model_validate(data)
+    except ValidationError as exc:
+        return ValidationReport(None, [_from_pydantic(err) for err in exc.errors()])
+    report = ValidationReport(pipeline)
+    _check_structure(pipeline, report)
+    return report
+
+
+def parse_pipeline(data: Any, source: str) -> Pipeline:
+    """The validated pipeline, or DeclarationError listing every problem."""
+    report = validate_pipeline(data)
+    if not report.ok:
+        raise DeclarationError(source, report.errors)
+    assert report.pipeline is not None
+    return report.pipeline
+
+
+# --- pydantic errors, made readable ---------------------------------------------------------------
+
+
+def format_path(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _from_pydantic(err: Any) -> SpecIssue:
+    loc = [part for part in err["loc"] if not (isinstance(part, str) and part.startswith("function-"))]
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        message = (
+            f"unknown field '{loc[-1]}': check its spelling (CodePipeline's fields are camelCase); "
+            "Conveyor's own settings go under 'conveyor'"
+        )
+    elif kind == "missing":
+        message = "required field is missing"
+    elif kind == "string_pattern_mismatch":
+        message = f"'{err['input']}' is not allowed: must match {err['ctx']['pattern']}"
+    else:
+        message = err["msg"][0].lower() + err["msg"][1:]
+        if "input" in err and not isinstance(err["input"], (dict, list)):
+            message += f" (got {err['input']!r})"
+    return SpecIssue(format_path(loc), message)
+
+
+# --- CodePipeline's structural rules --------------------------------------------------------------
+
+
+def _check_structure(pipeline: Pipeline, report: ValidationReport) -> None:
+    errors = report.errors
+    _check_unique_names(pipeline, errors)
+    _check_source_placement(pipeline, report)
+    _check_providers(pipeline, errors)
+    _check_artifacts(pipeline, errors)
+    _check_namespaces_and_variables(pipeline, errors)
+    _check_failure_modes(pipeline, errors)
+    _check_triggers(pipeline, errors)
+    total = sum(len(stage.actions) for stage in pipeline.stages)
+    if total > MAX_ACTIONS_PER_PIPELINE:
+        errors.append(
+            SpecIssue("stages", f"{total} actions in the pipeline; at most {MAX_ACTIONS_PER_PIPELINE} are allowed")
+        )
+
+
+def _check_unique_names(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
+    seen_stages: dict[str, int] = {}
+    for si, stage in enumerate(pipeline.stages):
+        if stage.name in seen_stages:
+            errors.append(
+                SpecIssue(
+                    f"stages[{si}].name",
+                    f"stage name '{stage.name}' is already used by stages[{seen_stages[stage.name]}]; "
+                    "stage names must be unique",
+                )
+            )
+        seen_stages.setdefault(stage.name, si)
+        seen_actions: dict[str, int] = {}
+        for ai, action in enumerate(stage.actions):
+            if action.name in seen_actions:
+                errors.append(
+                    SpecIssue(
+                        f"stages[{si}].actions[{ai}].name",
+                        f"action name '{action.name}' is already used by stages[{si}].actions"
+                        f"[{seen_actions[action.name]}]; action names must be unique in a stage",
+                    )
+                )
+            seen_actions.setdefault(action.name, ai)
+    seen_vars: set[str] = set()
+    for vi, variable in enumerate(pipeline.variables):
+        if variable.name in seen_vars:
+            errors.append(SpecIssue(f"variables[{vi}].name", f"pipeline variable '{variable.name}' is declared twice"))
+        seen_vars.add(variable.name)
+
+
+def _check_source_placement(pipeline: Pipeline, report: ValidationReport) -> None:
+    for si, ai, _stage, action in pipeline.all_actions():
+        is_source = action.action_type_id.category == ActionCategory.SOURCE
+        if si > 0 and is_source:
+            report.errors.append(
+                SpecIssue(
+                    f"stages[{si}].actions[{ai}].actionTypeId.category",
+                    "Source actions are allowed only in the first stage; move this action there",
+                )
+            )
+    first = pipeline.stages[0]
+    sources = [a for a in first.actions if a.action_type_id.category == ActionCategory.SOURCE]
+    if sources:
+        for ai, action in enumerate(first.actions):
+            if action.action_type_id.category != ActionCategory.SOURCE:
+                report.errors.append(
+                    SpecIssue(
+                        f"stages[0].actions[{ai}].actionTypeId.category",
+                        f"the first stage holds Source actions, so it may hold only Source actions; "
+                        f"move '{action.name}' to a later stage",
+                    )
+                )
+    else:
+        report.warnings.append(
+            SpecIssue("stages[0]", "no Source stage: CodePipeline requires one; Conveyor runs without it")
+        )
+    if len(pipeline.stages) < 2:
+        report.warnings.append(SpecIssue("stages", "CodePipeline requires at least 2 stages; Conveyor runs 1"))
+
+
+def _check_providers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
+    supported = ", ".join(sorted(PROVIDERS))
+    for si, ai, _stage, action in pipeline.all_actions():
+        where = f"stages[{si}].actions[{ai}]"
+        type_id = action.action_type_id
+        rule = PROVIDERS.get(type_id.provider)
+        if rule is None:
+            errors.append(
+                SpecIssue(
+                    f"{where}.actionTypeId.provider",
+                    f"provider '{type_id.provider}' ({type_id.category.value}) is not supported by Conveyor yet; "
+                    f"supported providers: {supported}",
+                )
+            )
+            continue
+        if type_id.category not in rule.categories:
+            allowed = ", ".join(sorted(c.value for c in rule.categories))
+            errors.append(
+                SpecIssue(
+                    f"{where}.actionTypeId.category",
+                    f"provider '{type_id.provider}' cannot have category '{type_id.category.value}'; use {allowed}",
+                )
+            )
+        for key in action.configuration:
+            if key not in rule.configuration_keys:
+                allowed = ", ".join(sorted(rule.configuration_keys)) or "none"
+                errors.append(
+                    SpecIssue(
+                        f"{where}.configuration.{key}",
+                        f"'{key}' is not a configuration key of provider '{type_id.provider}'; allowed: {allowed}",
+                    )
+                )
+        for key in sorted(rule.required_keys - set(action.configuration)):
+            errors.append(
+                SpecIssue(f"{where}.configuration", f"provider '{type_id.provider}' needs configuration key '{key}'")
+            )
+        if rule.needs_commands and not action.commands:
+            errors.append(SpecIssue(f"{where}.commands", f"a '{type_id.provider}' action needs 1 to 50 commands"))
+        if not rule.needs_commands and action.commands:
+            errors.append(SpecIssue(f"{where}.commands", f"provider '{type_id.provider}' does not run commands"))
+        if len(action.output_artifacts) > rule.max_output_artifacts:
+            errors.append(
+                SpecIssue(
+                    f"{where}.outputArtifacts",
+                    f"provider '{type_id.provider}' produces at most {rule.max_output_artifacts} output artifacts",
+                )
+            )
+        if action.input_artifacts and not rule.allows_input_artifacts:
+            errors.append(
+                SpecIssue(f"{where}.inputArtifacts", f"provider '{type_id.provider}' takes no input artifacts")
+            )
+        if action.output_variables and rule.output_variables is not None:
+            errors.append(
+                SpecIssue(
+                    f"{where}.outputVariables",
+                    f"provider '{type_id.provider}' exports its own variables; remove 'outputVariables'",
+                )
+            )
+        if action.conveyor.rollback and type_id.provider != "Commands":
+            errors.append(SpecIssue(f"{where}.conveyor.rollback", "rollback commands are for 'Commands' actions"))
+        for ei, env in enumerate(action.environment_variables):
+            if env.type == EnvironmentVariableType.SECRETS_MANAGER:
+                errors.append(
+                    SpecIssue(
+                        f"{where}.environmentVariables[{ei}].type",
+                        "SECRETS_MANAGER variables are not supported yet; use 'conveyor.passEnvironment' "
+                        "to pass a secret from the worker's environment",
+                    )
+                )
+
+
+def _check_artifacts(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
+    producers: dict[str, tuple[int, int, int]] = {}  # artifact -> (stage index, runOrder, action index)
+    for si, ai, _stage, action in pipeline.all_actions():
+        for oi, out in enumerate(action.output_artifacts):
+            if out.name in producers:
+                psi, _, pai = producers[out.name]
+                errors.append(
+                    SpecIssue(
+                        f"stages[{si}].actions[{ai}].outputArtifacts[{oi}].name",
+                        f"artifact '{out.name}' is already produced by stages[{psi}].actions[{pai}]; "
+                        "output artifact names must be unique in the pipeline",
+                    )
+                )
+            else:
+                producers[out.name] = (si, action.run_order, ai)
+    for si, ai, _stage, action in pipeline.all_actions():
+        for ii, inp in enumerate(action.input_artifacts):
+            producer = producers.get(inp.name)
+            earlier = producer is not None and (
+                producer[0] < si or (producer[0] == si and producer[1] < action.run_order)
+            )
+            if not earlier:
+                errors.append(
+                    SpecIssue(
+                        f"stages[{si}].actions[{ai}].inputArtifacts[{ii}]",
+                        f"artifact '{inp.name}' is not produced by an earlier action",
+                    )
+                )
+
+
+def _action_texts(action: Action) -> list[tuple[str, str]]:
+    """(path suffix, text) of every place a variable reference may appear in an action."""
+    texts = [(f"configuration.{k}", v) for k, v in action.configuration.items()]
+    texts += [(f"commands[{i}]", c) for i, c in enumerate(action.commands or [])]
+    texts += [(f"environmentVariables[{i}].value", e.value) for i, e in enumerate(action.environment_variables)]
+    texts += [(f"conveyor.rollback[{i}]", c) for i, c in enumerate(action.conveyor.rollback)]
+    return texts
+
+
+def _exported_variables(action: Action) -> frozenset[str] | None:
+    rule = PROVIDERS.get(action.action_type_id.provider)
+    if rule is None:
+        return None  # unknown provider: already reported
+    if rule.output_variables is None:
+        return frozenset(action.output_variables)
+    return rule.output_variables
+
+
+def _check_namespaces_and_variables(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
+    artifact_names = {out.name for _, _, _, a in pipeline.all_actions() for out in a.output_artifacts}
+    owners: dict[str, tuple[int, int, int, Action]] = {}  # namespace -> (stage, runOrder, index, action)
+    for si, ai, _stage, action in pipeline.all_actions():
+        ns = action.namespace
+        if ns is None:
+            continue
+        where = f"stages[{si}].actions[{ai}].namespace"
+        if ns in owners:
+            errors.append(SpecIssue(where, f"namespace '{ns}' is already used; namespaces must be unique"))
+        elif ns in artifact_names:
+            errors.append(SpecIssue(where, f"namespace '{ns}' equals an artifact name; choose another"))
+        elif ns in (PIPELINE_VARIABLES, RESERVED):
+            errors.append(SpecIssue(where, f"namespace '{ns}' is reserved"))
+        else:
+            owners[ns] = (si, action.run_order, ai, action)
+    declared = {v.name for v in pipeline.variables}
+    for si, ai, _stage, action in pipeline.all_actions():
+        for suffix, text in _action_texts(action):
+            for ns, key in references(text):
+                problem = _reference_problem(ns, key, si, action.run_order, declared, owners)
+                if problem:
+                    errors.append(SpecIssue(f"stages[{si}].actions[{ai}].{suffix}", problem))
+
+
+def _reference_problem(
+    ns: str,
+    key: str,
+    stage_index: int,
+    run_order: int,
+    declared: set[str],
+    owners: dict[str, tuple[int, int, int, Action]],
+) -> str | None:
+    ref = f"#{{{ns}.{key}}}"
+    if ns == PIPELINE_VARIABLES:
+        return None if key in declared else f"'{ref}': pipeline variable '{key}' is not declared in 'variables'"
+    if ns == RESERVED:
+        return None if key in RESERVED_KEYS else f"'{ref}': codepipeline has only {', '.join(RESERVED_KEYS)}"
+    owner = owners.get(ns)
+    if owner is None:
+        return f"'{ref}': no action has namespace '{ns}'"
+    osi, orun, _oai, oaction = owner
+    if not (osi < stage_index or (osi == stage_index and orun < run_order)):
+        return f"'{ref}': namespace '{ns}' belongs to an action that does not run earlier than this one"
+    exported = _exported_variables(oaction)
+    if exported is not None and key not in exported:
+        listed = ", ".join(sorted(exported)) or "none"
+        return f"'{ref}': action '{oaction.name}' does not export '{key}' (it exports: {listed})"
+    return None
+
+
+def _check_failure_modes(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
+    for si, stage in enumerate(pipeline.stages):
+        if stage.on_failure and stage.on_failure.result == FailureResult.ROLLBACK:
+            if pipeline.execution_mode == ExecutionMode.PARALLEL:
+                errors.append(
+                    SpecIssue(
+                        f"stages[{si}].onFailure.result",
+                        "ROLLBACK is not available in PARALLEL pipelines; use FAIL or RETRY",
+                    )
+                )
+
+
+def _check_triggers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
+    source_names = {a.name for a in pipeline.stages[0].actions if a.action_type_id.category == ActionCategory.SOURCE}
+    for ti, trigger in enumerate(pipeline.triggers):
+        git = trigger.git_configuration
+        if git.source_action_name not in source_names:
+            errors.append(
+                SpecIssue(
+                    f"triggers[{ti}].gitConfiguration.sourceActionName",
+                    f"'{git.source_action_name}' is not a Source action of the first stage",
+                )
+            )
+        for pi, push in enumerate(git.push):
+            if push.tags and (push.branches or push.file_paths):
+                errors.append(
+                    SpecIssue(
+                        f"triggers[{ti}].gitConfiguration.push[{pi}]",
+                        "a push filter cannot combine 'tags' with 'branches' or 'filePaths'; split it in two",
+                    )
+                )

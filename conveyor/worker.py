@@ -1,0 +1,49 @@
+"""The Conveyor worker: every workflow and activity, registered on one task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.artifacts import store_from_settings
+from activities.providers.commands import CommandsProvider
+from activities.providers.git import GitProvider
+from activities.providers.noop import noop
+from conveyor.settings import Settings
+from workflows.execution import PipelineExecutionWorkflow
+from workflows.stage import StageWorkflow
+
+WORKFLOWS: Sequence[type] = (PipelineExecutionWorkflow, StageWorkflow)
+
+
+def activities_for(settings: Settings) -> list[Callable[..., Any]]:
+    store = store_from_settings(settings)
+    commands = CommandsProvider(settings, store)
+    git = GitProvider(settings, store)
+    return [commands.run_commands, git.git_source, noop]
+
+
+def build_worker(client: Client, settings: Settings, **options: Any) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=list(WORKFLOWS),
+        activities=activities_for(settings),
+        activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
+        **options,
+    )
+
+
+async def run_worker(client: Client, settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set (or forever); in-flight tasks finish or are handed back on shutdown."""
+    worker = build_worker(client, settings)
+    if stop is None:
+        await worker.run()
+        return
+    async with worker:
+        await stop.wait()

@@ -1,0 +1,57 @@
+"""Shared fixtures: one real Temporal dev server per test session, a fresh task queue per test."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from conveyor.client import ConveyorClient
+from conveyor.devserver import EmbeddedServer
+from conveyor.settings import Settings
+from conveyor.worker import build_worker
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("conveyor-data")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def server(data_dir: Path) -> AsyncIterator[EmbeddedServer]:
+    """The embedded server exactly as `conveyor server` starts it (search attributes, retention)."""
+    embedded = EmbeddedServer(Settings(data_dir=data_dir), headless=True)
+    await embedded.start()
+    yield embedded
+    await asyncio.to_thread(embedded.stop)
+
+
+@pytest.fixture
+def settings(data_dir: Path, server: EmbeddedServer) -> Settings:
+    # A fresh task queue per test: no test's worker ever picks up another test's tasks.
+    return Settings(data_dir=data_dir, temporal_address=server.address, task_queue=f"tq-{uuid.uuid4().hex[:12]}")
+
+
+@pytest_asyncio.fixture
+async def temporal_client(server: EmbeddedServer, settings: Settings) -> Client:
+    from conveyor.connection import connect
+
+    return await connect(server.address, settings)
+
+
+@pytest_asyncio.fixture
+async def conveyor(temporal_client: Client, settings: Settings) -> ConveyorClient:
+    return ConveyorClient(temporal_client, settings)
+
+
+@pytest_asyncio.fixture
+async def worker(temporal_client: Client, settings: Settings) -> AsyncIterator[Worker]:
+    """An in-process worker on the test's task queue (crash tests start real worker processes)."""
+    async with build_worker(temporal_client, settings) as running:
+        yield running

@@ -1,0 +1,1 @@
+"""Deterministic orchestration: the `PipelineExecution` and `PipelineStage` workflows."""

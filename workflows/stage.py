@@ -1,0 +1,362 @@
+"""The `PipelineStage` workflow: one stage attempt of an execution.
+
+Runs the stage's runOrder groups in ascending order, the actions of a group in parallel, each as an
+activity (or, for a Manual approval, as a durable wait answered by the `approve` / `reject`
+updates or signals). A failed action lets its group finish and starts no later group.
+Deterministic: no I/O, no clocks but `workflow.now()`, no randomness but `workflow.uuid4()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from conveyor.model import (
+        ActionContext,
+        ActionOutcome,
+        ActionState,
+        ActionStatus,
+        ApprovalDecision,
+        ApprovalResult,
+        ArtifactRef,
+        CommandsInput,
+        ErrorDetails,
+        GitSourceInput,
+        NoopInput,
+        OutputArtifactSpec,
+        SourceRevision,
+        StageInput,
+        StageResult,
+        StageState,
+        StageStatus,
+    )
+    from conveyor.spec.declaration import Action, Stage
+    from conveyor.variables import UnresolvedVariableError, resolve
+
+DEFAULT_APPROVAL_TIMEOUT = timedelta(days=7)
+DEFAULT_COMMANDS_TIMEOUT = timedelta(minutes=55)
+DEFAULT_ACTION_TIMEOUT = timedelta(hours=1)
+# Infrastructure failures (a dead worker's heartbeat timeout) are retried; an action's own failure
+# is raised non-retryable by its activity, so it is not.
+INFRASTRUCTURE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10
+)
+
+
+class ActionFailed(Exception):
+    """An action ended unsuccessfully; carries what `status` shows."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.details = ErrorDetails(code=code, message=message)
+
+
+@workflow.defn(name="PipelineStage")
+class StageWorkflow:
+    @workflow.init
+    def __init__(self, input: StageInput) -> None:
+        # Built in init, so update validators can read it before `run` starts.
+        self._stage = Stage.model_validate(input.stage)
+        self._input = input
+        self._state = StageState(
+            stage_name=self._stage.name,
+            attempt=input.attempt,
+            actions=[
+                ActionState(
+                    action_name=a.name,
+                    provider=a.action_type_id.provider,
+                    category=a.action_type_id.category.value,
+                    run_order=a.run_order,
+                )
+                for a in self._stage.actions
+            ],
+        )
+        self._values: dict[str, dict[str, str]] = {ns: dict(v) for ns, v in input.variables.items()}
+        self._artifacts: dict[str, ArtifactRef] = {ref.name: ref for ref in input.artifacts}
+        self._outputs: dict[str, dict[str, str]] = {}
+        self._produced: list[ArtifactRef] = []
+        self._revisions: list[SourceRevision] = []
+        self._decisions: dict[str, ApprovalResult] = {}
+
+    # --- queries and approval messages ----------------------------------------------------------
+
+    @workflow.query(name="state")
+    def state(self) -> StageState:
+        return self._state
+
+    @workflow.update(name="approve")
+    async def approve(self, decision: ApprovalDecision) -> ApprovalResult:
+        return self._decide(decision, "Approved")
+
+    @approve.validator
+    def _validate_approve(self, decision: ApprovalDecision) -> None:
+        self._check_decision(decision)
+
+    @workflow.update(name="reject")
+    async def reject(self, decision: ApprovalDecision) -> ApprovalResult:
+        return self._decide(decision, "Rejected")
+
+    @reject.validator
+    def _validate_reject(self, decision: ApprovalDecision) -> None:
+        self._check_decision(decision)
+
+    @workflow.signal(name="approve")
+    def approve_signal(self, decision: ApprovalDecision) -> None:
+        self._decide_from_signal(decision, "Approved")
+
+    @workflow.signal(name="reject")
+    def reject_signal(self, decision: ApprovalDecision) -> None:
+        self._decide_from_signal(decision, "Rejected")
+
+    def _pending_action(self, decision: ApprovalDecision) -> ActionState:
+        """The approval the decision is for, or ApplicationError saying why there is none."""
+        waiting = [a for a in self._state.actions if a.token is not None]
+        if decision.action_name is None:
+            if len(waiting) != 1:
+                names = ", ".join(a.action_name for a in waiting) or "none"
+                raise ApplicationError(
+                    f"stage '{self._stage.name}' has {len(waiting)} approvals waiting ({names}); name one with actionName"
+                )
+            return waiting[0]
+        action = next((a for a in self._state.actions if a.action_name == decision.action_name), None)
+        if action is None or action.provider != "Manual":
+            raise ApplicationError(f"stage '{self._stage.name}' has no approval action '{decision.action_name}'")
+        if action.approval is not None:
+            raise ApplicationError(
+                f"approval '{action.action_name}' was already decided: {action.approval.status} "
+                f"by {action.approval.by or 'unknown'}"
+            )
+        if action.token is None:
+            raise ApplicationError(f"approval '{action.action_name}' is not waiting for a decision")
+        return action
+
+    def _check_decision(self, decision: ApprovalDecision) -> ActionState:
+        action = self._pending_action(decision)
+        if decision.token != action.token:
+            raise ApplicationError(
+                f"the token does not match approval '{action.action_name}' (stale or mistyped); "
+                "read the current token with `conveyor status`"
+            )
+        return action
+
+    def _decide(self, decision: ApprovalDecision, status: str) -> ApprovalResult:
+        # Checked again and recorded before any await: two concurrent decisions can never both pass.
+        action = self._check_decision(decision)
+        result = ApprovalResult(
+            action_name=action.action_name,
+            status=status,
+            summary=decision.summary,
+            by=decision.by,
+            decided_at=workflow.now(),
+        )
+        action.approval = result
+        action.token = None
+        self._decisions[action.action_name] = result
+        return result
+
+    def _decide_from_signal(self, decision: ApprovalDecision, status: str) -> None:
+        try:
+            self._decide(decision, status)
+        except ApplicationError as refused:
+            # A signal cannot be refused to its sender; show the refusal in `status` instead.
+            target = next((a for a in self._state.actions if a.action_name == decision.action_name), None)
+            target = target or next((a for a in self._state.actions if a.provider == "Manual"), None)
+            if target is not None:
+                target.refused_decisions.append(f"{status.lower()[:-1]} by {decision.by or 'unknown'}: {refused}")
+            workflow.logger.warning("approval signal refused: %s", refused)
+
+    # --- the stage ------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: StageInput) -> StageResult:
+        self._state.status = StageStatus.IN_PROGRESS
+        self._state.started_at = workflow.now()
+        failed = False
+        for run_order in sorted({a.run_order for a in self._stage.actions}):
+            group = [a for a in self._stage.actions if a.run_order == run_order]
+            outcomes = await asyncio.gather(*(self._run_action(a) for a in group))
+            if not all(outcomes):
+                failed = True
+                break
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._state.finished_at = workflow.now()
+        result = StageResult(
+            state=self._state,
+            output_variables=self._outputs,
+            output_artifacts=self._produced,
+            source_revisions=self._revisions,
+        )
+        if failed:
+            self._state.status = StageStatus.FAILED
+            first = next(a for a in self._state.actions if a.status == ActionStatus.FAILED)
+            assert first.error is not None
+            self._state.error = ErrorDetails(
+                code=first.error.code, message=f"action '{first.action_name}' failed: {first.error.message}"
+            )
+            raise ApplicationError(self._state.error.message, result, type="StageFailed", non_retryable=True)
+        self._state.status = StageStatus.SUCCEEDED
+        return result
+
+    def _action_state(self, name: str) -> ActionState:
+        return next(a for a in self._state.actions if a.action_name == name)
+
+    async def _run_action(self, action: Action) -> bool:
+        state = self._action_state(action.name)
+        state.status = ActionStatus.IN_PROGRESS
+        state.started_at = workflow.now()
+        try:
+            outcome = await self._dispatch(action, state)
+        except ActionFailed as failure:
+            state.status = ActionStatus.FAILED
+            state.error = failure.details
+            return False
+        except ActivityError as err:
+            state.status = ActionStatus.FAILED
+            state.error = _activity_error(err)
+            return False
+        finally:
+            state.finished_at = workflow.now()
+        state.status = ActionStatus.SUCCEEDED
+        state.summary = outcome.summary
+        state.external_url = outcome.external_url
+        state.output_variables = outcome.output_variables
+        state.output_artifacts = outcome.output_artifacts
+        if action.namespace:
+            self._values[action.namespace] = outcome.output_variables
+            self._outputs[action.namespace] = outcome.output_variables
+        for ref in outcome.output_artifacts:
+            self._artifacts[ref.name] = ref
+            self._produced.append(ref)
+        if outcome.source_revision is not None:
+            self._revisions.append(outcome.source_revision)
+        return True
+
+    def _resolve(self, text: str) -> str:
+        try:
+            return resolve(text, self._values)
+        except UnresolvedVariableError as err:
+            raise ActionFailed("VariableError", str(err)) from None
+
+    def _context(self, action: Action) -> ActionContext:
+        return ActionContext(
+            pipeline_name=self._input.pipeline_name,
+            execution_id=self._input.execution_id,
+            stage_name=self._stage.name,
+            action_name=action.name,
+            stage_attempt=self._input.attempt,
+        )
+
+    def _timeout(self, action: Action, default: timedelta) -> timedelta:
+        minutes = action.conveyor.timeout_minutes or action.timeout_in_minutes
+        return timedelta(minutes=minutes) if minutes else default
+
+    async def _dispatch(self, action: Action, state: ActionState) -> ActionOutcome:
+        configuration = {key: self._resolve(value) for key, value in action.configuration.items()}
+        state.resolved_configuration = configuration
+        provider = action.action_type_id.provider
+        if provider == "Manual":
+            return await self._wait_for_approval(action, state, configuration)
+        heartbeat = timedelta(
+            seconds=action.conveyor.heartbeat_timeout_seconds or self._input.default_heartbeat_seconds
+        )
+        retry = INFRASTRUCTURE_RETRY
+        if action.conveyor.retry is not None:
+            policy = action.conveyor.retry
+            retry = RetryPolicy(
+                initial_interval=timedelta(seconds=policy.initial_interval_seconds),
+                backoff_coefficient=policy.backoff_coefficient,
+                maximum_interval=timedelta(seconds=policy.maximum_interval_seconds)
+                if policy.maximum_interval_seconds
+                else None,
+                maximum_attempts=max(policy.maximum_attempts, 1),
+            )
+        context = self._context(action)
+        if provider == "Commands":
+            timeout = self._timeout(action, DEFAULT_COMMANDS_TIMEOUT)
+            activity_input: object = CommandsInput(
+                context=context,
+                commands=[self._resolve(c) for c in action.commands or []],
+                environment={e.name: self._resolve(e.value) for e in action.environment_variables},
+                pass_environment=list(action.conveyor.pass_environment),
+                input_artifacts=[self._artifact(action, i.name) for i in action.input_artifacts],
+                output_artifacts=[
+                    OutputArtifactSpec(name=o.name, files=o.files or ["**/*"]) for o in action.output_artifacts
+                ],
+                output_variables=list(action.output_variables),
+                timeout_seconds=int(timeout.total_seconds()),
+            )
+            activity = "run_commands"
+            # The activity enforces the action's own timeout; this one only catches a lost worker.
+            timeout += timedelta(minutes=1)
+        elif provider == "Git":
+            override = next((r for r in self._input.source_revisions if r.action_name == action.name), None)
+            activity_input = GitSourceInput(
+                context=context,
+                repository=configuration["RepositoryUrl"],
+                branch=configuration.get("BranchName"),
+                commit=override.revision_value if override else None,
+                output_artifact=action.output_artifacts[0].name if action.output_artifacts else None,
+            )
+            activity, timeout = "git_source", self._timeout(action, DEFAULT_ACTION_TIMEOUT)
+        elif provider == "Noop":
+            activity_input = NoopInput(context=context, output_variables=configuration)
+            activity, timeout = "noop", self._timeout(action, DEFAULT_ACTION_TIMEOUT)
+        else:  # validation refuses unknown providers; this guards a hand-made input
+            raise ActionFailed("ConfigurationError", f"provider '{provider}' is not supported")
+        return await workflow.execute_activity(
+            activity,
+            activity_input,
+            result_type=ActionOutcome,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=heartbeat,
+            retry_policy=retry,
+            summary=f"{self._stage.name}/{action.name}",
+        )
+
+    def _artifact(self, action: Action, name: str) -> ArtifactRef:
+        ref = self._artifacts.get(name)
+        if ref is None:
+            raise ActionFailed("ArtifactError", f"input artifact '{name}' of action '{action.name}' is not available")
+        return ref
+
+    async def _wait_for_approval(
+        self, action: Action, state: ActionState, configuration: dict[str, str]
+    ) -> ActionOutcome:
+        timeout = self._timeout(action, DEFAULT_APPROVAL_TIMEOUT)
+        state.token = str(workflow.uuid4())
+        state.external_url = configuration.get("ExternalEntityLink")
+        try:
+            await workflow.wait_condition(lambda: action.name in self._decisions, timeout=timeout)
+        except asyncio.TimeoutError:
+            state.token = None
+            minutes = int(timeout.total_seconds() // 60)
+            raise ActionFailed("ApprovalTimedOut", f"no decision within {_minutes_text(minutes)}") from None
+        decision = self._decisions[action.name]
+        if decision.status == "Rejected":
+            raise ActionFailed("ApprovalRejected", f"rejected by {decision.by or 'unknown'}: {decision.summary}")
+        return ActionOutcome(summary=decision.summary or f"approved by {decision.by or 'unknown'}")
+
+
+
+def _minutes_text(minutes: int) -> str:
+    if minutes % (24 * 60) == 0:
+        days = minutes // (24 * 60)
+        return f"{days} day{'s' if days != 1 else ''}"
+    return f"{minutes} minutes"
+
+
+def _activity_error(err: ActivityError) -> ErrorDetails:
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return ErrorDetails(code=cause.type or "ActionError", message=cause.message)
+    if isinstance(cause, ActivityTimeoutError):
+        return ErrorDetails(code="ActionTimeout", message=f"activity timed out ({cause.type.name if cause.type else ''})")
+    if is_cancelled_exception(err):
+        return ErrorDetails(code="ActionCancelled", message="the action was cancelled")
+    return ErrorDetails(code="ActionError", message=str(cause or err))

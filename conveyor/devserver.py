@@ -8,6 +8,8 @@ an existing file, where `--search-attribute` would not add new ones) and sets a 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import json
 import os
 import shutil
 import signal
@@ -27,6 +29,20 @@ from conveyor.settings import Settings
 
 class EmbeddedServerError(RuntimeError):
     """The embedded server could not be found or started; the message says what to do."""
+
+
+def server_record_path(data_dir: Path) -> Path:
+    return data_dir / "server.json"
+
+
+def running_server_address(data_dir: Path) -> str | None:
+    """The address of an embedded server already serving this data directory, if one is."""
+    try:
+        record = json.loads(server_record_path(data_dir).read_text())
+        os.kill(int(record["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(record["address"])
 
 
 def find_binary(name: str) -> str:
@@ -72,6 +88,7 @@ class EmbeddedServer:
         self.db_file = db_file or settings.data_dir / "temporal.sqlite"
         self.log_file = log_file or settings.data_dir / "temporal-server.log"
         self._process: subprocess.Popen[bytes] | None = None
+        self._lock_fd: int | None = None
 
     @property
     def address(self) -> str:
@@ -106,8 +123,41 @@ class EmbeddedServer:
             cmd += ["--search-attribute", f"{key.name}={search_attributes.CLI_TYPES[key.name]}"]
         return cmd
 
-    async def start(self) -> Client:
+    def _lock(self) -> None:
+        """One embedded server per SQLite file: two would corrupt each other's state."""
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.db_file.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            other = running_server_address(self.settings.data_dir)
+            raise EmbeddedServerError(
+                f"another embedded Temporal server already uses {self.db_file}"
+                + (f" at {other}" if other else "")
+                + "; stop it, or point TEMPORAL_ADDRESS at it"
+            ) from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        server_record_path(self.settings.data_dir).unlink(missing_ok=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def start(self) -> Client:
+        self._lock()
+        try:
+            client = await self._start_process()
+        except BaseException:
+            self._unlock()
+            raise
+        server_record_path(self.settings.data_dir).write_text(
+            json.dumps({"address": self.address, "ui": self.ui_url, "pid": os.getpid()})
+        )
+        return client
+
+    async def _start_process(self) -> Client:
         log = open(self.log_file, "ab")  # noqa: SIM115 - lives as long as the server process
         try:
             # Its own process group, so Ctrl-C in a terminal reaches us, and we stop it in order.
@@ -144,14 +194,17 @@ class EmbeddedServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            if process is None or process.poll() is not None:
+                return
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        finally:
+            self._unlock()
 
     async def __aenter__(self) -> EmbeddedServer:
         await self.start()

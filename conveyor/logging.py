@@ -8,10 +8,18 @@ import sys
 import structlog
 
 
-def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
-    """Route structlog and the stdlib (Temporal's replay-safe workflow.logger too) through one renderer."""
-    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
-    shared = [
+def configure_logging(level: str = "INFO", *, json: bool = False, sdk_level: str | None = None) -> None:
+    """Route structlog and the stdlib (Temporal's replay-safe workflow.logger too) through one renderer.
+
+    `sdk_level` raises the threshold of the Temporal SDK's own loggers: `conveyor run` shows failed
+    actions in its table, so the SDK's "completing activity as failed" warnings would only repeat them.
+    """
+    renderer: structlog.typing.Processor
+    if json:
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -32,3 +40,4 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("temporalio").setLevel((sdk_level or level).upper())

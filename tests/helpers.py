@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import yaml
+
+from conveyor.client import ConveyorClient, ExecutionRef
 
 
 def pipeline(text: str) -> dict[str, Any]:
@@ -13,3 +16,19 @@ def pipeline(text: str) -> dict[str, Any]:
     data = yaml.safe_load(text)
     data["name"] = f"{data['name']}-{uuid.uuid4().hex[:8]}"
     return data
+
+
+async def waiting_token(
+    conveyor: ConveyorClient, ref: ExecutionRef, stage: str = "Prod", action: str = "Gate"
+) -> str:
+    """The approval's token, once the approval is waiting."""
+    async def poll() -> str:
+        while True:
+            state = await conveyor.state(ref)
+            found = state.stage(stage)
+            token = next((a.token for a in found.actions if a.action_name == action), None) if found else None
+            if token:
+                return token
+            await asyncio.sleep(0.2)
+
+    return await asyncio.wait_for(poll(), 30)

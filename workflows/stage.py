@@ -210,18 +210,16 @@ class StageWorkflow:
         state = self._action_state(action.name)
         state.status = ActionStatus.IN_PROGRESS
         state.started_at = workflow.now()
+        # No `finally` here: an evicted workflow's coroutines are closed outside the workflow loop.
         try:
             outcome = await self._dispatch(action, state)
         except ActionFailed as failure:
-            state.status = ActionStatus.FAILED
-            state.error = failure.details
+            state.status, state.error, state.finished_at = ActionStatus.FAILED, failure.details, workflow.now()
             return False
         except ActivityError as err:
-            state.status = ActionStatus.FAILED
-            state.error = _activity_error(err)
+            state.status, state.error, state.finished_at = ActionStatus.FAILED, _activity_error(err), workflow.now()
             return False
-        finally:
-            state.finished_at = workflow.now()
+        state.finished_at = workflow.now()
         state.status = ActionStatus.SUCCEEDED
         state.summary = outcome.summary
         state.external_url = outcome.external_url

@@ -114,7 +114,7 @@ class ExecutionInput(CamelModel):
     """
 
     pipeline: dict[str, Any]
-    execution_id: str
+    execution_id: str = ""  # default: the part of the workflow id after "<pipeline>/"
     variables: dict[str, str] = Field(default_factory=dict)
     source_revisions: list[SourceRevisionOverride] = Field(default_factory=list)
     client_request_token: str | None = None

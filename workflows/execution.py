@@ -32,7 +32,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from conveyor.search_attributes import PIPELINE_NAME, PIPELINE_STATUS, PIPELINE_VERSION
     from conveyor.spec.declaration import Pipeline, Stage
-    from conveyor.spec.validation import validate_pipeline
+    from conveyor.spec.validation import format_path, validate_pipeline
+    from pydantic import ValidationError
     from conveyor.variables import PIPELINE_VARIABLES, RESERVED, namespaces_used
     from workflows.stage import StageWorkflow
 
@@ -55,15 +56,27 @@ class PipelineExecutionWorkflow:
         return self._state
 
     @workflow.run
-    async def run(self, input: ExecutionInput) -> ExecutionState:
+    async def run(self, raw_input: Any) -> ExecutionState:
+        """`raw_input` is an `ExecutionInput` as JSON. It is taken as anything and validated here: an
+        input that failed to decode would otherwise retry the first workflow task forever."""
         info = workflow.info()
-        execution_id = input.execution_id or info.workflow_id.rsplit("/", 1)[-1]
-        report = validate_pipeline(input.pipeline)
-        name = str(input.pipeline.get("name") or info.workflow_id.split("/", 1)[0])
+        pipeline_name, _, execution_id = info.workflow_id.rpartition("/")
         self._state = ExecutionState(
-            pipeline_name=name,
-            execution_id=execution_id,
-            started_at=workflow.now(),
+            pipeline_name=pipeline_name or info.workflow_id, execution_id=execution_id, started_at=workflow.now()
+        )
+        try:
+            input = ExecutionInput.model_validate(raw_input)
+        except ValidationError as err:
+            problems = [f"<execution input>: {format_path(e['loc'])}: {e['msg']}" for e in err.errors()]
+            await self._finish(ExecutionStatus.FAILED, "invalid execution input:\n" + "\n".join(problems))
+            raise ApplicationError(
+                "invalid execution input:\n" + "\n".join(problems), type="InvalidExecutionInput", non_retryable=True
+            ) from None
+        report = validate_pipeline(input.pipeline)
+        self._state = ExecutionState(
+            pipeline_name=str(input.pipeline.get("name") or self._state.pipeline_name),
+            execution_id=input.execution_id or execution_id,
+            started_at=self._state.started_at,
             trigger=input.trigger,
             started_by=input.started_by,
         )
@@ -92,7 +105,7 @@ class PipelineExecutionWorkflow:
 
         values: dict[str, dict[str, str]] = {
             PIPELINE_VARIABLES: dict(state.variables),
-            RESERVED: {"PipelineExecutionId": execution_id, "PipelineName": pipeline.name},
+            RESERVED: {"PipelineExecutionId": state.execution_id, "PipelineName": pipeline.name},
         }
         artifacts: dict[str, ArtifactRef] = {}
         try:

@@ -32,7 +32,7 @@ import shlex
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -56,6 +56,7 @@ CANCEL_GRACE_SECONDS = 5.0
 TIMEOUT_GRACE_SECONDS = 5.0
 STRAGGLER_GRACE_SECONDS = 2.0  # background processes still running after the last command
 OUTPUT_DRAIN_SECONDS = 5.0
+EXIT_POLL_SECONDS = 0.05
 OUTPUT_VARIABLES_LIMIT = 122880  # bytes of names + values, CodePipeline's limit
 TAIL_LINES = 10
 WORKER_ENV_NAMES = ("PATH", "HOME", "LANG", "LC_ALL")
@@ -285,7 +286,7 @@ async def _wait_or_kill(
     proc: asyncio.subprocess.Process, pump: asyncio.Task[None], pgid: int, timeout: float, log: Any
 ) -> None:
     try:
-        await asyncio.wait_for(proc.wait(), timeout)
+        await asyncio.wait_for(_leader_exit(proc), timeout)
     except TimeoutError:
         log.warning("commands.timed_out", timeout_seconds=timeout)
         await kill_process_group(pgid, TIMEOUT_GRACE_SECONDS)
@@ -301,17 +302,35 @@ async def _wait_or_kill(
     await _drain(pump)
 
 
+async def _leader_exit(proc: asyncio.subprocess.Process) -> None:
+    """Wait for bash itself to exit.
+
+    Not `proc.wait()`: asyncio only returns from it once every pipe is closed, and a background
+    child of the commands can keep the output pipe open forever.
+    """
+    while proc.returncode is None:
+        await asyncio.sleep(EXIT_POLL_SECONDS)
+
+
 async def _drain(pump: asyncio.Task[None]) -> None:
     """Let the output copier reach the end of the pipe, but never wait on it for long."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(pump), OUTPUT_DRAIN_SECONDS)
 
 
+def heartbeat_interval(heartbeat_timeout: timedelta | None) -> float:
+    """Beat well inside the timeout the workflow set: a short timeout needs frequent beats."""
+    if heartbeat_timeout is None:
+        return HEARTBEAT_SECONDS
+    return max(0.1, min(HEARTBEAT_SECONDS, heartbeat_timeout.total_seconds() / 3))
+
+
 async def _heartbeat_forever(record: ProcessGroupRecord) -> None:
     details = record.model_dump(mode="json")
+    interval = heartbeat_interval(activity.info().heartbeat_timeout)
     while True:
         activity.heartbeat(details)
-        await asyncio.sleep(HEARTBEAT_SECONDS)
+        await asyncio.sleep(interval)
 
 
 async def _pump_output(proc: asyncio.subprocess.Process, log_file: IO[str], tail: collections.deque[str]) -> None:

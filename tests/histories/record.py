@@ -1,0 +1,107 @@
+"""Record representative histories for the replay tests: `python -m tests.histories.record`.
+
+Run once per new scenario. A recorded history is never re-recorded to make a workflow change pass:
+a change that breaks replay goes behind `workflow.patched`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from conveyor.client import ConveyorClient, ExecutionRef
+from conveyor.devserver import EmbeddedServer
+from conveyor.settings import Settings
+from conveyor.worker import build_worker
+from tests.helpers import waiting_token
+
+HERE = Path(__file__).parent
+
+SCENARIOS = {
+    "multi-stage-success": """
+name: replay-multi
+variables: [{name: Greeting, defaultValue: hi}]
+stages:
+  - name: Build
+    actions:
+      - name: Compile
+        provider: Commands
+        namespace: Build
+        commands: ['mkdir -p dist && echo "#{variables.Greeting}" > dist/a.txt', "export VERSION=3"]
+        outputVariables: [VERSION]
+        outputArtifacts: [{name: App, files: ["dist/**/*"]}]
+      - {name: Lint, provider: Commands, commands: ["true"]}
+  - name: Test
+    actions:
+      - name: Unit
+        provider: Commands
+        inputArtifacts: [{name: App}]
+        environmentVariables: [{name: V, value: "#{Build.VERSION}"}]
+        commands: ["test -f dist/a.txt", 'test "$V" = 3']
+      - {name: Later, provider: Noop, runOrder: 2, configuration: {}}
+""",
+    "approval-approved": """
+name: replay-approval
+stages:
+  - name: Build
+    actions:
+      - {name: Package, provider: Commands, commands: ["true"]}
+  - name: Prod
+    actions:
+      - {name: Gate, provider: Manual, configuration: {CustomData: "ship?"}}
+      - {name: Deploy, provider: Commands, runOrder: 2, commands: ["echo deployed"]}
+""",
+    "action-failed": """
+name: replay-failed
+stages:
+  - name: Build
+    actions:
+      - {name: Breaks, provider: Commands, commands: ["exit 4"]}
+      - {name: Fine, provider: Commands, commands: ["true"]}
+  - name: Deploy
+    actions:
+      - {name: Ship, provider: Commands, commands: ["true"]}
+""",
+}
+
+
+async def record(name: str, declaration: str, conveyor: ConveyorClient) -> None:
+    ref, _ = await conveyor.start(yaml.safe_load(declaration), token=name)
+    if "Gate" in declaration:
+        token = await waiting_token(conveyor, ref)
+        await conveyor.decide(ref, "Prod", "Gate", approve=True, summary="ok", token=token, by="recorder")
+    state = await asyncio.wait_for(conveyor.wait(ref), 60)
+    await asyncio.sleep(1)  # let the workflows close
+    await save(conveyor, ref.workflow_id, f"{name}.execution.json")
+    for stage in state.stages:
+        if stage.status is not None:
+            await save(conveyor, ref.stage_workflow_id(stage.stage_name), f"{name}.stage-{stage.stage_name}.json")
+    print(f"{name}: {state.status.value}")
+
+
+async def save(conveyor: ConveyorClient, workflow_id: str, filename: str) -> None:
+    history = await conveyor.temporal.get_workflow_handle(workflow_id).fetch_history()
+    (HERE / filename).write_text(history.to_json())
+
+
+async def main(names: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp), task_queue="record")
+        server = EmbeddedServer(settings, headless=True)
+        temporal = await server.start()
+        try:
+            conveyor = ConveyorClient(temporal, settings)
+            async with build_worker(temporal, settings):
+                for name in names or list(SCENARIOS):
+                    await record(name, SCENARIOS[name], conveyor)
+        finally:
+            server.stop()
+            await asyncio.sleep(0.1)  # sdk-python#300
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))

@@ -1,0 +1,33 @@
+"""Recorded histories replayed against today's workflow code: a determinism break fails here.
+
+Never re-record a history to make a change pass; put the change behind `workflow.patched`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from conveyor.worker import WORKFLOWS
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_there_are_histories_to_replay() -> None:
+    names = {path.name.split(".")[0] for path in HISTORIES}
+    assert {"multi-stage-success", "approval-approved", "action-failed"} <= names
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.name for p in HISTORIES])
+async def test_history_replays_deterministically(path: Path) -> None:
+    text = path.read_text()
+    events = json.loads(text)["events"]
+    workflow_id = events[0]["workflowExecutionStartedEventAttributes"].get("workflowId") or path.stem
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(WorkflowHistory.from_json(workflow_id, text), raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from pathlib import Path
@@ -10,10 +11,20 @@ from typing import Any
 import yaml
 
 from conveyor.spec.declaration import Pipeline
+from conveyor.spec.validation import DeclarationError, SpecIssue, ValidationReport, validate_pipeline
 from conveyor.variables import REFERENCE
 
-LOST_REFERENCE = re.compile(r"\s(" + REFERENCE.pattern + ")")
-from conveyor.spec.validation import DeclarationError, SpecIssue, ValidationReport, validate_pipeline
+# A reference after whitespace (or at a line's start): where a YAML comment can begin.
+LOST_REFERENCE = re.compile(r"(?<!\S)(" + REFERENCE.pattern + ")")
+# Tokens that carry no text of their own: they do not make a line hold a value.
+_ZERO_WIDTH_TOKENS = (
+    yaml.StreamStartToken,
+    yaml.StreamEndToken,
+    yaml.BlockMappingStartToken,
+    yaml.BlockSequenceStartToken,
+    yaml.BlockEndToken,
+    yaml.KeyToken,
+)
 
 
 def read_declaration(path: Path) -> Any:
@@ -38,33 +49,41 @@ def read_declaration(path: Path) -> Any:
         raise DeclarationError(source, [SpecIssue("", f"{where}invalid YAML: {problem}")]) from None
 
 
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
-
-
-def references_lost_to_comments(text: str, data: Any) -> list[SpecIssue]:
-    """In YAML, ` #` starts a comment, so an unquoted `echo #{Build.VERSION}` silently loses its
-    reference. Flag a line whose parsed value is exactly the text before such a ` #{`."""
-    parsed = {value.strip() for value in _strings(data) if value.strip()}
+def references_lost_to_comments(text: str, data: Any = None) -> list[SpecIssue]:
+    """In YAML, ` #` starts a comment, so an unquoted `- echo #{Build.VERSION}` silently loses its
+    reference. Flag a reference that YAML's scanner read as a comment trailing a value on the same
+    line; a reference inside a quoted or block scalar, or in a whole-line comment, is left alone.
+    (`data` is unused; kept for callers of the earlier signature.)"""
+    try:
+        tokens = list(yaml.scan(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError:
+        return []  # unreadable YAML is reported by read_declaration
+    # Both in text order: tokens with text of their own come one after another.
+    scalars = [(t.start_mark.index, t.end_mark.index) for t in tokens if isinstance(t, yaml.ScalarToken)]
+    starts = [start for start, _ in scalars]
+    ends = [t.end_mark.index for t in tokens if not isinstance(t, _ZERO_WIDTH_TOKENS)]
     issues = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        for match in LOST_REFERENCE.finditer(line):
-            before = line[: match.start()].rstrip()
-            if any(before.endswith(value) for value in parsed):
-                issues.append(
-                    SpecIssue(
-                        "",
-                        f"line {number}: '{match.group(1)}' was read as a YAML comment (' #' starts one); "
-                        "quote the whole value, e.g. - 'echo \"#{...}\"'",
-                    )
-                )
-                break
+    reported_lines: set[int] = set()
+    for match in LOST_REFERENCE.finditer(text):
+        at = match.start()
+        inside = bisect.bisect_right(starts, at) - 1
+        if inside >= 0 and at < scalars[inside][1]:
+            continue  # part of a value: not a comment
+        line_start = max(text.rfind("\n", 0, at), text.rfind("\r", 0, at)) + 1
+        before = bisect.bisect_right(ends, at) - 1
+        if before < 0 or ends[before] < line_start:
+            continue  # a whole-line comment: meant as one
+        number = text.count("\n", 0, at) + 1
+        if number in reported_lines:
+            continue
+        reported_lines.add(number)
+        issues.append(
+            SpecIssue(
+                "",
+                f"line {number}: '{match.group(1)}' was read as a YAML comment (' #' starts one); "
+                "quote the whole value, e.g. - 'echo \"#{...}\"'",
+            )
+        )
     return issues
 
 
@@ -72,7 +91,7 @@ def validate_file(path: Path) -> ValidationReport:
     data = read_declaration(path)
     report = validate_pipeline(data)
     if path.suffix.lower() != ".json":
-        report.errors = references_lost_to_comments(path.read_text(encoding="utf-8"), data) + report.errors
+        report.errors = references_lost_to_comments(path.read_text(encoding="utf-8")) + report.errors
     return report
 
 

@@ -1,8 +1,8 @@
 """The execution's memo: a compact, secret-free copy of its state, readable through describe.
 
 One key for the execution and one per stage, so each upsert writes only what changed and history
-stays small however many stages a pipeline has. Secret-free by construction: environment values
-never enter state, and resolved configuration (which may carry variable values) is left out.
+stays small however many stages a pipeline has. Secret-free by construction: environment variable values
+never enter state (secrets reach commands only through the worker's environment, `passEnvironment`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from conveyor.model import ExecutionState, StageState
 
 EXECUTION_KEY = "execution"
 STAGE_KEY_PREFIX = "stage:"
-
-_STAGE_EXCLUDE = {"actions": {"__all__": {"resolved_configuration"}}}
 
 
 def execution_memo(state: ExecutionState, *, with_stages: bool = True) -> dict[str, Any]:
@@ -29,7 +27,7 @@ def execution_memo(state: ExecutionState, *, with_stages: bool = True) -> dict[s
 
 
 def stage_memo(stage: StageState) -> dict[str, Any]:
-    return {STAGE_KEY_PREFIX + stage.stage_name: stage.model_dump(mode="json", exclude=_STAGE_EXCLUDE)}
+    return {STAGE_KEY_PREFIX + stage.stage_name: stage.model_dump(mode="json")}
 
 
 def state_from_memo(memo: dict[str, Any]) -> ExecutionState | None:

@@ -9,7 +9,6 @@ attribute, so `conveyor status` and `list` work with no worker and after the wor
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -17,8 +16,11 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, ChildWorkflowError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
     from conveyor.memo import execution_memo, stage_memo
     from conveyor.model import (
+        ActionState,
         ArtifactRef,
         ErrorDetails,
         ExecutionInput,
@@ -28,12 +30,10 @@ with workflow.unsafe.imports_passed_through():
         StageResult,
         StageState,
         StageStatus,
-        ActionState,
     )
     from conveyor.search_attributes import PIPELINE_NAME, PIPELINE_STATUS, PIPELINE_VERSION
     from conveyor.spec.declaration import Pipeline, Stage
     from conveyor.spec.validation import format_path, validate_pipeline
-    from pydantic import ValidationError
     from conveyor.variables import PIPELINE_VARIABLES, RESERVED, namespaces_used
     from workflows.stage import StageWorkflow
 
@@ -142,6 +142,10 @@ class PipelineExecutionWorkflow:
         stage_state.attempt += 1
         stage_state.started_at = workflow.now()
         workflow.upsert_memo(stage_memo(stage_state))
+        workflow.logger.info(
+            "stage entered",
+            extra={"pipeline": pipeline.name, "execution": state.execution_id, "stage": stage.name},
+        )
         stage_input = StageInput(
             pipeline_name=pipeline.name,
             execution_id=state.execution_id,
@@ -180,6 +184,11 @@ class PipelineExecutionWorkflow:
 
     async def _finish(self, status: ExecutionStatus, summary: str | None) -> None:
         assert self._state is not None
+        # workflow.logger is replay-safe: nothing is logged again when history is replayed.
+        workflow.logger.info(
+            "execution finished",
+            extra={"pipeline": self._state.pipeline_name, "execution": self._state.execution_id, "status": status.value},
+        )
         self._state.status = status
         self._state.status_summary = summary
         self._state.finished_at = workflow.now()

@@ -263,17 +263,6 @@ class StageWorkflow:
         heartbeat = timedelta(
             seconds=action.conveyor.heartbeat_timeout_seconds or self._input.default_heartbeat_seconds
         )
-        retry = INFRASTRUCTURE_RETRY
-        if action.conveyor.retry is not None:
-            policy = action.conveyor.retry
-            retry = RetryPolicy(
-                initial_interval=timedelta(seconds=policy.initial_interval_seconds),
-                backoff_coefficient=policy.backoff_coefficient,
-                maximum_interval=timedelta(seconds=policy.maximum_interval_seconds)
-                if policy.maximum_interval_seconds
-                else None,
-                maximum_attempts=max(policy.maximum_attempts, 1),
-            )
         context = self._context(action)
         if provider == "Commands":
             timeout = self._timeout(action, DEFAULT_COMMANDS_TIMEOUT)
@@ -313,7 +302,7 @@ class StageWorkflow:
             result_type=ActionOutcome,
             start_to_close_timeout=timeout,
             heartbeat_timeout=heartbeat,
-            retry_policy=retry,
+            retry_policy=INFRASTRUCTURE_RETRY,
             summary=f"{self._stage.name}/{action.name}",
         )
 
@@ -331,7 +320,7 @@ class StageWorkflow:
         state.external_url = configuration.get("ExternalEntityLink")
         try:
             await workflow.wait_condition(lambda: action.name in self._decisions, timeout=timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             state.token = None
             minutes = int(timeout.total_seconds() // 60)
             raise ActionFailed("ApprovalTimedOut", f"no decision within {_minutes_text(minutes)}") from None

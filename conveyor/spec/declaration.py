@@ -10,8 +10,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
 
 
 class DeclarationModel(BaseModel):
@@ -167,6 +168,24 @@ class Action(DeclarationModel):
             data["actionTypeId"] = shorthand_action_type(provider, data.pop("category", None))
         return data
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """The schema accepts the shorthand too (`provider`, optional `category`), so an editor
+        does not flag the declarations that Conveyor itself accepts."""
+        json_schema = handler.resolve_ref_schema(super().__get_pydantic_json_schema__(core_schema, handler))
+        json_schema["properties"]["provider"] = {
+            "type": "string",
+            "description": "Shorthand for actionTypeId (Commands, Manual, Git, Noop); give this or actionTypeId",
+        }
+        json_schema["properties"]["category"] = {
+            "enum": [c.value for c in ActionCategory],
+            "description": "With 'provider': the category, when not the provider's usual one",
+        }
+        json_schema["required"] = [name for name in json_schema.get("required", []) if name != "actionTypeId"]
+        json_schema["oneOf"] = [{"required": ["actionTypeId"]}, {"required": ["provider"]}]
+        json_schema["dependentRequired"] = {"category": ["provider"]}
+        return json_schema
+
 
 class RuleTypeId(DeclarationModel):
     category: str = "Rule"
@@ -290,9 +309,8 @@ _SHORTHAND: dict[str, tuple[ActionCategory, ActionOwner]] = {
 
 
 def shorthand_action_type(provider: Any, category: Any) -> Any:
-    if not isinstance(provider, str):
-        return {"provider": provider}
-    known = _SHORTHAND.get(provider)
+    # A provider that is not a string gets the defaults too, so only the provider itself is reported.
+    known = _SHORTHAND.get(provider) if isinstance(provider, str) else None
     if known is None:
         # Unknown provider: keep what we can, so validation reports the provider by name.
         return {"category": category or "Build", "owner": "Custom", "provider": provider}

@@ -24,6 +24,7 @@ from conveyor.spec.declaration import (
 from conveyor.variables import PIPELINE_VARIABLES, RESERVED, RESERVED_KEYS, references
 
 MAX_ACTIONS_PER_PIPELINE = 500
+PULL_REQUEST_EVENTS = ("OPEN", "UPDATED", "CLOSED")
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,11 @@ def _from_pydantic(err: Any) -> SpecIssue:
         )
     elif kind == "missing":
         message = "required field is missing"
+    elif kind == "too_long" and "actual_length" in err.get("ctx", {}):
+        message = f"has {err['ctx']['actual_length']} items; at most {err['ctx']['max_length']} are allowed"
+    elif kind == "too_short" and "actual_length" in err.get("ctx", {}):
+        least = err["ctx"]["min_length"]
+        message = f"has {err['ctx']['actual_length']} items; at least {least} {'is' if least == 1 else 'are'} needed"
     elif kind == "string_pattern_mismatch":
         message = f"'{err['input']}' is not allowed: must match {err['ctx']['pattern']}"
     else:
@@ -183,6 +189,7 @@ def _check_structure(pipeline: Pipeline, report: ValidationReport) -> None:
     _check_namespaces_and_variables(pipeline, errors)
     _check_failure_modes(pipeline, errors)
     _check_triggers(pipeline, errors)
+    _check_not_yet_supported(pipeline, report)
     total = sum(len(stage.actions) for stage in pipeline.stages)
     if total > MAX_ACTIONS_PER_PIPELINE:
         errors.append(
@@ -213,11 +220,17 @@ def _check_unique_names(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
                     )
                 )
             seen_actions.setdefault(action.name, ai)
-    seen_vars: set[str] = set()
+    seen_vars: dict[str, int] = {}
     for vi, variable in enumerate(pipeline.variables):
         if variable.name in seen_vars:
-            errors.append(SpecIssue(f"variables[{vi}].name", f"pipeline variable '{variable.name}' is declared twice"))
-        seen_vars.add(variable.name)
+            errors.append(
+                SpecIssue(
+                    f"variables[{vi}].name",
+                    f"pipeline variable '{variable.name}' is declared twice "
+                    f"(also variables[{seen_vars[variable.name]}]); remove one",
+                )
+            )
+        seen_vars.setdefault(variable.name, vi)
 
 
 def _check_source_placement(pipeline: Pipeline, report: ValidationReport) -> None:
@@ -291,10 +304,13 @@ def _check_providers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
         if not rule.needs_commands and action.commands:
             errors.append(SpecIssue(f"{where}.commands", f"provider '{type_id.provider}' does not run commands"))
         if len(action.output_artifacts) > rule.max_output_artifacts:
+            most = rule.max_output_artifacts
             errors.append(
                 SpecIssue(
                     f"{where}.outputArtifacts",
-                    f"provider '{type_id.provider}' produces at most {rule.max_output_artifacts} output artifacts",
+                    f"provider '{type_id.provider}' produces at most {most} output artifact{'s' if most != 1 else ''}"
+                    if most
+                    else f"provider '{type_id.provider}' produces no output artifacts; remove 'outputArtifacts'",
                 )
             )
         if action.input_artifacts and not rule.allows_input_artifacts:
@@ -343,12 +359,19 @@ def _check_artifacts(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
                 producer[0] < si or (producer[0] == si and producer[1] < action.run_order)
             )
             if not earlier:
-                errors.append(
-                    SpecIssue(
-                        f"stages[{si}].actions[{ai}].inputArtifacts[{ii}]",
-                        f"artifact '{inp.name}' is not produced by an earlier action",
-                    )
-                )
+                message = f"artifact '{inp.name}' is not produced by an earlier action"
+                if producer is not None:
+                    psi, prun, pai = producer
+                    if (psi, pai) == (si, ai):
+                        message += "; an action cannot take its own output artifact as input"
+                    elif psi == si:
+                        message += (
+                            f"; stages[{psi}].actions[{pai}] produces it with runOrder {prun}: "
+                            "give this action a higher runOrder"
+                        )
+                    else:
+                        message += f"; stages[{psi}].actions[{pai}] produces it in a later stage"
+                errors.append(SpecIssue(f"stages[{si}].actions[{ai}].inputArtifacts[{ii}]", message))
 
 
 def _action_texts(action: Action) -> list[tuple[str, str]]:
@@ -378,11 +401,18 @@ def _check_namespaces_and_variables(pipeline: Pipeline, errors: list[SpecIssue])
             continue
         where = f"stages[{si}].actions[{ai}].namespace"
         if ns in owners:
-            errors.append(SpecIssue(where, f"namespace '{ns}' is already used; namespaces must be unique"))
+            osi, _, oai, _ = owners[ns]
+            errors.append(
+                SpecIssue(
+                    where,
+                    f"namespace '{ns}' is already used by stages[{osi}].actions[{oai}]; "
+                    "namespaces must be unique in the pipeline",
+                )
+            )
         elif ns in artifact_names:
             errors.append(SpecIssue(where, f"namespace '{ns}' equals an artifact name; choose another"))
         elif ns in (PIPELINE_VARIABLES, RESERVED):
-            errors.append(SpecIssue(where, f"namespace '{ns}' is reserved"))
+            errors.append(SpecIssue(where, f"namespace '{ns}' is reserved; choose another"))
         else:
             owners[ns] = (si, action.run_order, ai, action)
     declared = {v.name for v in pipeline.variables}
@@ -412,7 +442,10 @@ def _reference_problem(
         return f"'{ref}': no action has namespace '{ns}'"
     osi, orun, _oai, oaction = owner
     if not (osi < stage_index or (osi == stage_index and orun < run_order)):
-        return f"'{ref}': namespace '{ns}' belongs to an action that does not run earlier than this one"
+        return (
+            f"'{ref}': namespace '{ns}' belongs to an action that does not run earlier than this one; "
+            "reference only actions of earlier stages or of a lower runOrder"
+        )
     exported = _exported_variables(oaction)
     if exported is not None and key not in exported:
         listed = ", ".join(sorted(exported)) or "none"
@@ -420,16 +453,53 @@ def _reference_problem(
     return None
 
 
+# The results a condition may have, by where it sits (CodePipeline's rules).
+CONDITION_RESULTS = {
+    "beforeEntry": ("FAIL", "SKIP"),
+    "onSuccess": ("ROLLBACK", "FAIL"),
+    "onFailure": ("ROLLBACK",),
+}
+
+
 def _check_failure_modes(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
+    parallel = pipeline.execution_mode == ExecutionMode.PARALLEL
+    first_has_sources = any(a.action_type_id.category == ActionCategory.SOURCE for a in pipeline.stages[0].actions)
     for si, stage in enumerate(pipeline.stages):
         if stage.on_failure and stage.on_failure.result == FailureResult.ROLLBACK:
-            if pipeline.execution_mode == ExecutionMode.PARALLEL:
+            if parallel:
                 errors.append(
                     SpecIssue(
                         f"stages[{si}].onFailure.result",
                         "ROLLBACK is not available in PARALLEL pipelines; use FAIL or RETRY",
                     )
                 )
+            elif si == 0 and first_has_sources:
+                errors.append(
+                    SpecIssue(
+                        f"stages[{si}].onFailure.result",
+                        "ROLLBACK is not available for the Source stage; use FAIL or RETRY",
+                    )
+                )
+        for field_name, block in (
+            ("beforeEntry", stage.before_entry),
+            ("onSuccess", stage.on_success),
+            ("onFailure", stage.on_failure),
+        ):
+            if block is None:
+                continue
+            allowed = CONDITION_RESULTS[field_name]
+            for ci, condition in enumerate(block.conditions):
+                where = f"stages[{si}].{field_name}.conditions[{ci}].result"
+                if condition.result is not None and condition.result not in allowed:
+                    errors.append(
+                        SpecIssue(
+                            where,
+                            f"'{condition.result}' is not a result of a {field_name} condition; use "
+                            + " or ".join(allowed),
+                        )
+                    )
+                elif condition.result == "ROLLBACK" and parallel:
+                    errors.append(SpecIssue(where, "ROLLBACK is not available in PARALLEL pipelines; use FAIL"))
 
 
 def _check_triggers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
@@ -437,12 +507,22 @@ def _check_triggers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
     for ti, trigger in enumerate(pipeline.triggers):
         git = trigger.git_configuration
         if git.source_action_name not in source_names:
+            choices = ", ".join(sorted(source_names)) or "none: add a Source action to the first stage"
             errors.append(
                 SpecIssue(
                     f"triggers[{ti}].gitConfiguration.sourceActionName",
-                    f"'{git.source_action_name}' is not a Source action of the first stage",
+                    f"'{git.source_action_name}' is not a Source action of the first stage; Source actions: {choices}",
                 )
             )
+        for pi, pull in enumerate(git.pull_request):
+            for ei, event in enumerate(pull.events):
+                if event not in PULL_REQUEST_EVENTS:
+                    errors.append(
+                        SpecIssue(
+                            f"triggers[{ti}].gitConfiguration.pullRequest[{pi}].events[{ei}]",
+                            f"'{event}' is not a pull request event; use OPEN, UPDATED or CLOSED",
+                        )
+                    )
         for pi, push in enumerate(git.push):
             if push.tags and (push.branches or push.file_paths):
                 errors.append(
@@ -451,3 +531,36 @@ def _check_triggers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
                         "a push filter cannot combine 'tags' with 'branches' or 'filePaths'; split it in two",
                     )
                 )
+
+
+def _check_not_yet_supported(pipeline: Pipeline, report: ValidationReport) -> None:
+    """Declared behaviour this version does not carry out is refused, never silently skipped: a
+    deployment window or a rollback that quietly does nothing is worse than an error."""
+    later = "is not supported by this version of Conveyor yet"
+    for si, stage in enumerate(pipeline.stages):
+        where = f"stages[{si}]"
+        if stage.before_entry is not None:
+            report.errors.append(SpecIssue(f"{where}.beforeEntry", f"stage conditions: 'beforeEntry' {later}"))
+        if stage.on_success is not None:
+            report.errors.append(SpecIssue(f"{where}.onSuccess", f"stage conditions: 'onSuccess' {later}"))
+        if stage.on_failure is not None:
+            if stage.on_failure.conditions:
+                report.errors.append(
+                    SpecIssue(f"{where}.onFailure.conditions", f"stage conditions: 'onFailure.conditions' {later}")
+                )
+            result = stage.on_failure.result
+            if result is not None and result != FailureResult.FAIL:
+                report.errors.append(
+                    SpecIssue(f"{where}.onFailure.result", f"'{result.value}' {later}; use FAIL (the default)")
+                )
+        for ai, action in enumerate(stage.actions):
+            if action.conveyor.retry is not None:
+                report.errors.append(SpecIssue(f"{where}.actions[{ai}].conveyor.retry", f"action retries {later}"))
+            if action.conveyor.rollback:
+                report.errors.append(
+                    SpecIssue(f"{where}.actions[{ai}].conveyor.rollback", f"rollback commands {later}")
+                )
+    if pipeline.triggers:
+        report.warnings.append(
+            SpecIssue("triggers", "triggers are accepted but not acted on yet; start executions with `conveyor start`")
+        )

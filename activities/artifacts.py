@@ -50,6 +50,10 @@ class ArtifactStore(Protocol):
 
     def extract(self, ref: ArtifactRef, dest: Path) -> None: ...
 
+    def put_document(self, digest: str, text: str) -> None: ...
+
+    def get_document(self, digest: str) -> str: ...
+
 
 def store_from_settings(settings: Settings) -> ArtifactStore:
     return LocalArtifactStore(settings.artifacts_dir)
@@ -100,6 +104,36 @@ class LocalArtifactStore:
             safe_extract_zip(archive, dest)
         except UnsafeArchiveError as exc:
             raise UnsafeArchiveError(f"artifact '{ref.name}': {exc}") from exc
+
+
+    # --- documents: pipeline declarations, stored by the digest of their canonical JSON -----------
+
+    def document_path(self, digest: str) -> Path:
+        hex_digest = self.path_for(digest).stem  # validates the digest's form
+        return self.root / "documents" / "sha256" / hex_digest[:2] / f"{hex_digest}.json"
+
+    def put_document(self, digest: str, text: str) -> None:
+        data = text.encode()
+        if f"sha256:{hashlib.sha256(data).hexdigest()}" != digest:
+            raise ArtifactError(f"document content does not match its digest {digest}")
+        final = self.document_path(digest)
+        if final.exists():
+            return
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=final.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp_name, final)
+
+    def get_document(self, digest: str) -> str:
+        path = self.document_path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ArtifactError(f"pipeline declaration {digest} is missing from the store at {path}") from None
+        if f"sha256:{hashlib.sha256(data).hexdigest()}" != digest:
+            raise ArtifactError(f"pipeline declaration {digest} is corrupt or was changed: digest mismatch")
+        return data.decode()
 
 
 def sha256_file(path: Path) -> str:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -22,14 +28,21 @@ from temporalio.service import RPCError, RPCStatusCode
 from conveyor import search_attributes as sa
 from conveyor.memo import state_from_memo
 from conveyor.model import (
+    ApplyRequest,
+    ApplyResult,
     ApprovalDecision,
     ApprovalResult,
+    CoordinatorInput,
+    CoordinatorState,
     ExecutionInput,
     ExecutionState,
     ExecutionStatus,
     SourceRevisionOverride,
     StageState,
     StageStatus,
+    PipelineVersion,
+    TransitionChange,
+    TransitionState,
     Trigger,
 )
 from conveyor.settings import Settings
@@ -147,7 +160,7 @@ class ConveyorClient:
         if live and description.status == WorkflowExecutionStatus.RUNNING:
             try:
                 state = await handle.query("state", result_type=ExecutionState, rpc_timeout=QUERY_TIMEOUT)
-            except (RPCError, asyncio.TimeoutError):
+            except (TimeoutError, RPCError):
                 state = None  # no worker answering: the memo is the best we have
             if state is not None:
                 await self._merge_live_stages(ref, state)
@@ -172,7 +185,7 @@ class ConveyorClient:
                 live = await self.temporal.get_workflow_handle(ref.stage_workflow_id(stage.stage_name)).query(
                     "state", result_type=StageState, rpc_timeout=QUERY_TIMEOUT
                 )
-            except (RPCError, asyncio.TimeoutError):
+            except (TimeoutError, RPCError):
                 continue
             if live.attempt == stage.attempt:
                 state.stages[index] = live
@@ -278,6 +291,88 @@ class ConveyorClient:
         if stage_state is None or stage_state.status is None:
             return f"stage '{stage}' has not started yet in execution '{ref}'"
         return f"stage '{stage}' is no longer waiting for approvals (it is {stage_state.status.value})"
+
+
+    # --- pipelines: the `Pipeline` coordinator ---------------------------------------------------
+
+    async def apply(self, pipeline: dict[str, Any], *, by: str | None = None) -> ApplyResult:
+        """Create or update a registered pipeline; an unchanged declaration keeps its version."""
+        name = str(pipeline["name"])
+        operation = WithStartWorkflowOperation(
+            "Pipeline",
+            CoordinatorInput(
+                pipeline_name=name,
+                execution_mode=str(pipeline.get("executionMode", "SUPERSEDED")),
+                continue_as_new_every=self.settings.coordinator_continue_as_new_every,
+            ),
+            id=name,
+            task_queue=self.settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"coordinator of pipeline {name}",
+        )
+        try:
+            return await self.temporal.execute_update_with_start_workflow(
+                "apply",
+                ApplyRequest(pipeline=pipeline, by=by),
+                start_workflow_operation=operation,
+                result_type=ApplyResult,
+            )
+        except WorkflowUpdateFailedError as err:
+            raise ConveyorError(getattr(err.cause, "message", None) or str(err.cause or err)) from None
+
+    async def pipeline_state(self, name: str) -> CoordinatorState:
+        handle = self.temporal.get_workflow_handle(name)
+        try:
+            return await handle.query("state", result_type=CoordinatorState, rpc_timeout=QUERY_TIMEOUT)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise ConveyorError(f"pipeline '{name}' is not registered: `conveyor apply FILE` registers it") from None
+            raise ConveyorError(f"pipeline '{name}' did not answer ({err.message}); is a worker running?") from None
+
+    async def registered(self, name: str, version: int | None = None) -> tuple[PipelineVersion, dict[str, Any]]:
+        """A registered version (default: the current one) and its declaration, read by digest."""
+        state = await self.pipeline_state(name)
+        if not state.versions:
+            raise ConveyorError(f"pipeline '{name}' has no applied version: `conveyor apply FILE` registers it")
+        if version is None:
+            chosen = state.versions[-1]
+        else:
+            found = next((v for v in state.versions if v.version == version), None)
+            if found is None:
+                raise ConveyorError(f"pipeline '{name}' has no version {version} (versions 1-{state.versions[-1].version})")
+            chosen = found
+        text = await asyncio.to_thread(self._document_store().get_document, chosen.digest)
+        declaration = json.loads(text)
+        declaration["version"] = chosen.version
+        return chosen, declaration
+
+    def _document_store(self) -> Any:
+        from activities.artifacts import store_from_settings  # the same store the workers write
+
+        return store_from_settings(self.settings)
+
+    async def set_transition(
+        self, name: str, stage: str, *, enabled: bool, reason: str = "", by: str | None = None
+    ) -> TransitionState:
+        handle = self.temporal.get_workflow_handle(name)
+        change = TransitionChange(stage_name=stage, reason=reason, by=by)
+        try:
+            return await handle.execute_update(
+                "enable_transition" if enabled else "disable_transition", change, result_type=TransitionState
+            )
+        except WorkflowUpdateFailedError as err:
+            raise ConveyorError(getattr(err.cause, "message", None) or str(err.cause or err)) from None
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise ConveyorError(f"pipeline '{name}' is not registered: `conveyor apply FILE` registers it") from None
+            raise
+
+    async def pipelines(self) -> list[tuple[str, dict[str, Any]]]:
+        """Registered pipelines with their memo (current version, execution mode)."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        async for wf in self.temporal.list_workflows("WorkflowType = 'Pipeline' AND ExecutionStatus = 'Running'"):
+            out.append((wf.id, await wf.memo()))
+        return sorted(out)
 
 
 def sa_initial(name: str, version: Any) -> TypedSearchAttributes:

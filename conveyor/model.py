@@ -251,6 +251,7 @@ class ExecutionState(CamelModel):
     execution_type: str = "STANDARD"
     variables: dict[str, str] = Field(default_factory=dict)
     source_revisions: list[SourceRevision] = Field(default_factory=list)
+    waiting_for_stage: str | None = None  # waiting for the stage's lock or its inbound transition
     stages: list[StageState] = Field(default_factory=list)
 
     def stage(self, name: str) -> StageState | None:
@@ -276,3 +277,136 @@ class StageResult(CamelModel):
     output_variables: dict[str, dict[str, str]] = Field(default_factory=dict)  # namespace -> vars
     output_artifacts: list[ArtifactRef] = Field(default_factory=list)
     source_revisions: list[SourceRevision] = Field(default_factory=list)
+
+
+# --- The per-pipeline coordinator (`Pipeline` workflow) ---------------------------------------------
+
+
+class ExecutionSlot(CamelModel):
+    """An execution holding or waiting for a stage."""
+
+    execution_id: str
+    workflow_id: str
+    started_at: datetime  # the execution's start: in SUPERSEDED mode the newer one wins
+    pipeline_version: int = 1
+    arrived_at: datetime | None = None
+
+
+class StageEntryRequest(CamelModel):
+    """Signal `request_entry` (execution -> coordinator): let me into this stage."""
+
+    stage_name: str
+    execution: ExecutionSlot
+    execution_mode: str = "SUPERSEDED"  # the execution's pinned declaration decides
+
+
+class StageRelease(CamelModel):
+    """Signal `release_stage` (execution -> coordinator): I left this stage (or gave up waiting)."""
+
+    stage_name: str
+    execution_id: str
+    outcome: str  # a StageStatus value, or "Withdrawn" for an execution that stopped waiting
+    pipeline_version: int = 1
+
+
+class StageEntryDecision(CamelModel):
+    """Signal `stage_decision` (coordinator -> execution): enter, or you were superseded."""
+
+    stage_name: str
+    decision: str  # "Enter" | "Superseded"
+    superseded_by: str | None = None
+
+
+class TransitionChange(CamelModel):
+    """Updates `disable_transition` / `enable_transition` on the coordinator."""
+
+    stage_name: str
+    reason: str = Field(default="", max_length=300)
+    by: str | None = None
+
+
+class TransitionState(CamelModel):
+    enabled: bool = True
+    reason: str | None = None
+    changed_by: str | None = None
+    changed_at: datetime | None = None
+
+
+class StageFact(CamelModel):
+    execution_id: str
+    pipeline_version: int
+    at: datetime
+
+
+class StageLock(CamelModel):
+    stage_name: str
+    holder: ExecutionSlot | None = None
+    waiting: list[ExecutionSlot] = Field(default_factory=list)
+    transition: TransitionState = Field(default_factory=TransitionState)
+    last_succeeded: StageFact | None = None
+    newest_entered: StageFact | None = None
+
+
+class PipelineVersion(CamelModel):
+    version: int
+    digest: str  # of the canonical declaration JSON, stored in the document store
+    applied_at: datetime
+    applied_by: str | None = None
+    stage_names: list[str] = Field(default_factory=list)
+
+
+class ApplyRequest(CamelModel):
+    """Update `apply` on the coordinator: register a new version (a no-op if unchanged)."""
+
+    pipeline: dict[str, Any]
+    by: str | None = None
+
+
+class ApplyResult(CamelModel):
+    version: PipelineVersion
+    changed: bool
+
+
+class StoreDocumentInput(CamelModel):
+    data: str  # canonical JSON text
+    digest: str
+
+
+class CoordinatorState(CamelModel):
+    pipeline_name: str
+    execution_mode: str = "SUPERSEDED"
+    versions: list[PipelineVersion] = Field(default_factory=list)
+    stages: list[StageLock] = Field(default_factory=list)
+    handled: int = 0  # messages handled by this run, for the continue-as-new knob
+    runs: int = 1  # how many runs the coordinator has had (continue-as-new count + 1)
+
+    def stage(self, name: str) -> StageLock:
+        found = next((s for s in self.stages if s.stage_name == name), None)
+        if found is None:
+            found = StageLock(stage_name=name)
+            self.stages.append(found)
+        return found
+
+    @property
+    def current(self) -> PipelineVersion | None:
+        return self.versions[-1] if self.versions else None
+
+
+class CoordinatorInput(CamelModel):
+    pipeline_name: str
+    execution_mode: str = "SUPERSEDED"
+    continue_as_new_every: int = Field(default=500, ge=1)  # messages handled per run
+    liveness_check_seconds: float = Field(default=2.0, gt=0)  # first check for an ended lock holder
+    liveness_check_max_seconds: float = Field(default=60.0, gt=0)  # the interval doubles up to this
+    state: CoordinatorState | None = None  # carried across continue-as-new
+
+
+class CoordinationRequest(CamelModel):
+    """Input of the `coordinate` local activity: deliver a message to the pipeline's coordinator,
+    starting the coordinator first if it does not exist yet (signal-with-start)."""
+
+    pipeline_name: str
+    execution_mode: str
+    signal: str  # "request_entry" | "release_stage"
+    entry: StageEntryRequest | None = None
+    release: StageRelease | None = None

@@ -25,9 +25,10 @@ class Settings(BaseModel):
     temporal_api_key: str | None = None
     temporal_tls: bool = False
     task_queue: str = DEFAULT_TASK_QUEUE
+    coordinator_continue_as_new_every: int = 500  # messages a pipeline coordinator handles per run
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         env = os.environ
         return cls(
             data_dir=Path(env.get("CONVEYOR_DATA_DIR") or default_data_dir()).expanduser(),
@@ -36,6 +37,7 @@ class Settings(BaseModel):
             temporal_api_key=env.get("TEMPORAL_API_KEY") or None,
             temporal_tls=(env.get("TEMPORAL_TLS", "").lower() in ("1", "true", "yes")),
             task_queue=env.get("CONVEYOR_TASK_QUEUE") or DEFAULT_TASK_QUEUE,
+            coordinator_continue_as_new_every=int(env.get("CONVEYOR_COORDINATOR_CONTINUE_AS_NEW_EVERY") or 500),
         )
 
     @property

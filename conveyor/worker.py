@@ -11,21 +11,31 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.artifacts import store_from_settings
+from activities.coordination import CoordinationActivities
 from activities.providers.commands import CommandsProvider
 from activities.providers.git import GitProvider
 from activities.providers.noop import noop
 from conveyor.settings import Settings
+from workflows.coordinator import PipelineWorkflow
 from workflows.execution import PipelineExecutionWorkflow
 from workflows.stage import StageWorkflow
 
-WORKFLOWS: Sequence[type] = (PipelineExecutionWorkflow, StageWorkflow)
+WORKFLOWS: Sequence[type] = (PipelineExecutionWorkflow, StageWorkflow, PipelineWorkflow)
 
 
 def activities_for(settings: Settings) -> list[Callable[..., Any]]:
     store = store_from_settings(settings)
     commands = CommandsProvider(settings, store)
     git = GitProvider(settings, store)
-    return [commands.run_commands, git.git_source, noop]
+    coordination = CoordinationActivities(settings, store)
+    return [
+        commands.run_commands,
+        git.git_source,
+        noop,
+        coordination.coordinate,
+        coordination.store_document,
+        coordination.closed_workflows,
+    ]
 
 
 def build_worker(client: Client, settings: Settings, **options: Any) -> Worker:

@@ -9,6 +9,7 @@ attribute, so `conveyor status` and `list` work with no worker and after the wor
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -23,7 +24,12 @@ with workflow.unsafe.imports_passed_through():
         ActionState,
         ArtifactRef,
         ErrorDetails,
+        CoordinationRequest,
         ExecutionInput,
+        ExecutionSlot,
+        StageEntryDecision,
+        StageEntryRequest,
+        StageRelease,
         ExecutionState,
         ExecutionStatus,
         StageInput,
@@ -31,11 +37,21 @@ with workflow.unsafe.imports_passed_through():
         StageState,
         StageStatus,
     )
-    from conveyor.search_attributes import PIPELINE_NAME, PIPELINE_STATUS, PIPELINE_VERSION
-    from conveyor.spec.declaration import Pipeline, Stage
+    from conveyor.search_attributes import (
+        PIPELINE_NAME,
+        PIPELINE_STAGES_SUCCEEDED,
+        PIPELINE_STATUS,
+        PIPELINE_TRIGGER,
+        PIPELINE_VERSION,
+    )
+    from conveyor.spec.declaration import ExecutionMode, Pipeline, Stage
     from conveyor.spec.validation import format_path, validate_pipeline
     from conveyor.variables import PIPELINE_VARIABLES, RESERVED, namespaces_used
     from workflows.stage import StageWorkflow
+
+
+# Executions recorded before the coordinator existed replay without it.
+COORDINATION_PATCH = "pipeline-coordinator"
 
 
 def execution_workflow_id(pipeline_name: str, execution_id: str) -> str:
@@ -50,6 +66,10 @@ def stage_workflow_id(pipeline_name: str, execution_id: str, stage_name: str) ->
 class PipelineExecutionWorkflow:
     def __init__(self) -> None:
         self._state: ExecutionState | None = None
+        self._pipeline: Pipeline | None = None
+        self._decisions: dict[str, StageEntryDecision] = {}
+        self._current_stage: Stage | None = None  # held, or waited for
+        self._succeeded_stages: list[str] = []
 
     @workflow.query(name="state")
     def state(self) -> ExecutionState | None:
@@ -108,19 +128,34 @@ class PipelineExecutionWorkflow:
             RESERVED: {"PipelineExecutionId": state.execution_id, "PipelineName": pipeline.name},
         }
         artifacts: dict[str, ArtifactRef] = {}
+        self._pipeline = pipeline
+        coordinated = workflow.patched(COORDINATION_PATCH)
+        if coordinated:
+            workflow.upsert_search_attributes([PIPELINE_TRIGGER.value_set(state.trigger.trigger_type.value)])
         try:
             for index, stage in enumerate(pipeline.stages):
-                await self._enter_stage(stage)
+                decision = await self._enter_stage(stage) if coordinated else None
+                if decision is not None and decision.decision == "Superseded":
+                    summary = f"superseded by {decision.superseded_by} while waiting to enter stage '{stage.name}'"
+                    await self._finish(ExecutionStatus.SUPERSEDED, summary)
+                    return state
                 result = await self._run_stage(pipeline, stage, index, values, artifacts, input)
-                await self._leave_stage(stage, result)
+                if coordinated:
+                    await self._leave_stage(stage, result.state.status.value if result.state.status else "Failed")
                 if result.state.status != StageStatus.SUCCEEDED:
                     assert result.state.error is not None
                     summary = f"stage '{stage.name}' failed: {result.state.error.message}"
                     await self._finish(ExecutionStatus.FAILED, summary)
                     raise ApplicationError(summary, type="PipelineExecutionFailed", non_retryable=True)
+                if coordinated:
+                    self._succeeded_stages.append(stage.name)
+                    workflow.upsert_search_attributes([PIPELINE_STAGES_SUCCEEDED.value_set(self._succeeded_stages)])
         except BaseException as err:
             if is_cancelled_exception(err) and not state.status.is_terminal:
-                # Temporal's own cancel: the stage child is cancelled with us; record where we stopped.
+                # Temporal's own cancel: the stage child is cancelled with us; record where we stopped
+                # and give back the stage we held or waited for, so the next execution can go on.
+                if coordinated and self._current_stage is not None:
+                    await self._leave_stage(self._current_stage, "Stopped")
                 await self._finish(ExecutionStatus.STOPPED, "cancelled through Temporal")
             raise
         await self._finish(ExecutionStatus.SUCCEEDED, None)
@@ -175,12 +210,64 @@ class PipelineExecutionWorkflow:
         workflow.upsert_memo(stage_memo(result.state))
         return result
 
-    async def _enter_stage(self, stage: Stage) -> None:
-        """Seam: where an execution asks to enter a stage. The per-pipeline coordinator takes stage
-        locks (SUPERSEDED / QUEUED modes) and checks transitions here; nothing to do yet."""
+    # --- the seam with the pipeline's coordinator -------------------------------------------------
 
-    async def _leave_stage(self, stage: Stage, result: StageResult) -> None:
-        """Seam: where an execution leaves a stage and releases what `_enter_stage` took."""
+    @workflow.signal(name="stage_decision")
+    def stage_decision(self, decision: StageEntryDecision) -> None:
+        self._decisions[decision.stage_name] = decision
+
+    async def _enter_stage(self, stage: Stage) -> StageEntryDecision | None:
+        """Ask the coordinator to enter `stage`; in SUPERSEDED and QUEUED modes wait for its answer
+        (the stage's lock, or being superseded). PARALLEL executions only report the fact."""
+        assert self._state is not None and self._pipeline is not None
+        state, mode = self._state, self._pipeline.execution_mode
+        self._decisions.pop(stage.name, None)
+        self._current_stage = stage
+        request = StageEntryRequest(
+            stage_name=stage.name,
+            execution=ExecutionSlot(
+                execution_id=state.execution_id,
+                workflow_id=workflow.info().workflow_id,
+                started_at=workflow.info().start_time,
+                pipeline_version=state.pipeline_version,
+            ),
+            execution_mode=mode.value,
+        )
+        await self._coordinate("request_entry", entry=request)
+        if mode == ExecutionMode.PARALLEL:
+            return None
+        state.waiting_for_stage = stage.name
+        await workflow.wait_condition(lambda: stage.name in self._decisions)
+        state.waiting_for_stage = None
+        return self._decisions[stage.name]
+
+    async def _leave_stage(self, stage: Stage, outcome: str) -> None:
+        """Tell the coordinator the stage is free again (and whether this execution succeeded in it)."""
+        assert self._state is not None
+        self._current_stage = None
+        release = StageRelease(
+            stage_name=stage.name,
+            execution_id=self._state.execution_id,
+            outcome=outcome,
+            pipeline_version=self._state.pipeline_version,
+        )
+        await self._coordinate("release_stage", release=release)
+
+    async def _coordinate(
+        self, signal: str, *, entry: StageEntryRequest | None = None, release: StageRelease | None = None
+    ) -> None:
+        assert self._pipeline is not None
+        await workflow.execute_local_activity(
+            "coordinate",
+            CoordinationRequest(
+                pipeline_name=self._pipeline.name,
+                execution_mode=self._pipeline.execution_mode.value,
+                signal=signal,
+                entry=entry,
+                release=release,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+        )
 
     async def _finish(self, status: ExecutionStatus, summary: str | None) -> None:
         assert self._state is not None

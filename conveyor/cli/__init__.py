@@ -6,6 +6,7 @@ import asyncio
 import getpass
 import json
 import os
+import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from conveyor.cli.render import execution_table, status_text
@@ -31,6 +33,7 @@ from conveyor.logging import configure_logging
 from conveyor.model import ActionStatus, ExecutionState, ExecutionStatus, SourceRevisionOverride
 from conveyor.settings import Settings, action_log_path
 from conveyor.spec import json_schema
+from conveyor.spec.declaration import Pipeline
 from conveyor.spec.loading import load_pipeline, validate_file
 from conveyor.spec.validation import DeclarationError
 
@@ -61,15 +64,32 @@ class UsageError(ValueError):
     """Bad command-line input; exits 2 with the message."""
 
 
+def print_error(message: str) -> None:
+    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False, markup=True)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
-    errors.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    print_error(message)
     raise typer.Exit(code)
+
+
+async def _stop_on_sigterm(coro: Coroutine[Any, Any, int | None]) -> int | None:
+    """SIGTERM (kill, docker stop, systemd) cancels the command like Ctrl-C does, so the embedded
+    server and worker it started are stopped rather than orphaned."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await coro
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def run_async(coro: Coroutine[Any, Any, int | None]) -> None:
     """Run a command's coroutine; expected failures become a message and an exit code, never a traceback."""
     try:
-        code = asyncio.run(coro)
+        code = asyncio.run(_stop_on_sigterm(coro))
     except DeclarationError as err:
         for line in str(err).splitlines():
             errors.print(line, highlight=False, markup=False)
@@ -80,6 +100,8 @@ def run_async(coro: Coroutine[Any, Any, int | None]) -> None:
         fail(str(err))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    except asyncio.CancelledError:  # SIGTERM
+        raise typer.Exit(128 + signal.SIGTERM) from None
     except typer.Exit:
         raise
     except Exception as err:  # a bug, not bad input: still no traceback unless asked for
@@ -103,11 +125,32 @@ def parse_pairs(values: list[str] | None, option: str) -> dict[str, str]:
     return out
 
 
+def parse_ref(text: str) -> ExecutionRef:
+    """An execution reference, checked before anything connects: bad input is a usage error."""
+    try:
+        return ExecutionRef.parse(text)
+    except ConveyorError as err:
+        raise UsageError(str(err)) from None
+
+
 def parse_revisions(values: list[str] | None) -> list[SourceRevisionOverride]:
     return [
         SourceRevisionOverride(action_name=k, revision_value=v)
         for k, v in parse_pairs(values, "--source-revision").items()
     ]
+
+
+def check_overrides(pipeline: Pipeline, variables: dict[str, str], revisions: list[SourceRevisionOverride]) -> None:
+    """Refuse what the execution would fail on at once (as CodePipeline refuses it at start)."""
+    declared = {v.name for v in pipeline.variables}
+    for name in variables:
+        if name not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise UsageError(f"--var '{name}': the pipeline declares no such variable (it declares: {known})")
+    sources = {a.name for a in pipeline.stages[0].actions if a.action_type_id.category.value == "Source"}
+    for revision in revisions:
+        if revision.action_name not in sources:
+            raise UsageError(f"--source-revision '{revision.action_name}': not a Source action of the pipeline")
 
 
 def who() -> str:
@@ -179,14 +222,18 @@ async def _run(
     revisions: list[SourceRevisionOverride],
     with_worker: bool | None,
 ) -> int:
-    _, data = load_pipeline(file)  # bad input is reported before anything starts
+    pipeline, data = load_pipeline(file)  # bad input is reported before anything starts
+    check_overrides(pipeline, variables, revisions)
     config = settings()
     configure_logging("WARNING", sdk_level="ERROR")
     async with running_session(config, with_worker=with_worker) as session:
         ref, started = await session.client.start(
             data, variables=variables, token=token, source_revisions=revisions, started_by=who(), source_name=str(file)
         )
-        console.print(f"{'Started' if started else 'Already started'} execution [bold]{ref}[/bold] on {session.address}")
+        console.print(
+            f"{'Started' if started else 'Already started'} execution [bold]{ref}[/bold] on {session.address}",
+            soft_wrap=True,  # one line, whatever the width: scripts and people copy the id from it
+        )
         try:
             state = await _follow(session, ref)
         except asyncio.CancelledError:
@@ -227,7 +274,8 @@ def start(
 async def _start(
     file: Path, variables: dict[str, str], token: str | None, revisions: list[SourceRevisionOverride]
 ) -> int:
-    _, data = load_pipeline(file)
+    pipeline, data = load_pipeline(file)
+    check_overrides(pipeline, variables, revisions)
     session = await connect_existing(settings())
     ref, started = await session.client.start(
         data, variables=variables, token=token, source_revisions=revisions, started_by=who(), source_name=str(file)
@@ -252,8 +300,9 @@ def status(
 
 
 async def _status(execution: str, output: str) -> int:
+    ref = parse_ref(execution)
     session = await connect_existing(settings())
-    print_state(await session.client.state(ExecutionRef.parse(execution)), output)
+    print_state(await session.client.state(ref), output)
     return 0
 
 
@@ -264,8 +313,9 @@ def watch(execution: Annotated[str, typer.Argument(help="PIPELINE/EXECUTION-ID")
 
 
 async def _watch(execution: str) -> int:
+    ref = parse_ref(execution)
     session = await connect_existing(settings())
-    state = await _follow(session, ExecutionRef.parse(execution))
+    state = await _follow(session, ref)
     return 0 if state.status == ExecutionStatus.SUCCEEDED else 1
 
 
@@ -322,7 +372,7 @@ def logs(
 
 async def _logs(execution: str, stage: str, action: str, follow: bool) -> int:
     config = settings()
-    ref = ExecutionRef.parse(execution)
+    ref = parse_ref(execution)
     path = action_log_path(config.logs_dir, ref.pipeline_name, ref.execution_id, stage, action)
     session = await connect_existing(config) if follow else None
     position = 0
@@ -365,11 +415,14 @@ async def _action_finished(client: ConveyorClient, ref: ExecutionRef, stage: str
 # --- approvals ----------------------------------------------------------------------------------------
 
 
-def _decide(execution: str, stage: str, action: str, summary: str, token: str | None, by: str | None, approve: bool) -> None:
+def _decide(
+    execution: str, stage: str, action: str, summary: str, token: str | None, by: str | None, approve: bool
+) -> None:
     async def decide() -> int:
+        ref = parse_ref(execution)
         session = await connect_existing(settings())
         result = await session.client.decide(
-            ExecutionRef.parse(execution), stage, action, approve=approve, summary=summary, token=token, by=by or who()
+            ref, stage, action, approve=approve, summary=summary, token=token, by=by or who()
         )
         console.print(f"{result.status} {execution} {stage}/{action} by {result.by}", highlight=False)
         return 0
@@ -504,5 +557,8 @@ async def _worker(min_retention_days: int) -> int:
 def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="conveyor")
+    except UsageError as err:  # raised while reading options, before run_async could report it
+        print_error(str(err))
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from rich.console import Group
 from rich.table import Table
@@ -32,7 +32,7 @@ def status_text(status: str | None) -> Text:
 def duration(start: datetime | None, end: datetime | None) -> str:
     if start is None:
         return ""
-    seconds = ((end or datetime.now(timezone.utc)) - start).total_seconds()
+    seconds = ((end or datetime.now(UTC)) - start).total_seconds()
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(int(seconds), 60)

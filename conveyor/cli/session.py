@@ -37,7 +37,7 @@ async def connect_existing(settings: Settings) -> Session:
     address = resolve_address(settings)
     try:
         client = await asyncio.wait_for(connect(address, settings), 10)
-    except (TemporalUnavailableError, asyncio.TimeoutError):
+    except (TimeoutError, TemporalUnavailableError):
         hint = "" if settings.temporal_address else " Start one with `conveyor server`, or set TEMPORAL_ADDRESS."
         raise TemporalUnavailableError(f"no Temporal server answers at {address}.{hint}") from None
     return Session(ConveyorClient(client, settings), address)

@@ -1,0 +1,66 @@
+"""Side effects of coordination: reaching the `Pipeline` coordinator, storing declarations,
+and telling which executions have ended. Workflows cannot start workflows or describe them."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import activity
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.artifacts import ArtifactError, ArtifactStore
+from conveyor.model import CoordinationRequest, CoordinatorInput, StoreDocumentInput
+from conveyor.settings import Settings
+
+
+class CoordinationActivities:
+    def __init__(self, settings: Settings, store: ArtifactStore) -> None:
+        self.settings = settings
+        self.store = store
+
+    @activity.defn(name="coordinate")
+    async def coordinate(self, request: CoordinationRequest) -> None:
+        """Signal the coordinator, starting it first if needed (signal-with-start): an execution
+        started with `temporal workflow start` for a pipeline never applied still gets one."""
+        payload = request.entry if request.signal == "request_entry" else request.release
+        if payload is None:
+            raise ApplicationError(f"coordination request '{request.signal}' carries no payload", non_retryable=True)
+        await activity.client().start_workflow(
+            "Pipeline",
+            CoordinatorInput(
+                pipeline_name=request.pipeline_name,
+                execution_mode=request.execution_mode,
+                continue_as_new_every=self.settings.coordinator_continue_as_new_every,
+            ),
+            id=request.pipeline_name,
+            task_queue=activity.info().task_queue,
+            start_signal=request.signal,
+            start_signal_args=[payload],
+            static_summary=f"coordinator of pipeline {request.pipeline_name}",
+        )
+
+    @activity.defn(name="store_document")
+    async def store_document(self, document: StoreDocumentInput) -> None:
+        try:
+            await asyncio.to_thread(self.store.put_document, document.digest, document.data)
+        except ArtifactError as err:
+            raise ApplicationError(str(err), type="ArtifactError", non_retryable=True) from None
+
+    @activity.defn(name="closed_workflows")
+    async def closed_workflows(self, workflow_ids: list[str]) -> list[str]:
+        """The ids among these whose workflow is no longer running (or no longer exists)."""
+        client = activity.client()
+
+        async def closed(workflow_id: str) -> bool:
+            try:
+                description = await client.get_workflow_handle(workflow_id).describe()
+            except RPCError as err:
+                if err.status == RPCStatusCode.NOT_FOUND:
+                    return True
+                raise
+            return description.status != WorkflowExecutionStatus.RUNNING
+
+        flags = await asyncio.gather(*(closed(w) for w in workflow_ids))
+        return [w for w, is_closed in zip(workflow_ids, flags, strict=True) if is_closed]

@@ -1,0 +1,284 @@
+"""The `Pipeline` workflow: one long-lived coordinator per pipeline (workflow id `<pipeline>`).
+
+It keeps what is true across executions: the pipeline's versions (digests of declarations kept in
+the document store, never the declarations themselves), per stage the lock holder, the executions
+waiting in front of it, the inbound transition, the last execution that succeeded in it and the
+newest that entered it. Executions ask to enter a stage with the `request_entry` signal and are
+answered with a `stage_decision` signal; they report leaving with `release_stage`. It is never the
+parent of an execution, and it continues-as-new every `continueAsNewEvery` messages, so its history
+stays small however many executions pass through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from conveyor.model import (
+        ApplyRequest,
+        ApplyResult,
+        CoordinatorInput,
+        CoordinatorState,
+        ExecutionSlot,
+        PipelineVersion,
+        StageEntryDecision,
+        StageEntryRequest,
+        StageFact,
+        StageLock,
+        StageRelease,
+        StoreDocumentInput,
+        TransitionChange,
+        TransitionState,
+    )
+    from conveyor.spec.validation import validate_pipeline
+
+ENTER = "Enter"
+SUPERSEDED = "Superseded"
+SUCCEEDED = "Succeeded"
+
+
+def declaration_digest(canonical: str) -> str:
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def canonical_declaration(pipeline: dict) -> str:
+    """Stable JSON of a declaration without its `version`, so re-applying the same content is a no-op."""
+    content = {k: v for k, v in pipeline.items() if k != "version"}
+    return json.dumps(content, sort_keys=True, separators=(",", ":"))
+
+
+@workflow.defn(name="Pipeline")
+class PipelineWorkflow:
+    @workflow.init
+    def __init__(self, input: CoordinatorInput) -> None:
+        self._input = input
+        self._state = input.state or CoordinatorState(
+            pipeline_name=input.pipeline_name, execution_mode=input.execution_mode
+        )
+        self._state.handled = 0
+        self._outbox: list[tuple[str, StageEntryDecision]] = []
+        self._apply_lock = asyncio.Lock()
+        self._check_interval = input.liveness_check_seconds
+        self._queue_changed = False  # wakes the loop, so a new waiter starts the liveness timer
+
+    # --- queries --------------------------------------------------------------------------------
+
+    @workflow.query(name="state")
+    def state(self) -> CoordinatorState:
+        return self._state
+
+    # --- messages from executions ---------------------------------------------------------------
+
+    @workflow.signal(name="request_entry")
+    def request_entry(self, request: StageEntryRequest) -> None:
+        self._state.handled += 1
+        self._check_interval = self._input.liveness_check_seconds  # the queue changed: look again soon
+        self._queue_changed = True
+        lock = self._state.stage(request.stage_name)
+        slot = request.execution.model_copy(update={"arrived_at": workflow.now()})
+        if request.execution_mode == "PARALLEL":
+            # Independent executions: nothing to wait for, only the fact to keep.
+            lock.newest_entered = self._fact(slot)
+            return
+        if lock.holder is not None and lock.holder.execution_id == slot.execution_id:
+            self._outbox.append((slot.workflow_id, StageEntryDecision(stage_name=lock.stage_name, decision=ENTER)))
+            return  # a repeated request (a retried activity): answer it again
+        if any(w.execution_id == slot.execution_id for w in lock.waiting):
+            return
+        lock.waiting.append(slot)
+        if request.execution_mode == "SUPERSEDED" and len(lock.waiting) > 1:
+            # At most one execution waits in front of a stage: the newest; the others are superseded.
+            newest = max(lock.waiting, key=lambda w: w.started_at)
+            for older in [w for w in lock.waiting if w is not newest]:
+                self._outbox.append(
+                    (
+                        older.workflow_id,
+                        StageEntryDecision(
+                            stage_name=lock.stage_name, decision=SUPERSEDED, superseded_by=newest.execution_id
+                        ),
+                    )
+                )
+            lock.waiting = [newest]
+        self._admit(lock)
+
+    @workflow.signal(name="release_stage")
+    def release_stage(self, release: StageRelease) -> None:
+        self._state.handled += 1
+        lock = self._state.stage(release.stage_name)
+        if release.outcome == SUCCEEDED:
+            lock.last_succeeded = StageFact(
+                execution_id=release.execution_id, pipeline_version=release.pipeline_version, at=workflow.now()
+            )
+        self._drop(lock, release.execution_id)
+
+    # --- operators ------------------------------------------------------------------------------
+
+    @workflow.update(name="disable_transition")
+    def disable_transition(self, change: TransitionChange) -> TransitionState:
+        lock = self._state.stage(change.stage_name)
+        lock.transition = TransitionState(
+            enabled=False, reason=change.reason, changed_by=change.by, changed_at=workflow.now()
+        )
+        self._state.handled += 1
+        return lock.transition
+
+    @disable_transition.validator
+    def _validate_disable(self, change: TransitionChange) -> None:
+        self._check_stage(change.stage_name)
+
+    @workflow.update(name="enable_transition")
+    def enable_transition(self, change: TransitionChange) -> TransitionState:
+        lock = self._state.stage(change.stage_name)
+        lock.transition = TransitionState(
+            enabled=True, reason=change.reason or None, changed_by=change.by, changed_at=workflow.now()
+        )
+        self._state.handled += 1
+        self._admit(lock)
+        return lock.transition
+
+    @enable_transition.validator
+    def _validate_enable(self, change: TransitionChange) -> None:
+        self._check_stage(change.stage_name)
+
+    def _check_stage(self, name: str) -> None:
+        current = self._state.current
+        known = {s.stage_name for s in self._state.stages} | set(current.stage_names if current else [])
+        if current is not None and name not in known:
+            raise ApplicationError(
+                f"pipeline '{self._state.pipeline_name}' has no stage '{name}' (stages: {', '.join(current.stage_names)})"
+            )
+
+    @workflow.update(name="apply")
+    async def apply(self, request: ApplyRequest) -> ApplyResult:
+        async with self._apply_lock:  # two applies at once get consecutive versions
+            pipeline = validate_pipeline(request.pipeline).pipeline
+            assert pipeline is not None  # the validator refused anything else
+            document = pipeline.model_dump(mode="json", exclude_none=True)
+            canonical = canonical_declaration(document)
+            digest = declaration_digest(canonical)
+            current = self._state.current
+            if current is not None and current.digest == digest:
+                return ApplyResult(version=current, changed=False)
+            await workflow.execute_activity(
+                "store_document",
+                StoreDocumentInput(data=canonical, digest=digest),
+                start_to_close_timeout=timedelta(minutes=1),
+            )
+            version = PipelineVersion(
+                version=(current.version + 1) if current else 1,
+                digest=digest,
+                applied_at=workflow.now(),
+                applied_by=request.by,
+                stage_names=[s.name for s in pipeline.stages],
+            )
+            self._state.versions.append(version)
+            self._state.execution_mode = pipeline.execution_mode.value
+            self._state.handled += 1
+            workflow.upsert_memo({"current": version.model_dump(mode="json"), "mode": self._state.execution_mode})
+            return ApplyResult(version=version, changed=True)
+
+    @apply.validator
+    def _validate_apply(self, request: ApplyRequest) -> None:
+        report = validate_pipeline(request.pipeline)
+        if not report.ok:
+            raise ApplicationError("\n".join(issue.render("<apply>") for issue in report.errors))
+        assert report.pipeline is not None
+        if report.pipeline.name != self._state.pipeline_name:
+            raise ApplicationError(
+                f"this is pipeline '{self._state.pipeline_name}'; the declaration is named '{report.pipeline.name}'"
+            )
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: CoordinatorInput) -> None:
+        while True:
+            timed_out, self._queue_changed = False, False
+            try:
+                # Only while someone waits behind a holder can an ended holder hurt: check then,
+                # soon at first and less often the longer nothing changes (approvals wait for days).
+                await workflow.wait_condition(
+                    lambda: bool(self._outbox) or self._queue_changed or self._should_continue_as_new(),
+                    timeout=timedelta(seconds=self._check_interval) if self._someone_waits_behind_a_holder() else None,
+                )
+            except asyncio.TimeoutError:
+                timed_out = True
+            await self._flush_outbox()
+            if timed_out and self._someone_waits_behind_a_holder():
+                await self._reclaim_abandoned_locks()
+                self._check_interval = min(self._check_interval * 2, input.liveness_check_max_seconds)
+                await self._flush_outbox()
+            if self._should_continue_as_new():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                await self._flush_outbox()
+                self._state.runs += 1
+                workflow.continue_as_new(input.model_copy(update={"state": self._state}))
+
+    def _should_continue_as_new(self) -> bool:
+        return (
+            self._state.handled >= self._input.continue_as_new_every
+            or workflow.info().is_continue_as_new_suggested()
+        )
+
+    def _someone_waits_behind_a_holder(self) -> bool:
+        return any(lock.holder is not None and lock.waiting for lock in self._state.stages)
+
+    async def _flush_outbox(self) -> None:
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            results = await asyncio.gather(
+                *(
+                    workflow.get_external_workflow_handle(workflow_id).signal("stage_decision", decision)
+                    for workflow_id, decision in batch
+                ),
+                return_exceptions=True,
+            )
+            for (workflow_id, decision), result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException) and decision.decision == ENTER:
+                    # The execution is gone (terminated while it waited): take the stage back.
+                    self._drop(self._state.stage(decision.stage_name), _execution_id(workflow_id))
+
+    async def _reclaim_abandoned_locks(self) -> None:
+        """A holder that ended without releasing (terminated, say) must not block the stage."""
+        holders = {lock.holder.workflow_id for lock in self._state.stages if lock.holder and lock.waiting}
+        closed: list[str] = await workflow.execute_local_activity(
+            "closed_workflows",
+            sorted(holders),
+            result_type=list[str],
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        for lock in self._state.stages:
+            if lock.holder is not None and lock.holder.workflow_id in closed:
+                workflow.logger.warning(
+                    "stage lock taken back from an ended execution",
+                    extra={"stage": lock.stage_name, "execution": lock.holder.execution_id},
+                )
+                self._drop(lock, lock.holder.execution_id)
+
+    # --- lock bookkeeping -------------------------------------------------------------------------
+
+    def _drop(self, lock: StageLock, execution_id: str) -> None:
+        if lock.holder is not None and lock.holder.execution_id == execution_id:
+            lock.holder = None
+        lock.waiting = [w for w in lock.waiting if w.execution_id != execution_id]
+        self._admit(lock)
+
+    def _admit(self, lock: StageLock) -> None:
+        if lock.holder is None and lock.transition.enabled and lock.waiting:
+            slot = lock.waiting.pop(0)
+            lock.holder = slot
+            lock.newest_entered = self._fact(slot)
+            self._outbox.append((slot.workflow_id, StageEntryDecision(stage_name=lock.stage_name, decision=ENTER)))
+
+    def _fact(self, slot: ExecutionSlot) -> StageFact:
+        return StageFact(execution_id=slot.execution_id, pipeline_version=slot.pipeline_version, at=workflow.now())
+
+
+def _execution_id(workflow_id: str) -> str:
+    return workflow_id.rsplit("/", 1)[-1]

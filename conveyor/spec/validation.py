@@ -48,9 +48,10 @@ class DeclarationError(ValueError):
 @dataclass(frozen=True)
 class ProviderRule:
     categories: frozenset[ActionCategory]
-    configuration_keys: frozenset[str]
+    configuration_keys: frozenset[str] | None  # None: any key
     required_keys: frozenset[str] = frozenset()
     output_variables: frozenset[str] | None = None  # None: whatever `outputVariables` declares
+    exports_configuration: bool = False  # its output variables are its configuration (Noop)
     needs_commands: bool = False
     max_output_artifacts: int = 5
     allows_input_artifacts: bool = True
@@ -94,8 +95,9 @@ PROVIDERS: dict[str, ProviderRule] = {
     ),
     "Noop": ProviderRule(
         categories=frozenset(ActionCategory),
-        configuration_keys=frozenset(),
-        output_variables=None,
+        configuration_keys=None,
+        output_variables=frozenset(),
+        exports_configuration=True,
     ),
 }
 
@@ -286,7 +288,7 @@ def _check_providers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
                     f"provider '{type_id.provider}' cannot have category '{type_id.category.value}'; use {allowed}",
                 )
             )
-        for key in action.configuration:
+        for key in action.configuration if rule.configuration_keys is not None else ():
             if key not in rule.configuration_keys:
                 allowed = ", ".join(sorted(rule.configuration_keys)) or "none"
                 errors.append(
@@ -387,6 +389,8 @@ def _exported_variables(action: Action) -> frozenset[str] | None:
     rule = PROVIDERS.get(action.action_type_id.provider)
     if rule is None:
         return None  # unknown provider: already reported
+    if rule.exports_configuration:
+        return frozenset(action.configuration)
     if rule.output_variables is None:
         return frozenset(action.output_variables)
     return rule.output_variables

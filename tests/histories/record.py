@@ -55,6 +55,17 @@ stages:
       - {name: Gate, provider: Manual, configuration: {CustomData: "ship?"}}
       - {name: Deploy, provider: Commands, runOrder: 2, commands: ["echo deployed"]}
 """,
+    "queued-with-coordinator": """
+name: replay-queued
+executionMode: QUEUED
+stages:
+  - name: Build
+    actions:
+      - {name: Compile, provider: Noop, namespace: B, configuration: {Flavour: plain}}
+  - name: Prod
+    actions:
+      - {name: Gate, provider: Manual}
+""",
     "action-failed": """
 name: replay-failed
 stages:
@@ -80,6 +91,8 @@ async def record(name: str, declaration: str, conveyor: ConveyorClient) -> None:
     for stage in state.stages:
         if stage.status is not None:
             await save(conveyor, ref.stage_workflow_id(stage.stage_name), f"{name}.stage-{stage.stage_name}.json")
+    if "executionMode: QUEUED" in declaration:
+        await save(conveyor, ref.pipeline_name, f"{name}.coordinator.json")  # still running: replayed so far
     print(f"{name}: {state.status.value}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import logging
 import os
 import signal
 import sys
@@ -554,11 +555,33 @@ async def _worker(min_retention_days: int) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> NoReturn:
     try:
         app(args=argv, prog_name="conveyor")
+        code: int = 0
     except UsageError as err:  # raised while reading options, before run_async could report it
         print_error(str(err))
-        sys.exit(2)
+        code = 2
     except KeyboardInterrupt:
-        sys.exit(130)
+        code = 130
+    except SystemExit as exit_:
+        if exit_.code is None or isinstance(exit_.code, int):
+            code = exit_.code or 0
+        else:
+            errors.print(str(exit_.code), highlight=False, markup=False)
+            code = 1
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit without interpreter teardown. The Temporal client's Rust threads can call into a
+    finalizing interpreter and abort it (temporalio/sdk-python#300: "PyGILState_Release: thread
+    state ... must be current when releasing"), turning a finished command into SIGABRT or SIGSEGV.
+    Everything a command starts (embedded server, worker) is stopped before this point."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed pipe: nothing more can be said
+            pass
+    os._exit(code)

@@ -7,9 +7,10 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import Field
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -32,15 +33,16 @@ from conveyor.model import (
     ApplyResult,
     ApprovalDecision,
     ApprovalResult,
+    CamelModel,
     CoordinatorInput,
     CoordinatorState,
     ExecutionInput,
     ExecutionState,
     ExecutionStatus,
+    PipelineVersion,
     SourceRevisionOverride,
     StageState,
     StageStatus,
-    PipelineVersion,
     TransitionChange,
     TransitionState,
     Trigger,
@@ -82,13 +84,24 @@ class ExecutionRef:
         return cls(pipeline, execution_id)
 
 
-@dataclass(frozen=True)
-class ExecutionSummary:
-    ref: ExecutionRef
+class ExecutionSummary(CamelModel):
+    """One row of `conveyor list`: what visibility and the memo say, with no worker needed."""
+
+    execution: str
+    pipeline_name: str
+    execution_id: str
     status: str
-    started_at: Any
-    closed_at: Any
+    trigger: str | None = None
+    pipeline_version: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
+    source_revisions: list[str] = Field(default_factory=list)
     temporal_status: str
+
+    @property
+    def ref(self) -> ExecutionRef:
+        return ExecutionRef(self.pipeline_name, self.execution_id)
 
 
 def execution_id_for_token(pipeline_name: str, token: str) -> str:
@@ -207,22 +220,39 @@ class ConveyorClient:
                 return state
             await asyncio.sleep(interval)
 
-    async def list(self, pipeline: str | None = None, limit: int = 20) -> list[ExecutionSummary]:
+    async def list(
+        self, pipeline: str | None = None, limit: int = 20, *, succeeded_in: str | None = None
+    ) -> list[ExecutionSummary]:
+        """Executions, newest first; `succeeded_in` keeps those that succeeded in that stage."""
         query = "WorkflowType = 'PipelineExecution'"
         if pipeline:
             query += f" AND PipelineName = '{_quote(pipeline)}'"
+        if succeeded_in:
+            query += f" AND PipelineStagesSucceeded = '{_quote(succeeded_in)}'"
         out: list[ExecutionSummary] = []
         async for wf in self.temporal.list_workflows(query, limit=limit):
-            pipeline_name = wf.search_attributes.get(sa.PIPELINE_NAME.name, [wf.id.split("/", 1)[0]])
-            status = wf.search_attributes.get(sa.PIPELINE_STATUS.name, ["Unknown"])
-            name = pipeline_name[0] if isinstance(pipeline_name, list) else pipeline_name
-            execution_id = wf.id.split("/", 1)[1] if "/" in wf.id else wf.id
+            attributes = wf.typed_search_attributes
+            name = attributes.get(sa.PIPELINE_NAME) or wf.id.rsplit("/", 1)[0]
+            execution_id = wf.id.rsplit("/", 1)[-1]
+            header = (await wf.memo()).get("execution") or {}
+            started_at = _parse_time(header.get("startedAt")) or wf.start_time
+            finished_at = _parse_time(header.get("finishedAt")) or wf.close_time
             out.append(
                 ExecutionSummary(
-                    ref=ExecutionRef(str(name), execution_id),
-                    status=str(status[0] if isinstance(status, list) else status),
-                    started_at=wf.start_time,
-                    closed_at=wf.close_time,
+                    execution=f"{name}/{execution_id}",
+                    pipeline_name=name,
+                    execution_id=execution_id,
+                    status=attributes.get(sa.PIPELINE_STATUS) or "Unknown",
+                    trigger=attributes.get(sa.PIPELINE_TRIGGER) or (header.get("trigger") or {}).get("triggerType"),
+                    pipeline_version=attributes.get(sa.PIPELINE_VERSION),
+                    started_at=started_at,
+                    finished_at=finished_at,
+                    duration_seconds=(finished_at - started_at).total_seconds()
+                    if started_at and finished_at
+                    else None,
+                    source_revisions=[
+                        f"{r.get('actionName')}:{r.get('revisionId')}" for r in header.get("sourceRevisions") or []
+                    ],
                     temporal_status=wf.status.name if wf.status else "UNKNOWN",
                 )
             )
@@ -384,6 +414,10 @@ def sa_initial(name: str, version: Any) -> TypedSearchAttributes:
             SearchAttributePair(sa.PIPELINE_VERSION, int(version) if isinstance(version, int) else 1),
         ]
     )
+
+
+def _parse_time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 def _quote(value: str) -> str:

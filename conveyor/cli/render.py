@@ -8,7 +8,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from conveyor.model import ActionState, ExecutionState, StageState
+from conveyor.model import ActionState, CoordinatorState, ExecutionSlot, ExecutionState, StageFact, StageState
 
 STYLES = {
     "Succeeded": "green",
@@ -67,6 +67,8 @@ def execution_table(state: ExecutionState) -> Group:
     for stage in state.stages:
         _add_stage(table, stage)
     parts: list[Text | Table] = [header, table]
+    if state.waiting_for_stage:
+        parts.append(Text(f"waiting to enter stage {state.waiting_for_stage}", style="yellow"))
     if state.status_summary:
         parts.append(Text(state.status_summary, style=STYLES.get(state.status.value, "")))
     for revision in state.source_revisions:
@@ -93,3 +95,68 @@ def _add_stage(table: Table, stage: StageState) -> None:
             _detail(action),
             action.token or "",
         )
+
+
+def _fact(fact: StageFact | None) -> str:
+    return f"{fact.execution_id} (v{fact.pipeline_version})" if fact else "-"
+
+
+def _slot(slot: ExecutionSlot | None) -> str:
+    return slot.execution_id if slot else "-"
+
+
+def coordinator_table(state: CoordinatorState) -> Group:
+    """CodePipeline's GetPipelineState, per stage."""
+    current = state.current
+    header = Text.assemble(
+        (state.pipeline_name, "bold"),
+        f"  mode {state.execution_mode}",
+        f"  version {current.version}" if current else "  (not applied: executions started from files)",
+    )
+    table = Table()
+    for column in ("Stage", "Inbound transition", "Held by", "Waiting", "Last succeeded", "Newest entered"):
+        table.add_column(column, overflow="fold")
+    names = list(current.stage_names) if current else []
+    names += [s.stage_name for s in state.stages if s.stage_name not in names]
+    locks = {s.stage_name: s for s in state.stages}
+    for name in names:
+        lock = locks.get(name)
+        if lock is None:
+            table.add_row(name, Text("enabled", style="green"), "-", "-", "-", "-")
+            continue
+        transition = lock.transition
+        if transition.enabled:
+            gate = Text("enabled", style="green")
+        else:
+            gate = Text(
+                f"disabled by {transition.changed_by or 'unknown'}: {transition.reason or 'no reason given'}",
+                style="yellow",
+            )
+        table.add_row(
+            name,
+            gate,
+            _slot(lock.holder),
+            ", ".join(w.execution_id for w in lock.waiting) or "-",
+            _fact(lock.last_succeeded),
+            _fact(lock.newest_entered),
+        )
+    return Group(header, table)
+
+
+def action_details_table(state: ExecutionState) -> Table:
+    """Every action execution: resolved configuration, output variables, artifacts (`show --actions`)."""
+    table = Table(show_lines=True)
+    for column in ("Stage / action", "Status", "Resolved configuration", "Output variables", "Artifacts"):
+        table.add_column(column, overflow="fold")
+    for stage in state.stages:
+        for action in stage.actions:
+            if action.status is None:
+                continue
+            table.add_row(
+                f"{stage.stage_name}/{action.action_name}",
+                status_text(action.status.value),
+                "\n".join(f"{k}={v}" for k, v in action.resolved_configuration.items()),
+                "\n".join(f"{k}={v}" for k, v in action.output_variables.items()),
+                "\n".join(f"{a.name} {a.digest[:19]}..." for a in action.output_artifacts),
+            )
+    return table

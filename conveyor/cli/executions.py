@@ -1,0 +1,359 @@
+"""Commands that run and read executions: run, start, status, watch, list, show, logs, approve, reject."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from conveyor.cli.common import (
+    OutputOption,
+    RevisionOption,
+    TokenOption,
+    VarOption,
+    app,
+    approval_instructions,
+    check_output,
+    check_overrides,
+    console,
+    errors,
+    parse_pairs,
+    parse_ref,
+    parse_revisions,
+    print_state,
+    run_async,
+    settings,
+    who,
+)
+from conveyor.cli.render import action_details_table, duration, execution_table, status_text
+from conveyor.cli.session import Session, connect_existing, running_session
+from conveyor.client import ConveyorClient, ConveyorError, ExecutionRef
+from conveyor.logging import configure_logging
+from conveyor.model import ActionStatus, ExecutionState, ExecutionStatus, SourceRevisionOverride
+from conveyor.settings import action_log_path
+from conveyor.spec.declaration import Pipeline
+from conveyor.spec.loading import load_pipeline
+from conveyor.spec.validation import parse_pipeline
+
+# --- running pipelines ------------------------------------------------------------------------------
+
+
+TargetArgument = Annotated[str, typer.Argument(help="A declaration file (YAML or JSON), or a registered pipeline")]
+
+
+def is_file_target(target: str) -> bool:
+    return Path(target).suffix.lower() in (".yaml", ".yml", ".json") or Path(target).is_file()
+
+
+async def resolve_target(target: str, client: ConveyorClient | None) -> tuple[Pipeline, dict[str, Any], str]:
+    """The pipeline to start: a one-off from a file, or the current version of a registered one."""
+    if is_file_target(target):
+        pipeline, data = load_pipeline(Path(target))
+        return pipeline, data, target
+    assert client is not None
+    version, data = await client.registered(target)
+    source = f"{target} (version {version.version})"
+    return parse_pipeline(data, source), data, source
+
+
+@app.command(rich_help_panel="Executions")
+def run(
+    target: TargetArgument,
+    var: VarOption = None,
+    token: TokenOption = None,
+    source_revision: RevisionOption = None,
+    worker: Annotated[
+        bool | None, typer.Option("--worker/--no-worker", help="Run a worker in this process (default: when embedded)")
+    ] = None,
+) -> None:
+    """Run a pipeline to its end, showing live progress; exit 0 on success, 1 otherwise.
+
+    With no TEMPORAL_ADDRESS it starts an embedded Temporal server and a worker and stops them at the
+    end. Ctrl-C stops them too; the execution keeps its state and continues when a worker next runs
+    against the same data directory (`conveyor server` + `conveyor worker`).
+    """
+    run_async(_run(target, parse_pairs(var, "--var"), token, parse_revisions(source_revision), worker))
+
+
+async def _run(
+    target: str,
+    variables: dict[str, str],
+    token: str | None,
+    revisions: list[SourceRevisionOverride],
+    with_worker: bool | None,
+) -> int:
+    if is_file_target(target):  # bad input is reported before anything starts
+        pipeline, data, source = await resolve_target(target, None)
+        check_overrides(pipeline, variables, revisions)
+    config = settings()
+    configure_logging("WARNING", sdk_level="ERROR")
+    async with running_session(config, with_worker=with_worker) as session:
+        if not is_file_target(target):
+            pipeline, data, source = await resolve_target(target, session.client)
+            check_overrides(pipeline, variables, revisions)
+        ref, started = await session.client.start(
+            data, variables=variables, token=token, source_revisions=revisions, started_by=who(), source_name=source
+        )
+        console.print(
+            f"{'Started' if started else 'Already started'} execution [bold]{ref}[/bold] on {session.address}",
+            soft_wrap=True,  # one line, whatever the width: scripts and people copy the id from it
+        )
+        try:
+            state = await _follow(session, ref)
+        except asyncio.CancelledError:
+            console.print(
+                f"[yellow]Interrupted.[/yellow] Execution {ref} keeps its state in {config.data_dir}; it continues "
+                "when a worker runs again (`conveyor server` and `conveyor worker`)."
+            )
+            raise
+    return 0 if state.status == ExecutionStatus.SUCCEEDED else 1
+
+
+async def _follow(session: Session, ref: ExecutionRef) -> ExecutionState:
+    shown: set[str] = set()
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+
+        def on_state(state: ExecutionState) -> None:
+            live.update(execution_table(state))
+            tokens = {a.token for s in state.stages for a in s.actions if a.token}
+            if tokens - shown:
+                shown.update(tokens)
+                for line in approval_instructions(state, session.address, session.embedded is not None):
+                    live.console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+        return await session.client.wait(ref, on_state)
+
+
+@app.command(rich_help_panel="Executions")
+def start(
+    target: TargetArgument,
+    var: VarOption = None,
+    token: TokenOption = None,
+    source_revision: RevisionOption = None,
+) -> None:
+    """Start an execution of a registered pipeline (its current version) or of a declaration file,
+    and print its id (PIPELINE/EXECUTION-ID); needs a running worker."""
+    run_async(_start(target, parse_pairs(var, "--var"), token, parse_revisions(source_revision)))
+
+
+async def _start(
+    target: str, variables: dict[str, str], token: str | None, revisions: list[SourceRevisionOverride]
+) -> int:
+    if is_file_target(target):
+        pipeline, data, source = await resolve_target(target, None)
+        check_overrides(pipeline, variables, revisions)
+    session = await connect_existing(settings())
+    if not is_file_target(target):
+        pipeline, data, source = await resolve_target(target, session.client)
+        check_overrides(pipeline, variables, revisions)
+    ref, started = await session.client.start(
+        data, variables=variables, token=token, source_revisions=revisions, started_by=who(), source_name=source
+    )
+    if not started:
+        errors.print(f"execution {ref} already exists for this token; nothing new was started")
+    console.print(str(ref), highlight=False)
+    return 0
+
+
+# --- reading executions ------------------------------------------------------------------------------
+
+
+@app.command(rich_help_panel="Executions")
+def status(
+    execution: Annotated[str, typer.Argument(help="PIPELINE/EXECUTION-ID")],
+    output: OutputOption = "table",
+) -> None:
+    """Show an execution's stages and actions (works with no worker, and after it finished)."""
+    check_output(output)
+    run_async(_status(execution, output))
+
+
+async def _status(execution: str, output: str) -> int:
+    ref = parse_ref(execution)
+    session = await connect_existing(settings())
+    print_state(await session.client.state(ref), output)
+    return 0
+
+
+@app.command(rich_help_panel="Executions")
+def watch(execution: Annotated[str, typer.Argument(help="PIPELINE/EXECUTION-ID")]) -> None:
+    """Follow an execution live until it finishes; exit 0 if it succeeded."""
+    run_async(_watch(execution))
+
+
+async def _watch(execution: str) -> int:
+    ref = parse_ref(execution)
+    session = await connect_existing(settings())
+    state = await _follow(session, ref)
+    return 0 if state.status == ExecutionStatus.SUCCEEDED else 1
+
+
+@app.command("list", rich_help_panel="Executions")
+def list_executions(
+    pipeline: Annotated[str | None, typer.Argument(help="Only this pipeline's executions")] = None,
+    succeeded_in: Annotated[
+        str | None, typer.Option("--succeeded-in", help="Only executions that succeeded in this stage")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 20,
+    output: OutputOption = "table",
+) -> None:
+    """List executions, newest first, with trigger, status, duration, source revision and version
+    (works with no worker running)."""
+    check_output(output)
+    run_async(_list(pipeline, succeeded_in, limit, output))
+
+
+async def _list(pipeline: str | None, succeeded_in: str | None, limit: int, output: str) -> int:
+    session = await connect_existing(settings())
+    rows = await session.client.list(pipeline, limit, succeeded_in=succeeded_in)
+    if output == "json":
+        console.print_json(json.dumps([row.model_dump(mode="json") for row in rows]))
+        return 0
+    table = Table("Execution", "Status", "Trigger", "Started", "Duration", "Source revision", "Version")
+    for row in rows:
+        table.add_row(
+            row.execution,
+            status_text(row.status),
+            row.trigger or "",
+            row.started_at.strftime("%Y-%m-%d %H:%M:%S") if row.started_at else "",
+            duration(row.started_at, row.finished_at) if row.finished_at else "running",
+            ", ".join(row.source_revisions),
+            str(row.pipeline_version or ""),
+        )
+    console.print(table)
+    return 0
+
+
+@app.command(rich_help_panel="Executions")
+def show(
+    execution: Annotated[str, typer.Argument(help="PIPELINE/EXECUTION-ID")],
+    actions: Annotated[bool, typer.Option("--actions", help="Every action execution in detail")] = False,
+    output: OutputOption = "table",
+) -> None:
+    """An execution with its variables and source revisions; --actions adds every action execution
+    with its resolved configuration, output variables and artifacts."""
+    check_output(output)
+    ref = parse_ref(execution)
+
+    async def go() -> int:
+        session = await connect_existing(settings())
+        execution_state = await session.client.state(ref)
+        if output == "json":
+            console.print_json(execution_state.model_dump_json())
+            return 0
+        console.print(execution_table(execution_state))
+        if execution_state.variables:
+            console.print("variables: " + ", ".join(f"{k}={v}" for k, v in execution_state.variables.items()))
+        if actions:
+            console.print(action_details_table(execution_state))
+        return 0
+
+    run_async(go())
+
+
+@app.command(rich_help_panel="Executions")
+def logs(
+    execution: Annotated[str, typer.Argument(help="PIPELINE/EXECUTION-ID")],
+    stage: Annotated[str, typer.Argument()],
+    action: Annotated[str, typer.Argument()],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the action ends")] = False,
+) -> None:
+    """Print an action's log (from the data directory the workers write to)."""
+    run_async(_logs(execution, stage, action, follow))
+
+
+async def _logs(execution: str, stage: str, action: str, follow: bool) -> int:
+    config = settings()
+    ref = parse_ref(execution)
+    path = action_log_path(config.logs_dir, ref.pipeline_name, ref.execution_id, stage, action)
+    session = await connect_existing(config) if follow else None
+    position = 0
+    while True:
+        if path.exists():
+            with path.open("rb") as handle:
+                handle.seek(position)
+                chunk = handle.read()
+                position += len(chunk)
+            if chunk:
+                sys.stdout.write(chunk.decode("utf-8", "replace"))
+                sys.stdout.flush()
+        if session is None:
+            if not path.exists():
+                raise ConveyorError(
+                    f"no log for {ref} {stage}/{action} in {config.logs_dir}: the action has not started, "
+                    "or it ran on a worker with another CONVEYOR_DATA_DIR"
+                )
+            return 0
+        if await _action_finished(session.client, ref, stage, action):
+            follow_once_more = path.exists() and path.stat().st_size > position
+            if not follow_once_more:
+                return 0
+        await asyncio.sleep(0.5)
+
+
+async def _action_finished(client: ConveyorClient, ref: ExecutionRef, stage: str, action: str) -> bool:
+    state = await client.state(ref)
+    if state.status.is_terminal:
+        return True
+    stage_state = state.stage(stage)
+    if stage_state is None:
+        raise ConveyorError(f"pipeline '{ref.pipeline_name}' has no stage '{stage}'")
+    found = next((a for a in stage_state.actions if a.action_name == action), None)
+    if found is None:
+        raise ConveyorError(f"stage '{stage}' has no action '{action}'")
+    return found.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.ABANDONED)
+
+
+# --- approvals ----------------------------------------------------------------------------------------
+
+
+def _decide(
+    execution: str, stage: str, action: str, summary: str, token: str | None, by: str | None, approve: bool
+) -> None:
+    async def decide() -> int:
+        ref = parse_ref(execution)
+        session = await connect_existing(settings())
+        result = await session.client.decide(
+            ref, stage, action, approve=approve, summary=summary, token=token, by=by or who()
+        )
+        console.print(f"{result.status} {execution} {stage}/{action} by {result.by}", highlight=False)
+        return 0
+
+    run_async(decide())
+
+
+SummaryOption = Annotated[str, typer.Option("--summary", "-s", help="Why (at most 512 characters)")]
+ApprovalTokenOption = Annotated[str | None, typer.Option("--token", help="Approval token (default: the current one)")]
+ByOption = Annotated[str | None, typer.Option("--by", help="Who decides (default: your user name)")]
+
+
+@app.command(rich_help_panel="Executions")
+def approve(
+    execution: Annotated[str, typer.Argument(help="PIPELINE/EXECUTION-ID")],
+    stage: Annotated[str, typer.Argument()],
+    action: Annotated[str, typer.Argument()],
+    summary: SummaryOption = "",
+    token: ApprovalTokenOption = None,
+    by: ByOption = None,
+) -> None:
+    """Approve a waiting Manual approval."""
+    _decide(execution, stage, action, summary, token, by, approve=True)
+
+
+@app.command(rich_help_panel="Executions")
+def reject(
+    execution: Annotated[str, typer.Argument(help="PIPELINE/EXECUTION-ID")],
+    stage: Annotated[str, typer.Argument()],
+    action: Annotated[str, typer.Argument()],
+    summary: SummaryOption = "",
+    token: ApprovalTokenOption = None,
+    by: ByOption = None,
+) -> None:
+    """Reject a waiting Manual approval (the action, its stage and the execution fail)."""
+    _decide(execution, stage, action, summary, token, by, approve=False)

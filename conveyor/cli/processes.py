@@ -1,0 +1,92 @@
+"""The long-lived processes: the embedded server and the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Annotated
+
+import typer
+
+from conveyor.cli.common import (
+    app,
+    console,
+    errors,
+    fail,
+    run_async,
+    settings,
+)
+from conveyor.cli.session import connect_existing, resolve_address
+from conveyor.connection import (
+    DEFAULT_RETENTION_DAYS,
+    fix_commands,
+    missing_search_attributes,
+    retention,
+)
+from conveyor.devserver import EmbeddedServer
+from conveyor.logging import configure_logging
+
+# --- long-lived processes -----------------------------------------------------------------------------
+
+
+@app.command(rich_help_panel="Processes")
+def server(
+    port: Annotated[int, typer.Option(help="gRPC port")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Temporal UI port")] = 8233,
+    headless: Annotated[bool, typer.Option(help="No Temporal UI")] = False,
+    retention_days: Annotated[int, typer.Option(help="Keep closed executions this many days")] = DEFAULT_RETENTION_DAYS,
+) -> None:
+    """Run the embedded Temporal server (SQLite in the data directory) until Ctrl-C."""
+    if retention_days < 1:
+        fail("--retention-days must be at least 1", 2)
+
+    async def serve() -> int:
+        config = settings()
+        embedded = EmbeddedServer(config, port=port, ui_port=ui_port, headless=headless, retention_days=retention_days)
+        await embedded.start()
+        try:
+            console.print(f"Temporal server: {embedded.address} (namespace {config.temporal_namespace})")
+            if embedded.ui_url:
+                console.print(f"Temporal UI:     {embedded.ui_url}")
+            console.print(f"Data:            {embedded.db_file} (retention {retention_days} days)")
+            console.print("Stop with Ctrl-C.")
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.to_thread(embedded.stop)
+        return 0
+
+    run_async(serve())
+
+
+@app.command(rich_help_panel="Processes")
+def worker(
+    min_retention_days: Annotated[
+        int, typer.Option(help="Refuse a namespace that forgets executions sooner than this")
+    ] = DEFAULT_RETENTION_DAYS,
+) -> None:
+    """Run a worker (the same as `python worker.py`) until Ctrl-C."""
+    run_async(_worker(min_retention_days))
+
+
+async def _worker(min_retention_days: int) -> int:
+    from conveyor.worker import run_worker
+
+    config = settings()
+    configure_logging(os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"), json=bool(os.environ.get("CONVEYOR_LOG_JSON")))
+    session = await connect_existing(config)
+    temporal = session.client.temporal
+    if config.temporal_address:
+        missing = await missing_search_attributes(temporal)
+        short = (await retention(temporal)).days < min_retention_days
+        if missing or short:
+            errors.print("The namespace is not ready for Conveyor. Fix it with:", highlight=False)
+            for line in fix_commands(
+                session.address, config.temporal_namespace, missing, min_retention_days if short else None
+            ):
+                errors.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+            return 1
+    console.print(
+        f"Worker on {resolve_address(config)} namespace {config.temporal_namespace} task queue {config.task_queue}"
+    )
+    await run_worker(temporal, config)
+    return 0

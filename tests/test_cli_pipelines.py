@@ -1,0 +1,102 @@
+"""The pipeline commands as subprocesses against the real server with a real worker process:
+apply, get, pipelines, start PIPELINE, transition, state, list --succeeded-in, show --actions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from conveyor.devserver import EmbeddedServer
+from conveyor.settings import Settings
+from tests.test_cli import Background, cli_env, conveyor, write_pipeline
+
+DECLARATION = """executionMode: QUEUED
+variables:
+  - {{name: Env, defaultValue: prod}}
+stages:
+  - name: Build
+    actions:
+      - {{name: Compile, provider: Commands, commands: ["echo {word}"]}}
+  - name: Deploy
+    actions:
+      - {{name: Ship, provider: Noop, namespace: Ship, configuration: {{Target: "#{{variables.Env}}"}}}}
+"""
+
+
+async def eventually_json(*args: str, env: dict[str, str], check, timeout: float = 30):  # noqa: ANN001, ANN201
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await conveyor(*args, env=env)
+        assert result.code == 0, str(result)
+        data = json.loads(result.out)
+        if check(data):
+            return data
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{args}: condition never held; last output:\n{result.out}")
+        await asyncio.sleep(0.3)
+
+
+async def test_registered_pipeline_lifecycle_through_the_cli(
+    server: EmbeddedServer, settings: Settings, tmp_path: Path
+) -> None:
+    env = cli_env(settings.data_dir, server.address, settings.task_queue) | {"COLUMNS": "250"}  # no wrapped cells
+    file, name = write_pipeline(tmp_path / "pipeline.yaml", DECLARATION.format(word="one"))
+    worker = Background.conveyor("worker", env=env, log=tmp_path / "worker.log")
+    try:
+        await worker.wait_for_text("Worker on")
+        first = await conveyor("apply", str(file), env=env)
+        assert first.code == 0 and f"{name}: version 1 (applied" in first.out, str(first)
+        same = await conveyor("apply", str(file), env=env)
+        assert "version 1 (unchanged" in same.out, str(same)
+        write_pipeline(tmp_path / "pipeline.yaml", DECLARATION.format(word="two").replace("executionMode", f"name: {name}\nexecutionMode"))
+        second = await conveyor("apply", str(file), env=env)
+        assert "version 2 (applied" in second.out, str(second)
+
+        listed = json.loads((await conveyor("pipelines", "--output", "json", env=env)).out)
+        mine = next(p for p in listed if p["name"] == name)
+        assert mine["current"]["version"] == 2 and mine["mode"] == "QUEUED"
+        old = await conveyor("get", name, "--version", "1", env=env)
+        assert old.code == 0 and "echo one" in old.out and "version: 1" in old.out, str(old)
+        current = json.loads((await conveyor("get", name, "--output", "json", env=env)).out)
+        assert current["pipeline"]["stages"][0]["actions"][0]["commands"] == ["echo two"]
+
+        closed = await conveyor("transition", "disable", name, "Deploy", "--reason", "change freeze", env=env)
+        assert closed.code == 0 and "disabled" in closed.out, str(closed)
+        started = await conveyor("start", name, env=env)
+        assert started.code == 0, str(started)
+        ref = started.out.strip().splitlines()[-1]
+        execution_id = ref.split("/", 1)[1]
+        await eventually_json(
+            "status", ref, "--output", "json", env=env, check=lambda s: s["waitingForStage"] == "Deploy"
+        )
+        coordinator = json.loads((await conveyor("state", name, "--output", "json", env=env)).out)
+        deploy = next(s for s in coordinator["stages"] if s["stageName"] == "Deploy")
+        assert deploy["transition"]["enabled"] is False and deploy["transition"]["reason"] == "change freeze"
+        assert [w["executionId"] for w in deploy["waiting"]] == [execution_id]
+        table = await conveyor("state", name, env=env)
+        assert "change freeze" in table.out and execution_id in table.out, str(table)
+
+        opened = await conveyor("transition", "enable", name, "Deploy", env=env)
+        assert opened.code == 0, str(opened)
+        watched = await conveyor("watch", ref, env=env)
+        assert watched.code == 0, str(watched)
+
+        rows = await eventually_json(
+            "list", name, "--succeeded-in", "Deploy", "--output", "json", env=env, check=lambda rows: len(rows) == 1
+        )
+        assert rows[0]["execution"] == ref and rows[0]["pipelineVersion"] == 2
+        assert rows[0]["trigger"] == "StartPipelineExecution" and rows[0]["status"] == "Succeeded"
+        none = json.loads((await conveyor("list", name, "--succeeded-in", "Nope", "--output", "json", env=env)).out)
+        assert none == []
+        shown = await conveyor("show", ref, "--actions", env=env)
+        assert shown.code == 0 and "Target=prod" in shown.out, str(shown)
+
+        unknown = await conveyor("start", "no-such-pipeline", env=env)
+        assert unknown.code == 1 and "is not registered" in unknown.err, str(unknown)
+        bad_stage = await conveyor("transition", "disable", name, "Nope", env=env)
+        assert bad_stage.code == 1 and "has no stage 'Nope'" in bad_stage.err, str(bad_stage)
+        bad_version = await conveyor("get", name, "--version", "9", env=env)
+        assert bad_version.code == 1 and "has no version 9" in bad_version.err, str(bad_version)
+    finally:
+        await worker.stop()

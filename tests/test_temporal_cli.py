@@ -20,9 +20,9 @@ from conveyor.worker import build_worker
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def readme_temporal_lines() -> list[str]:
+def readme_temporal_lines(marker: str = "temporal-cli") -> list[str]:
     text = (ROOT / "README.md").read_text()
-    block = text.split("<!-- temporal-cli -->", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    block = text.split(f"<!-- {marker} -->", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
     return [line for line in block.splitlines() if line.strip()]
 
 
@@ -66,6 +66,18 @@ async def test_readme_temporal_lines_start_query_and_approve(server: EmbeddedSer
         assert "approval-release" in execution_state and "InProgress" in execution_state
         await run_line(approve.replace("<token>", approval_token), server.address)
         final = await asyncio.wait_for(conveyor.wait(ref), 60)
+        query_coordinator, disable, enable = readme_temporal_lines("temporal-cli-pipeline")
+        coordinator = await run_line(query_coordinator, server.address)
+        assert '"pipelineName": "approval-release"' in coordinator.replace('":"', '": "')
+        assert all(f'"{stage}"' in coordinator for stage in ("Build", "Approval", "Production"))
+        await run_line(disable, server.address)
+        closed = await conveyor.pipeline_state("approval-release")
+        production = next(s for s in closed.stages if s.stage_name == "Production")
+        assert not production.transition.enabled and production.transition.reason == "change freeze"
+        assert production.transition.changed_by == "ops"
+        await run_line(enable, server.address)
+        opened = await conveyor.pipeline_state("approval-release")
+        assert next(s for s in opened.stages if s.stage_name == "Production").transition.enabled
     assert final.status == ExecutionStatus.SUCCEEDED, final.status_summary
     assert final.started_by == "temporal-cli"
     gate = final.stage("Approval")

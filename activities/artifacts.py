@@ -105,7 +105,6 @@ class LocalArtifactStore:
         except UnsafeArchiveError as exc:
             raise UnsafeArchiveError(f"artifact '{ref.name}': {exc}") from exc
 
-
     # --- documents: pipeline declarations, stored by the digest of their canonical JSON -----------
 
     def document_path(self, digest: str) -> Path:

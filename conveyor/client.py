@@ -29,6 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from conveyor import search_attributes as sa
 from conveyor.memo import state_from_memo
 from conveyor.model import (
+    ActionState,
     ApplyRequest,
     ApplyResult,
     ApprovalDecision,
@@ -177,6 +178,8 @@ class ConveyorClient:
                 state = None  # no worker answering: the memo is the best we have
             if state is not None:
                 await self._merge_live_stages(ref, state)
+            if state is not None and state.waiting_for_stage:
+                state.waiting_reason = await self._waiting_reason(ref.pipeline_name, state.waiting_for_stage)
         if state is None:
             if memo_state is None:
                 raise ConveyorError(f"execution '{ref}' has not recorded any state yet (is a worker running?)")
@@ -186,9 +189,30 @@ class ConveyorClient:
             None,
         ):
             # Terminated or timed out by Temporal itself: the workflow could not record its end.
-            state.status = ExecutionStatus.STOPPED if description.status == WorkflowExecutionStatus.TERMINATED else ExecutionStatus.FAILED
+            state.status = (
+                ExecutionStatus.STOPPED
+                if description.status == WorkflowExecutionStatus.TERMINATED
+                else ExecutionStatus.FAILED
+            )
             state.status_summary = f"workflow {description.status.name.lower()} by Temporal"
         return state
+
+    async def _waiting_reason(self, pipeline: str, stage: str) -> str | None:
+        try:
+            coordinator = await self.pipeline_state(pipeline)
+        except ConveyorError:
+            return None
+        lock = next((s for s in coordinator.stages if s.stage_name == stage), None)
+        if lock is None:
+            return None
+        transition = lock.transition
+        if not transition.enabled:
+            when = transition.changed_at.strftime("%Y-%m-%d %H:%M:%S UTC") if transition.changed_at else "?"
+            why = transition.reason or "no reason given"
+            return f"the transition into {stage} was disabled by {transition.changed_by or 'unknown'} at {when}: {why}"
+        if lock.holder is not None:
+            return f"stage {stage} is held by execution {lock.holder.execution_id}"
+        return None
 
     async def _merge_live_stages(self, ref: ExecutionRef, state: ExecutionState) -> None:
         for index, stage in enumerate(state.stages):
@@ -247,9 +271,7 @@ class ConveyorClient:
                     pipeline_version=attributes.get(sa.PIPELINE_VERSION),
                     started_at=started_at,
                     finished_at=finished_at,
-                    duration_seconds=(finished_at - started_at).total_seconds()
-                    if started_at and finished_at
-                    else None,
+                    duration_seconds=(finished_at - started_at).total_seconds() if started_at and finished_at else None,
                     source_revisions=[
                         f"{r.get('actionName')}:{r.get('revisionId')}" for r in header.get("sourceRevisions") or []
                     ],
@@ -287,7 +309,8 @@ class ConveyorClient:
         except RPCError as err:
             raise ConveyorError(await self._closed_reason(ref, stage, action, err)) from None
 
-    async def _current_token(self, ref: ExecutionRef, stage: str, action: str) -> str:
+    async def action_state(self, ref: ExecutionRef, stage: str, action: str) -> tuple[ExecutionState, ActionState]:
+        """The execution's state and one action's, or ConveyorError naming what does not exist."""
         state = await self.state(ref)
         stage_state = state.stage(stage)
         if stage_state is None:
@@ -295,6 +318,10 @@ class ConveyorClient:
         action_state = next((a for a in stage_state.actions if a.action_name == action), None)
         if action_state is None:
             raise ConveyorError(f"stage '{stage}' has no action '{action}'")
+        return state, action_state
+
+    async def _current_token(self, ref: ExecutionRef, stage: str, action: str) -> str:
+        _, action_state = await self.action_state(ref, stage, action)
         if action_state.token is None:
             if action_state.approval is not None:
                 raise ConveyorError(
@@ -321,7 +348,6 @@ class ConveyorClient:
         if stage_state is None or stage_state.status is None:
             return f"stage '{stage}' has not started yet in execution '{ref}'"
         return f"stage '{stage}' is no longer waiting for approvals (it is {stage_state.status.value})"
-
 
     # --- pipelines: the `Pipeline` coordinator ---------------------------------------------------
 
@@ -356,7 +382,9 @@ class ConveyorClient:
             return await handle.query("state", result_type=CoordinatorState, rpc_timeout=QUERY_TIMEOUT)
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
-                raise ConveyorError(f"pipeline '{name}' is not registered: `conveyor apply FILE` registers it") from None
+                raise ConveyorError(
+                    f"pipeline '{name}' is not registered: `conveyor apply FILE` registers it"
+                ) from None
             raise ConveyorError(f"pipeline '{name}' did not answer ({err.message}); is a worker running?") from None
 
     async def registered(self, name: str, version: int | None = None) -> tuple[PipelineVersion, dict[str, Any]]:
@@ -369,7 +397,9 @@ class ConveyorClient:
         else:
             found = next((v for v in state.versions if v.version == version), None)
             if found is None:
-                raise ConveyorError(f"pipeline '{name}' has no version {version} (versions 1-{state.versions[-1].version})")
+                raise ConveyorError(
+                    f"pipeline '{name}' has no version {version} (versions 1-{state.versions[-1].version})"
+                )
             chosen = found
         text = await asyncio.to_thread(self._document_store().get_document, chosen.digest)
         declaration = json.loads(text)
@@ -394,7 +424,9 @@ class ConveyorClient:
             raise ConveyorError(getattr(err.cause, "message", None) or str(err.cause or err)) from None
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
-                raise ConveyorError(f"pipeline '{name}' is not registered: `conveyor apply FILE` registers it") from None
+                raise ConveyorError(
+                    f"pipeline '{name}' is not registered: `conveyor apply FILE` registers it"
+                ) from None
             raise
 
     async def pipelines(self) -> list[tuple[str, dict[str, Any]]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.namespace.v1 import NamespaceConfig
@@ -10,6 +11,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, UpdateNamespaceRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
 from temporalio.service import RPCError, RPCStatusCode
 
 from conveyor import search_attributes
@@ -28,14 +30,27 @@ class TemporalUnavailableError(RuntimeError):
     """Temporal could not be reached; the message says where and what to check."""
 
 
+def _cluster_options(settings: Settings) -> dict[str, Any]:
+    """The standard Temporal client settings (TEMPORAL_API_KEY, TEMPORAL_TLS*, TEMPORAL_PROFILE and the
+    config file `temporal` itself uses), for a configured cluster only: never for the embedded server."""
+    try:
+        options: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    except Exception as exc:  # noqa: BLE001 - a malformed config file or variable
+        raise TemporalUnavailableError(f"cannot read the Temporal client configuration: {exc}") from None
+    options.pop("target_host", None)
+    options.pop("namespace", None)
+    if settings.temporal_api_key:
+        options["api_key"] = settings.temporal_api_key
+    if settings.temporal_tls or options.get("api_key"):
+        options.setdefault("tls", True)
+    return options
+
+
 async def connect(address: str, settings: Settings) -> Client:
+    options = _cluster_options(settings) if settings.temporal_address == address else {}
     try:
         return await Client.connect(
-            address,
-            namespace=settings.temporal_namespace,
-            data_converter=pydantic_data_converter,
-            api_key=settings.temporal_api_key,
-            tls=settings.temporal_tls or bool(settings.temporal_api_key),
+            address, namespace=settings.temporal_namespace, data_converter=pydantic_data_converter, **options
         )
     except RuntimeError as exc:
         raise TemporalUnavailableError(
@@ -85,7 +100,9 @@ async def ensure_retention(client: Client, days: int) -> None:
             UpdateNamespaceRequest(namespace=client.namespace, config=config)
         )
     except RPCError as exc:
-        raise TemporalUnavailableError(f"cannot set retention of namespace {client.namespace} to {days} days: {exc}") from None
+        raise TemporalUnavailableError(
+            f"cannot set retention of namespace {client.namespace} to {days} days: {exc}"
+        ) from None
 
 
 def fix_commands(address: str, namespace: str, missing: list[str], retention_days: int | None) -> list[str]:

@@ -179,8 +179,7 @@ class EmbeddedServer:
             assert self._process is not None
             if self._process.poll() is not None:
                 raise EmbeddedServerError(
-                    f"the embedded Temporal server exited with code {self._process.returncode}; "
-                    f"see {self.log_file}"
+                    f"the embedded Temporal server exited with code {self._process.returncode}; see {self.log_file}"
                 )
             try:
                 client = await connect(self.address, self.settings)

@@ -252,6 +252,7 @@ class ExecutionState(CamelModel):
     variables: dict[str, str] = Field(default_factory=dict)
     source_revisions: list[SourceRevision] = Field(default_factory=list)
     waiting_for_stage: str | None = None  # waiting for the stage's lock or its inbound transition
+    waiting_reason: str | None = None  # why, from the coordinator (filled in by the client, not recorded)
     stages: list[StageState] = Field(default_factory=list)
 
     def stage(self, name: str) -> StageState | None:

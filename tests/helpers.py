@@ -18,10 +18,9 @@ def pipeline(text: str) -> dict[str, Any]:
     return data
 
 
-async def waiting_token(
-    conveyor: ConveyorClient, ref: ExecutionRef, stage: str = "Prod", action: str = "Gate"
-) -> str:
+async def waiting_token(conveyor: ConveyorClient, ref: ExecutionRef, stage: str = "Prod", action: str = "Gate") -> str:
     """The approval's token, once the approval is waiting."""
+
     async def poll() -> str:
         while True:
             state = await conveyor.state(ref)

@@ -8,7 +8,7 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
-from conveyor.client import ConveyorClient, ConveyorError, ExecutionRef
+from conveyor.client import ConveyorClient, ConveyorError
 from conveyor.model import ActionStatus, ApprovalDecision, ExecutionState, ExecutionStatus, StageState
 from tests.helpers import pipeline, waiting_token
 

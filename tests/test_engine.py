@@ -53,9 +53,7 @@ stages:
 """
 
 
-async def test_multi_stage_pipeline_flows_artifacts_and_variables(
-    conveyor: ConveyorClient, worker: Worker
-) -> None:
+async def test_multi_stage_pipeline_flows_artifacts_and_variables(conveyor: ConveyorClient, worker: Worker) -> None:
     declaration = pipeline(MULTI_STAGE)
     ref, started = await conveyor.start(declaration, variables={"Greeting": "bonjour"})
     assert started

@@ -136,7 +136,9 @@ async def test_parallel_mode_runs_executions_independently(conveyor: ConveyorCli
 async def test_disabled_transition_holds_executions_until_enabled(
     conveyor: ConveyorClient, worker: Worker, mode: str
 ) -> None:
-    declaration = pipeline(GATED.format(mode=mode).replace("{name: Approve, provider: Manual}", "{name: Check, provider: Noop}"))
+    declaration = pipeline(
+        GATED.format(mode=mode).replace("{name: Approve, provider: Manual}", "{name: Check, provider: Noop}")
+    )
     name = declaration["name"]
     await conveyor.apply(declaration, by="ops")
     closed = await conveyor.set_transition(name, "Deploy", enabled=False, reason="change freeze", by="ops")
@@ -145,6 +147,8 @@ async def test_disabled_transition_holds_executions_until_enabled(
     await waiting_at(conveyor, name, "Deploy", first)
     live = await conveyor.state(first)
     assert live.waiting_for_stage == "Deploy"
+    assert live.waiting_reason is not None
+    assert "disabled by ops" in live.waiting_reason and live.waiting_reason.endswith(": change freeze")
     second, _ = await conveyor.start(declaration)
     await waiting_at(conveyor, name, "Deploy", second)
     if mode == "SUPERSEDED":

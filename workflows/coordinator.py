@@ -151,7 +151,8 @@ class PipelineWorkflow:
         known = {s.stage_name for s in self._state.stages} | set(current.stage_names if current else [])
         if current is not None and name not in known:
             raise ApplicationError(
-                f"pipeline '{self._state.pipeline_name}' has no stage '{name}' (stages: {', '.join(current.stage_names)})"
+                f"pipeline '{self._state.pipeline_name}' has no stage '{name}' "
+                f"(stages: {', '.join(current.stage_names)})"
             )
 
     @workflow.update(name="apply")
@@ -207,7 +208,7 @@ class PipelineWorkflow:
                     lambda: bool(self._outbox) or self._queue_changed or self._should_continue_as_new(),
                     timeout=timedelta(seconds=self._check_interval) if self._someone_waits_behind_a_holder() else None,
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 timed_out = True
             await self._flush_outbox()
             if timed_out and self._someone_waits_behind_a_holder():
@@ -222,8 +223,7 @@ class PipelineWorkflow:
 
     def _should_continue_as_new(self) -> bool:
         return (
-            self._state.handled >= self._input.continue_as_new_every
-            or workflow.info().is_continue_as_new_suggested()
+            self._state.handled >= self._input.continue_as_new_every or workflow.info().is_continue_as_new_suggested()
         )
 
     def _someone_waits_behind_a_holder(self) -> bool:

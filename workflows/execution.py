@@ -21,18 +21,17 @@ with workflow.unsafe.imports_passed_through():
 
     from conveyor.memo import execution_memo, stage_memo
     from conveyor.model import (
-        ActionState,
         ArtifactRef,
-        ErrorDetails,
         CoordinationRequest,
+        ErrorDetails,
         ExecutionInput,
         ExecutionSlot,
-        StageEntryDecision,
-        StageEntryRequest,
-        StageRelease,
         ExecutionState,
         ExecutionStatus,
+        StageEntryDecision,
+        StageEntryRequest,
         StageInput,
+        StageRelease,
         StageResult,
         StageState,
         StageStatus,
@@ -47,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
     from conveyor.spec.declaration import ExecutionMode, Pipeline, Stage
     from conveyor.spec.validation import format_path, validate_pipeline
     from conveyor.variables import PIPELINE_VARIABLES, RESERVED, namespaces_used
-    from workflows.stage import StageWorkflow
+    from workflows.stage import StageWorkflow, initial_stage_state
 
 
 # Executions recorded before the coordinator existed replay without it.
@@ -113,7 +112,7 @@ class PipelineExecutionWorkflow:
         state = self._state
         state.pipeline_version = pipeline.version or 1
         state.variables = {v.name: v.default_value or "" for v in pipeline.variables} | input.variables
-        state.stages = [_initial_stage_state(stage) for stage in pipeline.stages]
+        state.stages = [initial_stage_state(stage) for stage in pipeline.stages]
         workflow.upsert_search_attributes(
             [
                 PIPELINE_NAME.value_set(pipeline.name),
@@ -274,28 +273,17 @@ class PipelineExecutionWorkflow:
         # workflow.logger is replay-safe: nothing is logged again when history is replayed.
         workflow.logger.info(
             "execution finished",
-            extra={"pipeline": self._state.pipeline_name, "execution": self._state.execution_id, "status": status.value},
+            extra={
+                "pipeline": self._state.pipeline_name,
+                "execution": self._state.execution_id,
+                "status": status.value,
+            },
         )
         self._state.status = status
         self._state.status_summary = summary
         self._state.finished_at = workflow.now()
         workflow.upsert_search_attributes([PIPELINE_STATUS.value_set(status.value)])
         workflow.upsert_memo(execution_memo(self._state, with_stages=False))
-
-
-def _initial_stage_state(stage: Stage) -> StageState:
-    return StageState(
-        stage_name=stage.name,
-        actions=[
-            ActionState(
-                action_name=a.name,
-                provider=a.action_type_id.provider,
-                category=a.action_type_id.category.value,
-                run_order=a.run_order,
-            )
-            for a in stage.actions
-        ],
-    )
 
 
 def _undeclared_overrides(pipeline: Pipeline, input: ExecutionInput, source: str) -> list[str]:

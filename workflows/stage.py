@@ -49,6 +49,23 @@ INFRASTRUCTURE_RETRY = RetryPolicy(
 )
 
 
+def initial_stage_state(stage: Stage, attempt: int = 0) -> StageState:
+    """A stage's state before anything in it ran: every action listed, none started."""
+    return StageState(
+        stage_name=stage.name,
+        attempt=attempt,
+        actions=[
+            ActionState(
+                action_name=a.name,
+                provider=a.action_type_id.provider,
+                category=a.action_type_id.category.value,
+                run_order=a.run_order,
+            )
+            for a in stage.actions
+        ],
+    )
+
+
 class ActionFailed(Exception):
     """An action ended unsuccessfully; carries what `status` shows."""
 
@@ -64,19 +81,7 @@ class StageWorkflow:
         # Built in init, so update validators can read it before `run` starts.
         self._stage = Stage.model_validate(input.stage)
         self._input = input
-        self._state = StageState(
-            stage_name=self._stage.name,
-            attempt=input.attempt,
-            actions=[
-                ActionState(
-                    action_name=a.name,
-                    provider=a.action_type_id.provider,
-                    category=a.action_type_id.category.value,
-                    run_order=a.run_order,
-                )
-                for a in self._stage.actions
-            ],
-        )
+        self._state = initial_stage_state(self._stage, attempt=input.attempt)
         self._values: dict[str, dict[str, str]] = {ns: dict(v) for ns, v in input.variables.items()}
         self._artifacts: dict[str, ArtifactRef] = {ref.name: ref for ref in input.artifacts}
         self._outputs: dict[str, dict[str, str]] = {}
@@ -121,7 +126,8 @@ class StageWorkflow:
             if len(waiting) != 1:
                 names = ", ".join(a.action_name for a in waiting) or "none"
                 raise ApplicationError(
-                    f"stage '{self._stage.name}' has {len(waiting)} approvals waiting ({names}); name one with actionName"
+                    f"stage '{self._stage.name}' has {len(waiting)} approvals waiting ({names}); "
+                    "name one with actionName"
                 )
             return waiting[0]
         action = next((a for a in self._state.actions if a.action_name == decision.action_name), None)
@@ -330,7 +336,6 @@ class StageWorkflow:
         return ActionOutcome(summary=decision.summary or f"approved by {decision.by or 'unknown'}")
 
 
-
 def _minutes_text(minutes: int) -> str:
     if minutes % (24 * 60) == 0:
         days = minutes // (24 * 60)
@@ -343,7 +348,9 @@ def _activity_error(err: ActivityError) -> ErrorDetails:
     if isinstance(cause, ApplicationError):
         return ErrorDetails(code=cause.type or "ActionError", message=cause.message)
     if isinstance(cause, ActivityTimeoutError):
-        return ErrorDetails(code="ActionTimeout", message=f"activity timed out ({cause.type.name if cause.type else ''})")
+        return ErrorDetails(
+            code="ActionTimeout", message=f"activity timed out ({cause.type.name if cause.type else ''})"
+        )
     if is_cancelled_exception(err):
         return ErrorDetails(code="ActionCancelled", message="the action was cancelled")
     return ErrorDetails(code="ActionError", message=str(cause or err))

@@ -298,15 +298,9 @@ async def _logs(execution: str, stage: str, action: str, follow: bool) -> int:
 
 
 async def _action_finished(client: ConveyorClient, ref: ExecutionRef, stage: str, action: str) -> bool:
-    state = await client.state(ref)
+    state, found = await client.action_state(ref, stage, action)
     if state.status.is_terminal:
         return True
-    stage_state = state.stage(stage)
-    if stage_state is None:
-        raise ConveyorError(f"pipeline '{ref.pipeline_name}' has no stage '{stage}'")
-    found = next((a for a in stage_state.actions if a.action_name == action), None)
-    if found is None:
-        raise ConveyorError(f"stage '{stage}' has no action '{action}'")
     return found.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.ABANDONED)
 
 

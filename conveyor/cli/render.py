@@ -48,7 +48,9 @@ def _detail(action: ActionState) -> str:
         return f"waiting for approval{f' ({custom})' if custom else ''}"
     if action.approval is not None:
         who = action.approval.by or "unknown"
-        return f"{action.approval.status} by {who}" + (f": {action.approval.summary}" if action.approval.summary else "")
+        return f"{action.approval.status} by {who}" + (
+            f": {action.approval.summary}" if action.approval.summary else ""
+        )
     return action.summary or ""
 
 
@@ -68,7 +70,8 @@ def execution_table(state: ExecutionState) -> Group:
         _add_stage(table, stage)
     parts: list[Text | Table] = [header, table]
     if state.waiting_for_stage:
-        parts.append(Text(f"waiting to enter stage {state.waiting_for_stage}", style="yellow"))
+        why = f": {state.waiting_reason}" if state.waiting_reason else ""
+        parts.append(Text(f"waiting to enter stage {state.waiting_for_stage}{why}", style="yellow"))
     if state.status_summary:
         parts.append(Text(state.status_summary, style=STYLES.get(state.status.value, "")))
     for revision in state.source_revisions:

@@ -66,4 +66,3 @@ async def running_session(settings: Settings, *, with_worker: bool | None = None
     finally:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
-

@@ -25,21 +25,11 @@ class DeclarationModel(BaseModel):
     )
 
 
-PipelineName = Annotated[
-    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9.@\-_]+$")
-]
-StageOrActionName = Annotated[
-    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9.@\-_]+$")
-]
-ArtifactName = Annotated[
-    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[a-zA-Z0-9_\-]+$")
-]
-VariableName = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9@\-_]+$")
-]
-NamespaceName = Annotated[
-    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9@\-_]+$")
-]
+PipelineName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9.@\-_]+$")]
+StageOrActionName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9.@\-_]+$")]
+ArtifactName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[a-zA-Z0-9_\-]+$")]
+VariableName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9@\-_]+$")]
+NamespaceName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9@\-_]+$")]
 
 
 class ExecutionMode(StrEnum):
@@ -98,8 +88,8 @@ class ActionExtension(DeclarationModel):
 
     timeout_minutes: int | None = Field(default=None, ge=1, le=86_400)
     heartbeat_timeout_seconds: int | None = Field(default=None, ge=1, le=3_600)
-    pass_environment: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = (
-        Field(default_factory=list)
+    pass_environment: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+        default_factory=list
     )
     retry: RetryPolicyExtension | None = None
     rollback: list[str] = Field(default_factory=list, max_length=50)
@@ -293,9 +283,7 @@ class Pipeline(DeclarationModel):
 
     def all_actions(self) -> list[tuple[int, int, Stage, Action]]:
         return [
-            (si, ai, stage, action)
-            for si, stage in enumerate(self.stages)
-            for ai, action in enumerate(stage.actions)
+            (si, ai, stage, action) for si, stage in enumerate(self.stages) for ai, action in enumerate(stage.actions)
         ]
 
 

@@ -74,7 +74,9 @@ GIT_VARIABLES = frozenset(
 # The providers this version of Conveyor runs. Anything else is reported by name.
 PROVIDERS: dict[str, ProviderRule] = {
     "Commands": ProviderRule(
-        categories=frozenset({ActionCategory.COMPUTE, ActionCategory.BUILD, ActionCategory.TEST, ActionCategory.DEPLOY}),
+        categories=frozenset(
+            {ActionCategory.COMPUTE, ActionCategory.BUILD, ActionCategory.TEST, ActionCategory.DEPLOY}
+        ),
         configuration_keys=frozenset(),
         needs_commands=True,
     ),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from conveyor.client import ConveyorClient, ExecutionRef
+from conveyor.client import ConveyorClient
 from conveyor.devserver import EmbeddedServer
 from conveyor.settings import Settings
 from conveyor.worker import build_worker

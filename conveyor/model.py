@@ -134,6 +134,7 @@ class ActionContext(CamelModel):
     stage_name: str
     action_name: str
     stage_attempt: int = 1
+    action_attempt: int = 1  # a declared retry's attempt (a lost worker's retries are the activity's own)
 
     @property
     def idempotency_key(self) -> str:
@@ -209,12 +210,23 @@ class ErrorDetails(CamelModel):
     message: str
 
 
+class ActionAttempt(CamelModel):
+    """An earlier, failed attempt of an action that declared retries."""
+
+    attempt: int
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: ErrorDetails
+
+
 class ActionState(CamelModel):
     action_name: str
     provider: str
     category: str
     run_order: int = 1
     status: ActionStatus | None = None  # None: not started yet
+    attempt: int = 1
+    attempts: list[ActionAttempt] = Field(default_factory=list)  # earlier failed attempts
     started_at: datetime | None = None
     finished_at: datetime | None = None
     summary: str | None = None

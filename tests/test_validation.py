@@ -334,7 +334,7 @@ def test_declared_behaviour_that_does_not_run_yet_is_refused_not_skipped() -> No
         stage("Source", git()),
         stage(
             "Deploy",
-            cmd() | {"conveyor": {"retry": {"maximumAttempts": 3}, "rollback": ["./undo.sh"]}},
+            cmd() | {"conveyor": {"rollback": ["./undo.sh"]}},
             beforeEntry={"conditions": [{"result": "FAIL", "rules": [WINDOW]}]},
             onSuccess={"conditions": [{"result": "FAIL", "rules": [WINDOW]}]},
             onFailure={"result": "RETRY"},
@@ -346,7 +346,6 @@ def test_declared_behaviour_that_does_not_run_yet_is_refused_not_skipped() -> No
         f"{SOURCE}: stages[1].beforeEntry: stage conditions: 'beforeEntry' {NOT_YET}",
         f"{SOURCE}: stages[1].onSuccess: stage conditions: 'onSuccess' {NOT_YET}",
         f"{SOURCE}: stages[1].onFailure.result: 'RETRY' {NOT_YET}; use FAIL (the default)",
-        f"{SOURCE}: stages[1].actions[0].conveyor.retry: action retries {NOT_YET}",
         f"{SOURCE}: stages[1].actions[0].conveyor.rollback: rollback commands {NOT_YET}",
     ]
     assert [w.path for w in report.warnings] == ["triggers"]

@@ -18,6 +18,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from conveyor.model import (
+        ActionAttempt,
         ActionContext,
         ActionOutcome,
         ActionState,
@@ -36,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         StageState,
         StageStatus,
     )
-    from conveyor.spec.declaration import Action, Stage
+    from conveyor.spec.declaration import Action, RetryPolicyExtension, Stage
     from conveyor.variables import UnresolvedVariableError, resolve
 
 DEFAULT_APPROVAL_TIMEOUT = timedelta(days=7)
@@ -64,6 +65,18 @@ def initial_stage_state(stage: Stage, attempt: int = 0) -> StageState:
             for a in stage.actions
         ],
     )
+
+
+# Failures a declared retry policy retries; configuration errors (bad provider configuration, a
+# missing artifact or output variable, an unresolvable variable) fail at once.
+TRANSIENT_FAILURES = frozenset({"CommandFailed", "ActionTimeout", "GitError", "ActionError"})
+
+
+def _backoff(policy: RetryPolicyExtension, attempt: int) -> timedelta:
+    seconds = policy.initial_interval_seconds * policy.backoff_coefficient ** (attempt - 1)
+    if policy.maximum_interval_seconds is not None:
+        seconds = min(seconds, policy.maximum_interval_seconds)
+    return timedelta(seconds=seconds)
 
 
 class ActionFailed(Exception):
@@ -216,15 +229,25 @@ class StageWorkflow:
         state = self._action_state(action.name)
         state.status = ActionStatus.IN_PROGRESS
         state.started_at = workflow.now()
-        # No `finally` here: an evicted workflow's coroutines are closed outside the workflow loop.
-        try:
-            outcome = await self._dispatch(action, state)
-        except ActionFailed as failure:
-            state.status, state.error, state.finished_at = ActionStatus.FAILED, failure.details, workflow.now()
-            return False
-        except ActivityError as err:
-            state.status, state.error, state.finished_at = ActionStatus.FAILED, _activity_error(err), workflow.now()
-            return False
+        policy = action.conveyor.retry
+        while True:
+            # No `finally` here: an evicted workflow's coroutines are closed outside the workflow loop.
+            try:
+                outcome = await self._dispatch(action, state)
+                break
+            except (ActionFailed, ActivityError) as failure:
+                error = failure.details if isinstance(failure, ActionFailed) else _activity_error(failure)
+            if policy is None or state.attempt >= policy.maximum_attempts or error.code not in TRANSIENT_FAILURES:
+                state.status, state.error, state.finished_at = ActionStatus.FAILED, error, workflow.now()
+                return False
+            # A declared retry: record this attempt (status shows each one), back off durably, go again.
+            failed = ActionAttempt(
+                attempt=state.attempt, started_at=state.started_at, finished_at=workflow.now(), error=error
+            )
+            state.attempts.append(failed)
+            await workflow.sleep(_backoff(policy, state.attempt))
+            state.attempt += 1
+            state.started_at = workflow.now()
         state.finished_at = workflow.now()
         state.status = ActionStatus.SUCCEEDED
         state.summary = outcome.summary
@@ -254,6 +277,7 @@ class StageWorkflow:
             stage_name=self._stage.name,
             action_name=action.name,
             stage_attempt=self._input.attempt,
+            action_attempt=self._action_state(action.name).attempt,
         )
 
     def _timeout(self, action: Action, default: timedelta) -> timedelta:

@@ -166,8 +166,11 @@ class CommandsProvider:
             pipeline=ctx.pipeline_name, execution=ctx.execution_id, stage=ctx.stage_name, action=ctx.action_name
         )
         await _kill_previous_attempt_orphans(log)
-        attempt = activity.info().attempt
-        workspace = Workspace(self.settings.workspaces_dir / workspace_key(ctx) / f"attempt-{attempt}")
+        # The action's attempt (a declared retry), and within it the activity's (a lost worker's retry).
+        attempt = ctx.action_attempt
+        workspace = Workspace(
+            self.settings.workspaces_dir / workspace_key(ctx) / f"attempt-{attempt}-{activity.info().attempt}"
+        )
         log.info("commands.started", attempt=attempt, commands=len(input.commands))
         try:
             await asyncio.to_thread(self._prepare_workspace, input, workspace)

@@ -560,8 +560,6 @@ def _check_not_yet_supported(pipeline: Pipeline, report: ValidationReport) -> No
                     SpecIssue(f"{where}.onFailure.result", f"'{result.value}' {later}; use FAIL (the default)")
                 )
         for ai, action in enumerate(stage.actions):
-            if action.conveyor.retry is not None:
-                report.errors.append(SpecIssue(f"{where}.actions[{ai}].conveyor.retry", f"action retries {later}"))
             if action.conveyor.rollback:
                 report.errors.append(
                     SpecIssue(f"{where}.actions[{ai}].conveyor.rollback", f"rollback commands {later}")

@@ -11,7 +11,14 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.artifacts import ArtifactError, ArtifactStore
-from conveyor.model import CoordinationRequest, CoordinatorInput, StoreDocumentInput
+from conveyor.model import (
+    CoordinationRequest,
+    CoordinatorInput,
+    CoordinatorState,
+    NewestInStageRequest,
+    StageFact,
+    StoreDocumentInput,
+)
 from conveyor.settings import Settings
 
 
@@ -47,6 +54,22 @@ class CoordinationActivities:
             await asyncio.to_thread(self.store.put_document, document.digest, document.data)
         except ArtifactError as err:
             raise ApplicationError(str(err), type="ArtifactError", non_retryable=True) from None
+
+    @activity.defn(name="newest_in_stage")
+    async def newest_in_stage(self, request: NewestInStageRequest) -> StageFact | None:
+        """The newest execution that entered a stage, from the coordinator (None if it has none)."""
+        try:
+            state = (
+                await activity.client()
+                .get_workflow_handle(request.pipeline_name)
+                .query("state", result_type=CoordinatorState)
+            )
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        lock = next((s for s in state.stages if s.stage_name == request.stage_name), None)
+        return lock.newest_entered if lock else None
 
     @activity.defn(name="closed_workflows")
     async def closed_workflows(self, workflow_ids: list[str]) -> list[str]:

@@ -42,8 +42,10 @@ from conveyor.model import (
     ExecutionStatus,
     PipelineVersion,
     SourceRevisionOverride,
+    StageRetryRequest,
     StageState,
     StageStatus,
+    StopRequest,
     TransitionChange,
     TransitionState,
     Trigger,
@@ -348,6 +350,34 @@ class ConveyorClient:
         if stage_state is None or stage_state.status is None:
             return f"stage '{stage}' has not started yet in execution '{ref}'"
         return f"stage '{stage}' is no longer waiting for approvals (it is {stage_state.status.value})"
+
+    # --- stop and retry ------------------------------------------------------------------------
+
+    async def stop(
+        self, ref: ExecutionRef, *, reason: str = "", abandon: bool = False, by: str | None = None
+    ) -> ExecutionState:
+        """Stop an execution: let running actions finish (default) or abandon them at once."""
+        request = StopRequest(reason=reason, abandon=abandon, by=by)
+        return await self._execution_update(ref, "stop", request)
+
+    async def retry(
+        self, ref: ExecutionRef, stage: str, *, mode: str = "FAILED_ACTIONS", by: str | None = None
+    ) -> ExecutionState:
+        """Retry the failed stage of an execution whose retry window is open; it resumes the same execution."""
+        request = StageRetryRequest(stage_name=stage, retry_mode=mode, by=by)
+        return await self._execution_update(ref, "retry_stage", request)
+
+    async def _execution_update(self, ref: ExecutionRef, name: str, payload: Any) -> ExecutionState:
+        handle = self.temporal.get_workflow_handle(ref.workflow_id)
+        try:
+            return await handle.execute_update(name, payload, result_type=ExecutionState)
+        except WorkflowUpdateFailedError as err:
+            raise ConveyorError(getattr(err.cause, "message", None) or str(err.cause or err)) from None
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                state = await self.state(ref, live=False)
+                raise ConveyorError(f"execution {ref} has already ended: {state.status.value}") from None
+            raise ConveyorError(f"Temporal refused it: {err.message}") from None
 
     # --- pipelines: the `Pipeline` coordinator ---------------------------------------------------
 

@@ -240,10 +240,23 @@ class ActionState(CamelModel):
     output_artifacts: list[ArtifactRef] = Field(default_factory=list)
 
 
+class StageAttempt(CamelModel):
+    """An earlier attempt of a stage (a retry followed it)."""
+
+    attempt: int
+    status: StageStatus | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: ErrorDetails | None = None
+    retried_by: str | None = None
+    retry_mode: str | None = None
+
+
 class StageState(CamelModel):
     stage_name: str
     status: StageStatus | None = None  # None: not entered yet
     attempt: int = 0
+    previous_attempts: list[StageAttempt] = Field(default_factory=list)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: ErrorDetails | None = None
@@ -274,11 +287,29 @@ class ExecutionState(CamelModel):
 # --- Stage workflow input and result --------------------------------------------------------------
 
 
+class StopRequest(CamelModel):
+    """Update `stop` on an execution (and signal `stop` on its running stage)."""
+
+    reason: str = Field(default="", max_length=512)
+    abandon: bool = False  # False: let running actions finish; True: cancel them at once
+    by: str | None = None
+
+
+class StageRetryRequest(CamelModel):
+    """Update `retry_stage` on a failed execution."""
+
+    stage_name: str
+    retry_mode: str = "FAILED_ACTIONS"  # or ALL_ACTIONS
+    by: str | None = None
+
+
 class StageInput(CamelModel):
     pipeline_name: str
     execution_id: str
     stage: dict[str, Any]  # the stage's declaration, already validated by the execution workflow
     attempt: int = 1
+    retry_mode: str | None = None  # FAILED_ACTIONS keeps the actions that succeeded in `previous`
+    previous: StageResult | None = None
     variables: dict[str, dict[str, str]] = Field(default_factory=dict)  # namespace -> key -> value
     artifacts: list[ArtifactRef] = Field(default_factory=list)  # only those the stage consumes
     source_revisions: list[SourceRevisionOverride] = Field(default_factory=list)
@@ -380,6 +411,13 @@ class ApplyResult(CamelModel):
     changed: bool
 
 
+class NewestInStageRequest(CamelModel):
+    """Input of the `newest_in_stage` local activity (the coordinator's exact fact, not visibility's)."""
+
+    pipeline_name: str
+    stage_name: str
+
+
 class StoreDocumentInput(CamelModel):
     data: str  # canonical JSON text
     digest: str
@@ -423,3 +461,6 @@ class CoordinationRequest(CamelModel):
     signal: str  # "request_entry" | "release_stage"
     entry: StageEntryRequest | None = None
     release: StageRelease | None = None
+
+
+StageInput.model_rebuild()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
@@ -35,6 +36,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         coordination.coordinate,
         coordination.store_document,
         coordination.closed_workflows,
+        coordination.newest_in_stage,
     ]
 
 
@@ -45,6 +47,10 @@ def build_worker(client: Client, settings: Settings, **options: Any) -> Worker:
         workflows=list(WORKFLOWS),
         activities=activities_for(settings),
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
+        # Heartbeats are how a stop or abandon reaches a running action: send them within seconds,
+        # not at the SDK's default of 80% of the heartbeat timeout.
+        max_heartbeat_throttle_interval=timedelta(seconds=2),
+        default_heartbeat_throttle_interval=timedelta(seconds=2),
         **options,
     )
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import psutil
+import pytest
 from temporalio.worker import Worker
 
-from conveyor.client import ConveyorClient
-from conveyor.model import ActionStatus, ExecutionStatus
-from tests.helpers import pipeline
+from conveyor.client import ConveyorClient, ConveyorError
+from conveyor.model import ActionStatus, ExecutionStatus, StageStatus
+from tests.helpers import pipeline, waiting_token
 
 
 async def test_transient_failure_is_retried_to_success_with_each_attempt_visible(
@@ -66,3 +68,242 @@ stages:
     assert action.status == ActionStatus.FAILED and action.attempt == 1 and action.attempts == []
     assert action.error is not None and action.error.code == "ConfigurationError"
     assert "output variable 'NEVER_SET' was not exported" in action.error.message
+
+
+FLAKY_STAGE = """
+name: {name}
+conveyor: {{retryWindowMinutes: {window}}}
+stages:
+  - name: Build
+    onFailure: {on_failure}
+    actions:
+      - {{name: Steady, provider: Commands, commands: ["echo ran >> {side}/steady.log"]}}
+      - name: Flaky
+        provider: Commands
+        commands:
+          - echo ran >> {side}/flaky.log
+          - test -f {side}/fixed || {{ touch {side}/fixed-next; test -f {side}/auto-fix && touch {side}/fixed; false; }}
+  - name: After
+    actions:
+      - {{name: Done, provider: Commands, commands: ["echo ran >> {side}/after.log"]}}
+"""
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def flaky(tmp_path: Path, on_failure: str, window: int = 0, auto_fix: bool = True) -> dict:
+    if auto_fix:
+        (tmp_path / "auto-fix").touch()  # the first failure fixes the cause: a retry then passes
+    return pipeline(FLAKY_STAGE.format(name="flaky-stage", window=window, on_failure=on_failure, side=tmp_path))
+
+
+async def test_on_failure_retry_failed_actions_reruns_only_what_failed(
+    conveyor: ConveyorClient, worker: Worker, tmp_path: Path
+) -> None:
+    ref, _ = await conveyor.start(flaky(tmp_path, "{result: RETRY, retryConfiguration: {retryMode: FAILED_ACTIONS}}"))
+    state = await asyncio.wait_for(conveyor.wait(ref), 60)
+    assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+    build = state.stages[0]
+    assert build.attempt == 2 and [a.attempt for a in build.previous_attempts] == [1]
+    assert build.previous_attempts[0].status == StageStatus.FAILED
+    assert build.previous_attempts[0].retry_mode == "FAILED_ACTIONS"
+    assert lines(tmp_path / "steady.log") == ["ran"]  # succeeded before: kept, not re-run
+    assert len(lines(tmp_path / "flaky.log")) == 2
+    assert lines(tmp_path / "after.log") == ["ran"]
+
+
+async def test_on_failure_retry_all_actions_reruns_the_whole_stage(
+    conveyor: ConveyorClient, worker: Worker, tmp_path: Path
+) -> None:
+    ref, _ = await conveyor.start(flaky(tmp_path, "{result: RETRY, retryConfiguration: {retryMode: ALL_ACTIONS}}"))
+    state = await asyncio.wait_for(conveyor.wait(ref), 60)
+    assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+    assert len(lines(tmp_path / "steady.log")) == 2 and len(lines(tmp_path / "flaky.log")) == 2
+
+
+async def test_on_failure_skip_marks_the_stage_skipped_and_goes_on(
+    conveyor: ConveyorClient, worker: Worker, tmp_path: Path
+) -> None:
+    ref, _ = await conveyor.start(flaky(tmp_path, "{result: SKIP}", auto_fix=False))
+    state = await asyncio.wait_for(conveyor.wait(ref), 60)
+    assert state.status == ExecutionStatus.SUCCEEDED
+    assert state.stages[0].status == StageStatus.SKIPPED
+    assert lines(tmp_path / "after.log") == ["ran"]
+
+
+async def test_on_failure_fail_ends_the_execution(conveyor: ConveyorClient, worker: Worker, tmp_path: Path) -> None:
+    ref, _ = await conveyor.start(flaky(tmp_path, "{result: FAIL}"))
+    state = await asyncio.wait_for(conveyor.wait(ref), 60)
+    assert state.status == ExecutionStatus.FAILED and state.stages[1].status is None
+
+
+async def test_manual_retry_resumes_the_same_execution_within_its_window(
+    conveyor: ConveyorClient, worker: Worker, tmp_path: Path
+) -> None:
+    ref, _ = await conveyor.start(flaky(tmp_path, "{result: FAIL}", window=10, auto_fix=False))
+    failed = await asyncio.wait_for(conveyor.wait(ref), 60)
+    assert failed.status == ExecutionStatus.FAILED
+    with pytest.raises(ConveyorError, match="only the failed stage 'Build' can be retried"):
+        await conveyor.retry(ref, "After")
+    with pytest.raises(ConveyorError, match="retry mode 'SOME'"):
+        await conveyor.retry(ref, "Build", mode="SOME")
+    (tmp_path / "fixed").touch()
+    resumed = await conveyor.retry(ref, "Build", mode="FAILED_ACTIONS", by="alice")
+    assert resumed.status == ExecutionStatus.IN_PROGRESS
+    final = await asyncio.wait_for(conveyor.wait(ref), 60)
+    assert final.status == ExecutionStatus.SUCCEEDED, final.status_summary
+    build = final.stages[0]
+    assert build.attempt == 2 and build.previous_attempts[0].retried_by == "alice"
+    assert lines(tmp_path / "steady.log") == ["ran"] and len(lines(tmp_path / "flaky.log")) == 2
+    with pytest.raises(ConveyorError, match="only a failed execution can be retried|has already ended"):
+        await conveyor.retry(ref, "Build")
+
+
+async def test_manual_retry_is_refused_once_a_newer_execution_entered_the_stage(
+    conveyor: ConveyorClient, worker: Worker, tmp_path: Path
+) -> None:
+    declaration = flaky(tmp_path, "{result: FAIL}", window=10, auto_fix=False)
+    declaration["executionMode"] = "PARALLEL"
+    older, _ = await conveyor.start(declaration)
+    assert (await asyncio.wait_for(conveyor.wait(older), 60)).status == ExecutionStatus.FAILED
+    newer, _ = await conveyor.start(declaration)
+    assert (await asyncio.wait_for(conveyor.wait(newer), 60)).status == ExecutionStatus.FAILED
+    with pytest.raises(ConveyorError, match=f"a newer execution \\({newer.execution_id}\\) has entered stage 'Build'"):
+        await conveyor.retry(older, "Build")
+    await conveyor.stop(older, reason="done with it")
+    await conveyor.stop(newer, reason="done with it")
+
+
+APPROVE_THEN_CHECK = """
+name: approve-then-check
+conveyor: {{retryWindowMinutes: 10}}
+stages:
+  - name: Prod
+    actions:
+      - {{name: Gate, provider: Manual}}
+      - {{name: Check, provider: Commands, runOrder: 2, commands: ["test -f {side}/fixed"]}}
+"""
+
+
+async def test_stale_approval_token_from_an_earlier_attempt_is_refused(
+    conveyor: ConveyorClient, worker: Worker, tmp_path: Path
+) -> None:
+    ref, _ = await conveyor.start(pipeline(APPROVE_THEN_CHECK.format(side=tmp_path)))
+    first_token = await waiting_token(conveyor, ref, "Prod", "Gate")
+    await conveyor.decide(ref, "Prod", "Gate", approve=True, token=first_token, by="alice")
+    assert (await asyncio.wait_for(conveyor.wait(ref), 60)).status == ExecutionStatus.FAILED
+    (tmp_path / "fixed").touch()
+    await conveyor.retry(ref, "Prod", mode="ALL_ACTIONS")
+    second_token = await waiting_token(conveyor, ref, "Prod", "Gate")
+    assert second_token != first_token
+    with pytest.raises(ConveyorError, match="token does not match approval 'Gate'"):
+        await conveyor.decide(ref, "Prod", "Gate", approve=True, token=first_token, by="mallory")
+    await conveyor.decide(ref, "Prod", "Gate", approve=True, token=second_token, by="alice")
+    assert (await asyncio.wait_for(conveyor.wait(ref), 60)).status == ExecutionStatus.SUCCEEDED
+
+
+LONG_ACTION = """
+name: long
+stages:
+  - name: Work
+    actions:
+      - name: Long
+        provider: Commands
+        commands: ["echo $$ > {side}/pid", "sleep {seconds}", "echo done >> {side}/done"]
+  - name: Next
+    actions:
+      - {{name: Never, provider: Commands, commands: ["echo ran >> {side}/next"]}}
+"""
+
+
+async def running_pid(path: Path) -> int:
+    async def wait() -> int:
+        while not (path.exists() and path.read_text().strip()):
+            await asyncio.sleep(0.1)
+        return int(path.read_text())
+
+    return await asyncio.wait_for(wait(), 30)
+
+
+async def test_stop_and_wait_lets_the_running_action_finish_and_starts_nothing_new(
+    conveyor: ConveyorClient, worker: Worker, tmp_path: Path
+) -> None:
+    ref, _ = await conveyor.start(pipeline(LONG_ACTION.format(side=tmp_path, seconds=3)))
+    await running_pid(tmp_path / "pid")
+    stopping = await conveyor.stop(ref, reason="release cancelled", by="ops")
+    assert stopping.status == ExecutionStatus.STOPPING
+    with pytest.raises(ConveyorError, match="a stop is already in progress"):
+        await conveyor.stop(ref, reason="again")
+    state = await asyncio.wait_for(conveyor.wait(ref), 60)
+    assert state.status == ExecutionStatus.STOPPED
+    assert state.status_summary == "stopped by ops in stage 'Work': release cancelled"
+    assert state.stages[0].actions[0].status == ActionStatus.SUCCEEDED  # it finished
+    assert lines(tmp_path / "done") == ["done"] and not (tmp_path / "next").exists()
+    with pytest.raises(ConveyorError, match="has already ended: Stopped"):
+        await conveyor.stop(ref, abandon=True)
+
+
+async def test_abandon_and_escalation_kill_the_running_action(
+    conveyor: ConveyorClient, worker: Worker, tmp_path: Path
+) -> None:
+    ref, _ = await conveyor.start(pipeline(LONG_ACTION.format(side=tmp_path, seconds=300)))
+    pid = await running_pid(tmp_path / "pid")
+    await conveyor.stop(ref, reason="wait first")
+    await conveyor.stop(ref, reason="now", abandon=True, by="ops")  # escalation
+    state = await asyncio.wait_for(conveyor.wait(ref), 60)
+    assert state.status == ExecutionStatus.STOPPED
+    long = state.stages[0].actions[0]
+    assert long.status == ActionStatus.ABANDONED
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not (tmp_path / "done").exists() and not (tmp_path / "next").exists()
+
+
+async def test_temporal_cancel_abandons_running_actions(
+    conveyor: ConveyorClient, worker: Worker, tmp_path: Path
+) -> None:
+    ref, _ = await conveyor.start(pipeline(LONG_ACTION.format(side=tmp_path, seconds=300)))
+    pid = await running_pid(tmp_path / "pid")
+    await conveyor.temporal.get_workflow_handle(ref.workflow_id).cancel()
+    state = await asyncio.wait_for(conveyor.wait(ref), 60)
+    assert state.status == ExecutionStatus.STOPPED
+    assert "cancelled through Temporal" in (state.status_summary or "")
+
+    async def gone() -> None:
+        while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(gone(), 15)
+
+
+async def test_stop_cancels_a_pending_approval_and_releases_the_stage_lock(
+    conveyor: ConveyorClient, worker: Worker
+) -> None:
+    declaration = pipeline(
+        """
+name: stop-lock
+executionMode: QUEUED
+stages:
+  - name: Gate
+    actions:
+      - {name: Approve, provider: Manual}
+"""
+    )
+    first, _ = await conveyor.start(declaration)
+    await waiting_token(conveyor, first, "Gate", "Approve")
+    second, _ = await conveyor.start(declaration)
+
+    async def queued() -> None:
+        while (await conveyor.state(second)).waiting_for_stage != "Gate":
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(queued(), 30)
+    await conveyor.stop(first, reason="not this one")
+    stopped = await asyncio.wait_for(conveyor.wait(first), 30)
+    assert stopped.status == ExecutionStatus.STOPPED
+    gate = stopped.stages[0].actions[0]
+    assert gate.status == ActionStatus.ABANDONED and gate.error is not None
+    assert gate.error.code == "ApprovalCancelled"
+    await waiting_token(conveyor, second, "Gate", "Approve")  # the lock went to the next in line
+    await conveyor.stop(second, reason="cleanup", abandon=True)

@@ -337,7 +337,7 @@ def test_declared_behaviour_that_does_not_run_yet_is_refused_not_skipped() -> No
             cmd() | {"conveyor": {"rollback": ["./undo.sh"]}},
             beforeEntry={"conditions": [{"result": "FAIL", "rules": [WINDOW]}]},
             onSuccess={"conditions": [{"result": "FAIL", "rules": [WINDOW]}]},
-            onFailure={"result": "RETRY"},
+            onFailure={"result": "ROLLBACK"},
         ),
         triggers=trigger(),
     )
@@ -345,10 +345,29 @@ def test_declared_behaviour_that_does_not_run_yet_is_refused_not_skipped() -> No
     assert [issue.render(SOURCE) for issue in report.errors] == [
         f"{SOURCE}: stages[1].beforeEntry: stage conditions: 'beforeEntry' {NOT_YET}",
         f"{SOURCE}: stages[1].onSuccess: stage conditions: 'onSuccess' {NOT_YET}",
-        f"{SOURCE}: stages[1].onFailure.result: 'RETRY' {NOT_YET}; use FAIL (the default)",
+        f"{SOURCE}: stages[1].onFailure.result: 'ROLLBACK' {NOT_YET}; use FAIL, RETRY or SKIP",
         f"{SOURCE}: stages[1].actions[0].conveyor.rollback: rollback commands {NOT_YET}",
     ]
     assert [w.path for w in report.warnings] == ["triggers"]
+
+
+def test_later_actions_must_not_depend_on_a_stage_that_may_be_skipped() -> None:
+    declaration = pipe(
+        stage("Source", git()),
+        stage(
+            "Optional",
+            cmd("Make", "true", namespace="Opt", outputVariables=["V"], outputArtifacts=[{"name": "Extra"}]),
+            onFailure={"result": "SKIP"},
+        ),
+        stage("Deploy", cmd("Ship", "echo #{Opt.V}", inputArtifacts=[{"name": "Extra"}])),
+    )
+    report = validate_pipeline(declaration)
+    assert [issue.render(SOURCE) for issue in report.errors] == [
+        f"{SOURCE}: stages[2].actions[0].inputArtifacts[0]: artifact 'Extra' comes from stage 'Optional', "
+        "which may be skipped (onFailure: SKIP); produce it elsewhere or use FAIL",
+        f"{SOURCE}: stages[2].actions[0].commands[0]: '#{{Opt.V}}' comes from stage 'Optional', "
+        "which may be skipped (onFailure: SKIP); use FAIL, or do not depend on it",
+    ]
 
 
 def test_500_actions_are_allowed() -> None:

@@ -28,13 +28,18 @@ with workflow.unsafe.imports_passed_through():
         ExecutionSlot,
         ExecutionState,
         ExecutionStatus,
+        NewestInStageRequest,
+        StageAttempt,
         StageEntryDecision,
         StageEntryRequest,
+        StageFact,
         StageInput,
         StageRelease,
         StageResult,
+        StageRetryRequest,
         StageState,
         StageStatus,
+        StopRequest,
     )
     from conveyor.search_attributes import (
         PIPELINE_NAME,
@@ -43,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         PIPELINE_TRIGGER,
         PIPELINE_VERSION,
     )
-    from conveyor.spec.declaration import ExecutionMode, Pipeline, Stage
+    from conveyor.spec.declaration import ExecutionMode, FailureResult, Pipeline, RetryConfiguration, Stage
     from conveyor.spec.validation import format_path, validate_pipeline
     from conveyor.variables import PIPELINE_VARIABLES, RESERVED, namespaces_used
     from workflows.stage import StageWorkflow, initial_stage_state
@@ -51,6 +56,9 @@ with workflow.unsafe.imports_passed_through():
 
 # Executions recorded before the coordinator existed replay without it.
 COORDINATION_PATCH = "pipeline-coordinator"
+# ...and those recorded before stop, stage retries, SKIP and the retry window, without those.
+FAILURE_HANDLING_PATCH = "failure-handling"
+WITHDRAWN = "Withdrawn"
 
 
 def execution_workflow_id(pipeline_name: str, execution_id: str) -> str:
@@ -69,6 +77,11 @@ class PipelineExecutionWorkflow:
         self._decisions: dict[str, StageEntryDecision] = {}
         self._current_stage: Stage | None = None  # held, or waited for
         self._succeeded_stages: list[str] = []
+        self._stop: StopRequest | None = None
+        self._running_stage: str | None = None  # workflow id of the stage child now running
+        self._retryable_stage: str | None = None  # set while a failed execution's retry window is open
+        self._retry_request: StageRetryRequest | None = None
+        self._last_results: dict[str, StageResult] = {}
 
     @workflow.query(name="state")
     def state(self) -> ExecutionState | None:
@@ -129,36 +142,182 @@ class PipelineExecutionWorkflow:
         artifacts: dict[str, ArtifactRef] = {}
         self._pipeline = pipeline
         coordinated = workflow.patched(COORDINATION_PATCH)
+        handling = workflow.patched(FAILURE_HANDLING_PATCH)  # stop, stage retries, skip, retry window
         if coordinated:
             workflow.upsert_search_attributes([PIPELINE_TRIGGER.value_set(state.trigger.trigger_type.value)])
         try:
-            for index, stage in enumerate(pipeline.stages):
+            index, retry = 0, None
+            while index < len(pipeline.stages):
+                stage = pipeline.stages[index]
+                if handling and self._stop is not None:
+                    await self._finish(ExecutionStatus.STOPPED, self._stop_summary(f"before stage '{stage.name}'"))
+                    return state
                 decision = await self._enter_stage(stage) if coordinated else None
                 if decision is not None and decision.decision == "Superseded":
                     summary = f"superseded by {decision.superseded_by} while waiting to enter stage '{stage.name}'"
                     await self._finish(ExecutionStatus.SUPERSEDED, summary)
                     return state
-                result = await self._run_stage(pipeline, stage, index, values, artifacts, input)
+                if decision is not None and decision.decision == WITHDRAWN:
+                    await self._finish(ExecutionStatus.STOPPED, self._stop_summary(f"waiting for stage '{stage.name}'"))
+                    return state
+                result = await self._run_stage(pipeline, stage, index, values, artifacts, input, retry)
+                if handling:
+                    result = await self._retry_automatically(pipeline, stage, index, values, artifacts, input, result)
                 if coordinated:
                     await self._leave_stage(stage, result.state.status.value if result.state.status else "Failed")
+                if result.state.status == StageStatus.STOPPED:
+                    await self._finish(ExecutionStatus.STOPPED, self._stop_summary(f"in stage '{stage.name}'"))
+                    return state
                 if result.state.status != StageStatus.SUCCEEDED:
+                    if handling and stage.on_failure and stage.on_failure.result == FailureResult.SKIP:
+                        state.stages[index].status = StageStatus.SKIPPED
+                        workflow.upsert_memo(stage_memo(state.stages[index]))
+                        index += 1
+                        continue
                     assert result.state.error is not None
                     summary = f"stage '{stage.name}' failed: {result.state.error.message}"
                     await self._finish(ExecutionStatus.FAILED, summary)
+                    retry = await self._wait_for_manual_retry(pipeline, stage) if handling else None
+                    if retry is not None:
+                        continue  # the same stage again, in the same execution (resumed by the update)
                     raise ApplicationError(summary, type="PipelineExecutionFailed", non_retryable=True)
+                retry = None
                 if coordinated:
                     self._succeeded_stages.append(stage.name)
                     workflow.upsert_search_attributes([PIPELINE_STAGES_SUCCEEDED.value_set(self._succeeded_stages)])
+                index += 1
         except BaseException as err:
             if is_cancelled_exception(err) and not state.status.is_terminal:
-                # Temporal's own cancel: the stage child is cancelled with us; record where we stopped
-                # and give back the stage we held or waited for, so the next execution can go on.
+                # Temporal's own cancel is an abandon: the stage child is cancelled with us (its actions'
+                # processes killed); record where we stopped and give back the stage we held or waited for.
                 if coordinated and self._current_stage is not None:
                     await self._leave_stage(self._current_stage, "Stopped")
-                await self._finish(ExecutionStatus.STOPPED, "cancelled through Temporal")
+                await self._finish(ExecutionStatus.STOPPED, "cancelled through Temporal (abandoned)")
             raise
         await self._finish(ExecutionStatus.SUCCEEDED, None)
         return state
+
+    # --- stop and retry -----------------------------------------------------------------------------
+
+    @workflow.update(name="stop")
+    async def stop(self, request: StopRequest) -> ExecutionState:
+        assert self._state is not None
+        self._stop = request
+        if self._state.status == ExecutionStatus.IN_PROGRESS:
+            self._state.status = ExecutionStatus.STOPPING
+            self._state.status_summary = self._stop_summary("")
+            workflow.upsert_search_attributes([PIPELINE_STATUS.value_set(ExecutionStatus.STOPPING.value)])
+        if self._running_stage is not None:
+            await workflow.get_external_workflow_handle(self._running_stage).signal("stop", request)
+        return self._state
+
+    @stop.validator
+    def _validate_stop(self, request: StopRequest) -> None:
+        state = self._state
+        if state is None:
+            raise ApplicationError("the execution has not started yet")
+        retryable = state.status == ExecutionStatus.FAILED and self._retryable_stage is not None
+        if state.status.is_terminal and not retryable:
+            raise ApplicationError(f"execution {state.execution_id} has already ended: {state.status.value}")
+        if self._stop is not None and self._stop.abandon:
+            raise ApplicationError("the execution is already being abandoned")
+        if self._stop is not None and not request.abandon:
+            raise ApplicationError(
+                "a stop is already in progress (waiting for running actions to finish); escalate it with abandon"
+            )
+
+    def _stop_summary(self, where: str) -> str:
+        assert self._stop is not None
+        how = "abandoned" if self._stop.abandon else "stopped"
+        who = f" by {self._stop.by}" if self._stop.by else ""
+        at = f" {where}" if where else ""
+        return f"{how}{who}{at}: {self._stop.reason or 'no reason given'}"
+
+    @workflow.update(name="retry_stage")
+    async def retry_stage(self, request: StageRetryRequest) -> ExecutionState:
+        assert self._state is not None and self._pipeline is not None
+        # CodePipeline's rule: no retry once a newer execution has entered the stage.
+        newest: StageFact | None = await workflow.execute_local_activity(
+            "newest_in_stage",
+            NewestInStageRequest(pipeline_name=self._pipeline.name, stage_name=request.stage_name),
+            result_type=StageFact | None,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        if newest is not None and newest.execution_id != self._state.execution_id:
+            raise ApplicationError(
+                f"a newer execution ({newest.execution_id}) has entered stage '{request.stage_name}' since; "
+                "retry that one, or start a new execution"
+            )
+        if self._retryable_stage != request.stage_name:  # the window closed while we asked
+            raise ApplicationError(f"execution {self._state.execution_id} can no longer be retried")
+        self._retry_request = request
+        self._resume(request)
+        return self._state
+
+    @retry_stage.validator
+    def _validate_retry(self, request: StageRetryRequest) -> None:
+        state = self._state
+        if state is None or state.status != ExecutionStatus.FAILED:
+            status = state.status.value if state else "not started"
+            raise ApplicationError(f"only a failed execution can be retried; this one is {status}")
+        if self._retryable_stage is None:
+            raise ApplicationError(
+                "the retry window of this execution has closed (conveyor.retryWindowMinutes); start a new execution"
+            )
+        if request.stage_name != self._retryable_stage:
+            raise ApplicationError(f"only the failed stage '{self._retryable_stage}' can be retried")
+        if request.retry_mode not in ("FAILED_ACTIONS", "ALL_ACTIONS"):
+            raise ApplicationError(f"retry mode '{request.retry_mode}': use FAILED_ACTIONS or ALL_ACTIONS")
+        if self._retry_request is not None:
+            raise ApplicationError("a retry of this execution is already under way")
+
+    async def _wait_for_manual_retry(self, pipeline: Pipeline, stage: Stage) -> StageRetryRequest | None:
+        """A failed execution stays open (PipelineStatus Failed) for its retry window."""
+        window = pipeline.conveyor.retry_window_minutes
+        if window <= 0 or self._stop is not None:
+            return None
+        self._retryable_stage = stage.name
+        try:
+            await workflow.wait_condition(
+                lambda: self._retry_request is not None or self._stop is not None, timeout=timedelta(minutes=window)
+            )
+        except TimeoutError:
+            pass
+        self._retryable_stage = None
+        request, self._retry_request = self._retry_request, None
+        return None if self._stop is not None else request
+
+    def _resume(self, retry: StageRetryRequest) -> None:
+        assert self._state is not None
+        self._state.status = ExecutionStatus.IN_PROGRESS
+        self._state.status_summary = (
+            f"stage '{retry.stage_name}' retried ({retry.retry_mode}) by {retry.by or 'unknown'}"
+        )
+        self._state.finished_at = None
+        workflow.upsert_search_attributes([PIPELINE_STATUS.value_set(ExecutionStatus.IN_PROGRESS.value)])
+        workflow.upsert_memo(execution_memo(self._state, with_stages=False))
+
+    async def _retry_automatically(
+        self,
+        pipeline: Pipeline,
+        stage: Stage,
+        index: int,
+        values: dict[str, dict[str, str]],
+        artifacts: dict[str, ArtifactRef],
+        input: ExecutionInput,
+        result: StageResult,
+    ) -> StageResult:
+        """onFailure RETRY: retry the stage on its own, up to `conveyor.automaticRetries` times."""
+        on_failure = stage.on_failure
+        if on_failure is None or on_failure.result != FailureResult.RETRY:
+            return result
+        mode = (on_failure.retry_configuration or RetryConfiguration()).retry_mode.value
+        for _ in range(stage.conveyor.automatic_retries):
+            if result.state.status != StageStatus.FAILED or self._stop is not None:
+                break
+            request = StageRetryRequest(stage_name=stage.name, retry_mode=mode, by="onFailure: RETRY")
+            result = await self._run_stage(pipeline, stage, index, values, artifacts, input, request)
+        return result
 
     async def _run_stage(
         self,
@@ -168,10 +327,16 @@ class PipelineExecutionWorkflow:
         values: dict[str, dict[str, str]],
         artifacts: dict[str, ArtifactRef],
         input: ExecutionInput,
+        retry: StageRetryRequest | None = None,
     ) -> StageResult:
         assert self._state is not None
         state = self._state
         stage_state = state.stages[index]
+        previous = self._last_results.get(stage.name) if retry is not None else None
+        if previous is not None:
+            assert retry is not None
+            stage_state.previous_attempts.append(_attempt_summary(previous.state, retry))
+            stage_state.error = None
         stage_state.status = StageStatus.IN_PROGRESS
         stage_state.attempt += 1
         stage_state.started_at = workflow.now()
@@ -189,17 +354,28 @@ class PipelineExecutionWorkflow:
             artifacts=_artifacts_used(stage, artifacts),
             source_revisions=input.source_revisions,
             default_heartbeat_seconds=pipeline.conveyor.heartbeat_timeout_seconds,
+            retry_mode=retry.retry_mode if retry else None,
+            previous=previous if retry and retry.retry_mode == "FAILED_ACTIONS" else None,
         )
+        child_id = stage_workflow_id(pipeline.name, state.execution_id, stage.name)
+        self._running_stage = child_id
         try:
             result = await workflow.execute_child_workflow(
                 StageWorkflow.run,
                 stage_input,
-                id=stage_workflow_id(pipeline.name, state.execution_id, stage.name),
+                id=child_id,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 static_summary=f"{pipeline.name} {state.execution_id}: stage {stage.name}",
             )
         except ChildWorkflowError as err:
+            if is_cancelled_exception(err):
+                stage_state.status = StageStatus.STOPPED
+                raise
             result = _failed_stage_result(err, stage_state)
+        finally:
+            self._running_stage = None
+        result.state.previous_attempts = stage_state.previous_attempts
+        self._last_results[stage.name] = result
         state.stages[index] = result.state
         for namespace, outputs in result.output_variables.items():
             values[namespace] = outputs
@@ -236,8 +412,11 @@ class PipelineExecutionWorkflow:
         if mode == ExecutionMode.PARALLEL:
             return None
         state.waiting_for_stage = stage.name
-        await workflow.wait_condition(lambda: stage.name in self._decisions)
+        await workflow.wait_condition(lambda: stage.name in self._decisions or self._stop is not None)
         state.waiting_for_stage = None
+        if stage.name not in self._decisions:  # stopped while it waited: give up its place in the queue
+            await self._leave_stage(stage, WITHDRAWN)
+            return StageEntryDecision(stage_name=stage.name, decision=WITHDRAWN)
         return self._decisions[stage.name]
 
     async def _leave_stage(self, stage: Stage, outcome: str) -> None:
@@ -334,3 +513,15 @@ def _failed_stage_result(err: ChildWorkflowError, stage_state: StageState) -> St
     message = getattr(cause, "message", None) or str(err)
     stage_state.error = ErrorDetails(code="StageError", message=message)
     return StageResult(state=stage_state)
+
+
+def _attempt_summary(state: StageState, retry: StageRetryRequest) -> StageAttempt:
+    return StageAttempt(
+        attempt=state.attempt,
+        status=state.status,
+        started_at=state.started_at,
+        finished_at=state.finished_at,
+        error=state.error,
+        retried_by=retry.by,
+        retry_mode=retry.retry_mode,
+    )

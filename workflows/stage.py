@@ -15,6 +15,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
+from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from conveyor.model import (
@@ -36,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         StageResult,
         StageState,
         StageStatus,
+        StopRequest,
     )
     from conveyor.spec.declaration import Action, RetryPolicyExtension, Stage
     from conveyor.variables import UnresolvedVariableError, resolve
@@ -101,6 +103,30 @@ class StageWorkflow:
         self._produced: list[ArtifactRef] = []
         self._revisions: list[SourceRevision] = []
         self._decisions: dict[str, ApprovalResult] = {}
+        self._stop: StopRequest | None = None
+        self._running: dict[str, ActivityHandle[ActionOutcome]] = {}
+        self._carried = self._carry_over(input)
+
+    def _carry_over(self, input: StageInput) -> set[str]:
+        """A FAILED_ACTIONS retry keeps what succeeded before: its state, variables and artifacts."""
+        if input.retry_mode != "FAILED_ACTIONS" or input.previous is None:
+            return set()
+        carried: set[str] = set()
+        namespaces = {a.name: a.namespace for a in self._stage.actions}
+        for before in input.previous.state.actions:
+            if before.status != ActionStatus.SUCCEEDED or before.action_name not in namespaces:
+                continue
+            index = next(i for i, a in enumerate(self._state.actions) if a.action_name == before.action_name)
+            self._state.actions[index] = before.model_copy(deep=True)
+            namespace = namespaces[before.action_name]
+            if namespace:
+                self._values[namespace] = before.output_variables
+                self._outputs[namespace] = before.output_variables
+            for ref in before.output_artifacts:
+                self._artifacts[ref.name] = ref
+                self._produced.append(ref)
+            carried.add(before.action_name)
+        return carried
 
     # --- queries and approval messages ----------------------------------------------------------
 
@@ -131,6 +157,15 @@ class StageWorkflow:
     @workflow.signal(name="reject")
     def reject_signal(self, decision: ApprovalDecision) -> None:
         self._decide_from_signal(decision, "Rejected")
+
+    @workflow.signal(name="stop")
+    def stop(self, request: StopRequest) -> None:
+        """From the execution: start nothing new; with `abandon`, cancel what runs now."""
+        if self._stop is None or (request.abandon and not self._stop.abandon):
+            self._stop = request
+        if request.abandon:
+            for handle in self._running.values():
+                handle.cancel()
 
     def _pending_action(self, decision: ApprovalDecision) -> ActionState:
         """The approval the decision is for, or ApplicationError saying why there is none."""
@@ -198,13 +233,25 @@ class StageWorkflow:
         self._state.started_at = workflow.now()
         failed = False
         for run_order in sorted({a.run_order for a in self._stage.actions}):
-            group = [a for a in self._stage.actions if a.run_order == run_order]
+            if self._stop is not None:
+                break  # a stop starts nothing new
+            group = [a for a in self._stage.actions if a.run_order == run_order and a.name not in self._carried]
             outcomes = await asyncio.gather(*(self._run_action(a) for a in group))
             if not all(outcomes):
                 failed = True
                 break
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._state.finished_at = workflow.now()
+        if self._stop is not None:
+            self._state.status = StageStatus.STOPPED
+            how = "abandoned" if self._stop.abandon else "stopped"
+            self._state.error = ErrorDetails(code="Stopped", message=f"{how}: {self._stop.reason or 'no reason given'}")
+            return StageResult(
+                state=self._state,
+                output_variables=self._outputs,
+                output_artifacts=self._produced,
+                source_revisions=self._revisions,
+            )
         result = StageResult(
             state=self._state,
             output_variables=self._outputs,
@@ -237,6 +284,9 @@ class StageWorkflow:
                 break
             except (ActionFailed, ActivityError) as failure:
                 error = failure.details if isinstance(failure, ActionFailed) else _activity_error(failure)
+            if self._stop is not None and (self._stop.abandon or error.code == "ApprovalCancelled"):
+                state.status, state.error, state.finished_at = ActionStatus.ABANDONED, error, workflow.now()
+                return True  # not a failure of the stage: the stop decides what happens next
             if policy is None or state.attempt >= policy.maximum_attempts or error.code not in TRANSIENT_FAILURES:
                 state.status, state.error, state.finished_at = ActionStatus.FAILED, error, workflow.now()
                 return False
@@ -326,15 +376,22 @@ class StageWorkflow:
             activity, timeout = "noop", self._timeout(action, DEFAULT_ACTION_TIMEOUT)
         else:  # validation refuses unknown providers; this guards a hand-made input
             raise ActionFailed("ConfigurationError", f"provider '{provider}' is not supported")
-        return await workflow.execute_activity(
+        handle = workflow.start_activity(
             activity,
             activity_input,
             result_type=ActionOutcome,
             start_to_close_timeout=timeout,
             heartbeat_timeout=heartbeat,
             retry_policy=INFRASTRUCTURE_RETRY,
+            # An abandoned action is over only when its processes are gone.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             summary=f"{self._stage.name}/{action.name}",
         )
+        self._running[action.name] = handle
+        try:
+            return await handle
+        finally:
+            self._running.pop(action.name, None)
 
     def _artifact(self, action: Action, name: str) -> ArtifactRef:
         ref = self._artifacts.get(name)
@@ -349,11 +406,16 @@ class StageWorkflow:
         state.token = str(workflow.uuid4())
         state.external_url = configuration.get("ExternalEntityLink")
         try:
-            await workflow.wait_condition(lambda: action.name in self._decisions, timeout=timeout)
+            await workflow.wait_condition(
+                lambda: action.name in self._decisions or self._stop is not None, timeout=timeout
+            )
         except TimeoutError:
             state.token = None
             minutes = int(timeout.total_seconds() // 60)
             raise ActionFailed("ApprovalTimedOut", f"no decision within {_minutes_text(minutes)}") from None
+        if action.name not in self._decisions:  # a stop (wait or abandon) cancels a pending approval
+            state.token = None
+            raise ActionFailed("ApprovalCancelled", "the execution was stopped while the approval waited")
         decision = self._decisions[action.name]
         if decision.status == "Rejected":
             raise ActionFailed("ApprovalRejected", f"rejected by {decision.by or 'unknown'}: {decision.summary}")

@@ -16,6 +16,7 @@ from conveyor.cli.common import (
     OutputOption,
     RevisionOption,
     TokenOption,
+    UsageError,
     VarOption,
     app,
     approval_instructions,
@@ -252,6 +253,50 @@ def show(
             console.print("variables: " + ", ".join(f"{k}={v}" for k, v in execution_state.variables.items()))
         if actions:
             console.print(action_details_table(execution_state))
+        return 0
+
+    run_async(go())
+
+
+@app.command("stop", rich_help_panel="Executions")
+def stop_execution(
+    execution: Annotated[str, typer.Argument(help="PIPELINE/EXECUTION-ID")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (shown in status)")] = "",
+    abandon: Annotated[
+        bool, typer.Option("--abandon", help="Cancel running actions now (kill their processes)")
+    ] = False,
+    by: Annotated[str | None, typer.Option("--by", help="Who stops it (default: your user name)")] = None,
+) -> None:
+    """Stop an execution: running actions finish and nothing new starts; --abandon cancels them at once.
+    A stop that waits can be escalated with --abandon."""
+    ref = parse_ref(execution)
+
+    async def go() -> int:
+        session = await connect_existing(settings())
+        state = await session.client.stop(ref, reason=reason, abandon=abandon, by=by or who())
+        console.print(f"{ref}: {state.status.value}", highlight=False)
+        return 0
+
+    run_async(go())
+
+
+@app.command("retry", rich_help_panel="Executions")
+def retry_stage(
+    execution: Annotated[str, typer.Argument(help="PIPELINE/EXECUTION-ID")],
+    stage: Annotated[str, typer.Argument(help="The failed stage")],
+    mode: Annotated[str, typer.Option("--mode", help="failed-actions or all-actions")] = "failed-actions",
+    by: Annotated[str | None, typer.Option("--by", help="Who retries (default: your user name)")] = None,
+) -> None:
+    """Retry the failed stage of an execution (within its retry window); the execution resumes."""
+    ref = parse_ref(execution)
+    modes = {"failed-actions": "FAILED_ACTIONS", "all-actions": "ALL_ACTIONS"}
+    if mode not in modes:
+        raise UsageError(f"--mode '{mode}': use failed-actions or all-actions")
+
+    async def go() -> int:
+        session = await connect_existing(settings())
+        state = await session.client.retry(ref, stage, mode=modes[mode], by=by or who())
+        console.print(f"{ref}: {state.status.value} ({state.status_summary})", highlight=False)
         return 0
 
     run_async(go())

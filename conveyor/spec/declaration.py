@@ -96,13 +96,17 @@ class ActionExtension(DeclarationModel):
 
 
 class StageExtension(DeclarationModel):
-    """`conveyor:` on a stage (reserved; stage-level knobs land here)."""
+    """`conveyor:` on a stage."""
+
+    automatic_retries: int = Field(default=1, ge=0, le=10)  # for onFailure RETRY (CodePipeline: 1)
 
 
 class PipelineExtension(DeclarationModel):
     """`conveyor:` on the pipeline."""
 
     heartbeat_timeout_seconds: int = Field(default=30, ge=1, le=3_600)
+    # How long a failed execution stays open for `conveyor retry` (its PipelineStatus is Failed meanwhile).
+    retry_window_minutes: int = Field(default=0, ge=0, le=60 * 24 * 30)
 
 
 # --- CodePipeline's own declaration --------------------------------------------------------------

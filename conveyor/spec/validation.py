@@ -193,6 +193,7 @@ def _check_structure(pipeline: Pipeline, report: ValidationReport) -> None:
     _check_namespaces_and_variables(pipeline, errors)
     _check_failure_modes(pipeline, errors)
     _check_triggers(pipeline, errors)
+    _check_skippable_outputs(pipeline, errors)
     _check_not_yet_supported(pipeline, report)
     total = sum(len(stage.actions) for stage in pipeline.stages)
     if total > MAX_ACTIONS_PER_PIPELINE:
@@ -555,9 +556,9 @@ def _check_not_yet_supported(pipeline: Pipeline, report: ValidationReport) -> No
                     SpecIssue(f"{where}.onFailure.conditions", f"stage conditions: 'onFailure.conditions' {later}")
                 )
             result = stage.on_failure.result
-            if result is not None and result != FailureResult.FAIL:
+            if result == FailureResult.ROLLBACK:
                 report.errors.append(
-                    SpecIssue(f"{where}.onFailure.result", f"'{result.value}' {later}; use FAIL (the default)")
+                    SpecIssue(f"{where}.onFailure.result", f"'{result.value}' {later}; use FAIL, RETRY or SKIP")
                 )
         for ai, action in enumerate(stage.actions):
             if action.conveyor.rollback:
@@ -568,3 +569,34 @@ def _check_not_yet_supported(pipeline: Pipeline, report: ValidationReport) -> No
         report.warnings.append(
             SpecIssue("triggers", "triggers are accepted but not acted on yet; start executions with `conveyor start`")
         )
+
+
+def _check_skippable_outputs(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
+    """A stage with onFailure SKIP may produce nothing: later actions must not depend on its outputs."""
+    for si, stage in enumerate(pipeline.stages):
+        if not (stage.on_failure and stage.on_failure.result == FailureResult.SKIP):
+            continue
+        artifacts = {out.name for a in stage.actions for out in a.output_artifacts}
+        namespaces = {a.namespace for a in stage.actions if a.namespace}
+        for later_index in range(si + 1, len(pipeline.stages)):
+            for ai, action in enumerate(pipeline.stages[later_index].actions):
+                where = f"stages[{later_index}].actions[{ai}]"
+                for ii, inp in enumerate(action.input_artifacts):
+                    if inp.name in artifacts:
+                        errors.append(
+                            SpecIssue(
+                                f"{where}.inputArtifacts[{ii}]",
+                                f"artifact '{inp.name}' comes from stage '{stage.name}', which may be skipped "
+                                "(onFailure: SKIP); produce it elsewhere or use FAIL",
+                            )
+                        )
+                for suffix, text in _action_texts(action):
+                    for ns, key in references(text):
+                        if ns in namespaces:
+                            errors.append(
+                                SpecIssue(
+                                    f"{where}.{suffix}",
+                                    f"'#{{{ns}.{key}}}' comes from stage '{stage.name}', which may be skipped "
+                                    "(onFailure: SKIP); use FAIL, or do not depend on it",
+                                )
+                            )

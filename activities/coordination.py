@@ -15,8 +15,8 @@ from conveyor.model import (
     CoordinationRequest,
     CoordinatorInput,
     CoordinatorState,
-    NewestInStageRequest,
-    StageFact,
+    StageFactsRequest,
+    StageLock,
     StoreDocumentInput,
 )
 from conveyor.settings import Settings
@@ -55,9 +55,9 @@ class CoordinationActivities:
         except ArtifactError as err:
             raise ApplicationError(str(err), type="ArtifactError", non_retryable=True) from None
 
-    @activity.defn(name="newest_in_stage")
-    async def newest_in_stage(self, request: NewestInStageRequest) -> StageFact | None:
-        """The newest execution that entered a stage, from the coordinator (None if it has none)."""
+    @activity.defn(name="stage_facts")
+    async def stage_facts(self, request: StageFactsRequest) -> StageLock | None:
+        """A stage's facts from the coordinator (newest entered, last succeeded), None if it has none."""
         try:
             state = (
                 await activity.client()
@@ -68,8 +68,7 @@ class CoordinationActivities:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return None
             raise
-        lock = next((s for s in state.stages if s.stage_name == request.stage_name), None)
-        return lock.newest_entered if lock else None
+        return next((s for s in state.stages if s.stage_name == request.stage_name), None)
 
     @activity.defn(name="closed_workflows")
     async def closed_workflows(self, workflow_ids: list[str]) -> list[str]:

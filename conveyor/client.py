@@ -49,8 +49,11 @@ from conveyor.model import (
     TransitionChange,
     TransitionState,
     Trigger,
+    TriggerType,
 )
+from conveyor.rollback import RollbackRefused, check_rollback, rollback_spec, start_rollback_execution, target_state
 from conveyor.settings import Settings
+from conveyor.spec.validation import parse_pipeline
 from workflows.execution import execution_workflow_id, stage_workflow_id
 
 # Derives execution ids from client request tokens: the same token always names the same execution.
@@ -378,6 +381,27 @@ class ConveyorClient:
                 state = await self.state(ref, live=False)
                 raise ConveyorError(f"execution {ref} has already ended: {state.status.value}") from None
             raise ConveyorError(f"Temporal refused it: {err.message}") from None
+
+    async def rollback(self, pipeline_name: str, stage: str, to: str, *, by: str | None = None) -> ExecutionRef:
+        """Manual rollback: a new ROLLBACK execution re-runs `stage` with execution `to`'s inputs."""
+        version, declaration = await self.registered(pipeline_name)
+        pipeline = parse_pipeline(declaration, f"{pipeline_name} (version {version.version})")
+        try:
+            target = await target_state(self.temporal, pipeline_name, to)
+            check_rollback(pipeline, stage, target, version.version)
+        except RollbackRefused as refused:
+            raise ConveyorError(str(refused)) from None
+        spec = rollback_spec(pipeline, stage, target, failed=None)
+        execution_id = await start_rollback_execution(
+            self.temporal,
+            self.settings.task_queue,
+            declaration,
+            spec,
+            target,
+            trigger=TriggerType.MANUAL_ROLLBACK,
+            started_by=by,
+        )
+        return ExecutionRef(pipeline_name, execution_id)
 
     # --- pipelines: the `Pipeline` coordinator ---------------------------------------------------
 

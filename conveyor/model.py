@@ -121,6 +121,7 @@ class ExecutionInput(CamelModel):
     started_by: str | None = None
     trigger: Trigger = Field(default_factory=Trigger)
     source_name: str = "<execution input>"  # file the declaration came from, used in messages
+    rollback: RollbackSpec | None = None  # set on executions of type ROLLBACK
 
 
 # --- Activity inputs and results ------------------------------------------------------------------
@@ -219,6 +220,27 @@ class ActionAttempt(CamelModel):
     error: ErrorDetails
 
 
+class CompensationStep(CamelModel):
+    """What undoes an action: registered when the action starts, so a half-applied one is undone too."""
+
+    stage_name: str
+    action_name: str
+    sequence: int  # order of start within the stage; compensations run in reverse
+    commands: list[str]  # resolved, like the action's own
+    environment: dict[str, str] = Field(default_factory=dict)
+    pass_environment: list[str] = Field(default_factory=list)
+    input_artifacts: list[ArtifactRef] = Field(default_factory=list)
+    timeout_seconds: int = 55 * 60
+
+
+class CompensationState(CamelModel):
+    status: str  # InProgress | Succeeded | Failed
+    attempt: int = 1
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: ErrorDetails | None = None
+
+
 class ActionState(CamelModel):
     action_name: str
     provider: str
@@ -227,6 +249,7 @@ class ActionState(CamelModel):
     status: ActionStatus | None = None  # None: not started yet
     attempt: int = 1
     attempts: list[ActionAttempt] = Field(default_factory=list)  # earlier failed attempts
+    compensation: CompensationState | None = None  # its rollback commands, once they ran
     started_at: datetime | None = None
     finished_at: datetime | None = None
     summary: str | None = None
@@ -278,6 +301,8 @@ class ExecutionState(CamelModel):
     source_revisions: list[SourceRevision] = Field(default_factory=list)
     waiting_for_stage: str | None = None  # waiting for the stage's lock or its inbound transition
     waiting_reason: str | None = None  # why, from the coordinator (filled in by the client, not recorded)
+    rollback_of: str | None = None  # ROLLBACK executions: the execution whose stage inputs they reuse
+    rollback_execution: str | None = None  # a failed execution: the automatic rollback it started
     stages: list[StageState] = Field(default_factory=list)
 
     def stage(self, name: str) -> StageState | None:
@@ -321,6 +346,28 @@ class StageResult(CamelModel):
     output_variables: dict[str, dict[str, str]] = Field(default_factory=dict)  # namespace -> vars
     output_artifacts: list[ArtifactRef] = Field(default_factory=list)
     source_revisions: list[SourceRevision] = Field(default_factory=list)
+    compensations: list[CompensationStep] = Field(default_factory=list)
+
+
+class RollbackSpec(CamelModel):
+    """What a ROLLBACK execution re-runs: one stage, with the inputs of an earlier successful execution."""
+
+    stage_name: str
+    target_execution_id: str
+    failed_execution_id: str | None = None  # automatic rollbacks: the execution that failed
+    variables: dict[str, dict[str, str]] = Field(default_factory=dict)  # namespace -> outputs before the stage
+    artifacts: list[ArtifactRef] = Field(default_factory=list)
+    source_revisions: list[SourceRevision] = Field(default_factory=list)
+
+
+class RollbackStart(CamelModel):
+    """Input of the `start_rollback` activity (automatic rollback after onFailure: ROLLBACK)."""
+
+    pipeline: dict[str, Any]
+    stage_name: str
+    target_execution_id: str
+    failed_execution_id: str
+    started_by: str | None = None
 
 
 # --- The per-pipeline coordinator (`Pipeline` workflow) ---------------------------------------------
@@ -411,8 +458,8 @@ class ApplyResult(CamelModel):
     changed: bool
 
 
-class NewestInStageRequest(CamelModel):
-    """Input of the `newest_in_stage` local activity (the coordinator's exact fact, not visibility's)."""
+class StageFactsRequest(CamelModel):
+    """Input of the `stage_facts` local activity (the coordinator's exact facts, not visibility's)."""
 
     pipeline_name: str
     stage_name: str
@@ -464,3 +511,4 @@ class CoordinationRequest(CamelModel):
 
 
 StageInput.model_rebuild()
+ExecutionInput.model_rebuild()

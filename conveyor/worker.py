@@ -16,6 +16,7 @@ from activities.coordination import CoordinationActivities
 from activities.providers.commands import CommandsProvider
 from activities.providers.git import GitProvider
 from activities.providers.noop import noop
+from activities.rollback import RollbackActivities
 from conveyor.settings import Settings
 from workflows.coordinator import PipelineWorkflow
 from workflows.execution import PipelineExecutionWorkflow
@@ -29,6 +30,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
     commands = CommandsProvider(settings, store)
     git = GitProvider(settings, store)
     coordination = CoordinationActivities(settings, store)
+    rollbacks = RollbackActivities()
     return [
         commands.run_commands,
         git.git_source,
@@ -36,7 +38,8 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         coordination.coordinate,
         coordination.store_document,
         coordination.closed_workflows,
-        coordination.newest_in_stage,
+        coordination.stage_facts,
+        rollbacks.start_rollback,
     ]
 
 

@@ -20,7 +20,13 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 def test_there_are_histories_to_replay() -> None:
     names = {path.name.split(".")[0] for path in HISTORIES}
-    assert {"multi-stage-success", "approval-approved", "action-failed", "queued-with-coordinator"} <= names
+    assert {
+        "multi-stage-success",
+        "approval-approved",
+        "action-failed",
+        "queued-with-coordinator",
+        "rolled-back",
+    } <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.name for p in HISTORIES])

@@ -334,10 +334,10 @@ def test_declared_behaviour_that_does_not_run_yet_is_refused_not_skipped() -> No
         stage("Source", git()),
         stage(
             "Deploy",
-            cmd() | {"conveyor": {"rollback": ["./undo.sh"]}},
+            cmd(),
             beforeEntry={"conditions": [{"result": "FAIL", "rules": [WINDOW]}]},
             onSuccess={"conditions": [{"result": "FAIL", "rules": [WINDOW]}]},
-            onFailure={"result": "ROLLBACK"},
+            onFailure={"result": "FAIL", "conditions": [{"result": "ROLLBACK", "rules": [WINDOW]}]},
         ),
         triggers=trigger(),
     )
@@ -345,8 +345,7 @@ def test_declared_behaviour_that_does_not_run_yet_is_refused_not_skipped() -> No
     assert [issue.render(SOURCE) for issue in report.errors] == [
         f"{SOURCE}: stages[1].beforeEntry: stage conditions: 'beforeEntry' {NOT_YET}",
         f"{SOURCE}: stages[1].onSuccess: stage conditions: 'onSuccess' {NOT_YET}",
-        f"{SOURCE}: stages[1].onFailure.result: 'ROLLBACK' {NOT_YET}; use FAIL, RETRY or SKIP",
-        f"{SOURCE}: stages[1].actions[0].conveyor.rollback: rollback commands {NOT_YET}",
+        f"{SOURCE}: stages[1].onFailure.conditions: stage conditions: 'onFailure.conditions' {NOT_YET}",
     ]
     assert [w.path for w in report.warnings] == ["triggers"]
 

@@ -9,31 +9,38 @@ attribute, so `conveyor status` and `list` work with no worker and after the wor
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, ChildWorkflowError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from conveyor.memo import execution_memo, stage_memo
     from conveyor.model import (
+        ActionContext,
+        ActionOutcome,
         ArtifactRef,
+        CommandsInput,
+        CompensationState,
+        CompensationStep,
         CoordinationRequest,
         ErrorDetails,
         ExecutionInput,
         ExecutionSlot,
         ExecutionState,
         ExecutionStatus,
-        NewestInStageRequest,
+        RollbackStart,
         StageAttempt,
         StageEntryDecision,
         StageEntryRequest,
-        StageFact,
+        StageFactsRequest,
         StageInput,
+        StageLock,
         StageRelease,
         StageResult,
         StageRetryRequest,
@@ -51,7 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from conveyor.spec.declaration import ExecutionMode, FailureResult, Pipeline, RetryConfiguration, Stage
     from conveyor.spec.validation import format_path, validate_pipeline
     from conveyor.variables import PIPELINE_VARIABLES, RESERVED, namespaces_used
-    from workflows.stage import StageWorkflow, initial_stage_state
+    from workflows.stage import INFRASTRUCTURE_RETRY, StageWorkflow, initial_stage_state
 
 
 # Executions recorded before the coordinator existed replay without it.
@@ -59,6 +66,7 @@ COORDINATION_PATCH = "pipeline-coordinator"
 # ...and those recorded before stop, stage retries, SKIP and the retry window, without those.
 FAILURE_HANDLING_PATCH = "failure-handling"
 WITHDRAWN = "Withdrawn"
+COMPENSATION_ATTEMPTS = 3
 
 
 def execution_workflow_id(pipeline_name: str, execution_id: str) -> str:
@@ -140,14 +148,24 @@ class PipelineExecutionWorkflow:
             RESERVED: {"PipelineExecutionId": state.execution_id, "PipelineName": pipeline.name},
         }
         artifacts: dict[str, ArtifactRef] = {}
+        last = len(pipeline.stages)
+        if input.rollback is not None:
+            # A ROLLBACK execution re-runs one stage with the inputs an earlier execution gave it.
+            first = next(i for i, s in enumerate(pipeline.stages) if s.name == input.rollback.stage_name)
+            last = first + 1
+            state.execution_type, state.rollback_of = "ROLLBACK", input.rollback.target_execution_id
+            state.source_revisions = list(input.rollback.source_revisions)
+            values.update(input.rollback.variables)
+            artifacts.update({ref.name: ref for ref in input.rollback.artifacts})
+            workflow.upsert_memo(execution_memo(state, with_stages=False))
         self._pipeline = pipeline
         coordinated = workflow.patched(COORDINATION_PATCH)
         handling = workflow.patched(FAILURE_HANDLING_PATCH)  # stop, stage retries, skip, retry window
         if coordinated:
             workflow.upsert_search_attributes([PIPELINE_TRIGGER.value_set(state.trigger.trigger_type.value)])
         try:
-            index, retry = 0, None
-            while index < len(pipeline.stages):
+            index, retry = (last - 1 if input.rollback else 0), None
+            while index < last:
                 stage = pipeline.stages[index]
                 if handling and self._stop is not None:
                     await self._finish(ExecutionStatus.STOPPED, self._stop_summary(f"before stage '{stage.name}'"))
@@ -176,6 +194,14 @@ class PipelineExecutionWorkflow:
                         continue
                     assert result.state.error is not None
                     summary = f"stage '{stage.name}' failed: {result.state.error.message}"
+                    rolls_back = stage.on_failure is not None and stage.on_failure.result == FailureResult.ROLLBACK
+                    if rolls_back or pipeline.conveyor.compensate_earlier_stages:
+                        await self._compensate(pipeline, index, earlier=pipeline.conveyor.compensate_earlier_stages)
+                    if rolls_back and input.rollback is None:
+                        # Recorded before the status turns terminal: whoever waits on it sees the rollback.
+                        note = await self._start_automatic_rollback(pipeline, stage, input)
+                        await self._finish(ExecutionStatus.FAILED, f"{summary}; {note}")
+                        raise ApplicationError(summary, type="PipelineExecutionFailed", non_retryable=True)
                     await self._finish(ExecutionStatus.FAILED, summary)
                     retry = await self._wait_for_manual_retry(pipeline, stage) if handling else None
                     if retry is not None:
@@ -196,6 +222,107 @@ class PipelineExecutionWorkflow:
             raise
         await self._finish(ExecutionStatus.SUCCEEDED, None)
         return state
+
+    # --- compensation and rollback ---------------------------------------------------------------
+
+    async def _compensate(self, pipeline: Pipeline, failed_index: int, *, earlier: bool) -> None:
+        """Undo what was done, in reverse order of start: the failed stage's started actions, then (a saga
+        across stages) the stages completed before it. Shielded: a cancel does not interrupt it."""
+        steps: list[CompensationStep] = []
+        indexes = range(failed_index, -1, -1) if earlier else [failed_index]
+        for i in indexes:
+            result = self._last_results.get(pipeline.stages[i].name)
+            if result is not None:
+                steps += sorted(result.compensations, key=lambda c: c.sequence, reverse=True)
+        if not steps:
+            return
+        task = asyncio.create_task(self._run_compensations(pipeline, steps))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task  # keep compensating, then let the cancellation through
+            raise
+
+    async def _run_compensations(self, pipeline: Pipeline, steps: list[CompensationStep]) -> None:
+        assert self._state is not None
+        for step in steps:
+            stage_state = self._state.stage(step.stage_name)
+            assert stage_state is not None
+            action = next(a for a in stage_state.actions if a.action_name == step.action_name)
+            progress = CompensationState(status="InProgress", started_at=workflow.now())
+            action.compensation = progress
+            workflow.upsert_memo(stage_memo(stage_state))
+            while True:
+                try:
+                    await workflow.execute_activity(
+                        "run_commands",
+                        CommandsInput(
+                            context=ActionContext(
+                                pipeline_name=pipeline.name,
+                                execution_id=self._state.execution_id,
+                                stage_name=step.stage_name,
+                                action_name=f"{step.action_name}.rollback",
+                                stage_attempt=stage_state.attempt,
+                                action_attempt=progress.attempt,
+                            ),
+                            commands=step.commands,
+                            environment=step.environment,
+                            pass_environment=step.pass_environment,
+                            input_artifacts=step.input_artifacts,
+                            timeout_seconds=step.timeout_seconds,
+                        ),
+                        result_type=ActionOutcome,
+                        start_to_close_timeout=timedelta(seconds=step.timeout_seconds + 60),
+                        heartbeat_timeout=timedelta(seconds=pipeline.conveyor.heartbeat_timeout_seconds),
+                        retry_policy=INFRASTRUCTURE_RETRY,
+                    )
+                    progress.status = "Succeeded"
+                    break
+                except ActivityError as err:
+                    cause = err.cause
+                    progress.error = ErrorDetails(
+                        code=getattr(cause, "type", None) or "CompensationError",
+                        message=getattr(cause, "message", None) or str(cause or err),
+                    )
+                    if progress.attempt >= COMPENSATION_ATTEMPTS:
+                        progress.status = "Failed"  # recorded; the remaining compensations still run
+                        break
+                    await workflow.sleep(timedelta(seconds=2**progress.attempt))
+                    progress.attempt += 1
+            progress.finished_at = workflow.now()
+            workflow.upsert_memo(stage_memo(stage_state))
+
+    async def _stage_facts(self, stage_name: str) -> StageLock | None:
+        assert self._pipeline is not None
+        return await workflow.execute_local_activity(
+            "stage_facts",
+            StageFactsRequest(pipeline_name=self._pipeline.name, stage_name=stage_name),
+            result_type=StageLock | None,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+
+    async def _start_automatic_rollback(self, pipeline: Pipeline, stage: Stage, input: ExecutionInput) -> str:
+        """As CodePipeline does: a new ROLLBACK execution re-runs the stage with the inputs of the last
+        execution that succeeded in it (an exact fact from the coordinator), if there is one."""
+        assert self._state is not None
+        facts = await self._stage_facts(stage.name)
+        target = facts.last_succeeded if facts else None
+        if target is None or target.pipeline_version != self._state.pipeline_version:
+            return f"no earlier success in '{stage.name}' to roll back to"
+        rollback_id: str = await workflow.execute_activity(
+            "start_rollback",
+            RollbackStart(
+                pipeline=input.pipeline,
+                stage_name=stage.name,
+                target_execution_id=target.execution_id,
+                failed_execution_id=self._state.execution_id,
+                started_by=input.started_by,
+            ),
+            result_type=str,
+            start_to_close_timeout=timedelta(minutes=1),
+        )
+        self._state.rollback_execution = rollback_id
+        return f"rolled back by execution {rollback_id}"
 
     # --- stop and retry -----------------------------------------------------------------------------
 
@@ -237,12 +364,8 @@ class PipelineExecutionWorkflow:
     async def retry_stage(self, request: StageRetryRequest) -> ExecutionState:
         assert self._state is not None and self._pipeline is not None
         # CodePipeline's rule: no retry once a newer execution has entered the stage.
-        newest: StageFact | None = await workflow.execute_local_activity(
-            "newest_in_stage",
-            NewestInStageRequest(pipeline_name=self._pipeline.name, stage_name=request.stage_name),
-            result_type=StageFact | None,
-            start_to_close_timeout=timedelta(seconds=30),
-        )
+        facts = await self._stage_facts(request.stage_name)
+        newest = facts.newest_entered if facts else None
         if newest is not None and newest.execution_id != self._state.execution_id:
             raise ApplicationError(
                 f"a newer execution ({newest.execution_id}) has entered stage '{request.stage_name}' since; "

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalResult,
         ArtifactRef,
         CommandsInput,
+        CompensationStep,
         ErrorDetails,
         GitSourceInput,
         NoopInput,
@@ -105,6 +106,7 @@ class StageWorkflow:
         self._decisions: dict[str, ApprovalResult] = {}
         self._stop: StopRequest | None = None
         self._running: dict[str, ActivityHandle[ActionOutcome]] = {}
+        self._compensations: list[CompensationStep] = []
         self._carried = self._carry_over(input)
 
     def _carry_over(self, input: StageInput) -> set[str]:
@@ -126,6 +128,8 @@ class StageWorkflow:
                 self._artifacts[ref.name] = ref
                 self._produced.append(ref)
             carried.add(before.action_name)
+        # What the kept actions did is still to be undone if the stage is rolled back.
+        self._compensations = [c for c in input.previous.compensations if c.action_name in carried]
         return carried
 
     # --- queries and approval messages ----------------------------------------------------------
@@ -246,18 +250,8 @@ class StageWorkflow:
             self._state.status = StageStatus.STOPPED
             how = "abandoned" if self._stop.abandon else "stopped"
             self._state.error = ErrorDetails(code="Stopped", message=f"{how}: {self._stop.reason or 'no reason given'}")
-            return StageResult(
-                state=self._state,
-                output_variables=self._outputs,
-                output_artifacts=self._produced,
-                source_revisions=self._revisions,
-            )
-        result = StageResult(
-            state=self._state,
-            output_variables=self._outputs,
-            output_artifacts=self._produced,
-            source_revisions=self._revisions,
-        )
+            return self._result()
+        result = self._result()
         if failed:
             self._state.status = StageStatus.FAILED
             first = next(a for a in self._state.actions if a.status == ActionStatus.FAILED)
@@ -268,6 +262,15 @@ class StageWorkflow:
             raise ApplicationError(self._state.error.message, result, type="StageFailed", non_retryable=True)
         self._state.status = StageStatus.SUCCEEDED
         return result
+
+    def _result(self) -> StageResult:
+        return StageResult(
+            state=self._state,
+            output_variables=self._outputs,
+            output_artifacts=self._produced,
+            source_revisions=self._revisions,
+            compensations=self._compensations,
+        )
 
     def _action_state(self, name: str) -> ActionState:
         return next(a for a in self._state.actions if a.action_name == name)
@@ -346,7 +349,7 @@ class StageWorkflow:
         context = self._context(action)
         if provider == "Commands":
             timeout = self._timeout(action, DEFAULT_COMMANDS_TIMEOUT)
-            activity_input: object = CommandsInput(
+            commands_input = CommandsInput(
                 context=context,
                 commands=[self._resolve(c) for c in action.commands or []],
                 environment={e.name: self._resolve(e.value) for e in action.environment_variables},
@@ -358,7 +361,22 @@ class StageWorkflow:
                 output_variables=list(action.output_variables),
                 timeout_seconds=int(timeout.total_seconds()),
             )
+            activity_input: object = commands_input
             activity = "run_commands"
+            if action.conveyor.rollback and action.name not in {c.action_name for c in self._compensations}:
+                # Registered before the action runs: a half-applied action is undone too.
+                self._compensations.append(
+                    CompensationStep(
+                        stage_name=self._stage.name,
+                        action_name=action.name,
+                        sequence=len(self._compensations) + 1,
+                        commands=[self._resolve(c) for c in action.conveyor.rollback],
+                        environment=commands_input.environment,
+                        pass_environment=commands_input.pass_environment,
+                        input_artifacts=commands_input.input_artifacts,
+                        timeout_seconds=commands_input.timeout_seconds,
+                    )
+                )
             # The activity enforces the action's own timeout; this one only catches a lost worker.
             timeout += timedelta(minutes=1)
         elif provider == "Git":

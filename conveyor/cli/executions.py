@@ -302,6 +302,26 @@ def retry_stage(
     run_async(go())
 
 
+@app.command("rollback", rich_help_panel="Executions")
+def rollback_stage(
+    pipeline: Annotated[str, typer.Argument(help="A registered pipeline")],
+    stage: Annotated[str, typer.Argument(help="The stage to roll back")],
+    to: Annotated[str, typer.Option("--to", help="EXECUTION-ID that succeeded in the stage (its inputs are reused)")],
+    by: Annotated[str | None, typer.Option("--by", help="Who rolls back (default: your user name)")] = None,
+) -> None:
+    """Start a ROLLBACK execution that re-runs STAGE with the artifacts, variables and source revisions
+    of an earlier execution that succeeded in it (CodePipeline's rollback rules apply)."""
+    target = to.rsplit("/", 1)[-1]
+
+    async def go() -> int:
+        session = await connect_existing(settings())
+        ref = await session.client.rollback(pipeline, stage, target, by=by or who())
+        console.print(str(ref), highlight=False)
+        return 0
+
+    run_async(go())
+
+
 @app.command(rich_help_panel="Executions")
 def logs(
     execution: Annotated[str, typer.Argument(help="PIPELINE/EXECUTION-ID")],

@@ -107,6 +107,8 @@ class PipelineExtension(DeclarationModel):
     heartbeat_timeout_seconds: int = Field(default=30, ge=1, le=3_600)
     # How long a failed execution stays open for `conveyor retry` (its PipelineStatus is Failed meanwhile).
     retry_window_minutes: int = Field(default=0, ge=0, le=60 * 24 * 30)
+    # A saga across stages: when a stage fails, the stages completed before it are compensated too.
+    compensate_earlier_stages: bool = False
 
 
 # --- CodePipeline's own declaration --------------------------------------------------------------

@@ -555,16 +555,6 @@ def _check_not_yet_supported(pipeline: Pipeline, report: ValidationReport) -> No
                 report.errors.append(
                     SpecIssue(f"{where}.onFailure.conditions", f"stage conditions: 'onFailure.conditions' {later}")
                 )
-            result = stage.on_failure.result
-            if result == FailureResult.ROLLBACK:
-                report.errors.append(
-                    SpecIssue(f"{where}.onFailure.result", f"'{result.value}' {later}; use FAIL, RETRY or SKIP")
-                )
-        for ai, action in enumerate(stage.actions):
-            if action.conveyor.rollback:
-                report.errors.append(
-                    SpecIssue(f"{where}.actions[{ai}].conveyor.rollback", f"rollback commands {later}")
-                )
     if pipeline.triggers:
         report.warnings.append(
             SpecIssue("triggers", "triggers are accepted but not acted on yet; start executions with `conveyor start`")

@@ -66,6 +66,18 @@ stages:
     actions:
       - {name: Gate, provider: Manual}
 """,
+    "rolled-back": """
+name: replay-rollback
+conveyor: {compensateEarlierStages: true}
+stages:
+  - name: Build
+    actions:
+      - {name: Package, provider: Commands, commands: ["true"], conveyor: {rollback: ["echo undo package"]}}
+  - name: Deploy
+    onFailure: {result: ROLLBACK}
+    actions:
+      - {name: Ship, provider: Commands, commands: ["exit 3"], conveyor: {rollback: ["echo undo ship"]}}
+""",
     "action-failed": """
 name: replay-failed
 stages:

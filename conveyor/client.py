@@ -23,7 +23,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from conveyor import search_attributes as sa
@@ -41,6 +41,7 @@ from conveyor.model import (
     ExecutionState,
     ExecutionStatus,
     PipelineVersion,
+    RollbackRequest,
     SourceRevisionOverride,
     StageRetryRequest,
     StageState,
@@ -49,11 +50,8 @@ from conveyor.model import (
     TransitionChange,
     TransitionState,
     Trigger,
-    TriggerType,
 )
-from conveyor.rollback import RollbackRefused, check_rollback, rollback_spec, start_rollback_execution, target_state
 from conveyor.settings import Settings
-from conveyor.spec.validation import parse_pipeline
 from workflows.execution import execution_workflow_id, stage_workflow_id
 
 # Derives execution ids from client request tokens: the same token always names the same execution.
@@ -383,24 +381,21 @@ class ConveyorClient:
             raise ConveyorError(f"Temporal refused it: {err.message}") from None
 
     async def rollback(self, pipeline_name: str, stage: str, to: str, *, by: str | None = None) -> ExecutionRef:
-        """Manual rollback: a new ROLLBACK execution re-runs `stage` with execution `to`'s inputs."""
-        version, declaration = await self.registered(pipeline_name)
-        pipeline = parse_pipeline(declaration, f"{pipeline_name} (version {version.version})")
+        """Manual rollback (update `rollback_stage` on the coordinator): a new ROLLBACK execution re-runs
+        `stage` with execution `to`'s inputs; CodePipeline's restrictions are refused with a message."""
+        handle = self.temporal.get_workflow_handle(pipeline_name)
+        request = RollbackRequest(stage_name=stage, target_execution_id=to, by=by)
         try:
-            target = await target_state(self.temporal, pipeline_name, to)
-            check_rollback(pipeline, stage, target, version.version)
-        except RollbackRefused as refused:
-            raise ConveyorError(str(refused)) from None
-        spec = rollback_spec(pipeline, stage, target, failed=None)
-        execution_id = await start_rollback_execution(
-            self.temporal,
-            self.settings.task_queue,
-            declaration,
-            spec,
-            target,
-            trigger=TriggerType.MANUAL_ROLLBACK,
-            started_by=by,
-        )
+            execution_id = await handle.execute_update("rollback_stage", request, result_type=str)
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            while getattr(cause, "cause", None) is not None and not isinstance(cause, ApplicationError):
+                cause = cause.cause
+            raise ConveyorError(getattr(cause, "message", None) or str(cause or err)) from None
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise ConveyorError(f"pipeline '{pipeline_name}' is not registered: `conveyor apply FILE`") from None
+            raise
         return ExecutionRef(pipeline_name, execution_id)
 
     # --- pipelines: the `Pipeline` coordinator ---------------------------------------------------

@@ -360,6 +360,23 @@ class RollbackSpec(CamelModel):
     source_revisions: list[SourceRevision] = Field(default_factory=list)
 
 
+class RollbackRequest(CamelModel):
+    """Update `rollback_stage` on a pipeline's coordinator (manual rollback)."""
+
+    stage_name: str
+    target_execution_id: str
+    by: str | None = None
+
+
+class ManualRollbackStart(CamelModel):
+    """Input of the `start_manual_rollback` activity."""
+
+    pipeline_name: str
+    digest: str  # the current version's declaration
+    version: int
+    request: RollbackRequest
+
+
 class RollbackStart(CamelModel):
     """Input of the `start_rollback` activity (automatic rollback after onFailure: ROLLBACK)."""
 

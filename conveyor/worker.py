@@ -30,7 +30,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
     commands = CommandsProvider(settings, store)
     git = GitProvider(settings, store)
     coordination = CoordinationActivities(settings, store)
-    rollbacks = RollbackActivities()
+    rollbacks = RollbackActivities(store)
     return [
         commands.run_commands,
         git.git_source,
@@ -40,6 +40,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         coordination.closed_workflows,
         coordination.stage_facts,
         rollbacks.start_rollback,
+        rollbacks.start_manual_rollback,
     ]
 
 

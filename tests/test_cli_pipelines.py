@@ -103,3 +103,52 @@ async def test_registered_pipeline_lifecycle_through_the_cli(
         assert bad_version.code == 1 and "has no version 9" in bad_version.err, str(bad_version)
     finally:
         await worker.stop()
+
+
+async def test_stop_retry_and_rollback_through_the_cli(
+    server: EmbeddedServer, settings: Settings, tmp_path: Path
+) -> None:
+    env = cli_env(settings.data_dir, server.address, settings.task_queue) | {"COLUMNS": "250"}
+    file, name = write_pipeline(
+        tmp_path / "pipeline.yaml",
+        f"""conveyor: {{retryWindowMinutes: 10}}
+stages:
+  - name: Build
+    actions:
+      - {{name: Make, provider: Commands, commands: ["echo built"]}}
+  - name: Deploy
+    actions:
+      - name: Ship
+        provider: Commands
+        commands: ["test -f {tmp_path}/fixed", "echo shipped >> {tmp_path}/ship.log"]
+""",
+    )
+    worker = Background.conveyor("worker", env=env, log=tmp_path / "worker.log")
+    try:
+        await worker.wait_for_text("Worker on")
+        assert (await conveyor("apply", str(file), env=env)).code == 0
+        ref = (await conveyor("start", name, env=env)).out.strip().splitlines()[-1]
+        failed = await eventually_json(
+            "status", ref, "--output", "json", env=env, check=lambda s: s["status"] == "Failed"
+        )
+        assert failed["stages"][1]["status"] == "Failed"
+        (tmp_path / "fixed").touch()
+        bad_mode = await conveyor("retry", ref, "Deploy", "--mode", "sideways", env=env)
+        assert bad_mode.code == 2 and "use failed-actions or all-actions" in bad_mode.err, str(bad_mode)
+        retried = await conveyor("retry", ref, "Deploy", "--mode", "failed-actions", env=env)
+        assert retried.code == 0 and "InProgress" in retried.out, str(retried)
+        assert (await conveyor("watch", ref, env=env)).code == 0
+        again = (await conveyor("start", name, env=env)).out.strip().splitlines()[-1]
+        assert (await conveyor("watch", again, env=env)).code == 0
+        rollback = await conveyor("rollback", name, "Deploy", "--to", ref, env=env)
+        assert rollback.code == 0, str(rollback)
+        rolled_ref = rollback.out.strip().splitlines()[-1]
+        assert (await conveyor("watch", rolled_ref, env=env)).code == 0
+        shown = json.loads((await conveyor("status", rolled_ref, "--output", "json", env=env)).out)
+        assert shown["executionType"] == "ROLLBACK" and shown["trigger"]["triggerType"] == "ManualRollback"
+        refused = await conveyor("rollback", name, "Deploy", "--to", rolled_ref, env=env)
+        assert refused.code == 1 and "is itself a rollback" in refused.err, str(refused)
+        stop_ended = await conveyor("stop", ref, "--reason", "too late", env=env)
+        assert stop_ended.code == 1 and "has already ended" in stop_ended.err, str(stop_ended)
+    finally:
+        await worker.stop()

@@ -307,3 +307,31 @@ stages:
     assert gate.error.code == "ApprovalCancelled"
     await waiting_token(conveyor, second, "Gate", "Approve")  # the lock went to the next in line
     await conveyor.stop(second, reason="cleanup", abandon=True)
+
+
+async def test_failure_releases_the_stage_lock_to_the_waiting_execution(
+    conveyor: ConveyorClient, worker: Worker
+) -> None:
+    declaration = pipeline(
+        """
+name: fail-lock
+executionMode: QUEUED
+stages:
+  - name: Gate
+    actions:
+      - {name: Approve, provider: Manual}
+"""
+    )
+    first, _ = await conveyor.start(declaration)
+    token = await waiting_token(conveyor, first, "Gate", "Approve")
+    second, _ = await conveyor.start(declaration)
+
+    async def queued() -> None:
+        while (await conveyor.state(second)).waiting_for_stage != "Gate":
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(queued(), 30)
+    await conveyor.decide(first, "Gate", "Approve", approve=False, token=token, summary="no")
+    assert (await asyncio.wait_for(conveyor.wait(first), 30)).status == ExecutionStatus.FAILED
+    await waiting_token(conveyor, second, "Gate", "Approve")  # the failed one let go of the stage
+    await conveyor.stop(second, reason="cleanup", abandon=True)

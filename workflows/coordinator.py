@@ -26,7 +26,9 @@ with workflow.unsafe.imports_passed_through():
         CoordinatorInput,
         CoordinatorState,
         ExecutionSlot,
+        ManualRollbackStart,
         PipelineVersion,
+        RollbackRequest,
         StageEntryDecision,
         StageEntryRequest,
         StageFact,
@@ -194,6 +196,33 @@ class PipelineWorkflow:
             raise ApplicationError(
                 f"this is pipeline '{self._state.pipeline_name}'; the declaration is named '{report.pipeline.name}'"
             )
+
+    @workflow.update(name="rollback_stage")
+    async def rollback_stage(self, request: RollbackRequest) -> str:
+        """Manual rollback: a new ROLLBACK execution re-runs the stage with the target's inputs. The
+        target-specific rules (it succeeded there, same version, not itself a rollback) are checked
+        by the activity, which reads the target's recorded state."""
+        current = self._state.current
+        assert current is not None  # the validator refused otherwise
+        self._state.handled += 1
+        return await workflow.execute_activity(
+            "start_manual_rollback",
+            ManualRollbackStart(
+                pipeline_name=self._state.pipeline_name, digest=current.digest, version=current.version, request=request
+            ),
+            result_type=str,
+            start_to_close_timeout=timedelta(minutes=1),
+        )
+
+    @rollback_stage.validator
+    def _validate_rollback(self, request: RollbackRequest) -> None:
+        if self._state.current is None:
+            raise ApplicationError(
+                f"pipeline '{self._state.pipeline_name}' has no applied version: `conveyor apply FILE` registers it"
+            )
+        if self._state.execution_mode == "PARALLEL":
+            raise ApplicationError("stage rollback is not available in PARALLEL pipelines")
+        self._check_stage(request.stage_name)
 
     # --- the loop ---------------------------------------------------------------------------------
 

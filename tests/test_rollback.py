@@ -257,3 +257,34 @@ stages:
     done = [line for line in lines(log) if line.startswith("undone")]
     assert done == ["undone-B", "undone-A"]  # each completed exactly once, in reverse order
     assert lines(log).count("start-B") == 2  # interrupted by the crash, then run again
+
+
+async def test_compensation_keeps_running_when_the_execution_is_cancelled(
+    conveyor: ConveyorClient, worker: Worker, tmp_path: Path
+) -> None:
+    log = tmp_path / "undo.log"
+    declaration = pipeline(
+        f"""
+name: shielded
+stages:
+  - name: Deploy
+    onFailure: {{result: ROLLBACK}}
+    actions:
+      - name: Ship
+        provider: Commands
+        commands: ["exit 1"]
+        conveyor: {{rollback: ["echo start >> {log}", "sleep 2", "echo undone >> {log}"]}}
+"""
+    )
+    ref, _ = await conveyor.start(declaration)
+
+    async def compensating() -> None:
+        while "start" not in lines(log):
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(compensating(), 30)
+    await conveyor.temporal.get_workflow_handle(ref.workflow_id).cancel()
+    state = await finished(conveyor, ref)
+    assert lines(log) == ["start", "undone"]  # the cancel did not interrupt the compensation
+    assert state.stages[0].actions[0].compensation is not None
+    assert state.stages[0].actions[0].compensation.status == "Succeeded"

@@ -17,6 +17,7 @@ from conveyor.cli.common import (
     settings,
 )
 from conveyor.cli.session import connect_existing, resolve_address
+from conveyor.client import ConveyorClient
 from conveyor.connection import (
     DEFAULT_RETENTION_DAYS,
     fix_commands,
@@ -90,3 +91,34 @@ async def _worker(min_retention_days: int) -> int:
     )
     await run_worker(temporal, config)
     return 0
+
+
+@app.command(rich_help_panel="Processes")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
+) -> None:
+    """Run the HTTP service (GitHub webhooks at /webhooks/github/PIPELINE, /healthz, /readyz) until Ctrl-C.
+
+    Webhook secrets: CONVEYOR_WEBHOOK_SECRET_<PIPELINE> (upper-cased, other characters as _), else
+    CONVEYOR_WEBHOOK_SECRET; a pipeline with neither refuses every delivery."""
+
+    async def go() -> int:
+        import uvicorn
+
+        from conveyor.service.app import create_app
+
+        config = settings()
+        configure_logging(os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"), json=bool(os.environ.get("CONVEYOR_LOG_JSON")))
+
+        async def client() -> ConveyorClient:
+            return (await connect_existing(config)).client
+
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(client), host=host, port=port, log_config=None, access_log=False)
+        )
+        console.print(f"Serving on http://{host}:{port} (Temporal at {resolve_address(config)})")
+        await server.serve()
+        return 0
+
+    run_async(go())

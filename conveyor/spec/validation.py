@@ -555,10 +555,15 @@ def _check_not_yet_supported(pipeline: Pipeline, report: ValidationReport) -> No
                 report.errors.append(
                     SpecIssue(f"{where}.onFailure.conditions", f"stage conditions: 'onFailure.conditions' {later}")
                 )
-    if pipeline.triggers:
-        report.warnings.append(
-            SpecIssue("triggers", "triggers are accepted but not acted on yet; start executions with `conveyor start`")
-        )
+    for ti, trigger in enumerate(pipeline.triggers):
+        for pi, pull in enumerate(trigger.git_configuration.pull_request):
+            if pull.file_paths is not None:
+                report.errors.append(
+                    SpecIssue(
+                        f"triggers[{ti}].gitConfiguration.pullRequest[{pi}].filePaths",
+                        f"pull request file path filters {later} (webhook payloads do not list a pull request's files)",
+                    )
+                )
 
 
 def _check_skippable_outputs(pipeline: Pipeline, errors: list[SpecIssue]) -> None:

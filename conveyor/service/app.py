@@ -1,0 +1,167 @@
+"""The ASGI application behind `conveyor serve`: health, readiness and Git hosting webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+
+from conveyor.client import ConveyorClient, ConveyorError
+from conveyor.model import SourceRevisionOverride, Trigger, TriggerType
+from conveyor.service.github import (
+    PullRequestPayload,
+    PushPayload,
+    WebhookSecrets,
+    pull_request_event,
+    push_event,
+    signature_valid,
+)
+from conveyor.spec.declaration import ActionCategory, GitConfiguration, GitPushFilter, Pipeline, PipelineTrigger
+from conveyor.spec.validation import parse_pipeline
+from conveyor.triggers import GitEvent, matching_trigger
+
+log = structlog.get_logger("conveyor.service")
+ClientFactory = Callable[[], Awaitable[ConveyorClient]]
+
+
+def create_app(client_factory: ClientFactory, secrets: WebhookSecrets | None = None) -> FastAPI:
+    """The service; `client_factory` connects to Temporal once, at start-up."""
+    secrets = secrets or WebhookSecrets()
+    holder: dict[str, ConveyorClient] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        holder["client"] = await client_factory()
+        yield
+
+    app = FastAPI(title="Conveyor", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.middleware("http")
+    async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # Method, path, status and time only: never headers or bodies, which carry signatures and secrets.
+        began = time.perf_counter()
+        response = await call_next(request)
+        log.info(
+            "http.request",
+            method=request.method,
+            path=request.url.path,
+            status=response.status_code,
+            duration_ms=round((time.perf_counter() - began) * 1000, 1),
+        )
+        return response
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        try:
+            await asyncio.wait_for(
+                holder["client"].temporal.workflow_service.get_system_info(GetSystemInfoRequest()), 5
+            )
+        except Exception as err:  # noqa: BLE001 - not ready, whatever the cause
+            return JSONResponse({"status": "unavailable", "reason": f"Temporal: {type(err).__name__}"}, 503)
+        return JSONResponse({"status": "ready"})
+
+    @app.post("/webhooks/github/{pipeline}")
+    async def github(pipeline: str, request: Request) -> JSONResponse:
+        body = await request.body()  # the raw bytes: the signature is over exactly these
+        secret = secrets.for_pipeline(pipeline)
+        if secret is None:
+            log.warning("webhook.refused", pipeline=pipeline, reason="no secret configured")
+            return _error(401, f"no webhook secret is configured for this pipeline ({secrets.variable_for(pipeline)})")
+        if not signature_valid(secret, body, request.headers.get("X-Hub-Signature-256")):
+            log.warning("webhook.refused", pipeline=pipeline, reason="bad signature")
+            return _error(401, "missing or invalid X-Hub-Signature-256")
+        kind = request.headers.get("X-GitHub-Event", "")
+        delivery = request.headers.get("X-GitHub-Delivery")
+        if kind == "ping":
+            return JSONResponse({"pong": True})
+        if kind not in ("push", "pull_request"):
+            return JSONResponse({"started": False, "reason": f"event '{kind}' is not handled"}, 202)
+        if not delivery:
+            return _error(400, "missing X-GitHub-Delivery")
+        try:
+            data = json.loads(body)
+            event = _parse(kind, data)
+        except (ValueError, ValidationError) as err:
+            return _error(400, f"unreadable {kind} payload: {str(err).splitlines()[0]}")
+        if event is None:
+            return JSONResponse({"started": False, "reason": "this event starts nothing"}, 200)
+        client = holder["client"]
+        try:
+            _, declaration = await client.registered(pipeline)
+        except ConveyorError as err:
+            return _error(404, str(err))
+        registered = parse_pipeline(declaration, pipeline)
+        trigger = matching_trigger(_with_default_trigger(registered), event)
+        if trigger is None:
+            log.info("webhook.filtered", pipeline=pipeline, kind=kind, delivery=delivery)
+            return JSONResponse({"started": False, "reason": "no trigger filter matched"}, 200)
+        ref, started = await client.start(
+            declaration,
+            # The delivery id maps to the execution id: a redelivery, even days later, starts nothing new.
+            token=f"github-delivery:{delivery}",
+            source_revisions=[
+                SourceRevisionOverride(
+                    action_name=trigger.git_configuration.source_action_name, revision_value=event.commit
+                )
+            ],
+            trigger=Trigger(
+                trigger_type=TriggerType.WEBHOOK_V2, trigger_detail=f"GitHub {kind} {_describe(event)} ({delivery})"
+            ),
+            started_by=f"github:{_sender(data)}",
+            source_name=f"{pipeline} (webhook)",
+        )
+        log.info("webhook.started", pipeline=pipeline, execution=ref.execution_id, started=started)
+        return JSONResponse({"execution": str(ref), "started": started}, 202)
+
+    return app
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status)
+
+
+def _parse(kind: str, data: Any) -> GitEvent | None:
+    if kind == "push":
+        return push_event(PushPayload.model_validate(data))
+    return pull_request_event(PullRequestPayload.model_validate(data))
+
+
+def _sender(data: Any) -> str:
+    sender = data.get("sender") if isinstance(data, dict) else None
+    return str(sender.get("login", "unknown")) if isinstance(sender, dict) else "unknown"
+
+
+def _describe(event: GitEvent) -> str:
+    where = f"tag {event.tag}" if event.tag else f"branch {event.branch}"
+    return f"{where} at {event.commit[:12]}"
+
+
+def _with_default_trigger(pipeline: Pipeline) -> Pipeline:
+    """No `triggers`: as CodePipeline does, a push to the Git source action's branch starts it."""
+    if pipeline.triggers:
+        return pipeline
+    sources = [a for a in pipeline.stages[0].actions if a.action_type_id.category == ActionCategory.SOURCE]
+    if not sources or not sources[0].configuration.get("BranchName"):
+        return pipeline
+    branch = sources[0].configuration["BranchName"]
+    default = PipelineTrigger(
+        provider_type="CodeStarSourceConnection",
+        git_configuration=GitConfiguration(
+            source_action_name=sources[0].name,
+            push=[GitPushFilter.model_validate({"branches": {"includes": [branch]}})],
+        ),
+    )
+    return pipeline.model_copy(update={"triggers": [default]})

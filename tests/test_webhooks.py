@@ -1,0 +1,202 @@
+"""GitHub webhooks over real HTTP: signatures, trigger filters, redelivery, pull requests, health."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest_asyncio
+import uvicorn
+from temporalio.worker import Worker
+
+from conveyor.client import ConveyorClient, ExecutionRef
+from conveyor.devserver import free_port
+from conveyor.model import ExecutionStatus, TriggerType
+from conveyor.service.app import create_app
+from conveyor.service.github import WebhookSecrets, sign
+from tests.helpers import pipeline
+
+SECRET = "s3cret-for-tests"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=Dev", "-c", "user.email=dev@example.com", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+@pytest_asyncio.fixture
+async def service(conveyor: ConveyorClient) -> AsyncIterator[str]:
+    """The real ASGI app on a real loopback port."""
+
+    async def client() -> ConveyorClient:
+        return conveyor
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(client, WebhookSecrets({"CONVEYOR_WEBHOOK_SECRET": SECRET})),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+def push(ref: str, sha: str, files: list[str]) -> dict:
+    return {
+        "ref": ref,
+        "after": sha,
+        "commits": [{"added": files, "modified": [], "removed": [], "message": "change"}],
+        "head_commit": {"message": "change\n\nbody"},
+        "sender": {"login": "octocat"},
+    }
+
+
+async def deliver(
+    http: httpx.AsyncClient, url: str, kind: str, payload: dict, *, delivery: str | None = None, secret: str = SECRET
+) -> httpx.Response:
+    body = json.dumps(payload).encode()
+    headers = {
+        "X-GitHub-Event": kind,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign(secret, body),
+        "Content-Type": "application/json",
+    }
+    return await http.post(url, content=body, headers=headers)
+
+
+async def test_signed_webhooks_start_filtered_idempotent_executions(
+    conveyor: ConveyorClient, worker: Worker, service: str, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "src").mkdir()
+    (repo / "src" / "app.py").write_text("print('v1')\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "first")
+    first_sha = git(repo, "rev-parse", "HEAD")
+    (repo / "src" / "app.py").write_text("print('v2')\n")
+    git(repo, "commit", "-q", "-am", "second")
+    declaration = pipeline(
+        f"""
+name: hooked
+triggers:
+  - providerType: CodeStarSourceConnection
+    gitConfiguration:
+      sourceActionName: Checkout
+      push:
+        - branches: {{includes: [main, "release/*"]}}
+          filePaths: {{includes: ["src/**"], excludes: ["docs/**"]}}
+      pullRequest:
+        - events: [OPEN]
+          branches: {{includes: [main]}}
+stages:
+  - name: Source
+    actions:
+      - name: Checkout
+        provider: Git
+        namespace: Src
+        configuration: {{RepositoryUrl: "{repo}", BranchName: main}}
+        outputArtifacts: [{{name: Code}}]
+  - name: Build
+    actions:
+      - name: Show
+        provider: Commands
+        inputArtifacts: [{{name: Code}}]
+        commands: ["grep -q v1 src/app.py"]
+"""
+    )
+    name = declaration["name"]
+    await conveyor.apply(declaration)
+    url = f"{service}/webhooks/github/{name}"
+    async with httpx.AsyncClient(timeout=30) as http:
+        assert (await http.get(f"{service}/healthz")).json() == {"status": "ok"}
+        assert (await http.get(f"{service}/readyz")).status_code == 200
+
+        delivery = str(uuid.uuid4())
+        accepted = await deliver(
+            http, url, "push", push("refs/heads/main", first_sha, ["src/app.py"]), delivery=delivery
+        )
+        assert accepted.status_code == 202 and accepted.json()["started"] is True, accepted.text
+        ref = ExecutionRef.parse(accepted.json()["execution"])
+        state = await asyncio.wait_for(conveyor.wait(ref), 60)
+        assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary  # built the pushed commit (v1)
+        assert state.source_revisions[0].revision_id == first_sha
+        assert state.trigger.trigger_type == TriggerType.WEBHOOK_V2 and state.started_by == "github:octocat"
+
+        again = await deliver(http, url, "push", push("refs/heads/main", first_sha, ["src/app.py"]), delivery=delivery)
+        assert again.status_code == 202 and again.json() == {"execution": str(ref), "started": False}
+
+        docs_only = await deliver(http, url, "push", push("refs/heads/main", first_sha, ["docs/readme.md"]))
+        assert docs_only.status_code == 200 and docs_only.json()["started"] is False
+        other_branch = await deliver(http, url, "push", push("refs/heads/feature", first_sha, ["src/app.py"]))
+        assert other_branch.json()["started"] is False
+
+        body = json.dumps(push("refs/heads/main", first_sha, ["src/app.py"])).encode()
+        for headers in (
+            {"X-Hub-Signature-256": sign("wrong-secret", body)},
+            {},
+            {"X-Hub-Signature-256": sign(SECRET, body + b" ")},  # tampered: the body changed after signing
+        ):
+            refused = await http.post(
+                url,
+                content=body,
+                headers={"X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()), **headers},
+            )
+            assert refused.status_code == 401, refused.text
+
+        pull = {
+            "action": "opened",
+            "pull_request": {
+                "number": 7,
+                "title": "Add",
+                "head": {"ref": "feat", "sha": first_sha},
+                "base": {"ref": "main"},
+            },
+            "sender": {"login": "octocat"},
+        }
+        opened = await deliver(http, url, "pull_request", pull)
+        assert opened.status_code == 202 and opened.json()["started"] is True, opened.text
+        closed = await deliver(http, url, "pull_request", pull | {"action": "closed"})
+        assert closed.json()["started"] is False  # filtered by its event type
+        pr_ref = ExecutionRef.parse(opened.json()["execution"])
+        assert (await asyncio.wait_for(conveyor.wait(pr_ref), 60)).status == ExecutionStatus.SUCCEEDED
+
+        unknown = await deliver(
+            http, f"{service}/webhooks/github/not-registered", "push", push("refs/heads/main", first_sha, [])
+        )
+        assert unknown.status_code == 404
+
+    async def listed() -> list:
+        while len(rows := await conveyor.list(name)) < 2:
+            await asyncio.sleep(0.2)
+        return rows
+
+    rows = await asyncio.wait_for(listed(), 15)
+    await asyncio.sleep(1)  # anything else started would show up by now
+    assert {r.execution for r in await conveyor.list(name)} == {str(ref), str(pr_ref)}  # exactly two started
+    assert len(rows) == 2
+
+
+def test_a_pipeline_without_a_secret_refuses_every_delivery() -> None:
+    secrets = WebhookSecrets({"CONVEYOR_WEBHOOK_SECRET_SHOP_API": "x"})
+    assert secrets.for_pipeline("shop-api") == "x"
+    assert secrets.for_pipeline("other") is None

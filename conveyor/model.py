@@ -529,3 +529,19 @@ class CoordinationRequest(CamelModel):
 
 StageInput.model_rebuild()
 ExecutionInput.model_rebuild()
+
+
+class TriggerFire(CamelModel):
+    """Input of the `PipelineTrigger` workflow that a pipeline's schedules start."""
+
+    pipeline_name: str
+    kind: str  # "Schedule" | "Poll"
+
+
+class TriggerSync(CamelModel):
+    """Input of the `sync_triggers` activity: make the pipeline's Temporal Schedules match its declaration."""
+
+    pipeline_name: str
+    cron: str | None = None
+    time_zone: str = "UTC"
+    poll_seconds: int | None = None

@@ -17,12 +17,14 @@ from activities.providers.commands import CommandsProvider
 from activities.providers.git import GitProvider
 from activities.providers.noop import noop
 from activities.rollback import RollbackActivities
+from activities.triggers import TriggerActivities
 from conveyor.settings import Settings
 from workflows.coordinator import PipelineWorkflow
 from workflows.execution import PipelineExecutionWorkflow
 from workflows.stage import StageWorkflow
+from workflows.trigger import PipelineTriggerWorkflow
 
-WORKFLOWS: Sequence[type] = (PipelineExecutionWorkflow, StageWorkflow, PipelineWorkflow)
+WORKFLOWS: Sequence[type] = (PipelineExecutionWorkflow, StageWorkflow, PipelineWorkflow, PipelineTriggerWorkflow)
 
 
 def activities_for(settings: Settings) -> list[Callable[..., Any]]:
@@ -31,6 +33,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
     git = GitProvider(settings, store)
     coordination = CoordinationActivities(settings, store)
     rollbacks = RollbackActivities(store)
+    triggers = TriggerActivities(settings, store)
     return [
         commands.run_commands,
         git.git_source,
@@ -41,6 +44,8 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         coordination.stage_facts,
         rollbacks.start_rollback,
         rollbacks.start_manual_rollback,
+        triggers.sync_triggers,
+        triggers.fire_trigger,
     ]
 
 

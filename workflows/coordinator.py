@@ -37,10 +37,12 @@ with workflow.unsafe.imports_passed_through():
         StoreDocumentInput,
         TransitionChange,
         TransitionState,
+        TriggerSync,
     )
     from conveyor.spec.validation import validate_pipeline
 
 ENTER = "Enter"
+TRIGGER_SCHEDULES_PATCH = "trigger-schedules"
 SUPERSEDED = "Superseded"
 SUCCEEDED = "Succeeded"
 
@@ -180,6 +182,19 @@ class PipelineWorkflow:
                 applied_by=request.by,
                 stage_names=[s.name for s in pipeline.stages],
             )
+            if workflow.patched(TRIGGER_SCHEDULES_PATCH):
+                # The pipeline's cron and poll schedules follow its current version.
+                extension = pipeline.conveyor
+                await workflow.execute_activity(
+                    "sync_triggers",
+                    TriggerSync(
+                        pipeline_name=pipeline.name,
+                        cron=extension.schedule.cron if extension.schedule else None,
+                        time_zone=extension.schedule.time_zone if extension.schedule else "UTC",
+                        poll_seconds=extension.poll.interval_seconds if extension.poll else None,
+                    ),
+                    start_to_close_timeout=timedelta(minutes=1),
+                )
             self._state.versions.append(version)
             self._state.execution_mode = pipeline.execution_mode.value
             self._state.handled += 1

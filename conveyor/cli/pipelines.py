@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import yaml
 from rich.table import Table
+from temporalio.client import ScheduleRange, ScheduleSpec
+from temporalio.service import RPCError, RPCStatusCode
 
 from conveyor.cli.common import (
     OutputOption,
@@ -23,6 +26,7 @@ from conveyor.cli.common import (
 )
 from conveyor.cli.render import coordinator_table
 from conveyor.cli.session import connect_existing
+from conveyor.client import ConveyorError
 from conveyor.spec.loading import load_pipeline
 
 PANEL = "Pipelines"
@@ -137,3 +141,109 @@ def disable_transition(pipeline: PipelineArgument, stage: str, reason: ReasonOpt
 def enable_transition(pipeline: PipelineArgument, stage: str, reason: ReasonOption = "") -> None:
     """Let executions into the stage again (SUPERSEDED: the latest waiting; QUEUED: in arrival order)."""
     _set_transition(pipeline, stage, reason, enabled=True)
+
+
+schedule_app = typer.Typer(help="A pipeline's Temporal Schedules: its cron (conveyor.schedule) and its poll.")
+app.add_typer(schedule_app, name="schedule", rich_help_panel=PANEL)
+KindOption = Annotated[str, typer.Option("--kind", help="schedule, poll or all")]
+NoteOption = Annotated[str, typer.Option("--note", help="Why (kept on the schedule)")]
+
+
+def _schedule_ids(pipeline: str, kind: str) -> list[str]:
+    kinds = {"schedule": ["schedule"], "poll": ["poll"], "all": ["schedule", "poll"]}
+    if kind not in kinds:
+        raise UsageError(f"--kind '{kind}': use schedule, poll or all")
+    return [f"{pipeline}/{k}" for k in kinds[kind]]
+
+
+@schedule_app.command("list")
+def list_schedules(
+    pipeline: Annotated[str | None, typer.Argument(help="Only this pipeline's")] = None,
+    output: OutputOption = "table",
+) -> None:
+    """List the pipelines' schedules (the same as `temporal schedule list`)."""
+    check_output(output)
+
+    async def go() -> int:
+        session = await connect_existing(settings())
+        rows = []
+        async for entry in await session.client.temporal.list_schedules():
+            name, _, kind = entry.id.rpartition("/")
+            if kind not in ("schedule", "poll") or (pipeline and name != pipeline):
+                continue
+            info = entry.info
+            spec = entry.schedule.spec if entry.schedule else None
+            rows.append(
+                {
+                    "id": entry.id,
+                    "pipeline": name,
+                    "kind": kind,
+                    "spec": _spec_text(spec),
+                    "paused": bool(entry.schedule and entry.schedule.state.paused),
+                    "nextRun": info.next_action_times[0].isoformat() if info and info.next_action_times else None,
+                }
+            )
+        if output == "json":
+            console.print_json(json.dumps(rows))
+            return 0
+        table = Table("Schedule", "Kind", "Spec", "Paused", "Next run")
+        for row in rows:
+            table.add_row(row["id"], row["kind"], row["spec"], "yes" if row["paused"] else "no", row["nextRun"] or "")
+        console.print(table)
+        return 0
+
+    run_async(go())
+
+
+def _spec_text(spec: ScheduleSpec | None) -> str:
+    """A cron-like line for calendars (the server stores a cron as one), `every ...` for intervals."""
+    if spec is None:
+        return ""
+
+    def field(ranges: Sequence[ScheduleRange]) -> str:
+        return ",".join(str(r.start) if r.start == r.end else f"{r.start}-{r.end}" for r in ranges) or "*"
+
+    parts = [
+        " ".join(field(f) for f in (c.minute, c.hour, c.day_of_month, c.month, c.day_of_week)) for c in spec.calendars
+    ]
+    parts += list(spec.cron_expressions) + [f"every {i.every}" for i in spec.intervals]
+    zone = f" ({spec.time_zone_name})" if spec.time_zone_name and spec.calendars else ""
+    return ", ".join(parts) + zone
+
+
+def _pause(pipeline: str, kind: str, note: str, paused: bool) -> None:
+    ids = _schedule_ids(pipeline, kind)
+
+    async def go() -> int:
+        session = await connect_existing(settings())
+        done = 0
+        for schedule in ids:
+            handle = session.client.temporal.get_schedule_handle(schedule)
+            try:
+                if paused:
+                    await handle.pause(note=note or f"paused by {who()}")
+                else:
+                    await handle.unpause(note=note or f"unpaused by {who()}")
+            except RPCError as err:
+                if err.status == RPCStatusCode.NOT_FOUND and kind == "all":
+                    continue
+                raise ConveyorError(f"schedule {schedule}: {err.message}") from None
+            console.print(f"{schedule}: {'paused' if paused else 'running'}", highlight=False)
+            done += 1
+        if not done:
+            raise ConveyorError(f"pipeline '{pipeline}' has no schedules (declare conveyor.schedule or conveyor.poll)")
+        return 0
+
+    run_async(go())
+
+
+@schedule_app.command("pause")
+def pause_schedule(pipeline: PipelineArgument, kind: KindOption = "all", note: NoteOption = "") -> None:
+    """Pause a pipeline's schedules (no new scheduled or polled starts)."""
+    _pause(pipeline, kind, note, paused=True)
+
+
+@schedule_app.command("unpause")
+def unpause_schedule(pipeline: PipelineArgument, kind: KindOption = "all", note: NoteOption = "") -> None:
+    """Resume a pipeline's schedules."""
+    _pause(pipeline, kind, note, paused=False)

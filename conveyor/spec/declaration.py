@@ -101,8 +101,25 @@ class StageExtension(DeclarationModel):
     automatic_retries: int = Field(default=1, ge=0, le=10)  # for onFailure RETRY (CodePipeline: 1)
 
 
+class ScheduleExtension(DeclarationModel):
+    """A cron schedule that starts the pipeline (a Temporal Schedule, pausable with `temporal schedule`)."""
+
+    # A 5-field cron (minute hour day-of-month month day-of-week), e.g. "0 9 * * 1-5", or @daily/@hourly.
+    cron: Annotated[str, StringConstraints(pattern=r"^(@\w+|\S+( \S+){4})$", max_length=200)]
+    time_zone: str = "UTC"
+
+
+class PollExtension(DeclarationModel):
+    """Poll the Git source action's repository and branch for new commits (CodePipeline's PollForSourceChanges)."""
+
+    interval_seconds: int = Field(default=60, ge=10, le=86_400)
+
+
 class PipelineExtension(DeclarationModel):
     """`conveyor:` on the pipeline."""
+
+    schedule: ScheduleExtension | None = None
+    poll: PollExtension | None = None
 
     heartbeat_timeout_seconds: int = Field(default=30, ge=1, le=3_600)
     # How long a failed execution stays open for `conveyor retry` (its PipelineStatus is Failed meanwhile).

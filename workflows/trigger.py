@@ -1,0 +1,20 @@
+"""The `PipelineTrigger` workflow: what one run of a pipeline's schedule (cron or poll) does."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from conveyor.model import TriggerFire
+
+
+@workflow.defn(name="PipelineTrigger")
+class PipelineTriggerWorkflow:
+    @workflow.run
+    async def run(self, fire: TriggerFire) -> str | None:
+        """The execution started (PIPELINE/EXECUTION-ID), or None when there was nothing new."""
+        return await workflow.execute_activity(
+            "fire_trigger", fire, result_type=str | None, start_to_close_timeout=timedelta(minutes=2)
+        )

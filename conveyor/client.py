@@ -35,6 +35,7 @@ from conveyor.model import (
     ApprovalDecision,
     ApprovalResult,
     CamelModel,
+    ConditionOverride,
     CoordinatorInput,
     CoordinatorState,
     ExecutionInput,
@@ -367,6 +368,13 @@ class ConveyorClient:
         """Retry the failed stage of an execution whose retry window is open; it resumes the same execution."""
         request = StageRetryRequest(stage_name=stage, retry_mode=mode, by=by)
         return await self._execution_update(ref, "retry_stage", request)
+
+    async def override_condition(
+        self, ref: ExecutionRef, stage: str, condition_type: str, *, reason: str = "", by: str | None = None
+    ) -> ExecutionState:
+        """Let an execution past a stage condition that waits (a deployment window) or failed (beforeEntry)."""
+        override = ConditionOverride(stage_name=stage, condition_type=condition_type, reason=reason, by=by)
+        return await self._execution_update(ref, "override_condition", override)
 
     async def _execution_update(self, ref: ExecutionRef, name: str, payload: Any) -> ExecutionState:
         handle = self.temporal.get_workflow_handle(ref.workflow_id)

@@ -263,6 +263,27 @@ class ActionState(CamelModel):
     output_artifacts: list[ArtifactRef] = Field(default_factory=list)
 
 
+class RuleState(CamelModel):
+    rule_name: str
+    provider: str
+    status: str  # InProgress | Succeeded | Failed | Errored | Overridden
+    summary: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class ConditionState(CamelModel):
+    """One evaluation of a stage condition (beforeEntry, onSuccess, onFailure) and its rules."""
+
+    kind: str  # BEFORE_ENTRY | ON_SUCCESS | ON_FAILURE
+    result: str | None = None  # what a failing condition does: FAIL | SKIP | ROLLBACK
+    status: str = "InProgress"  # InProgress | Succeeded | Failed | Overridden
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    overridden_by: str | None = None
+    rules: list[RuleState] = Field(default_factory=list)
+
+
 class StageAttempt(CamelModel):
     """An earlier attempt of a stage (a retry followed it)."""
 
@@ -280,6 +301,7 @@ class StageState(CamelModel):
     status: StageStatus | None = None  # None: not entered yet
     attempt: int = 0
     previous_attempts: list[StageAttempt] = Field(default_factory=list)
+    conditions: list[ConditionState] = Field(default_factory=list)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: ErrorDetails | None = None
@@ -545,3 +567,30 @@ class TriggerSync(CamelModel):
     cron: str | None = None
     time_zone: str = "UTC"
     poll_seconds: int | None = None
+
+
+class ConditionOverride(CamelModel):
+    """Update `override_condition` on an execution: let it past a stage condition."""
+
+    stage_name: str
+    condition_type: str = "BEFORE_ENTRY"  # or ON_SUCCESS
+    reason: str = ""
+    by: str | None = None
+
+
+class WindowCheck(CamelModel):
+    """Input of the `deployment_window` local activity: is `now` inside the window, and when does it open?"""
+
+    cron: str
+    time_zone: str = "UTC"
+    now: datetime  # workflow.now(): the time-skipping server's clock, never the wall clock
+
+
+class WindowAnswer(CamelModel):
+    inside: bool
+    opens_at: datetime | None = None
+
+
+class RegexCheck(CamelModel):
+    pattern: str
+    value: str

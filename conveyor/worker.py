@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.artifacts import store_from_settings
+from activities.conditions import deployment_window, regex_matches
 from activities.coordination import CoordinationActivities
 from activities.providers.commands import CommandsProvider
 from activities.providers.git import GitProvider
@@ -46,6 +47,8 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         rollbacks.start_manual_rollback,
         triggers.sync_triggers,
         triggers.fire_trigger,
+        deployment_window,
+        regex_matches,
     ]
 
 

@@ -76,7 +76,11 @@ GIT_EXPORTS = (
 UNKNOWN_FIELD = "check its spelling (CodePipeline's fields are camelCase); Conveyor's own settings go under 'conveyor'"
 BIN = [{"name": "Bin"}]
 ROLLBACK = {"result": "ROLLBACK"}
-WINDOW = {"name": "Window", "ruleTypeId": {"provider": "DeploymentWindow"}}
+WINDOW = {
+    "name": "Window",
+    "ruleTypeId": {"provider": "DeploymentWindow"},
+    "configuration": {"Cron": "* * 9-17 ? * MON-FRI"},
+}
 
 # (id, declaration, the one expected error, rendered for pipeline.yaml)
 BROKEN: list[tuple[str, Any, str]] = [
@@ -330,24 +334,42 @@ NOT_YET = "is not supported by this version of Conveyor yet"
 
 
 def test_declared_behaviour_that_does_not_run_yet_is_refused_not_skipped() -> None:
+    lambda_rule = {"name": "Alarm", "ruleTypeId": {"provider": "LambdaInvoke"}, "configuration": {"FunctionName": "f"}}
     declaration = pipe(
         stage("Source", git()),
-        stage(
-            "Deploy",
-            cmd(),
-            beforeEntry={"conditions": [{"result": "FAIL", "rules": [WINDOW]}]},
-            onSuccess={"conditions": [{"result": "FAIL", "rules": [WINDOW]}]},
-            onFailure={"result": "FAIL", "conditions": [{"result": "ROLLBACK", "rules": [WINDOW]}]},
-        ),
-        triggers=trigger(),
+        stage("Deploy", cmd(), beforeEntry={"conditions": [{"result": "FAIL", "rules": [WINDOW, lambda_rule]}]}),
+        triggers=trigger(pullRequest=[{"events": ["OPEN"], "filePaths": {"includes": ["src/**"]}}]),
     )
     report = validate_pipeline(declaration)
     assert [issue.render(SOURCE) for issue in report.errors] == [
-        f"{SOURCE}: stages[1].beforeEntry: stage conditions: 'beforeEntry' {NOT_YET}",
-        f"{SOURCE}: stages[1].onSuccess: stage conditions: 'onSuccess' {NOT_YET}",
-        f"{SOURCE}: stages[1].onFailure.conditions: stage conditions: 'onFailure.conditions' {NOT_YET}",
+        f"{SOURCE}: stages[1].beforeEntry.conditions[0].rules[1].ruleTypeId.provider: rule 'LambdaInvoke' "
+        f"{NOT_YET}; supported: DeploymentWindow, VariableCheck, Commands",
+        f"{SOURCE}: triggers[0].gitConfiguration.pullRequest[0].filePaths: pull request file path filters "
+        f"{NOT_YET} (webhook payloads do not list a pull request's files)",
     ]
-    assert report.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ({"Cron": "0 9 * * 1-5"}, "configuration.Cron: '0 9 * * 1-5' has 5 fields; a Quartz cron has 6 or 7"),
+        ({"Cron": "0 0 9 L * ?"}, "configuration.Cron: day-of-month: 'L' uses L, W or # (not supported)"),
+        ({"Cron": "* * 9 ? * MON", "Zone": "x"}, "configuration.Zone: 'Zone' is not a configuration key"),
+        ({}, "configuration: a DeploymentWindow rule needs configuration key 'Cron'"),
+    ],
+)
+def test_deployment_window_rules_are_checked(rule: dict[str, str], expected: str) -> None:
+    window = WINDOW | {"configuration": rule}
+    report = validate_pipeline(
+        pipe(
+            stage("Source", git()),
+            stage("Deploy", cmd(), beforeEntry={"conditions": [{"result": "FAIL", "rules": [window]}]}),
+        )
+    )
+    assert len(report.errors) == 1
+    assert (
+        report.errors[0].render(SOURCE).startswith(f"{SOURCE}: stages[1].beforeEntry.conditions[0].rules[0].{expected}")
+    )
 
 
 def test_later_actions_must_not_depend_on_a_stage_that_may_be_skipped() -> None:

@@ -28,6 +28,8 @@ with workflow.unsafe.imports_passed_through():
         CommandsInput,
         CompensationState,
         CompensationStep,
+        ConditionOverride,
+        ConditionState,
         CoordinationRequest,
         ErrorDetails,
         ExecutionInput,
@@ -55,9 +57,18 @@ with workflow.unsafe.imports_passed_through():
         PIPELINE_TRIGGER,
         PIPELINE_VERSION,
     )
-    from conveyor.spec.declaration import ExecutionMode, FailureResult, Pipeline, RetryConfiguration, Stage
+    from conveyor.spec.declaration import (
+        Condition,
+        ExecutionMode,
+        FailureResult,
+        Pipeline,
+        RetryConfiguration,
+        Stage,
+    )
     from conveyor.spec.validation import format_path, validate_pipeline
     from conveyor.variables import PIPELINE_VARIABLES, RESERVED, namespaces_used
+    from workflows.conditions import ConditionContext
+    from workflows.conditions import evaluate as evaluate_conditions
     from workflows.stage import INFRASTRUCTURE_RETRY, StageWorkflow, initial_stage_state
 
 
@@ -90,6 +101,8 @@ class PipelineExecutionWorkflow:
         self._retryable_stage: str | None = None  # set while a failed execution's retry window is open
         self._retry_request: StageRetryRequest | None = None
         self._last_results: dict[str, StageResult] = {}
+        self._evaluating: tuple[str, str] | None = None  # (stage, kind) of the conditions under way
+        self._overrides: dict[tuple[str, str], ConditionOverride] = {}
 
     @workflow.query(name="state")
     def state(self) -> ExecutionState | None:
@@ -178,9 +191,53 @@ class PipelineExecutionWorkflow:
                 if decision is not None and decision.decision == WITHDRAWN:
                     await self._finish(ExecutionStatus.STOPPED, self._stop_summary(f"waiting for stage '{stage.name}'"))
                     return state
+                if stage.before_entry is not None:
+                    outcome = await self._conditions(
+                        "BEFORE_ENTRY", stage, index, stage.before_entry.conditions, values, artifacts
+                    )
+                    if outcome is not None:  # a beforeEntry condition failed: FAIL or SKIP, the stage never runs
+                        stage_state = state.stages[index]
+                        skipped = outcome == "SKIP"
+                        stage_state.status = StageStatus.SKIPPED if skipped else StageStatus.FAILED
+                        stage_state.error = (
+                            None
+                            if skipped
+                            else ErrorDetails(
+                                code="ConditionFailed", message=_condition_failure(stage_state.conditions[-1])
+                            )
+                        )
+                        workflow.upsert_memo(stage_memo(stage_state))
+                        if coordinated:
+                            await self._leave_stage(stage, stage_state.status.value)
+                        if skipped:
+                            index += 1
+                            continue
+                        summary = f"stage '{stage.name}' failed: {stage_state.error.message}"  # type: ignore[union-attr]
+                        await self._finish(ExecutionStatus.FAILED, summary)
+                        retry = await self._wait_for_manual_retry(pipeline, stage)
+                        if retry is not None:
+                            continue  # retried or overridden: enter the stage again
+                        raise ApplicationError(summary, type="PipelineExecutionFailed", non_retryable=True)
                 result = await self._run_stage(pipeline, stage, index, values, artifacts, input, retry)
                 if handling:
                     result = await self._retry_automatically(pipeline, stage, index, values, artifacts, input, result)
+                condition_rollback = False
+                if result.state.status == StageStatus.SUCCEEDED and stage.on_success is not None:
+                    outcome = await self._conditions(
+                        "ON_SUCCESS", stage, index, stage.on_success.conditions, values, artifacts
+                    )
+                    if outcome is not None:  # the stage succeeded, but its onSuccess condition did not
+                        result.state.status = StageStatus.FAILED
+                        result.state.error = ErrorDetails(
+                            code="ConditionFailed", message=_condition_failure(result.state.conditions[-1])
+                        )
+                        condition_rollback = outcome == "ROLLBACK"
+                        workflow.upsert_memo(stage_memo(result.state))
+                elif result.state.status == StageStatus.FAILED and stage.on_failure and stage.on_failure.conditions:
+                    outcome = await self._conditions(
+                        "ON_FAILURE", stage, index, stage.on_failure.conditions, values, artifacts
+                    )
+                    condition_rollback = outcome == "ROLLBACK"
                 if coordinated:
                     await self._leave_stage(stage, result.state.status.value if result.state.status else "Failed")
                 if result.state.status == StageStatus.STOPPED:
@@ -194,7 +251,9 @@ class PipelineExecutionWorkflow:
                         continue
                     assert result.state.error is not None
                     summary = f"stage '{stage.name}' failed: {result.state.error.message}"
-                    rolls_back = stage.on_failure is not None and stage.on_failure.result == FailureResult.ROLLBACK
+                    rolls_back = condition_rollback or (
+                        stage.on_failure is not None and stage.on_failure.result == FailureResult.ROLLBACK
+                    )
                     if rolls_back or pipeline.conveyor.compensate_earlier_stages:
                         await self._compensate(pipeline, index, earlier=pipeline.conveyor.compensate_earlier_stages)
                     if rolls_back and input.rollback is None:
@@ -222,6 +281,81 @@ class PipelineExecutionWorkflow:
             raise
         await self._finish(ExecutionStatus.SUCCEEDED, None)
         return state
+
+    # --- stage conditions ------------------------------------------------------------------------
+
+    async def _conditions(
+        self,
+        kind: str,
+        stage: Stage,
+        index: int,
+        conditions: list[Condition],
+        values: dict[str, dict[str, str]],
+        artifacts: dict[str, ArtifactRef],
+    ) -> str | None:
+        """Evaluate a stage's conditions of one kind; None, or the failing condition's result."""
+        assert self._state is not None and self._pipeline is not None
+        stage_state = self._state.stages[index]
+        key = (stage.name, kind)
+        self._evaluating = key
+
+        def changed() -> None:
+            workflow.upsert_memo(stage_memo(stage_state))
+
+        context = ConditionContext(
+            pipeline_name=self._pipeline.name,
+            execution_id=self._state.execution_id,
+            stage_name=stage.name,
+            stage_attempt=max(stage_state.attempt, 1),
+            values=values,
+            artifacts=artifacts,
+            heartbeat_seconds=self._pipeline.conveyor.heartbeat_timeout_seconds,
+            overridden=lambda: key in self._overrides,
+            changed=changed,
+        )
+        try:
+            outcome = await evaluate_conditions(kind, conditions, context, stage_state.conditions)
+        finally:
+            self._evaluating = None
+        if key in self._overrides:
+            override = self._overrides.pop(key)
+            if stage_state.conditions:
+                stage_state.conditions[-1].status = "Overridden"
+                stage_state.conditions[-1].overridden_by = override.by
+            changed()
+            return None
+        return outcome
+
+    @workflow.update(name="override_condition")
+    def override_condition(self, override: ConditionOverride) -> ExecutionState:
+        assert self._state is not None
+        self._overrides[(override.stage_name, override.condition_type)] = override
+        if self._state.status == ExecutionStatus.FAILED and self._retryable_stage == override.stage_name:
+            # A failed beforeEntry condition: the override resumes the execution into the stage.
+            self._retry_request = StageRetryRequest(
+                stage_name=override.stage_name, retry_mode="ALL_ACTIONS", by=override.by
+            )
+            self._resume(self._retry_request)
+        return self._state
+
+    @override_condition.validator
+    def _validate_override(self, override: ConditionOverride) -> None:
+        if override.condition_type not in ("BEFORE_ENTRY", "ON_SUCCESS"):
+            raise ApplicationError(f"condition type '{override.condition_type}': use BEFORE_ENTRY or ON_SUCCESS")
+        key = (override.stage_name, override.condition_type)
+        waiting = self._evaluating == key
+        failed_before_entry = (
+            override.condition_type == "BEFORE_ENTRY"
+            and self._state is not None
+            and self._state.status == ExecutionStatus.FAILED
+            and self._retryable_stage == override.stage_name
+            and self._retry_request is None
+        )
+        if not (waiting or failed_before_entry):
+            raise ApplicationError(
+                f"no {override.condition_type} condition of stage '{override.stage_name}' is being evaluated "
+                "or holding the execution (a failed beforeEntry needs conveyor.retryWindowMinutes)"
+            )
 
     # --- compensation and rollback ---------------------------------------------------------------
 
@@ -498,6 +632,7 @@ class PipelineExecutionWorkflow:
         finally:
             self._running_stage = None
         result.state.previous_attempts = stage_state.previous_attempts
+        result.state.conditions = stage_state.conditions
         self._last_results[stage.name] = result
         state.stages[index] = result.state
         for namespace, outputs in result.output_variables.items():
@@ -648,3 +783,9 @@ def _attempt_summary(state: StageState, retry: StageRetryRequest) -> StageAttemp
         retried_by=retry.by,
         retry_mode=retry.retry_mode,
     )
+
+
+def _condition_failure(condition: ConditionState) -> str:
+    failed = next((r for r in condition.rules if r.status == "Failed"), None)
+    what = f"rule '{failed.rule_name}' ({failed.provider}): {failed.summary}" if failed else "a rule failed"
+    return f"{condition.kind.lower().replace('_', '')} condition failed: {what}"

@@ -302,6 +302,30 @@ def retry_stage(
     run_async(go())
 
 
+@app.command("override-condition", rich_help_panel="Executions")
+def override_condition(
+    execution: Annotated[str, typer.Argument(help="PIPELINE/EXECUTION-ID")],
+    stage: Annotated[str, typer.Argument(help="The stage whose condition to override")],
+    condition: Annotated[str, typer.Argument(help="before-entry or on-success")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (recorded)")] = "",
+    by: Annotated[str | None, typer.Option("--by", help="Who overrides (default: your user name)")] = None,
+) -> None:
+    """Let an execution past a stage condition: one that waits (a deployment window) or a failed
+    beforeEntry condition (within the retry window)."""
+    ref = parse_ref(execution)
+    kinds = {"before-entry": "BEFORE_ENTRY", "on-success": "ON_SUCCESS"}
+    if condition not in kinds:
+        raise UsageError(f"condition '{condition}': use before-entry or on-success")
+
+    async def go() -> int:
+        session = await connect_existing(settings())
+        state = await session.client.override_condition(ref, stage, kinds[condition], reason=reason, by=by or who())
+        console.print(f"{ref}: {state.status.value}", highlight=False)
+        return 0
+
+    run_async(go())
+
+
 @app.command("rollback", rich_help_panel="Executions")
 def rollback_stage(
     pipeline: Annotated[str, typer.Argument(help="A registered pipeline")],

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from conveyor import quartz
 from conveyor.spec.declaration import (
     Action,
     ActionCategory,
@@ -20,6 +21,7 @@ from conveyor.spec.declaration import (
     ExecutionMode,
     FailureResult,
     Pipeline,
+    Rule,
 )
 from conveyor.variables import PIPELINE_VARIABLES, RESERVED, RESERVED_KEYS, references
 
@@ -545,16 +547,15 @@ def _check_not_yet_supported(pipeline: Pipeline, report: ValidationReport) -> No
     deployment window or a rollback that quietly does nothing is worse than an error."""
     later = "is not supported by this version of Conveyor yet"
     for si, stage in enumerate(pipeline.stages):
-        where = f"stages[{si}]"
-        if stage.before_entry is not None:
-            report.errors.append(SpecIssue(f"{where}.beforeEntry", f"stage conditions: 'beforeEntry' {later}"))
-        if stage.on_success is not None:
-            report.errors.append(SpecIssue(f"{where}.onSuccess", f"stage conditions: 'onSuccess' {later}"))
-        if stage.on_failure is not None:
-            if stage.on_failure.conditions:
-                report.errors.append(
-                    SpecIssue(f"{where}.onFailure.conditions", f"stage conditions: 'onFailure.conditions' {later}")
-                )
+        for field_name, block in (
+            ("beforeEntry", stage.before_entry),
+            ("onSuccess", stage.on_success),
+            ("onFailure", stage.on_failure),
+        ):
+            for ci, condition in enumerate(block.conditions if block else []):
+                for ri, rule in enumerate(condition.rules):
+                    where = f"stages[{si}].{field_name}.conditions[{ci}].rules[{ri}]"
+                    report.errors.extend(_rule_problems(rule, where, later))
     for ti, trigger in enumerate(pipeline.triggers):
         for pi, pull in enumerate(trigger.git_configuration.pull_request):
             if pull.file_paths is not None:
@@ -564,6 +565,43 @@ def _check_not_yet_supported(pipeline: Pipeline, report: ValidationReport) -> No
                         f"pull request file path filters {later} (webhook payloads do not list a pull request's files)",
                     )
                 )
+
+
+RULE_KEYS = {
+    "DeploymentWindow": ({"Cron"}, {"Cron", "TimeZone"}),
+    "VariableCheck": ({"Variable", "Value", "Operator"}, {"Variable", "Value", "Operator"}),
+    "Commands": (set(), set()),
+}
+
+
+def _rule_problems(rule: Rule, where: str, later: str) -> list[SpecIssue]:
+    provider = rule.rule_type_id.provider
+    if provider not in RULE_KEYS:
+        supported = ", ".join(RULE_KEYS)
+        return [SpecIssue(f"{where}.ruleTypeId.provider", f"rule '{provider}' {later}; supported: {supported}")]
+    required, allowed = RULE_KEYS[provider]
+    problems = [
+        SpecIssue(f"{where}.configuration", f"a {provider} rule needs configuration key '{key}'")
+        for key in sorted(required - set(rule.configuration))
+    ]
+    problems += [
+        SpecIssue(f"{where}.configuration.{key}", f"'{key}' is not a configuration key of a {provider} rule")
+        for key in sorted(set(rule.configuration) - allowed)
+    ]
+    if provider == "Commands" and not rule.commands:
+        problems.append(SpecIssue(f"{where}.commands", "a Commands rule needs 1 to 50 commands"))
+    if provider == "DeploymentWindow" and "Cron" in rule.configuration:
+        try:
+            quartz.parse(rule.configuration["Cron"])
+        except quartz.CronError as err:
+            problems.append(SpecIssue(f"{where}.configuration.Cron", str(err)))
+    if provider == "VariableCheck":
+        operator = rule.configuration.get("Operator")
+        if operator is not None and operator not in ("EQ", "NE", "CONTAINS", "MATCHES"):
+            problems.append(
+                SpecIssue(f"{where}.configuration.Operator", f"'{operator}': use EQ, NE, CONTAINS or MATCHES")
+            )
+    return problems
 
 
 def _check_skippable_outputs(pipeline: Pipeline, errors: list[SpecIssue]) -> None:

@@ -1,0 +1,46 @@
+"""Side effects of stage conditions: time-zone and cron arithmetic, and linear-time regular expressions.
+
+Both run outside the workflow sandbox (zoneinfo does not load inside it) as local activities, given
+`workflow.now()` so that the time-skipping server's clock is the one that counts.
+"""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import re2
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from conveyor import quartz
+from conveyor.model import RegexCheck, WindowAnswer, WindowCheck
+
+
+@activity.defn(name="deployment_window")
+async def deployment_window(check: WindowCheck) -> WindowAnswer:
+    try:
+        zone = ZoneInfo(check.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ApplicationError(
+            f"unknown time zone '{check.time_zone}'", type="ConfigurationError", non_retryable=True
+        ) from None
+    try:
+        cron = quartz.parse(check.cron)
+    except quartz.CronError as err:
+        raise ApplicationError(str(err), type="ConfigurationError", non_retryable=True) from None
+    local = check.now.astimezone(zone)
+    if cron.matches(local):
+        return WindowAnswer(inside=True)
+    opening = cron.next_opening(local)
+    return WindowAnswer(inside=False, opens_at=opening.astimezone(check.now.tzinfo) if opening else None)
+
+
+@activity.defn(name="regex_matches")
+async def regex_matches(check: RegexCheck) -> bool:
+    """RE2 runs in linear time: a hostile pattern cannot stall the worker (a timeout could not stop `re`)."""
+    try:
+        return re2.search(check.pattern, check.value) is not None
+    except re2.error as err:
+        raise ApplicationError(
+            f"invalid regular expression: {err}", type="ConfigurationError", non_retryable=True
+        ) from None

@@ -1,0 +1,183 @@
+"""Stage conditions (beforeEntry, onSuccess, onFailure) evaluated inside the execution workflow.
+
+A condition fails when any of its rules fails; the caller applies the failing condition's result.
+Rules: `DeploymentWindow` waits durably (a timer, not a poll) until the window opens; `VariableCheck`
+compares resolved variables (MATCHES runs RE2 in a local activity); `Commands` runs commands like a
+Commands action and passes on exit 0. Cron and time-zone arithmetic happen in a local activity given
+`workflow.now()`, because zoneinfo does not load in the sandbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from conveyor.model import (
+        ActionContext,
+        ActionOutcome,
+        ArtifactRef,
+        CommandsInput,
+        ConditionState,
+        RegexCheck,
+        RuleState,
+        WindowAnswer,
+        WindowCheck,
+    )
+    from conveyor.spec.declaration import Condition, Rule
+    from conveyor.variables import UnresolvedVariableError, resolve
+    from workflows.stage import INFRASTRUCTURE_RETRY
+
+LOCAL = timedelta(seconds=30)
+
+
+@dataclass
+class ConditionContext:
+    pipeline_name: str
+    execution_id: str
+    stage_name: str
+    stage_attempt: int
+    values: dict[str, dict[str, str]]
+    artifacts: dict[str, ArtifactRef]
+    heartbeat_seconds: int
+    overridden: Callable[[], bool]  # an operator's `override_condition` for this stage and kind
+    changed: Callable[[], None]  # state changed: write it to the memo
+
+
+async def evaluate(
+    kind: str, conditions: list[Condition], ctx: ConditionContext, into: list[ConditionState]
+) -> str | None:
+    """None when every condition passed (or was overridden); else the failing condition's result."""
+    for condition in conditions:
+        state = ConditionState(
+            kind=kind,
+            result=condition.result,
+            started_at=workflow.now(),
+            rules=[
+                RuleState(rule_name=r.name, provider=r.rule_type_id.provider, status="Pending") for r in condition.rules
+            ],
+        )
+        into.append(state)
+        ctx.changed()
+        failed = False
+        for rule, rule_state in zip(condition.rules, state.rules, strict=True):
+            if ctx.overridden():
+                break
+            rule_state.status, rule_state.started_at = "InProgress", workflow.now()
+            ctx.changed()
+            passed, summary = await _rule(rule, rule_state, ctx)
+            rule_state.finished_at, rule_state.summary = workflow.now(), summary
+            if passed is None:  # overridden while it waited
+                rule_state.status = "Overridden"
+                break
+            rule_state.status = "Succeeded" if passed else "Failed"
+            if not passed:
+                failed = True
+                break
+        state.finished_at = workflow.now()
+        if ctx.overridden():
+            state.status = "Overridden"
+            for rule_state in state.rules:
+                if rule_state.status in ("Pending", "InProgress"):
+                    rule_state.status = "Overridden"
+            ctx.changed()
+            return None
+        state.status = "Failed" if failed else "Succeeded"
+        ctx.changed()
+        if failed:
+            return condition.result or "FAIL"
+    return None
+
+
+async def _rule(rule: Rule, state: RuleState, ctx: ConditionContext) -> tuple[bool | None, str]:
+    provider = rule.rule_type_id.provider
+    try:
+        configuration = {key: resolve(value, ctx.values) for key, value in rule.configuration.items()}
+        if provider == "DeploymentWindow":
+            return await _deployment_window(configuration, state, ctx)
+        if provider == "VariableCheck":
+            return await _variable_check(configuration)
+        if provider == "Commands":
+            return await _commands(rule, ctx)
+    except UnresolvedVariableError as err:
+        return False, str(err)
+    except ActivityError as err:
+        cause = err.cause
+        return False, getattr(cause, "message", None) or str(cause or err)
+    return False, f"rule provider '{provider}' is not supported"
+
+
+async def _deployment_window(
+    configuration: dict[str, str], state: RuleState, ctx: ConditionContext
+) -> tuple[bool | None, str]:
+    cron, zone = configuration["Cron"], configuration.get("TimeZone", "UTC")
+    while True:
+        answer: WindowAnswer = await workflow.execute_local_activity(
+            "deployment_window",
+            WindowCheck(cron=cron, time_zone=zone, now=workflow.now()),
+            result_type=WindowAnswer,
+            start_to_close_timeout=LOCAL,
+        )
+        if answer.inside:
+            return True, f"inside the window '{cron}' ({zone})"
+        if answer.opens_at is None:
+            return False, f"the window '{cron}' ({zone}) does not open in the next 5 years"
+        state.summary = f"waiting for the window to open at {answer.opens_at.isoformat()}"
+        ctx.changed()
+        wait = max(answer.opens_at - workflow.now(), timedelta(seconds=1))
+        try:
+            # A durable timer; an operator's override ends the wait early.
+            await workflow.wait_condition(ctx.overridden, timeout=wait)
+            return None, "overridden while waiting for the window"
+        except TimeoutError:
+            continue  # re-check: the window may have closed again, or opened
+
+
+async def _variable_check(configuration: dict[str, str]) -> tuple[bool, str]:
+    variable, value, operator = configuration["Variable"], configuration["Value"], configuration["Operator"]
+    if operator == "EQ":
+        passed = variable == value
+    elif operator == "NE":
+        passed = variable != value
+    elif operator == "CONTAINS":
+        passed = value in variable
+    else:  # MATCHES
+        passed = await workflow.execute_local_activity(
+            "regex_matches", RegexCheck(pattern=value, value=variable), result_type=bool, start_to_close_timeout=LOCAL
+        )
+    return passed, f"'{variable}' {operator} '{value}': {'true' if passed else 'false'}"
+
+
+async def _commands(rule: Rule, ctx: ConditionContext) -> tuple[bool, str]:
+    missing = [i.name for i in rule.input_artifacts if i.name not in ctx.artifacts]
+    if missing:
+        return False, f"input artifact '{missing[0]}' is not available"
+    timeout = timedelta(minutes=rule.timeout_in_minutes or 55)
+    try:
+        await workflow.execute_activity(
+            "run_commands",
+            CommandsInput(
+                context=ActionContext(
+                    pipeline_name=ctx.pipeline_name,
+                    execution_id=ctx.execution_id,
+                    stage_name=ctx.stage_name,
+                    action_name=f"{rule.name}.rule",
+                    stage_attempt=ctx.stage_attempt,
+                ),
+                commands=[resolve(c, ctx.values) for c in rule.commands or []],
+                input_artifacts=[ctx.artifacts[i.name] for i in rule.input_artifacts],
+                timeout_seconds=int(timeout.total_seconds()),
+            ),
+            result_type=ActionOutcome,
+            start_to_close_timeout=timeout + timedelta(minutes=1),
+            heartbeat_timeout=timedelta(seconds=ctx.heartbeat_seconds),
+            retry_policy=INFRASTRUCTURE_RETRY,
+        )
+    except ActivityError as err:
+        cause = err.cause
+        return False, getattr(cause, "message", None) or str(cause or err)
+    return True, f"{len(rule.commands or [])} commands succeeded"

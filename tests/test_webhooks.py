@@ -10,16 +10,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 import pytest_asyncio
 import uvicorn
 from temporalio.worker import Worker
 
 from conveyor.client import ConveyorClient, ExecutionRef
-from conveyor.devserver import free_port
+from conveyor.devserver import EmbeddedServer, free_port
 from conveyor.model import ExecutionStatus, TriggerType
 from conveyor.service.app import create_app
 from conveyor.service.github import WebhookSecrets, sign
+from conveyor.settings import Settings
 from tests.helpers import pipeline
+from tests.test_cli import Background, cli_env
 
 SECRET = "s3cret-for-tests"
 
@@ -200,3 +203,46 @@ def test_a_pipeline_without_a_secret_refuses_every_delivery() -> None:
     secrets = WebhookSecrets({"CONVEYOR_WEBHOOK_SECRET_SHOP_API": "x"})
     assert secrets.for_pipeline("shop-api") == "x"
     assert secrets.for_pipeline("other") is None
+
+
+def test_service_config_names_secret_variables_and_refuses_typos(tmp_path: Path) -> None:
+    from conveyor.service.config import load_service_config
+    from conveyor.spec.validation import DeclarationError
+
+    good = tmp_path / "serve.yaml"
+    good.write_text("port: 9090\nwebhookSecretEnv:\n  shop-api: SHOP_SECRET\n")
+    config = load_service_config(good)
+    assert config.port == 9090 and config.host == "127.0.0.1"
+    secrets = WebhookSecrets(
+        {"SHOP_SECRET": "from-config", "CONVEYOR_WEBHOOK_SECRET": "global"}, config.webhook_secret_env
+    )
+    assert secrets.for_pipeline("shop-api") == "from-config" and secrets.for_pipeline("other") == "global"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("prot: 9090\n")
+    with pytest.raises(DeclarationError, match="bad.yaml: prot: extra inputs are not permitted"):
+        load_service_config(bad)
+
+
+async def test_serve_command_answers_health_over_http(
+    server: EmbeddedServer, settings: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = tmp_path / "serve.yaml"
+    config.write_text(f"port: {port}\n")
+    env = cli_env(settings.data_dir, server.address, settings.task_queue)
+    service = Background.conveyor("serve", "--config", str(config), env=env, log=tmp_path / "serve.log")
+    try:
+        await service.wait_for_text("Serving on")
+        async with httpx.AsyncClient(timeout=10) as http:
+            for _ in range(50):
+                try:
+                    ready = await http.get(f"http://127.0.0.1:{port}/readyz")
+                    break
+                except httpx.ConnectError:
+                    await asyncio.sleep(0.1)
+            assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+            refused = await http.post(f"http://127.0.0.1:{port}/webhooks/github/anything", content=b"{}")
+            assert refused.status_code == 401
+    finally:
+        await service.stop()
+    assert "s3cret" not in service.text()

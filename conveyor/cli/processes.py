@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -95,29 +96,39 @@ async def _worker(min_retention_days: int) -> int:
 
 @app.command(rich_help_panel="Processes")
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080)")] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="YAML: host, port, webhookSecretEnv (pipeline -> variable)")
+    ] = None,
 ) -> None:
     """Run the HTTP service (GitHub webhooks at /webhooks/github/PIPELINE, /healthz, /readyz) until Ctrl-C.
 
     Webhook secrets: CONVEYOR_WEBHOOK_SECRET_<PIPELINE> (upper-cased, other characters as _), else
-    CONVEYOR_WEBHOOK_SECRET; a pipeline with neither refuses every delivery."""
+    CONVEYOR_WEBHOOK_SECRET (or the variable --config names); a pipeline with none refuses every delivery."""
 
     async def go() -> int:
         import uvicorn
 
         from conveyor.service.app import create_app
+        from conveyor.service.config import ServiceConfig, load_service_config
+        from conveyor.service.github import WebhookSecrets
 
+        service = load_service_config(config_file) if config_file else ServiceConfig()
+        bind_host, bind_port = host or service.host, port or service.port
         config = settings()
         configure_logging(os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"), json=bool(os.environ.get("CONVEYOR_LOG_JSON")))
 
         async def client() -> ConveyorClient:
             return (await connect_existing(config)).client
 
+        secrets = WebhookSecrets(names=service.webhook_secret_env)
         server = uvicorn.Server(
-            uvicorn.Config(create_app(client), host=host, port=port, log_config=None, access_log=False)
+            uvicorn.Config(
+                create_app(client, secrets), host=bind_host, port=bind_port, log_config=None, access_log=False
+            )
         )
-        console.print(f"Serving on http://{host}:{port} (Temporal at {resolve_address(config)})")
+        console.print(f"Serving on http://{bind_host}:{bind_port} (Temporal at {resolve_address(config)})")
         await server.serve()
         return 0
 

@@ -79,7 +79,8 @@ def create_app(client_factory: ClientFactory, secrets: WebhookSecrets | None = N
         secret = secrets.for_pipeline(pipeline)
         if secret is None:
             log.warning("webhook.refused", pipeline=pipeline, reason="no secret configured")
-            return _error(401, f"no webhook secret is configured for this pipeline ({secrets.variable_for(pipeline)})")
+            variable = secrets.variable_for_pipeline(pipeline)
+            return _error(401, f"no webhook secret is configured for this pipeline ({variable})")
         if not signature_valid(secret, body, request.headers.get("X-Hub-Signature-256")):
             log.warning("webhook.refused", pipeline=pipeline, reason="bad signature")
             return _error(401, "missing or invalid X-Hub-Signature-256")

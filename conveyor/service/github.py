@@ -102,12 +102,16 @@ class WebhookSecrets:
     """Per pipeline `CONVEYOR_WEBHOOK_SECRET_<PIPELINE>` (name upper-cased, other characters as `_`),
     else the global `CONVEYOR_WEBHOOK_SECRET`. No secret: every delivery is refused (fail closed)."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None) -> None:
         self._environ = dict(os.environ if environ is None else environ)
+        self._names = dict(names or {})  # pipeline -> variable, from `serve --config`
 
     @staticmethod
     def variable_for(pipeline: str) -> str:
         return "CONVEYOR_WEBHOOK_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", pipeline).upper()
 
+    def variable_for_pipeline(self, pipeline: str) -> str:
+        return self._names.get(pipeline) or self.variable_for(pipeline)
+
     def for_pipeline(self, pipeline: str) -> str | None:
-        return self._environ.get(self.variable_for(pipeline)) or self._environ.get("CONVEYOR_WEBHOOK_SECRET")
+        return self._environ.get(self.variable_for_pipeline(pipeline)) or self._environ.get("CONVEYOR_WEBHOOK_SECRET")

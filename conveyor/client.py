@@ -297,11 +297,12 @@ class ConveyorClient:
         token: str | None = None,
         by: str | None = None,
         update_id: str | None = None,
+        source: str = "api",
     ) -> ApprovalResult:
         """Approve or reject a Manual approval; without a token, the current one is read from state."""
         if token is None:
             token = await self._current_token(ref, stage, action)
-        decision = ApprovalDecision(token=token, action_name=action, summary=summary, by=by)
+        decision = ApprovalDecision(token=token, action_name=action, summary=summary, by=by, source=source)
         handle = self.temporal.get_workflow_handle(ref.stage_workflow_id(stage))
         try:
             return await handle.execute_update(

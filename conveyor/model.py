@@ -193,14 +193,30 @@ class ApprovalDecision(CamelModel):
     action_name: str | None = None  # optional when the stage has exactly one pending approval
     summary: str = Field(default="", max_length=512)
     by: str | None = None  # claimed identity; as trusted as access to the Temporal namespace
+    source: str = "temporal"  # the channel: cli, temporal, signal, slack, api
 
 
 class ApprovalResult(CamelModel):
     action_name: str
-    status: str  # Approved | Rejected
+    status: str  # Approved | Rejected, or Pending while a quorum is not reached yet
     summary: str
     by: str | None
     decided_at: datetime
+    source: str = "temporal"
+    approvals: int = 0  # approvals counted so far
+    quorum: int = 1
+
+
+class ApprovalRequest(CamelModel):
+    """What an open approval is bound to and who may decide it (shown by `status`)."""
+
+    approvers: list[str] = Field(default_factory=list)  # empty: anyone with access
+    quorum: int = 1
+    excluded: list[str] = Field(default_factory=list)  # separation of duties: the starter, the author
+    sources: list[str] | None = None
+    artifacts: dict[str, str] = Field(default_factory=dict)  # name -> digest the decision is bound to
+    source_revisions: list[str] = Field(default_factory=list)
+    custom_data: str | None = None
 
 
 # --- State: what `state` queries return and what the memo keeps ------------------------------------
@@ -256,7 +272,9 @@ class ActionState(CamelModel):
     error: ErrorDetails | None = None
     external_url: str | None = None
     token: str | None = None  # approval token while an approval waits
-    approval: ApprovalResult | None = None
+    approval: ApprovalResult | None = None  # the final decision
+    approval_request: ApprovalRequest | None = None
+    approvals: list[ApprovalResult] = Field(default_factory=list)  # every accepted decision
     refused_decisions: list[str] = Field(default_factory=list)  # signal decisions that failed a check
     resolved_configuration: dict[str, str] = Field(default_factory=dict)
     output_variables: dict[str, str] = Field(default_factory=dict)
@@ -357,6 +375,10 @@ class StageInput(CamelModel):
     attempt: int = 1
     retry_mode: str | None = None  # FAILED_ACTIONS keeps the actions that succeeded in `previous`
     previous: StageResult | None = None
+    started_by: str | None = None  # for separation of duties in approvals
+    source_authors: list[str] = Field(default_factory=list)
+    source_revisions_seen: list[SourceRevision] = Field(default_factory=list)
+    artifact_digests: dict[str, str] = Field(default_factory=dict)  # every artifact so far, for approvals
     variables: dict[str, dict[str, str]] = Field(default_factory=dict)  # namespace -> key -> value
     artifacts: list[ArtifactRef] = Field(default_factory=list)  # only those the stage consumes
     source_revisions: list[SourceRevisionOverride] = Field(default_factory=list)

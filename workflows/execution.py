@@ -282,6 +282,17 @@ class PipelineExecutionWorkflow:
         await self._finish(ExecutionStatus.SUCCEEDED, None)
         return state
 
+    def _source_authors(self) -> list[str]:
+        """Who wrote the source revisions (Git sources' AuthorEmail and AuthorName), for separation of duties."""
+        authors: set[str] = set()
+        for result in self._last_results.values():
+            for action in result.state.actions:
+                if action.provider == "Git":
+                    authors.update(
+                        v for k, v in action.output_variables.items() if k in ("AuthorEmail", "AuthorName") and v
+                    )
+        return sorted(authors)
+
     # --- stage conditions ------------------------------------------------------------------------
 
     async def _conditions(
@@ -612,6 +623,10 @@ class PipelineExecutionWorkflow:
             source_revisions=input.source_revisions,
             default_heartbeat_seconds=pipeline.conveyor.heartbeat_timeout_seconds,
             retry_mode=retry.retry_mode if retry else None,
+            started_by=state.started_by,
+            source_authors=self._source_authors(),
+            source_revisions_seen=list(state.source_revisions),
+            artifact_digests={name: ref.digest for name, ref in sorted(artifacts.items())},
             previous=previous if retry and retry.retry_mode == "FAILED_ACTIONS" else None,
         )
         child_id = stage_workflow_id(pipeline.name, state.execution_id, stage.name)

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         ActionState,
         ActionStatus,
         ApprovalDecision,
+        ApprovalRequest,
         ApprovalResult,
         ArtifactRef,
         CommandsInput,
@@ -195,27 +196,57 @@ class StageWorkflow:
         return action
 
     def _check_decision(self, decision: ApprovalDecision) -> ActionState:
+        """Refuse (in the update's validator, so nothing is written) what the policy does not allow."""
         action = self._pending_action(decision)
         if decision.token != action.token:
             raise ApplicationError(
                 f"the token does not match approval '{action.action_name}' (stale or mistyped); "
                 "read the current token with `conveyor status`"
             )
+        request = action.approval_request
+        if request is None:
+            return action
+        who = decision.by or ""
+        if request.sources is not None and decision.source not in request.sources:
+            raise ApplicationError(
+                f"approval '{action.action_name}' does not take decisions from '{decision.source}' "
+                f"(allowed: {', '.join(request.sources)})"
+            )
+        if request.approvers and who not in request.approvers:
+            raise ApplicationError(
+                f"'{who or 'an unnamed caller'}' may not decide approval '{action.action_name}' "
+                f"(approvers: {', '.join(request.approvers)})"
+            )
+        if who in request.excluded:
+            raise ApplicationError(
+                f"'{who}' started this execution or wrote its source revision, and may not decide approval "
+                f"'{action.action_name}' (separation of duties)"
+            )
+        if any(a.by == who for a in action.approvals):
+            raise ApplicationError(f"'{who}' has already approved '{action.action_name}'; another approver is needed")
         return action
 
     def _decide(self, decision: ApprovalDecision, status: str) -> ApprovalResult:
         # Checked again and recorded before any await: two concurrent decisions can never both pass.
         action = self._check_decision(decision)
+        quorum = action.approval_request.quorum if action.approval_request else 1
+        approvals = len(action.approvals) + (1 if status == "Approved" else 0)
+        final = status == "Rejected" or approvals >= quorum  # any rejection rejects; approvals need a quorum
         result = ApprovalResult(
             action_name=action.action_name,
-            status=status,
+            status=status if final else "Pending",
             summary=decision.summary,
             by=decision.by,
             decided_at=workflow.now(),
+            source=decision.source,
+            approvals=approvals,
+            quorum=quorum,
         )
-        action.approval = result
-        action.token = None
-        self._decisions[action.action_name] = result
+        action.approvals.append(result)
+        if final:
+            action.approval = result
+            action.token = None
+            self._decisions[action.action_name] = result
         return result
 
     def _decide_from_signal(self, decision: ApprovalDecision, status: str) -> None:
@@ -423,6 +454,22 @@ class StageWorkflow:
         timeout = self._timeout(action, DEFAULT_APPROVAL_TIMEOUT)
         state.token = str(workflow.uuid4())
         state.external_url = configuration.get("ExternalEntityLink")
+        policy = action.conveyor.approval
+        excluded = []
+        if policy is None or not policy.allow_starter:
+            excluded += [self._input.started_by] if self._input.started_by else []
+        if policy is None or not policy.allow_author:
+            excluded += self._input.source_authors
+        state.approval_request = ApprovalRequest(
+            approvers=list(policy.approvers) if policy else [],
+            quorum=policy.quorum if policy else 1,
+            # Separation of duties applies once a policy names its approvers; without one, anyone may decide.
+            excluded=sorted(set(excluded)) if policy else [],
+            sources=policy.sources if policy else None,
+            artifacts=self._input.artifact_digests | {name: ref.digest for name, ref in self._artifacts.items()},
+            source_revisions=[f"{r.action_name}:{r.revision_id}" for r in self._input.source_revisions_seen],
+            custom_data=configuration.get("CustomData"),
+        )
         try:
             await workflow.wait_condition(
                 lambda: action.name in self._decisions or self._stop is not None, timeout=timeout

@@ -403,9 +403,10 @@ def _decide(
         ref = parse_ref(execution)
         session = await connect_existing(settings())
         result = await session.client.decide(
-            ref, stage, action, approve=approve, summary=summary, token=token, by=by or who()
+            ref, stage, action, approve=approve, summary=summary, token=token, by=by or who(), source="cli"
         )
-        console.print(f"{result.status} {execution} {stage}/{action} by {result.by}", highlight=False)
+        progress = f" ({result.approvals}/{result.quorum} approvals)" if result.status == "Pending" else ""
+        console.print(f"{result.status}{progress} {execution} {stage}/{action} by {result.by}", highlight=False)
         return 0
 
     run_async(decide())

@@ -45,7 +45,10 @@ def _detail(action: ActionState) -> str:
         return f"{action.error.code}: {action.error.message}"
     if action.token is not None:
         custom = action.resolved_configuration.get("CustomData")
-        return f"waiting for approval{f' ({custom})' if custom else ''}"
+        request = action.approval_request
+        progress = f" {len(action.approvals)}/{request.quorum}" if request and request.quorum > 1 else ""
+        who = f" from {', '.join(request.approvers)}" if request and request.approvers else ""
+        return f"waiting for approval{progress}{who}{f' ({custom})' if custom else ''}"
     if action.approval is not None:
         who = action.approval.by or "unknown"
         return f"{action.approval.status} by {who}" + (

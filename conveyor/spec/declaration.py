@@ -83,6 +83,19 @@ class RetryPolicyExtension(DeclarationModel):
     maximum_interval_seconds: float | None = Field(default=None, gt=0)
 
 
+DECISION_SOURCES = ("cli", "temporal", "signal", "slack", "api")
+
+
+class ApprovalPolicy(DeclarationModel):
+    """`conveyor.approval` on a Manual action: who may decide, how many must approve, from where."""
+
+    approvers: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(default_factory=list)
+    quorum: int = Field(default=1, ge=1, le=20)
+    allow_starter: bool = False  # the identity that started the execution may approve
+    allow_author: bool = False  # the source revision's author may approve
+    sources: list[str] | None = None  # channels a decision may come from; None: any
+
+
 class ActionExtension(DeclarationModel):
     """`conveyor:` on an action: what CodePipeline's declaration cannot say."""
 
@@ -93,6 +106,7 @@ class ActionExtension(DeclarationModel):
     )
     retry: RetryPolicyExtension | None = None
     rollback: list[str] = Field(default_factory=list, max_length=50)
+    approval: ApprovalPolicy | None = None
 
 
 class StageExtension(DeclarationModel):

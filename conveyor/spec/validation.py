@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from conveyor import quartz
 from conveyor.spec.declaration import (
+    DECISION_SOURCES,
     Action,
     ActionCategory,
     EnvironmentVariableType,
@@ -331,6 +332,26 @@ def _check_providers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
                     f"provider '{type_id.provider}' exports its own variables; remove 'outputVariables'",
                 )
             )
+        policy = action.conveyor.approval
+        if policy is not None:
+            if type_id.provider != "Manual":
+                errors.append(SpecIssue(f"{where}.conveyor.approval", "an approval policy is for 'Manual' actions"))
+            if policy.approvers and policy.quorum > len(policy.approvers):
+                errors.append(
+                    SpecIssue(
+                        f"{where}.conveyor.approval.quorum",
+                        f"a quorum of {policy.quorum} needs at least {policy.quorum} approvers; "
+                        f"{len(policy.approvers)} are listed",
+                    )
+                )
+            for si_, source in enumerate(policy.sources or []):
+                if source not in DECISION_SOURCES:
+                    errors.append(
+                        SpecIssue(
+                            f"{where}.conveyor.approval.sources[{si_}]",
+                            f"'{source}' is not a decision source; use {', '.join(DECISION_SOURCES)}",
+                        )
+                    )
         if action.conveyor.rollback and type_id.provider != "Commands":
             errors.append(SpecIssue(f"{where}.conveyor.rollback", "rollback commands are for 'Commands' actions"))
         for ei, env in enumerate(action.environment_variables):

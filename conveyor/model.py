@@ -275,6 +275,7 @@ class ActionState(CamelModel):
     approval: ApprovalResult | None = None  # the final decision
     approval_request: ApprovalRequest | None = None
     approvals: list[ApprovalResult] = Field(default_factory=list)  # every accepted decision
+    notification_errors: list[str] = Field(default_factory=list)  # notifications that failed (the wait goes on)
     refused_decisions: list[str] = Field(default_factory=list)  # signal decisions that failed a check
     resolved_configuration: dict[str, str] = Field(default_factory=dict)
     output_variables: dict[str, str] = Field(default_factory=dict)
@@ -616,3 +617,25 @@ class WindowAnswer(CamelModel):
 class RegexCheck(CamelModel):
     pattern: str
     value: str
+
+
+class ApprovalNotice(CamelModel):
+    """Input of the `notify_approval` activity: CodePipeline's approval notification, and where to send it."""
+
+    kind: str  # "opened" | "reminder"
+    pipeline_name: str
+    execution_id: str
+    stage_name: str
+    action_name: str
+    token: str
+    expires: datetime
+    custom_data: str | None = None
+    external_entity_link: str | None = None
+    approvers: list[str] = Field(default_factory=list)
+    quorum: int = 1
+    started_by: str | None = None
+    source_revisions: list[str] = Field(default_factory=list)
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    notification_arn: str | None = None  # SNS topic (the action's NotificationArn)
+    webhook_url: str | None = None
+    webhook_secret_env: str | None = None

@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from activities.artifacts import store_from_settings
 from activities.conditions import deployment_window, regex_matches
 from activities.coordination import CoordinationActivities
+from activities.notifications import notify_approval
 from activities.providers.commands import CommandsProvider
 from activities.providers.git import GitProvider
 from activities.providers.noop import noop
@@ -49,6 +50,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         triggers.fire_trigger,
         deployment_window,
         regex_matches,
+        notify_approval,
     ]
 
 

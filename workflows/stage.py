@@ -9,7 +9,7 @@ Deterministic: no I/O, no clocks but `workflow.now()`, no randomness but `workfl
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         ActionState,
         ActionStatus,
         ApprovalDecision,
+        ApprovalNotice,
         ApprovalRequest,
         ApprovalResult,
         ArtifactRef,
@@ -49,6 +50,9 @@ DEFAULT_COMMANDS_TIMEOUT = timedelta(minutes=55)
 DEFAULT_ACTION_TIMEOUT = timedelta(hours=1)
 # Infrastructure failures (a dead worker's heartbeat timeout) are retried; an action's own failure
 # is raised non-retryable by its activity, so it is not.
+NOTIFICATION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30), maximum_attempts=5
+)
 INFRASTRUCTURE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10
 )
@@ -106,6 +110,7 @@ class StageWorkflow:
         self._revisions: list[SourceRevision] = []
         self._decisions: dict[str, ApprovalResult] = {}
         self._stop: StopRequest | None = None
+        self._notifications: list[asyncio.Task[None]] = []
         self._running: dict[str, ActivityHandle[ActionOutcome]] = {}
         self._compensations: list[CompensationStep] = []
         self._carried = self._carry_over(input)
@@ -303,6 +308,47 @@ class StageWorkflow:
             compensations=self._compensations,
         )
 
+    def _notify(
+        self, action: Action, state: ActionState, configuration: dict[str, str], kind: str, expires: datetime
+    ) -> None:
+        """Send the approval's notification in the background: its failures are retried and logged,
+        and never fail the approval wait."""
+        policy, request = action.conveyor.approval, state.approval_request
+        assert state.token is not None and request is not None
+        notice = ApprovalNotice(
+            kind=kind,
+            pipeline_name=self._input.pipeline_name,
+            execution_id=self._input.execution_id,
+            stage_name=self._stage.name,
+            action_name=action.name,
+            token=state.token,
+            expires=expires,
+            custom_data=configuration.get("CustomData"),
+            external_entity_link=configuration.get("ExternalEntityLink"),
+            approvers=request.approvers,
+            quorum=request.quorum,
+            started_by=self._input.started_by,
+            source_revisions=request.source_revisions,
+            artifacts=request.artifacts,
+            notification_arn=configuration.get("NotificationArn"),
+            webhook_url=policy.notify_webhook if policy else None,
+            webhook_secret_env=policy.notify_webhook_secret_env if policy else None,
+        )
+
+        async def send() -> None:
+            try:
+                await workflow.execute_activity(
+                    "notify_approval",
+                    notice,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=NOTIFICATION_RETRY,
+                )
+            except ActivityError as err:
+                state.notification_errors.append(f"{kind}: {getattr(err.cause, 'message', None) or err}")
+                workflow.logger.warning("approval notification failed: %s", err.cause)
+
+        self._notifications.append(asyncio.create_task(send()))
+
     def _action_state(self, name: str) -> ActionState:
         return next(a for a in self._state.actions if a.action_name == name)
 
@@ -470,14 +516,26 @@ class StageWorkflow:
             source_revisions=[f"{r.action_name}:{r.revision_id}" for r in self._input.source_revisions_seen],
             custom_data=configuration.get("CustomData"),
         )
-        try:
-            await workflow.wait_condition(
-                lambda: action.name in self._decisions or self._stop is not None, timeout=timeout
-            )
-        except TimeoutError:
-            state.token = None
-            minutes = int(timeout.total_seconds() // 60)
-            raise ActionFailed("ApprovalTimedOut", f"no decision within {_minutes_text(minutes)}") from None
+        deadline = workflow.now() + timeout
+        notify = bool(configuration.get("NotificationArn") or (policy and policy.notify_webhook))
+        if notify:
+            self._notify(action, state, configuration, "opened", deadline)
+        reminder = timedelta(minutes=policy.reminder_minutes) if policy and policy.reminder_minutes else None
+        while True:
+            remaining = deadline - workflow.now()
+            try:
+                await workflow.wait_condition(
+                    lambda: action.name in self._decisions or self._stop is not None,
+                    timeout=min(remaining, reminder) if reminder else remaining,
+                )
+                break
+            except TimeoutError:
+                if reminder is None or workflow.now() >= deadline:
+                    state.token = None
+                    minutes = int(timeout.total_seconds() // 60)
+                    raise ActionFailed("ApprovalTimedOut", f"no decision within {_minutes_text(minutes)}") from None
+                if notify:
+                    self._notify(action, state, configuration, "reminder", deadline)
         if action.name not in self._decisions:  # a stop (wait or abandon) cancels a pending approval
             state.token = None
             raise ActionFailed("ApprovalCancelled", "the execution was stopped while the approval waited")

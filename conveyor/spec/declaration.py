@@ -94,6 +94,9 @@ class ApprovalPolicy(DeclarationModel):
     allow_starter: bool = False  # the identity that started the execution may approve
     allow_author: bool = False  # the source revision's author may approve
     sources: list[str] | None = None  # channels a decision may come from; None: any
+    reminder_minutes: int | None = Field(default=None, ge=1, le=60 * 24 * 7)  # re-notify while it waits
+    notify_webhook: str | None = Field(default=None, pattern=r"^https?://")  # HMAC-signed JSON POST
+    notify_webhook_secret_env: str | None = None  # the worker variable holding that webhook's HMAC key
 
 
 class ActionExtension(DeclarationModel):

@@ -1,0 +1,159 @@
+"""Approval notifications: SNS through a moto server on loopback, an HMAC-signed webhook, reminders."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+import pytest_asyncio
+import uvicorn
+from fastapi import FastAPI, Request
+from moto.server import ThreadedMotoServer
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.notifications import sign
+from conveyor.client import ConveyorClient
+from conveyor.connection import ensure_search_attributes
+from conveyor.devserver import find_binary, free_port
+from conveyor.model import ActionStatus, ExecutionStatus
+from conveyor.settings import Settings
+from conveyor.worker import build_worker
+from tests.helpers import pipeline, waiting_token
+
+HOOK_SECRET = "hook-secret-for-tests"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real moto server on loopback; boto3 in the worker reaches it through AWS_ENDPOINT_URL."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for name, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "TEST_HOOK_SECRET": HOOK_SECRET,
+    }.items():
+        monkeypatch.setenv(name, value)
+    yield endpoint
+    server.stop()
+
+
+@pytest_asyncio.fixture
+async def receiver() -> AsyncIterator[tuple[str, list[tuple[dict, bytes]]]]:
+    """A webhook receiver over real HTTP that keeps what it was sent."""
+    received: list[tuple[dict, bytes]] = []
+    app = FastAPI()
+
+    @app.post("/hook")
+    async def hook(request: Request) -> dict:
+        received.append((dict(request.headers), await request.body()))
+        return {"ok": True}
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/hook", received
+    server.should_exit = True
+    await task
+
+
+def approval(topic: str, hook: str, extra: str = "") -> dict:
+    return pipeline(
+        f"""
+name: notified
+stages:
+  - name: Prod
+    actions:
+      - name: Gate
+        provider: Manual
+        {extra}
+        configuration: {{NotificationArn: "{topic}", CustomData: "ship #{{codepipeline.PipelineExecutionId}}?"}}
+        conveyor:
+          approval: {{notifyWebhook: "{hook}", notifyWebhookSecretEnv: TEST_HOOK_SECRET, reminderMinutes: 60}}
+"""
+    )
+
+
+async def test_sns_and_signed_webhook_carry_the_approval(
+    conveyor: ConveyorClient, worker: Worker, aws: str, receiver: tuple[str, list]
+) -> None:
+    hook, received = receiver
+    sns = boto3.client("sns", endpoint_url=aws, region_name="us-east-1")
+    sqs = boto3.client("sqs", endpoint_url=aws, region_name="us-east-1")
+    topic = sns.create_topic(Name=f"approvals-{uuid.uuid4().hex[:6]}")["TopicArn"]
+    queue = sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:6]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+
+    ref, _ = await conveyor.start(approval(topic, hook), started_by="dave")
+    token = await waiting_token(conveyor, ref, "Prod", "Gate")
+
+    async def delivered() -> dict:
+        while True:
+            messages = (await asyncio.to_thread(sqs.receive_message, QueueUrl=queue, WaitTimeSeconds=1)).get("Messages")
+            if messages and received:
+                return json.loads(json.loads(messages[0]["Body"])["Message"])
+            await asyncio.sleep(0.2)
+
+    message = await asyncio.wait_for(delivered(), 30)
+    assert message["region"] == "us-east-1"
+    assert message["approval"]["token"] == token and message["approval"]["actionName"] == "Gate"
+    assert message["approval"]["customData"] == f"ship {ref.execution_id}?"  # variables resolved
+    assert message["conveyor"]["startedBy"] == "dave" and message["conveyor"]["kind"] == "opened"
+    headers, body = received[0]
+    assert headers["x-conveyor-event"] == "approval.opened"
+    assert headers["x-conveyor-signature-256"] == sign(HOOK_SECRET, body)  # verifiable by the receiver
+    await conveyor.decide(ref, "Prod", "Gate", approve=True, token=token, by="alice")
+    assert (await asyncio.wait_for(conveyor.wait(ref), 30)).status == ExecutionStatus.SUCCEEDED
+
+
+async def test_a_failing_notification_never_fails_the_approval(
+    conveyor: ConveyorClient, worker: Worker, aws: str
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    ref, _ = await conveyor.start(approval("arn:aws:sns:us-east-1:123456789012:missing-topic", closed))
+    token = await waiting_token(conveyor, ref, "Prod", "Gate")
+    await asyncio.sleep(1)  # the notification has failed at least once by now
+    await conveyor.decide(ref, "Prod", "Gate", approve=True, token=token, by="alice")
+    final = await asyncio.wait_for(conveyor.wait(ref), 30)
+    assert final.status == ExecutionStatus.SUCCEEDED
+
+
+async def test_reminders_until_the_approval_expires(aws: str, receiver: tuple[str, list], tmp_path: Path) -> None:
+    hook, received = receiver
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=find_binary("temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    try:
+        await ensure_search_attributes(env.client)
+        settings = Settings(data_dir=tmp_path, task_queue=f"tq-{uuid.uuid4().hex[:8]}")
+        conveyor = ConveyorClient(env.client, settings)
+        declaration = approval("", hook, extra="timeoutInMinutes: 180")
+        declaration["stages"][0]["actions"][0]["configuration"].pop("NotificationArn")
+        async with build_worker(env.client, settings):
+            ref, _ = await conveyor.start(declaration)
+            await waiting_token(conveyor, ref, "Prod", "Gate")
+            for _ in range(3):  # let each reminder's activity run before skipping on
+                await env.sleep(timedelta(minutes=61))
+                await asyncio.sleep(0.5)
+            state = await asyncio.wait_for(conveyor.wait(ref), 30)
+    finally:
+        await env.shutdown()
+    kinds = [json.loads(body)["conveyor"]["kind"] for _, body in received]
+    assert kinds == ["opened", "reminder", "reminder"]  # every hour until it expired at 3 hours
+    gate = state.stages[0].actions[0]
+    assert gate.status == ActionStatus.FAILED and gate.error is not None and gate.error.code == "ApprovalTimedOut"

@@ -1,8 +1,5 @@
-"""One worker for both sides of a benchmark: Conveyor's workflows and activities plus the baseline's.
-
-`conveyor.worker.build_worker` fixes `workflows` and `activities`, so extra registrations cannot be
-passed through its `**options`; this builds the `Worker` itself with the same options (activity
-executor, heartbeat throttles). Keep `worker_options` in step with `build_worker`.
+"""One worker for both sides of a benchmark: Conveyor's own worker (`conveyor.worker.build_worker`,
+so the same options) with the baseline's workflows and activities registered beside Conveyor's.
 
 `python -m bench.worker` runs it as a process, configured like `conveyor worker` (TEMPORAL_ADDRESS,
 CONVEYOR_TASK_QUEUE, CONVEYOR_DATA_DIR): the recovery scenario SIGKILLs it on the baseline side.
@@ -11,8 +8,6 @@ CONVEYOR_TASK_QUEUE, CONVEYOR_DATA_DIR): the recovery scenario SIGKILLs it on th
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
@@ -20,25 +15,17 @@ from temporalio.worker import Worker
 
 from bench.baseline import BaselineExecution, BaselineStage, baseline_commands, baseline_noop
 from conveyor.settings import Settings
-from conveyor.worker import WORKFLOWS, activities_for
-
-
-def worker_options() -> dict[str, Any]:
-    """The options `conveyor.worker.build_worker` passes, so both sides run on identical settings."""
-    return {
-        "activity_executor": concurrent.futures.ThreadPoolExecutor(max_workers=8),
-        "max_heartbeat_throttle_interval": timedelta(seconds=2),
-        "default_heartbeat_throttle_interval": timedelta(seconds=2),
-    }
+from conveyor.worker import build_worker
 
 
 def build_bench_worker(client: Client, settings: Settings, **options: Any) -> Worker:
-    return Worker(
+    """Conveyor's own worker (same options) with the baseline's workflows and activities beside it."""
+    return build_worker(
         client,
-        task_queue=settings.task_queue,
-        workflows=[*WORKFLOWS, BaselineExecution, BaselineStage],
-        activities=[*activities_for(settings), baseline_noop, baseline_commands],
-        **(worker_options() | options),
+        settings,
+        extra_workflows=[BaselineExecution, BaselineStage],
+        extra_activities=[baseline_noop, baseline_commands],
+        **options,
     )
 
 

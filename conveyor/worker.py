@@ -54,18 +54,34 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
     ]
 
 
-def build_worker(client: Client, settings: Settings, **options: Any) -> Worker:
+def worker_options() -> dict[str, Any]:
+    """The worker settings Conveyor runs with (the benchmarks' baseline shares them)."""
+    return {
+        "activity_executor": concurrent.futures.ThreadPoolExecutor(max_workers=8),
+        # Heartbeats are how a stop or abandon reaches a running action: send them within seconds,
+        # not at the SDK's default of 80% of the heartbeat timeout.
+        "max_heartbeat_throttle_interval": timedelta(seconds=2),
+        "default_heartbeat_throttle_interval": timedelta(seconds=2),
+        # A dead worker's sticky queue holds its workflows' next tasks this long before any worker
+        # may take them (the SDK default of 10 s was most of the measured recovery time).
+        "sticky_queue_schedule_to_start_timeout": timedelta(seconds=3),
+    }
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    extra_workflows: Sequence[type] = (),
+    extra_activities: Sequence[Callable[..., Any]] = (),
+    **options: Any,
+) -> Worker:
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=list(WORKFLOWS),
-        activities=activities_for(settings),
-        activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
-        # Heartbeats are how a stop or abandon reaches a running action: send them within seconds,
-        # not at the SDK's default of 80% of the heartbeat timeout.
-        max_heartbeat_throttle_interval=timedelta(seconds=2),
-        default_heartbeat_throttle_interval=timedelta(seconds=2),
-        **options,
+        workflows=[*WORKFLOWS, *extra_workflows],
+        activities=[*activities_for(settings), *extra_activities],
+        **(worker_options() | options),
     )
 
 

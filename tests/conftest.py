@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from conveyor.client import ConveyorClient
-from conveyor.devserver import EmbeddedServer
+from conveyor.connection import ensure_search_attributes
+from conveyor.devserver import EmbeddedServer, find_binary
 from conveyor.settings import Settings
 from conveyor.worker import build_worker
 
@@ -55,3 +58,18 @@ async def worker(temporal_client: Client, settings: Settings) -> AsyncIterator[W
     """An in-process worker on the test's task queue (crash tests start real worker processes)."""
     async with build_worker(temporal_client, settings) as running:
         yield running
+
+
+@pytest_asyncio.fixture
+async def time_skipping(tmp_path: Path) -> AsyncIterator[tuple[WorkflowEnvironment, ConveyorClient]]:
+    """The time-skipping test server (long waits in seconds), Conveyor's search attributes registered,
+    and a client on a fresh task queue; the test runs its own worker with `build_worker`."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=find_binary("temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    try:
+        await ensure_search_attributes(env.client)
+        settings = Settings(data_dir=tmp_path, task_queue=f"tq-{uuid.uuid4().hex[:8]}")
+        yield env, ConveyorClient(env.client, settings)
+    finally:
+        await env.shutdown()

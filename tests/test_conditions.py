@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from conveyor.client import ConveyorClient, ConveyorError
-from conveyor.connection import ensure_search_attributes
-from conveyor.devserver import find_binary
 from conveyor.model import ExecutionState, ExecutionStatus, StageStatus
-from conveyor.settings import Settings
 from conveyor.worker import build_worker
 from tests.helpers import pipeline
 
@@ -115,42 +110,36 @@ async def test_override_of_a_failing_before_entry_condition(conveyor: ConveyorCl
     assert deploy.conditions[-1].status == "Overridden" and deploy.conditions[-1].overridden_by == "ops"
 
 
-async def test_deployment_window_two_days_ahead_waits_then_enters(tmp_path: Path) -> None:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=find_binary("temporal-test-server"), data_converter=pydantic_data_converter
-    )
-    try:
-        await ensure_search_attributes(env.client)
-        settings = Settings(data_dir=tmp_path, task_queue=f"tq-{uuid.uuid4().hex[:8]}")
-        conveyor = ConveyorClient(env.client, settings)
-        paris = ZoneInfo("Europe/Paris")
-        opening = (await env.get_current_time()).astimezone(paris) + timedelta(days=2)
-        opening = opening.replace(minute=0, second=0, microsecond=0)
-        cron = f"* * {opening.hour} {opening.day} {opening.month} ? {opening.year}"
-        block = f"""    beforeEntry:
+async def test_deployment_window_two_days_ahead_waits_then_enters(
+    time_skipping: tuple[WorkflowEnvironment, ConveyorClient],
+) -> None:
+    env, conveyor = time_skipping
+    paris = ZoneInfo("Europe/Paris")
+    opening = (await env.get_current_time()).astimezone(paris) + timedelta(days=2)
+    opening = opening.replace(minute=0, second=0, microsecond=0)
+    cron = f"* * {opening.hour} {opening.day} {opening.month} ? {opening.year}"
+    block = f"""    beforeEntry:
       conditions:
         - result: FAIL
           rules:
             - name: Window
               ruleTypeId: {{provider: DeploymentWindow}}
               configuration: {{Cron: "{cron}", TimeZone: Europe/Paris}}"""
-        async with build_worker(env.client, settings):
-            ref, _ = await conveyor.start(gated(block))
+    async with build_worker(env.client, conveyor.settings):
+        ref, _ = await conveyor.start(gated(block))
 
-            async def waiting() -> str:
-                while True:
-                    state = await conveyor.state(ref)
-                    conditions = state.stages[1].conditions
-                    if conditions and (conditions[0].rules[0].summary or "").startswith("waiting for the window"):
-                        return conditions[0].rules[0].summary or ""
-                    await asyncio.sleep(0.1)
+        async def waiting() -> str:
+            while True:
+                state = await conveyor.state(ref)
+                conditions = state.stages[1].conditions
+                if conditions and (conditions[0].rules[0].summary or "").startswith("waiting for the window"):
+                    return conditions[0].rules[0].summary or ""
+                await asyncio.sleep(0.1)
 
-            summary = await asyncio.wait_for(waiting(), 30)
-            assert datetime.fromisoformat(summary.rsplit(" at ", 1)[1]) == opening
-            await env.sleep(timedelta(days=2, hours=1))  # skipped, not waited
-            final = await asyncio.wait_for(conveyor.wait(ref), 30)
-    finally:
-        await env.shutdown()
+        summary = await asyncio.wait_for(waiting(), 30)
+        assert datetime.fromisoformat(summary.rsplit(" at ", 1)[1]) == opening
+        await env.sleep(timedelta(days=2, hours=1))  # skipped, not waited
+        final = await asyncio.wait_for(conveyor.wait(ref), 30)
     assert final.status == ExecutionStatus.SUCCEEDED, final.status_summary
     deploy = final.stages[1]
     assert deploy.conditions[0].status == "Succeeded"

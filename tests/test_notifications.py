@@ -7,7 +7,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import boto3
 import pytest
@@ -15,16 +14,13 @@ import pytest_asyncio
 import uvicorn
 from fastapi import FastAPI, Request
 from moto.server import ThreadedMotoServer
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.notifications import sign
 from conveyor.client import ConveyorClient
-from conveyor.connection import ensure_search_attributes
-from conveyor.devserver import find_binary, free_port
+from conveyor.devserver import free_port
 from conveyor.model import ActionStatus, ExecutionStatus
-from conveyor.settings import Settings
 from conveyor.worker import build_worker
 from tests.helpers import pipeline, waiting_token
 
@@ -133,26 +129,20 @@ async def test_a_failing_notification_never_fails_the_approval(
     assert final.status == ExecutionStatus.SUCCEEDED
 
 
-async def test_reminders_until_the_approval_expires(aws: str, receiver: tuple[str, list], tmp_path: Path) -> None:
+async def test_reminders_until_the_approval_expires(
+    aws: str, receiver: tuple[str, list], time_skipping: tuple[WorkflowEnvironment, ConveyorClient]
+) -> None:
     hook, received = receiver
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=find_binary("temporal-test-server"), data_converter=pydantic_data_converter
-    )
-    try:
-        await ensure_search_attributes(env.client)
-        settings = Settings(data_dir=tmp_path, task_queue=f"tq-{uuid.uuid4().hex[:8]}")
-        conveyor = ConveyorClient(env.client, settings)
-        declaration = approval("", hook, extra="timeoutInMinutes: 180")
-        declaration["stages"][0]["actions"][0]["configuration"].pop("NotificationArn")
-        async with build_worker(env.client, settings):
-            ref, _ = await conveyor.start(declaration)
-            await waiting_token(conveyor, ref, "Prod", "Gate")
-            for _ in range(3):  # let each reminder's activity run before skipping on
-                await env.sleep(timedelta(minutes=61))
-                await asyncio.sleep(0.5)
-            state = await asyncio.wait_for(conveyor.wait(ref), 30)
-    finally:
-        await env.shutdown()
+    env, conveyor = time_skipping
+    declaration = approval("", hook, extra="timeoutInMinutes: 180")
+    declaration["stages"][0]["actions"][0]["configuration"].pop("NotificationArn")
+    async with build_worker(env.client, conveyor.settings):
+        ref, _ = await conveyor.start(declaration)
+        await waiting_token(conveyor, ref, "Prod", "Gate")
+        for _ in range(3):  # let each reminder's activity run before skipping on
+            await env.sleep(timedelta(minutes=61))
+            await asyncio.sleep(0.5)
+        state = await asyncio.wait_for(conveyor.wait(ref), 30)
     kinds = [json.loads(body)["conveyor"]["kind"] for _, body in received]
     assert kinds == ["opened", "reminder", "reminder"]  # every hour until it expired at 3 hours
     gate = state.stages[0].actions[0]

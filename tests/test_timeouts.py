@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowFailureError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from conveyor import search_attributes
 from conveyor.client import ConveyorClient
-from conveyor.connection import ensure_search_attributes
-from conveyor.devserver import find_binary
 from conveyor.model import ActionStatus, ExecutionStatus
-from conveyor.settings import Settings
 from conveyor.worker import build_worker
 from tests.helpers import pipeline, waiting_token
 
@@ -34,26 +28,20 @@ stages:
 """
 
 
-async def test_approval_times_out_after_seven_days(tmp_path: Path) -> None:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=find_binary("temporal-test-server"), data_converter=pydantic_data_converter
-    )
-    try:
-        await ensure_search_attributes(env.client)
-        settings = Settings(data_dir=tmp_path, task_queue=f"tq-{uuid.uuid4().hex[:8]}")
-        conveyor = ConveyorClient(env.client, settings)
-        async with build_worker(env.client, settings):
-            ref, _ = await conveyor.start(pipeline(APPROVAL_ONLY))
-            handle = env.client.get_workflow_handle(ref.workflow_id)
-            began = time.monotonic()
-            await waiting_token(conveyor, ref)
-            await env.sleep(timedelta(days=7, minutes=1))  # skipped, not waited
-            with pytest.raises(WorkflowFailureError):
-                await handle.result()
-            wall = time.monotonic() - began
-            state = await conveyor.state(ref)
-    finally:
-        await env.shutdown()
+async def test_approval_times_out_after_seven_days(
+    time_skipping: tuple[WorkflowEnvironment, ConveyorClient],
+) -> None:
+    env, conveyor = time_skipping
+    async with build_worker(env.client, conveyor.settings):
+        ref, _ = await conveyor.start(pipeline(APPROVAL_ONLY))
+        handle = env.client.get_workflow_handle(ref.workflow_id)
+        began = time.monotonic()
+        await waiting_token(conveyor, ref)
+        await env.sleep(timedelta(days=7, minutes=1))  # skipped, not waited
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        wall = time.monotonic() - began
+        state = await conveyor.state(ref)
     assert wall < 30
     assert state.status == ExecutionStatus.FAILED
     prod = state.stage("Prod")

@@ -31,3 +31,13 @@ async def waiting_token(conveyor: ConveyorClient, ref: ExecutionRef, stage: str 
             await asyncio.sleep(0.2)
 
     return await asyncio.wait_for(poll(), 30)
+
+
+async def waiting_for_stage(conveyor: ConveyorClient, ref: ExecutionRef, stage: str) -> None:
+    """Until the execution waits in front of `stage` (its lock, or a closed transition)."""
+
+    async def poll() -> None:
+        while (await conveyor.state(ref)).waiting_for_stage != stage:
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(poll(), 30)

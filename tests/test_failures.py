@@ -11,7 +11,7 @@ from temporalio.worker import Worker
 
 from conveyor.client import ConveyorClient, ConveyorError
 from conveyor.model import ActionStatus, ExecutionStatus, StageStatus
-from tests.helpers import pipeline, waiting_token
+from tests.helpers import pipeline, waiting_for_stage, waiting_token
 
 
 async def test_transient_failure_is_retried_to_success_with_each_attempt_visible(
@@ -294,11 +294,7 @@ stages:
     await waiting_token(conveyor, first, "Gate", "Approve")
     second, _ = await conveyor.start(declaration)
 
-    async def queued() -> None:
-        while (await conveyor.state(second)).waiting_for_stage != "Gate":
-            await asyncio.sleep(0.1)
-
-    await asyncio.wait_for(queued(), 30)
+    await waiting_for_stage(conveyor, second, "Gate")
     await conveyor.stop(first, reason="not this one")
     stopped = await asyncio.wait_for(conveyor.wait(first), 30)
     assert stopped.status == ExecutionStatus.STOPPED
@@ -326,11 +322,7 @@ stages:
     token = await waiting_token(conveyor, first, "Gate", "Approve")
     second, _ = await conveyor.start(declaration)
 
-    async def queued() -> None:
-        while (await conveyor.state(second)).waiting_for_stage != "Gate":
-            await asyncio.sleep(0.1)
-
-    await asyncio.wait_for(queued(), 30)
+    await waiting_for_stage(conveyor, second, "Gate")
     await conveyor.decide(first, "Gate", "Approve", approve=False, token=token, summary="no")
     assert (await asyncio.wait_for(conveyor.wait(first), 30)).status == ExecutionStatus.FAILED
     await waiting_token(conveyor, second, "Gate", "Approve")  # the failed one let go of the stage

@@ -309,8 +309,7 @@ class ConveyorClient:
                 "approve" if approve else "reject", decision, id=update_id, result_type=ApprovalResult
             )
         except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            raise ConveyorError(getattr(cause, "message", None) or str(cause or err)) from None
+            raise ConveyorError(refusal(err)) from None
         except RPCError as err:
             raise ConveyorError(await self._closed_reason(ref, stage, action, err)) from None
 
@@ -382,7 +381,7 @@ class ConveyorClient:
         try:
             return await handle.execute_update(name, payload, result_type=ExecutionState)
         except WorkflowUpdateFailedError as err:
-            raise ConveyorError(getattr(err.cause, "message", None) or str(err.cause or err)) from None
+            raise ConveyorError(refusal(err)) from None
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 state = await self.state(ref, live=False)
@@ -397,10 +396,7 @@ class ConveyorClient:
         try:
             execution_id = await handle.execute_update("rollback_stage", request, result_type=str)
         except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            while getattr(cause, "cause", None) is not None and not isinstance(cause, ApplicationError):
-                cause = cause.cause
-            raise ConveyorError(getattr(cause, "message", None) or str(cause or err)) from None
+            raise ConveyorError(refusal(err)) from None
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise ConveyorError(f"pipeline '{pipeline_name}' is not registered: `conveyor apply FILE`") from None
@@ -432,7 +428,7 @@ class ConveyorClient:
                 result_type=ApplyResult,
             )
         except WorkflowUpdateFailedError as err:
-            raise ConveyorError(getattr(err.cause, "message", None) or str(err.cause or err)) from None
+            raise ConveyorError(refusal(err)) from None
 
     async def pipeline_state(self, name: str) -> CoordinatorState:
         handle = self.temporal.get_workflow_handle(name)
@@ -479,7 +475,7 @@ class ConveyorClient:
                 "enable_transition" if enabled else "disable_transition", change, result_type=TransitionState
             )
         except WorkflowUpdateFailedError as err:
-            raise ConveyorError(getattr(err.cause, "message", None) or str(err.cause or err)) from None
+            raise ConveyorError(refusal(err)) from None
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise ConveyorError(
@@ -493,6 +489,15 @@ class ConveyorClient:
         async for wf in self.temporal.list_workflows("WorkflowType = 'Pipeline' AND ExecutionStatus = 'Running'"):
             out.append((wf.id, await wf.memo()))
         return sorted(out)
+
+
+def refusal(err: WorkflowUpdateFailedError) -> str:
+    """Why an update was refused: the innermost ApplicationError's message (a validator's refusal, or
+    an activity's, e.g. a rollback rule checked by `start_manual_rollback`)."""
+    cause = err.cause
+    while getattr(cause, "cause", None) is not None and not isinstance(cause, ApplicationError):
+        cause = cause.cause  # type: ignore[union-attr]
+    return getattr(cause, "message", None) or str(cause or err)
 
 
 def sa_initial(name: str, version: Any) -> TypedSearchAttributes:

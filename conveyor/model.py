@@ -194,6 +194,8 @@ class ApprovalDecision(CamelModel):
     summary: str = Field(default="", max_length=512)
     by: str | None = None  # claimed identity; as trusted as access to the Temporal namespace
     source: str = "temporal"  # the channel: cli, temporal, signal, slack, api
+    # Other names the channel verified for the decider (the Slack app: `slack:TEAM/USER`, `email:...`).
+    principals: list[str] = Field(default_factory=list, max_length=50)
 
 
 class ApprovalResult(CamelModel):
@@ -205,6 +207,30 @@ class ApprovalResult(CamelModel):
     source: str = "temporal"
     approvals: int = 0  # approvals counted so far
     quorum: int = 1
+    principals: list[str] = Field(default_factory=list)  # the decider's other names (one person counts once)
+
+
+class SlackMessageRef(CamelModel):
+    """Where an approval's Slack message is, to update it as decisions arrive."""
+
+    channel: str
+    ts: str
+
+
+class ApproverQuery(CamelModel):
+    """Input of `resolve_approvers`: the policy's entries and who is excluded, as declared."""
+
+    approvers: list[str]
+    excluded: list[str] = Field(default_factory=list)
+
+
+class ApproverSnapshot(CamelModel):
+    """Who may decide, resolved when the approval opened (groups, emails, the identity directory)."""
+
+    allowed: list[str] = Field(default_factory=list)  # principal names; empty: anyone with access
+    excluded: list[str] = Field(default_factory=list)
+    people: int = 0  # distinct people the allowed names belong to (as far as the directory knows)
+    problems: list[str] = Field(default_factory=list)  # entries that resolved to nobody, and why
 
 
 class ApprovalRequest(CamelModel):
@@ -217,6 +243,10 @@ class ApprovalRequest(CamelModel):
     artifacts: dict[str, str] = Field(default_factory=dict)  # name -> digest the decision is bound to
     source_revisions: list[str] = Field(default_factory=list)
     custom_data: str | None = None
+    # The membership snapshot taken when the approval opened (None: no policy, or recorded before it existed).
+    allowed: list[str] | None = None
+    problems: list[str] = Field(default_factory=list)
+    slack_message: SlackMessageRef | None = None
 
 
 # --- State: what `state` queries return and what the memo keeps ------------------------------------
@@ -622,7 +652,7 @@ class RegexCheck(CamelModel):
 class ApprovalNotice(CamelModel):
     """Input of the `notify_approval` activity: CodePipeline's approval notification, and where to send it."""
 
-    kind: str  # "opened" | "reminder"
+    kind: str  # "opened" | "reminder" | "progress" (a decision counted) | "closed"
     pipeline_name: str
     execution_id: str
     stage_name: str
@@ -639,3 +669,10 @@ class ApprovalNotice(CamelModel):
     notification_arn: str | None = None  # SNS topic (the action's NotificationArn)
     webhook_url: str | None = None
     webhook_secret_env: str | None = None
+    # Slack: the channel to post to, and once posted the message to update.
+    slack_channel: str | None = None
+    slack_message: SlackMessageRef | None = None
+    revisions: list[SourceRevision] = Field(default_factory=list)
+    authors: list[str] = Field(default_factory=list)
+    approvals: list[ApprovalResult] = Field(default_factory=list)  # accepted so far (progress, outcome)
+    outcome: str | None = None  # closed: Approved | Rejected | TimedOut | Stopped

@@ -11,6 +11,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.approvers import resolve_approvers
 from activities.artifacts import store_from_settings
 from activities.conditions import deployment_window, regex_matches
 from activities.coordination import CoordinationActivities
@@ -19,6 +20,7 @@ from activities.providers.commands import CommandsProvider
 from activities.providers.git import GitProvider
 from activities.providers.noop import noop
 from activities.rollback import RollbackActivities
+from activities.slack import notify_slack
 from activities.triggers import TriggerActivities
 from conveyor.settings import Settings
 from workflows.coordinator import PipelineWorkflow
@@ -50,6 +52,8 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         triggers.fire_trigger,
         deployment_window,
         regex_matches,
+        resolve_approvers,
+        notify_slack,
         notify_approval,
     ]
 

@@ -18,6 +18,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
+    from conveyor.identities import normalize
     from conveyor.model import (
         ActionAttempt,
         ActionContext,
@@ -28,6 +29,8 @@ with workflow.unsafe.imports_passed_through():
         ApprovalNotice,
         ApprovalRequest,
         ApprovalResult,
+        ApproverQuery,
+        ApproverSnapshot,
         ArtifactRef,
         CommandsInput,
         CompensationStep,
@@ -35,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         GitSourceInput,
         NoopInput,
         OutputArtifactSpec,
+        SlackMessageRef,
         SourceRevision,
         StageInput,
         StageResult,
@@ -46,6 +50,8 @@ with workflow.unsafe.imports_passed_through():
     from conveyor.variables import UnresolvedVariableError, resolve
 
 DEFAULT_APPROVAL_TIMEOUT = timedelta(days=7)
+# Approvals with a policy resolve their approvers (groups, emails, the identity directory) when they open.
+MEMBERSHIP_PATCH = "approval-membership"
 DEFAULT_COMMANDS_TIMEOUT = timedelta(minutes=55)
 DEFAULT_ACTION_TIMEOUT = timedelta(hours=1)
 # Infrastructure failures (a dead worker's heartbeat timeout) are retried; an action's own failure
@@ -111,6 +117,8 @@ class StageWorkflow:
         self._decisions: dict[str, ApprovalResult] = {}
         self._stop: StopRequest | None = None
         self._notifications: list[asyncio.Task[None]] = []
+        self._slack: list[asyncio.Task[None]] = []  # Slack posts and updates, each after the one before
+        self._notices: dict[str, ApprovalNotice] = {}
         self._running: dict[str, ActivityHandle[ActionOutcome]] = {}
         self._compensations: list[CompensationStep] = []
         self._carried = self._carry_over(input)
@@ -212,22 +220,25 @@ class StageWorkflow:
         if request is None:
             return action
         who = decision.by or ""
+        names = _names(decision.by, decision.principals)
         if request.sources is not None and decision.source not in request.sources:
             raise ApplicationError(
                 f"approval '{action.action_name}' does not take decisions from '{decision.source}' "
                 f"(allowed: {', '.join(request.sources)})"
             )
-        if request.approvers and who not in request.approvers:
+        # The snapshot taken when the approval opened (groups and emails resolved); before it existed, the list.
+        allowed = request.allowed if request.allowed is not None else request.approvers
+        if request.approvers and not names & set(allowed):
             raise ApplicationError(
                 f"'{who or 'an unnamed caller'}' may not decide approval '{action.action_name}' "
                 f"(approvers: {', '.join(request.approvers)})"
             )
-        if who in request.excluded:
+        if names & set(request.excluded):
             raise ApplicationError(
                 f"'{who}' started this execution or wrote its source revision, and may not decide approval "
                 f"'{action.action_name}' (separation of duties)"
             )
-        if any(a.by == who for a in action.approvals):
+        if any(names & _names(a.by, a.principals) for a in action.approvals):
             raise ApplicationError(f"'{who}' has already approved '{action.action_name}'; another approver is needed")
         return action
 
@@ -246,12 +257,15 @@ class StageWorkflow:
             source=decision.source,
             approvals=approvals,
             quorum=quorum,
+            principals=sorted(_names(decision.by, decision.principals) - {decision.by or ""}),
         )
         action.approvals.append(result)
         if final:
             action.approval = result
             action.token = None
             self._decisions[action.action_name] = result
+        else:
+            self._notify(action.action_name, "progress")
         return result
 
     def _decide_from_signal(self, decision: ApprovalDecision, status: str) -> None:
@@ -281,6 +295,8 @@ class StageWorkflow:
                 failed = True
                 break
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._slack:  # the message's last update goes out before the stage ends
+            await asyncio.gather(*self._slack)
         self._state.finished_at = workflow.now()
         if self._stop is not None:
             self._state.status = StageStatus.STOPPED
@@ -308,15 +324,16 @@ class StageWorkflow:
             compensations=self._compensations,
         )
 
-    def _notify(
-        self, action: Action, state: ActionState, configuration: dict[str, str], kind: str, expires: datetime
-    ) -> None:
-        """Send the approval's notification in the background: its failures are retried and logged,
-        and never fail the approval wait."""
+    def _open_notice(
+        self, action: Action, state: ActionState, configuration: dict[str, str], expires: datetime
+    ) -> ApprovalNotice | None:
+        """What every notification of this approval says; None when it notifies nobody."""
         policy, request = action.conveyor.approval, state.approval_request
         assert state.token is not None and request is not None
-        notice = ApprovalNotice(
-            kind=kind,
+        if not (configuration.get("NotificationArn") or (policy and (policy.notify_webhook or policy.slack_channel))):
+            return None
+        return ApprovalNotice(
+            kind="opened",
             pipeline_name=self._input.pipeline_name,
             execution_id=self._input.execution_id,
             stage_name=self._stage.name,
@@ -333,21 +350,48 @@ class StageWorkflow:
             notification_arn=configuration.get("NotificationArn"),
             webhook_url=policy.notify_webhook if policy else None,
             webhook_secret_env=policy.notify_webhook_secret_env if policy else None,
+            slack_channel=policy.slack_channel if policy else None,
+            revisions=list(self._input.source_revisions_seen),
+            authors=list(self._input.source_authors),
         )
 
-        async def send() -> None:
+    def _notify(self, action_name: str, kind: str, outcome: str | None = None) -> None:
+        """Send the approval's notifications in the background: their failures are retried and logged,
+        and never fail the approval wait. Slack messages go out in order (an update needs the post's ts)."""
+        base = self._notices.get(action_name)
+        if base is None:
+            return
+        state = self._action_state(action_name)
+        request = state.approval_request
+        assert request is not None
+        notice = base.model_copy(update={"kind": kind, "approvals": list(state.approvals), "outcome": outcome})
+
+        async def send(activity: str, previous: asyncio.Task[None] | None) -> None:
+            if previous is not None:
+                await previous
             try:
-                await workflow.execute_activity(
-                    "notify_approval",
-                    notice,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=NOTIFICATION_RETRY,
-                )
+                if activity == "notify_slack":
+                    posted = await workflow.execute_activity(
+                        activity,
+                        notice.model_copy(update={"slack_message": request.slack_message}),
+                        result_type=SlackMessageRef,
+                        start_to_close_timeout=timedelta(seconds=30),
+                        retry_policy=NOTIFICATION_RETRY,
+                    )
+                    request.slack_message = posted or request.slack_message
+                else:
+                    await workflow.execute_activity(
+                        activity, notice, start_to_close_timeout=timedelta(seconds=30), retry_policy=NOTIFICATION_RETRY
+                    )
             except ActivityError as err:
                 state.notification_errors.append(f"{kind}: {getattr(err.cause, 'message', None) or err}")
                 workflow.logger.warning("approval notification failed: %s", err.cause)
 
-        self._notifications.append(asyncio.create_task(send()))
+        if kind in ("opened", "reminder") and (notice.notification_arn or notice.webhook_url):
+            self._notifications.append(asyncio.create_task(send("notify_approval", None)))
+        if notice.slack_channel:
+            previous = self._slack[-1] if self._slack else None
+            self._slack.append(asyncio.create_task(send("notify_slack", previous)))
 
     def _action_state(self, name: str) -> ActionState:
         return next(a for a in self._state.actions if a.action_name == name)
@@ -498,15 +542,17 @@ class StageWorkflow:
         self, action: Action, state: ActionState, configuration: dict[str, str]
     ) -> ActionOutcome:
         timeout = self._timeout(action, DEFAULT_APPROVAL_TIMEOUT)
-        state.token = str(workflow.uuid4())
-        state.external_url = configuration.get("ExternalEntityLink")
         policy = action.conveyor.approval
+        membership = policy is not None and workflow.patched(MEMBERSHIP_PATCH)
+        if not membership:
+            state.token = str(workflow.uuid4())
+        state.external_url = configuration.get("ExternalEntityLink")
         excluded = []
         if policy is None or not policy.allow_starter:
             excluded += [self._input.started_by] if self._input.started_by else []
         if policy is None or not policy.allow_author:
             excluded += self._input.source_authors
-        state.approval_request = ApprovalRequest(
+        request = ApprovalRequest(
             approvers=list(policy.approvers) if policy else [],
             quorum=policy.quorum if policy else 1,
             # Separation of duties applies once a policy names its approvers; without one, anyone may decide.
@@ -516,10 +562,27 @@ class StageWorkflow:
             source_revisions=[f"{r.action_name}:{r.revision_id}" for r in self._input.source_revisions_seen],
             custom_data=configuration.get("CustomData"),
         )
+        if membership:
+            # Who may decide, resolved once; the token exists only then, so no decision predates the snapshot.
+            snapshot = await workflow.execute_activity(
+                "resolve_approvers",
+                ApproverQuery(approvers=request.approvers, excluded=request.excluded),
+                result_type=ApproverSnapshot,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=NOTIFICATION_RETRY,
+                summary=f"approvers of {self._stage.name}/{action.name}",
+            )
+            request.allowed, request.excluded, request.problems = snapshot.allowed, snapshot.excluded, snapshot.problems
+            if request.approvers and not snapshot.allowed:
+                state.approval_request = request
+                raise ActionFailed("ApproversUnresolved", "nobody may decide: " + "; ".join(snapshot.problems))
+            state.token = str(workflow.uuid4())
+        state.approval_request = request
         deadline = workflow.now() + timeout
-        notify = bool(configuration.get("NotificationArn") or (policy and policy.notify_webhook))
-        if notify:
-            self._notify(action, state, configuration, "opened", deadline)
+        notice = self._open_notice(action, state, configuration, deadline)
+        if notice is not None:
+            self._notices[action.name] = notice
+            self._notify(action.name, "opened")
         reminder = timedelta(minutes=policy.reminder_minutes) if policy and policy.reminder_minutes else None
         while True:
             remaining = deadline - workflow.now()
@@ -532,17 +595,24 @@ class StageWorkflow:
             except TimeoutError:
                 if reminder is None or workflow.now() >= deadline:
                     state.token = None
+                    self._notify(action.name, "closed", "TimedOut")
                     minutes = int(timeout.total_seconds() // 60)
                     raise ActionFailed("ApprovalTimedOut", f"no decision within {_minutes_text(minutes)}") from None
-                if notify:
-                    self._notify(action, state, configuration, "reminder", deadline)
+                self._notify(action.name, "reminder")
         if action.name not in self._decisions:  # a stop (wait or abandon) cancels a pending approval
             state.token = None
+            self._notify(action.name, "closed", "Stopped")
             raise ActionFailed("ApprovalCancelled", "the execution was stopped while the approval waited")
         decision = self._decisions[action.name]
+        self._notify(action.name, "closed", decision.status)
         if decision.status == "Rejected":
             raise ActionFailed("ApprovalRejected", f"rejected by {decision.by or 'unknown'}: {decision.summary}")
         return ActionOutcome(summary=decision.summary or f"approved by {decision.by or 'unknown'}")
+
+
+def _names(by: str | None, principals: list[str]) -> set[str]:
+    """Every name a decider is known by: the claimed identity and the names the channel verified."""
+    return {normalize(name) for name in [by or "", *principals] if name}
 
 
 def _minutes_text(minutes: int) -> str:

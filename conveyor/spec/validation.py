@@ -7,6 +7,7 @@ reported at once, each naming the file, the path inside it and what to change.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -336,7 +337,12 @@ def _check_providers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
         if policy is not None:
             if type_id.provider != "Manual":
                 errors.append(SpecIssue(f"{where}.conveyor.approval", "an approval policy is for 'Manual' actions"))
-            if policy.approvers and policy.quorum > len(policy.approvers):
+            for ai_, approver in enumerate(policy.approvers):
+                problem = approver_problem(approver)
+                if problem:
+                    errors.append(SpecIssue(f"{where}.conveyor.approval.approvers[{ai_}]", problem))
+            groups = any(a.startswith("slack-group:") for a in policy.approvers)
+            if policy.approvers and not groups and policy.quorum > len(policy.approvers):
                 errors.append(
                     SpecIssue(
                         f"{where}.conveyor.approval.quorum",
@@ -654,3 +660,26 @@ def _check_skippable_outputs(pipeline: Pipeline, errors: list[SpecIssue]) -> Non
                                     "(onFailure: SKIP); use FAIL, or do not depend on it",
                                 )
                             )
+
+
+_APPROVER_FORMS = {
+    "slack": (r"^(T[A-Z0-9]+/)?[UW][A-Z0-9]+$", "a Slack user id, e.g. 'slack:U0123ABCD' or 'slack:T0123/U0123ABCD'"),
+    "slack-group": (r"^S[A-Z0-9]+$", "a Slack user group id, e.g. 'slack-group:S0123ABCD'"),
+    "email": (r"^[^@\s]+@[^@\s]+$", "an email address, e.g. 'email:alice@example.com'"),
+    "github": (r"^[A-Za-z0-9-]+$", "a GitHub login, e.g. 'github:octocat'"),
+}
+
+
+def approver_problem(approver: str) -> str | None:
+    """Why an approval policy's approver entry is malformed, or None; a name without a prefix is an identity."""
+    kind, colon, value = approver.partition(":")
+    if not colon:
+        return "an approver name may not contain spaces" if any(c.isspace() for c in approver) else None
+    form = _APPROVER_FORMS.get(kind)
+    if form is None:
+        return f"'{kind}:' is not an approver kind; use a named identity (no prefix) or one of " + ", ".join(
+            f"'{k}:'" for k in _APPROVER_FORMS
+        )
+    if not re.match(form[0], value):
+        return f"'{approver}' is not {form[1]}"
+    return None

@@ -1,0 +1,108 @@
+"""Who people are: the identity directory, and the principal names an approval policy matches.
+
+A principal is one name a person is known by:
+
+- a named identity: `alice` (what the directory's keys are, and what `conveyor approve --by` claims);
+- `slack:T0001/U0001`: a Slack user, by workspace (`team.id`) and user id, never by display name;
+- `email:alice@example.com`: an email address (from the directory, or Slack's profile of the clicker);
+- `github:octocat`: a GitHub login (who sent a webhook that started an execution).
+
+An approval policy may also name `slack:U0001` (a Slack user without its workspace) and
+`slack-group:S0001` (a Slack user group); both are resolved by an activity when the approval opens.
+The directory (a YAML file, `CONVEYOR_IDENTITIES`) ties the names of one person together:
+
+```yaml
+identities:
+  alice:
+    slack: [T0001/U0001]
+    emails: [alice@example.com]
+    github: [alice-gh]
+```
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from conveyor.spec.validation import DeclarationError, SpecIssue, format_path
+
+IDENTITIES_ENV = "CONVEYOR_IDENTITIES"
+SlackUserRef = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]+/[A-Z0-9]+$")]
+
+
+class Identity(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slack: list[SlackUserRef] = Field(default_factory=list)  # TEAM/USER ids
+    emails: list[Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(default_factory=list)
+    github: list[str] = Field(default_factory=list)
+
+
+class IdentityDirectory(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    identities: dict[Annotated[str, StringConstraints(pattern=r"^[^:\s]+$")], Identity] = Field(default_factory=dict)
+
+    def names_of(self, identity: str) -> set[str]:
+        """Every principal of a named identity, itself included."""
+        entry = self.identities.get(identity)
+        if entry is None:
+            return {identity}
+        return (
+            {identity}
+            | {f"slack:{ref}" for ref in entry.slack}
+            | {f"email:{email.lower()}" for email in entry.emails}
+            | {f"github:{login}" for login in entry.github}
+        )
+
+    def identity_for(self, principal: str) -> str | None:
+        """The named identity that lists this principal (`slack:T/U`, `email:x`, `github:x`), if any."""
+        kind, _, value = principal.partition(":")
+        for name, entry in self.identities.items():
+            listed = {"slack": entry.slack, "email": [e.lower() for e in entry.emails], "github": entry.github}
+            if value in listed.get(kind, []):
+                return name
+        return None
+
+    def closure(self, principal: str) -> set[str]:
+        """A principal, and every other name of the person it belongs to."""
+        principal = normalize(principal)
+        if principal.split(":", 1)[0] in ("slack", "email", "github"):
+            identity = self.identity_for(principal)
+            return {principal} | (self.names_of(identity) if identity else set())
+        return self.names_of(principal)
+
+
+def normalize(principal: str) -> str:
+    """Emails compare case-insensitively, and a bare address (a Git author's) is an email principal."""
+    if principal.startswith("email:"):
+        return principal.lower()
+    if "@" in principal and ":" not in principal and " " not in principal:
+        return f"email:{principal.lower()}"
+    return principal
+
+
+def load_directory(path: Path | None = None) -> IdentityDirectory:
+    """The directory at `path`, or at $CONVEYOR_IDENTITIES, or an empty one; a bad file is a DeclarationError."""
+    if path is None:
+        configured = os.environ.get(IDENTITIES_ENV)
+        if not configured:
+            return IdentityDirectory()
+        path = Path(configured)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise DeclarationError(str(path), [SpecIssue("", "identity directory not found")]) from None
+    except yaml.YAMLError as err:
+        raise DeclarationError(str(path), [SpecIssue("", f"invalid YAML: {err}")]) from None
+    try:
+        return IdentityDirectory.model_validate(data)
+    except ValidationError as err:
+        raise DeclarationError(
+            str(path), [SpecIssue(format_path(e["loc"]), e["msg"].lower()) for e in err.errors()]
+        ) from None

@@ -298,11 +298,15 @@ class ConveyorClient:
         by: str | None = None,
         update_id: str | None = None,
         source: str = "api",
+        principals: list[str] | None = None,
     ) -> ApprovalResult:
-        """Approve or reject a Manual approval; without a token, the current one is read from state."""
+        """Approve or reject a Manual approval; without a token, the current one is read from state.
+        `principals`: other names the caller verified for the decider (the Slack app's `slack:TEAM/USER`)."""
         if token is None:
             token = await self._current_token(ref, stage, action)
-        decision = ApprovalDecision(token=token, action_name=action, summary=summary, by=by, source=source)
+        decision = ApprovalDecision(
+            token=token, action_name=action, summary=summary, by=by, source=source, principals=principals or []
+        )
         handle = self.temporal.get_workflow_handle(ref.stage_workflow_id(stage))
         try:
             return await handle.execute_update(

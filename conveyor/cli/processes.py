@@ -99,20 +99,28 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080)")] = None,
     config_file: Annotated[
-        Path | None, typer.Option("--config", help="YAML: host, port, webhookSecretEnv (pipeline -> variable)")
+        Path | None,
+        typer.Option("--config", help="YAML: host, port, webhookSecretEnv, identities, slack (see README)"),
     ] = None,
+    slack: Annotated[bool, typer.Option("--slack", help="Serve the Slack app (settings: the config's slack)")] = False,
+    socket_mode: Annotated[
+        bool, typer.Option("--socket-mode", help="Slack app over Socket Mode (SLACK_APP_TOKEN): no public URL")
+    ] = False,
 ) -> None:
-    """Run the HTTP service (GitHub webhooks at /webhooks/github/PIPELINE, /healthz, /readyz) until Ctrl-C.
+    """Run the HTTP service (GitHub webhooks at /webhooks/github/PIPELINE, the Slack app at /slack/events,
+    /healthz, /readyz) until Ctrl-C.
 
     Webhook secrets: CONVEYOR_WEBHOOK_SECRET_<PIPELINE> (upper-cased, other characters as _), else
-    CONVEYOR_WEBHOOK_SECRET (or the variable --config names); a pipeline with none refuses every delivery."""
+    CONVEYOR_WEBHOOK_SECRET (or the variable --config names); a pipeline with none refuses every delivery.
+    Slack: SLACK_BOT_TOKEN, and SLACK_SIGNING_SECRET (HTTP) and/or SLACK_APP_TOKEN (Socket Mode)."""
 
     async def go() -> int:
         import uvicorn
 
         from conveyor.service.app import create_app
-        from conveyor.service.config import ServiceConfig, load_service_config
+        from conveyor.service.config import ServiceConfig, SlackConfig, load_service_config
         from conveyor.service.github import WebhookSecrets
+        from conveyor.slack.app import slack_options
 
         service = load_service_config(config_file) if config_file else ServiceConfig()
         bind_host, bind_port = host or service.host, port or service.port
@@ -123,9 +131,19 @@ def serve(
             return (await connect_existing(config)).client
 
         secrets = WebhookSecrets(names=service.webhook_secret_env)
+        slack_config = service.slack
+        if slack or socket_mode:
+            slack_config = (slack_config or SlackConfig()).model_copy(
+                update={"socket_mode": socket_mode or (slack_config.socket_mode if slack_config else False)}
+            )
+        options = slack_options(slack_config, service.identities) if slack_config else None
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(client, secrets), host=bind_host, port=bind_port, log_config=None, access_log=False
+                create_app(client, secrets, options),
+                host=bind_host,
+                port=bind_port,
+                log_config=None,
+                access_log=False,
             )
         )
         console.print(f"Serving on http://{bind_host}:{bind_port} (Temporal at {resolve_address(config)})")

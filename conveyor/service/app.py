@@ -1,4 +1,4 @@
-"""The ASGI application behind `conveyor serve`: health, readiness and Git hosting webhooks."""
+"""The ASGI application behind `conveyor serve`: health, readiness, Git hosting webhooks and the Slack app."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
 from conveyor.client import ConveyorClient, ConveyorError
@@ -25,6 +27,7 @@ from conveyor.service.github import (
     push_event,
     signature_valid,
 )
+from conveyor.slack.app import SlackOptions, create_slack_app
 from conveyor.spec.declaration import ActionCategory, GitConfiguration, GitPushFilter, Pipeline, PipelineTrigger
 from conveyor.spec.validation import parse_pipeline
 from conveyor.triggers import GitEvent, matching_trigger
@@ -33,15 +36,33 @@ log = structlog.get_logger("conveyor.service")
 ClientFactory = Callable[[], Awaitable[ConveyorClient]]
 
 
-def create_app(client_factory: ClientFactory, secrets: WebhookSecrets | None = None) -> FastAPI:
-    """The service; `client_factory` connects to Temporal once, at start-up."""
+def create_app(
+    client_factory: ClientFactory, secrets: WebhookSecrets | None = None, slack: SlackOptions | None = None
+) -> FastAPI:
+    """The service; `client_factory` connects to Temporal once, at start-up. With `slack`, the Slack app
+    takes interactions at /slack/events (HTTP mode) and/or over a Socket Mode websocket."""
     secrets = secrets or WebhookSecrets()
     holder: dict[str, ConveyorClient] = {}
+    bolt = (
+        create_slack_app(lambda: holder["client"], slack.web_client(), slack.directory, slack.signing_secret)
+        if slack
+        else None
+    )
+    slack_http = AsyncSlackRequestHandler(bolt) if bolt and slack and slack.signing_secret else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         holder["client"] = await client_factory()
-        yield
+        socket = None
+        if bolt is not None and slack is not None and slack.app_token:
+            socket = AsyncSocketModeHandler(bolt, slack.app_token)
+            await socket.connect_async()
+            log.info("slack.socket_mode_connected")
+        try:
+            yield
+        finally:
+            if socket is not None:
+                await socket.close_async()
 
     app = FastAPI(title="Conveyor", lifespan=lifespan, docs_url=None, redoc_url=None)
 
@@ -72,6 +93,15 @@ def create_app(client_factory: ClientFactory, secrets: WebhookSecrets | None = N
         except Exception as err:  # noqa: BLE001 - not ready, whatever the cause
             return JSONResponse({"status": "unavailable", "reason": f"Temporal: {type(err).__name__}"}, 503)
         return JSONResponse({"status": "ready"})
+
+    @app.post("/slack/events")
+    async def slack_events(request: Request) -> Response:
+        if slack_http is None:
+            return _error(404, "the Slack app is not served over HTTP here (no slack signing secret configured)")
+        response = await slack_http.handle(request)
+        if response.status_code == 401:
+            log.warning("slack.refused", reason="bad or stale signature")
+        return response
 
     @app.post("/webhooks/github/{pipeline}")
     async def github(pipeline: str, request: Request) -> JSONResponse:

@@ -10,6 +10,21 @@ from pydantic.alias_generators import to_camel
 
 from conveyor.spec.validation import DeclarationError, SpecIssue, format_path
 
+_CONFIG = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid")
+
+
+class SlackConfig(BaseModel):
+    """The Slack app: HTTP mode at `/slack/events` (needs the signing secret), Socket Mode (needs the
+    app-level token) or both. Defaults are Slack's usual variable names."""
+
+    model_config = _CONFIG
+
+    signing_secret_env: str = "SLACK_SIGNING_SECRET"
+    bot_token_env: str = "SLACK_BOT_TOKEN"
+    app_token_env: str = "SLACK_APP_TOKEN"
+    socket_mode: bool = False
+    api_url: str | None = Field(default=None, pattern=r"^https?://")  # default: $SLACK_API_URL or Slack's
+
 
 class ServiceConfig(BaseModel):
     """```yaml
@@ -17,14 +32,19 @@ class ServiceConfig(BaseModel):
     port: 8080
     webhookSecretEnv:            # pipeline -> the environment variable holding its webhook secret
       shop-api: SHOP_API_WEBHOOK_SECRET
+    identities: identities.yaml  # Slack team+user / emails / GitHub logins -> identities
+    slack:
+      socketMode: true           # receive clicks over a websocket: no public URL needed
     ```
     The file names variables, never secrets: it can be committed and read by anyone."""
 
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid")
+    model_config = _CONFIG
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     webhook_secret_env: dict[str, str] = Field(default_factory=dict)
+    identities: Path | None = None  # default: $CONVEYOR_IDENTITIES, the worker's
+    slack: SlackConfig | None = None
 
 
 def load_service_config(path: Path) -> ServiceConfig:
@@ -35,7 +55,10 @@ def load_service_config(path: Path) -> ServiceConfig:
     except yaml.YAMLError as err:
         raise DeclarationError(str(path), [SpecIssue("", f"invalid YAML: {err}")]) from None
     try:
-        return ServiceConfig.model_validate(data)
+        config = ServiceConfig.model_validate(data)
+        if config.identities is not None and not config.identities.is_absolute():
+            config.identities = path.parent / config.identities  # relative to the file that names it
+        return config
     except ValidationError as err:
         raise DeclarationError(
             str(path), [SpecIssue(format_path(e["loc"]), e["msg"].lower()) for e in err.errors()]

@@ -79,7 +79,25 @@ def execution_table(state: ExecutionState) -> Group:
         parts.append(Text(state.status_summary, style=STYLES.get(state.status.value, "")))
     for revision in state.source_revisions:
         parts.append(Text(f"source {revision.action_name}: {revision.revision_id} {revision.revision_summary or ''}"))
+    parts += _approval_lines(state)
     return Group(*parts)
+
+
+def _approval_lines(state: ExecutionState) -> list[Text]:
+    """Every accepted decision (who, from where, when, why) and anything the approver snapshot could not resolve."""
+    lines = []
+    for stage in state.stages:
+        for action in stage.actions:
+            where = f"{stage.stage_name}/{action.action_name}"
+            for d in action.approvals:
+                status = f"Approved ({d.approvals}/{d.quorum})" if d.status == "Pending" else d.status
+                why = f": {d.summary}" if d.summary else ""
+                when = d.decided_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+                lines.append(Text(f"decision {where}: {status} by {d.by or 'unknown'} via {d.source} at {when}{why}"))
+            request = action.approval_request
+            for problem in request.problems if request else []:
+                lines.append(Text(f"approvers of {where}: {problem}", style="yellow"))
+    return lines
 
 
 def _add_stage(table: Table, stage: StageState) -> None:

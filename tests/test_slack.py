@@ -40,6 +40,8 @@ from tests.slack_fake import (
     sign,
     view_submission_payload,
 )
+from tests.test_cli import cli_env
+from tests.test_cli import conveyor as conveyor_cli
 from tests.test_webhooks import git
 
 SIGNING_SECRET = "slack-signing-secret-for-tests"
@@ -417,3 +419,58 @@ async def test_click_after_the_approval_timed_out(time_skipping: Any, slack: Fak
             assert "did not count: approval 'Gate' timed out" in await answer_for(slack, ALICE)
     finally:
         await stop()
+
+
+# --- membership that resolves to nobody, a broken directory --------------------------------------------
+
+NOBODY = """
+name: slack-nobody
+stages:
+  - name: Build
+    actions:
+      - {name: Compile, provider: Noop}
+  - name: Prod
+    actions:
+      - name: Gate
+        provider: Manual
+        conveyor: {approval: {approvers: ["slack-group:S0GONE"], slackChannel: C0RELEASE}}
+"""
+
+
+async def test_approvers_resolving_to_nobody_fail_the_action_at_once(
+    conveyor: ConveyorClient, worker: Worker, slack: FakeSlack
+) -> None:
+    ref, _ = await conveyor.start(pipeline(NOBODY))
+    final = await asyncio.wait_for(conveyor.wait(ref), 60)
+    gate = final.stages[1].actions[0]
+    assert gate.error is not None and gate.error.code == "ApproversUnresolved"
+    assert gate.error.message == "nobody may decide: slack-group:S0GONE: Slack says no_such_subteam"
+    assert slack.messages == []  # nothing to approve: no request posted
+
+
+async def test_a_broken_identity_directory_is_named_in_the_failure(
+    conveyor: ConveyorClient, worker: Worker, slack: FakeSlack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "broken-identities.yaml"
+    broken.write_text("identities:\n  alice: {slack: [alice]}\n")
+    monkeypatch.setenv("CONVEYOR_IDENTITIES", str(broken))
+    ref, _ = await conveyor.start(gated())
+    final = await asyncio.wait_for(conveyor.wait(ref), 60)
+    gate = final.stages[1].actions[0]
+    assert gate.error is not None and gate.error.code == "ConfigurationError"
+    assert str(broken) in gate.error.message and "identities.alice.slack[0]" in gate.error.message
+
+
+async def test_serve_names_what_the_slack_app_is_missing(tmp_path: Path) -> None:
+    env = {k: v for k, v in cli_env(tmp_path, "127.0.0.1:1").items() if not k.startswith("SLACK_")}
+    missing_token = await conveyor_cli("serve", "--slack", env=env)
+    assert missing_token.code == 1
+    assert "SLACK_BOT_TOKEN is not set" in missing_token.err and "slack.botTokenEnv" in missing_token.err
+    env["SLACK_BOT_TOKEN"] = "xoxb-test"
+    no_secret = await conveyor_cli("serve", "--slack", env=env)
+    assert no_secret.code == 1 and "SLACK_SIGNING_SECRET is not set" in no_secret.err
+    config = tmp_path / "service.yaml"
+    config.write_text("slack: {socketMode: true}\nidentities: people.yaml\n")
+    env["SLACK_APP_TOKEN"] = "xapp-test"
+    no_directory = await conveyor_cli("serve", "--config", str(config), env=env)
+    assert no_directory.code == 1 and f"{tmp_path / 'people.yaml'}: identity directory not found" in no_directory.err

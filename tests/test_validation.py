@@ -240,6 +240,34 @@ BROKEN: list[tuple[str, Any, str]] = [
         "allowed: CustomData, ExternalEntityLink, NotificationArn",
     ),
     (
+        "approver-of-unknown-kind",
+        two(manual(conveyor={"approval": {"approvers": ["alice", "team:releasers"]}})),
+        f"{A}.conveyor.approval.approvers[1]: 'team:' is not an approver kind; use a named identity (no prefix) "
+        "or one of 'slack:', 'slack-group:', 'email:', 'github:'",
+    ),
+    (
+        "approver-slack-display-name",
+        two(manual(conveyor={"approval": {"approvers": ["slack:alice"]}})),
+        f"{A}.conveyor.approval.approvers[0]: 'slack:alice' is not a Slack user id, e.g. 'slack:U0123ABCD' "
+        "or 'slack:T0123/U0123ABCD'",
+    ),
+    (
+        "approver-bad-email",
+        two(manual(conveyor={"approval": {"approvers": ["email:alice"]}})),
+        f"{A}.conveyor.approval.approvers[0]: 'email:alice' is not an email address, e.g. 'email:alice@example.com'",
+    ),
+    (
+        "approval-quorum-larger-than-the-approvers",
+        two(manual(conveyor={"approval": {"approvers": ["alice", "bob"], "quorum": 3}})),
+        f"{A}.conveyor.approval.quorum: a quorum of 3 needs at least 3 approvers; 2 are listed",
+    ),
+    (
+        "approval-slack-channel-name",
+        two(manual(conveyor={"approval": {"slackChannel": "#releases"}})),
+        f"{A}.conveyor.approval.slackChannel: '#releases' is not a Slack channel id; use the id (e.g. C0123ABCD, "
+        "in the channel's details), not its name",
+    ),
+    (
         "git-without-repository-url",
         pipe(stage("Source", git(configuration={"BranchName": "main"})), stage("Build", cmd())),
         "pipeline.yaml: stages[0].actions[0].configuration: provider 'Git' needs configuration key 'RepositoryUrl'",

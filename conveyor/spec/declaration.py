@@ -97,7 +97,7 @@ class ApprovalPolicy(DeclarationModel):
     reminder_minutes: int | None = Field(default=None, ge=1, le=60 * 24 * 7)  # re-notify while it waits
     notify_webhook: str | None = Field(default=None, pattern=r"^https?://")  # HMAC-signed JSON POST
     notify_webhook_secret_env: str | None = None  # the worker variable holding that webhook's HMAC key
-    slack_channel: str | None = Field(default=None, pattern=r"^[A-Z0-9]{2,}$")  # channel id for the request message
+    slack_channel: str | None = None  # the channel id the request message is posted to (C0123ABCD)
 
 
 class ActionExtension(DeclarationModel):

@@ -341,6 +341,14 @@ def _check_providers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
                 problem = approver_problem(approver)
                 if problem:
                     errors.append(SpecIssue(f"{where}.conveyor.approval.approvers[{ai_}]", problem))
+            if policy.slack_channel is not None and not re.match(r"^[CG][A-Z0-9]+$", policy.slack_channel):
+                errors.append(
+                    SpecIssue(
+                        f"{where}.conveyor.approval.slackChannel",
+                        f"'{policy.slack_channel}' is not a Slack channel id; use the id (e.g. C0123ABCD, "
+                        "in the channel's details), not its name",
+                    )
+                )
             groups = any(a.startswith("slack-group:") for a in policy.approvers)
             if policy.approvers and not groups and policy.quorum > len(policy.approvers):
                 errors.append(

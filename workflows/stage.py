@@ -227,13 +227,13 @@ class StageWorkflow:
                 f"(allowed: {', '.join(request.sources)})"
             )
         # The snapshot taken when the approval opened (groups and emails resolved); before it existed, the list.
-        allowed = request.allowed if request.allowed is not None else request.approvers
+        allowed = request.allowed if request.allowed is not None else [normalize(a) for a in request.approvers]
         if request.approvers and not names & set(allowed):
             raise ApplicationError(
                 f"'{who or 'an unnamed caller'}' may not decide approval '{action.action_name}' "
                 f"(approvers: {', '.join(request.approvers)})"
             )
-        if names & set(request.excluded):
+        if names & {normalize(e) for e in request.excluded}:
             raise ApplicationError(
                 f"'{who}' started this execution or wrote its source revision, and may not decide approval "
                 f"'{action.action_name}' (separation of duties)"

@@ -99,11 +99,13 @@ async def test_sns_and_signed_webhook_carry_the_approval(
     token = await waiting_token(conveyor, ref, "Prod", "Gate")
 
     async def delivered() -> dict:
-        while True:
+        # Keep the SQS message once read: it stays invisible for 30 s, and the webhook may come a moment later.
+        found: list[dict] = []
+        while not (found and received):
             messages = (await asyncio.to_thread(sqs.receive_message, QueueUrl=queue, WaitTimeSeconds=1)).get("Messages")
-            if messages and received:
-                return json.loads(json.loads(messages[0]["Body"])["Message"])
+            found += [json.loads(json.loads(m["Body"])["Message"]) for m in messages or []]
             await asyncio.sleep(0.2)
+        return found[0]
 
     message = await asyncio.wait_for(delivered(), 30)
     assert message["region"] == "us-east-1"

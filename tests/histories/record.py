@@ -55,6 +55,18 @@ stages:
       - {name: Gate, provider: Manual, configuration: {CustomData: "ship?"}}
       - {name: Deploy, provider: Commands, runOrder: 2, commands: ["echo deployed"]}
 """,
+    "approval-policy": """
+name: replay-approval-policy
+stages:
+  - name: Build
+    actions:
+      - {name: Package, provider: Commands, commands: ["true"]}
+  - name: Prod
+    actions:
+      - name: Gate
+        provider: Manual
+        conveyor: {approval: {approvers: [recorder, bob], allowStarter: true}}
+""",
     "queued-with-coordinator": """
 name: replay-queued
 executionMode: QUEUED

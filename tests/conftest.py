@@ -64,9 +64,15 @@ async def worker(temporal_client: Client, settings: Settings) -> AsyncIterator[W
 async def time_skipping(tmp_path: Path) -> AsyncIterator[tuple[WorkflowEnvironment, ConveyorClient]]:
     """The time-skipping test server (long waits in seconds), Conveyor's search attributes registered,
     and a client on a fresh task queue; the test runs its own worker with `build_worker`."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=find_binary("temporal-test-server"), data_converter=pydantic_data_converter
-    )
+    for attempt in (1, 2):  # the SDK gives the server 5 s to come up, which a loaded 2-core box can miss
+        try:
+            env = await WorkflowEnvironment.start_time_skipping(
+                test_server_existing_path=find_binary("temporal-test-server"), data_converter=pydantic_data_converter
+            )
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
     try:
         await ensure_search_attributes(env.client)
         settings = Settings(data_dir=tmp_path, task_queue=f"tq-{uuid.uuid4().hex[:8]}")

@@ -81,8 +81,12 @@ stages:
 """
 
 
-def gated(quorum: int = 1, timeout: int = 60, retry_window: bool = False) -> dict[str, Any]:
+def gated(
+    quorum: int = 1, timeout: int = 60, retry_window: bool = False, reminder: int | None = None
+) -> dict[str, Any]:
     data = pipeline(GATED.format(quorum=quorum, timeout=timeout, group=RELEASERS, channel=CHANNEL))
+    if reminder:
+        data["stages"][1]["actions"][0]["conveyor"]["approval"]["reminderMinutes"] = reminder
     if retry_window:
         data["conveyor"] = {"retryWindowMinutes": 30}
     return data
@@ -403,11 +407,13 @@ async def test_click_after_the_approval_timed_out(time_skipping: Any, slack: Fak
     url, stop = await serve(conveyor, slack)
     try:
         async with build_worker(env.client, conveyor.settings):
-            ref, _ = await conveyor.start(gated(timeout=60 * 24))
+            ref, _ = await conveyor.start(gated(timeout=60 * 24, reminder=600))
             message = await request_message(slack, ref)
             shown = copy.deepcopy(message)  # what an approver's Slack still shows when they come back
             await waiting_token(conveyor, ref)
-            await env.sleep(timedelta(days=1, minutes=1))  # skipped, not waited
+            for hours in (10, 10, 5):  # skipped, not waited; each reminder's activity runs before going on
+                await env.sleep(timedelta(hours=hours, minutes=1))
+                await asyncio.sleep(0.5)
             with pytest.raises(WorkflowFailureError):
                 await env.client.get_workflow_handle(ref.workflow_id).result()
             final = await conveyor.state(ref)
@@ -415,6 +421,8 @@ async def test_click_after_the_approval_timed_out(time_skipping: Any, slack: Fak
             assert final.stages[1].actions[0].error.code == "ApprovalTimedOut"
             closed = slack.message(message.channel, message.ts)
             assert not has_buttons(closed) and "Timed out" in status_text(closed)
+            reminders = [m for m in slack.messages if m.thread_ts == message.ts]
+            assert len(reminders) == 2 and all(m.text.startswith("Reminder: approval needed") for m in reminders)
             await click(url, block_actions_payload(shown, APPROVE_ACTION, ALICE))
             assert "did not count: approval 'Gate' timed out" in await answer_for(slack, ALICE)
     finally:

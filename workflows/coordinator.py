@@ -4,9 +4,10 @@ It keeps what is true across executions: the pipeline's versions (digests of dec
 the document store, never the declarations themselves), per stage the lock holder, the executions
 waiting in front of it, the inbound transition, the last execution that succeeded in it and the
 newest that entered it. Executions ask to enter a stage with the `request_entry` signal and are
-answered with a `stage_decision` signal; they report leaving with `release_stage`. It is never the
-parent of an execution, and it continues-as-new every `continueAsNewEvery` messages, so its history
-stays small however many executions pass through it.
+answered with a `stage_decision` signal; they report leaving with `release_stage`, or, between two
+stages, with the `leaving` part of the next stage's request (one message per stage boundary). It is
+never the parent of an execution, and it continues-as-new every `continueAsNewEvery` messages, so its
+history stays small however many executions pass through it.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ class PipelineWorkflow:
 
     @workflow.signal(name="request_entry")
     def request_entry(self, request: StageEntryRequest) -> None:
+        if request.leaving is not None:  # the stage it leaves on its way in, released first
+            self.release_stage(request.leaving)
         self._state.handled += 1
         self._check_interval = self._input.liveness_check_seconds  # the queue changed: look again soon
         self._queue_changed = True

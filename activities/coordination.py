@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import activity
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WithStartWorkflowOperation, WorkflowExecutionStatus
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -15,6 +16,7 @@ from conveyor.model import (
     CoordinationRequest,
     CoordinatorInput,
     CoordinatorState,
+    StageEntryDecision,
     StageFactsRequest,
     StageLock,
     StoreDocumentInput,
@@ -28,25 +30,43 @@ class CoordinationActivities:
         self.store = store
 
     @activity.defn(name="coordinate")
-    async def coordinate(self, request: CoordinationRequest) -> None:
+    async def coordinate(self, request: CoordinationRequest) -> StageEntryDecision | None:
         """Signal the coordinator, starting it first if needed (signal-with-start): an execution
-        started with `temporal workflow start` for a pipeline never applied still gets one."""
-        payload = request.entry if request.signal == "request_entry" else request.release
+        started with `temporal workflow start` for a pipeline never applied still gets one.
+        `enter_stage` is an update-with-start instead, and returns the coordinator's answer when it
+        has one at once (None: wait for the `stage_decision` signal)."""
+        payload = request.release if request.signal == "release_stage" else request.entry
         if payload is None:
             raise ApplicationError(f"coordination request '{request.signal}' carries no payload", non_retryable=True)
-        await activity.client().start_workflow(
+        coordinator = CoordinatorInput(
+            pipeline_name=request.pipeline_name,
+            execution_mode=request.execution_mode,
+            continue_as_new_every=self.settings.coordinator_continue_as_new_every,
+        )
+        summary = f"coordinator of pipeline {request.pipeline_name}"
+        client, task_queue = activity.client(), activity.info().task_queue
+        if request.signal == "enter_stage":
+            start = WithStartWorkflowOperation(
+                "Pipeline",
+                coordinator,
+                id=request.pipeline_name,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                task_queue=task_queue,
+                static_summary=summary,
+            )
+            return await client.execute_update_with_start_workflow(
+                "enter_stage", payload, start_workflow_operation=start, result_type=StageEntryDecision | None
+            )
+        await client.start_workflow(
             "Pipeline",
-            CoordinatorInput(
-                pipeline_name=request.pipeline_name,
-                execution_mode=request.execution_mode,
-                continue_as_new_every=self.settings.coordinator_continue_as_new_every,
-            ),
+            coordinator,
             id=request.pipeline_name,
-            task_queue=activity.info().task_queue,
+            task_queue=task_queue,
             start_signal=request.signal,
             start_signal_args=[payload],
-            static_summary=f"coordinator of pipeline {request.pipeline_name}",
+            static_summary=summary,
         )
+        return None
 
     @activity.defn(name="store_document")
     async def store_document(self, document: StoreDocumentInput) -> None:

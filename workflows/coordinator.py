@@ -4,10 +4,12 @@ It keeps what is true across executions: the pipeline's versions (digests of dec
 the document store, never the declarations themselves), per stage the lock holder, the executions
 waiting in front of it, the inbound transition, the last execution that succeeded in it and the
 newest that entered it. Executions ask to enter a stage with the `request_entry` signal and are
-answered with a `stage_decision` signal; they report leaving with `release_stage`, or, between two
-stages, with the `leaving` part of the next stage's request (one message per stage boundary). It is
-never the parent of an execution, and it continues-as-new every `continueAsNewEvery` messages, so its
-history stays small however many executions pass through it.
+answered with a `stage_decision` signal, or ask with the `enter_stage` update, answered at once when
+the answer is known (the stage is free) and by that signal only when they must wait. They report
+leaving with `release_stage`, or, between two stages, with the `leaving` part of the next stage's
+request (one message per stage boundary). It is never the parent of an execution, and it
+continues-as-new every `continueAsNewEvery` messages, so its history stays small however many
+executions pass through it.
 """
 
 from __future__ import annotations
@@ -113,6 +115,20 @@ class PipelineWorkflow:
                 )
             lock.waiting = [newest]
         self._admit(lock)
+
+    @workflow.update(name="enter_stage")
+    def enter_stage(self, request: StageEntryRequest) -> StageEntryDecision | None:
+        """`request_entry` answered at once when the answer is already known (the stage is free, or the
+        request is superseded); None when the execution must wait for its `stage_decision` signal."""
+        self.request_entry(request)
+        workflow_id = request.execution.workflow_id
+
+        def for_caller(decision: tuple[str, StageEntryDecision]) -> bool:
+            return decision[0] == workflow_id and decision[1].stage_name == request.stage_name
+
+        answers = [decision for decision in self._outbox if for_caller(decision)]
+        self._outbox = [decision for decision in self._outbox if not for_caller(decision)]
+        return answers[-1][1] if answers else None
 
     @workflow.signal(name="release_stage")
     def release_stage(self, release: StageRelease) -> None:

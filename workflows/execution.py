@@ -99,6 +99,7 @@ class PipelineExecutionWorkflow:
         self._decisions: dict[str, StageEntryDecision] = {}
         self._current_stage: Stage | None = None  # held, or waited for
         self._leaving: StageRelease | None = None  # a release sent with the next stage's request
+        self._lean = False  # LEAN_COORDINATION_PATCH
         self._succeeded_stages: list[str] = []
         self._stop: StopRequest | None = None
         self._running_stage: str | None = None  # workflow id of the stage child now running
@@ -179,6 +180,7 @@ class PipelineExecutionWorkflow:
         coordinated = workflow.patched(COORDINATION_PATCH)
         handling = workflow.patched(FAILURE_HANDLING_PATCH)  # stop, stage retries, skip, retry window
         lean = coordinated and workflow.patched(LEAN_COORDINATION_PATCH)  # one message per stage boundary
+        self._lean = lean
         if coordinated:
             workflow.upsert_search_attributes([PIPELINE_TRIGGER.value_set(state.trigger.trigger_type.value)])
         try:
@@ -695,10 +697,17 @@ class PipelineExecutionWorkflow:
             execution_mode=mode.value,
             leaving=self._leaving,
         )
-        await self._coordinate("request_entry", entry=request)
-        self._leaving = None
-        if mode == ExecutionMode.PARALLEL:
-            return None
+        if self._lean and mode != ExecutionMode.PARALLEL:
+            # An update: a free stage is entered at once, without waiting for a signal.
+            decision = await self._coordinate("enter_stage", entry=request)
+            self._leaving = None
+            if decision is not None:
+                return decision
+        else:
+            await self._coordinate("request_entry", entry=request)
+            self._leaving = None
+            if mode == ExecutionMode.PARALLEL:
+                return None
         state.waiting_for_stage = stage.name
         await workflow.wait_condition(lambda: stage.name in self._decisions or self._stop is not None)
         state.waiting_for_stage = None
@@ -729,9 +738,9 @@ class PipelineExecutionWorkflow:
 
     async def _coordinate(
         self, signal: str, *, entry: StageEntryRequest | None = None, release: StageRelease | None = None
-    ) -> None:
+    ) -> StageEntryDecision | None:
         assert self._pipeline is not None
-        await workflow.execute_local_activity(
+        return await workflow.execute_local_activity(
             "coordinate",
             CoordinationRequest(
                 pipeline_name=self._pipeline.name,
@@ -740,6 +749,7 @@ class PipelineExecutionWorkflow:
                 entry=entry,
                 release=release,
             ),
+            result_type=StageEntryDecision | None,
             start_to_close_timeout=timedelta(seconds=30),
         )
 

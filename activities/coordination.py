@@ -4,6 +4,7 @@ and telling which executions have ended. Workflows cannot start workflows or des
 from __future__ import annotations
 
 import asyncio
+from asyncio import FIRST_COMPLETED
 
 from temporalio import activity
 from temporalio.client import WithStartWorkflowOperation, WorkflowExecutionStatus
@@ -23,6 +24,9 @@ from conveyor.model import (
 )
 from conveyor.settings import Settings
 
+# How long `enter_stage` waits for the coordinator's answer before asking by signal instead.
+ENTER_STAGE_UPDATE_WAIT = 10.0
+
 
 class CoordinationActivities:
     def __init__(self, settings: Settings, store: ArtifactStore) -> None:
@@ -34,7 +38,9 @@ class CoordinationActivities:
         """Signal the coordinator, starting it first if needed (signal-with-start): an execution
         started with `temporal workflow start` for a pipeline never applied still gets one.
         `enter_stage` is an update-with-start instead, and returns the coordinator's answer when it
-        has one at once (None: wait for the `stage_decision` signal)."""
+        has one at once (None: wait for the `stage_decision` signal). The update needs a workflow
+        task of the coordinator: if none comes soon (this worker is shutting down, or the coordinator
+        is overloaded) the request goes as the `request_entry` signal, answered by signal."""
         payload = request.release if request.signal == "release_stage" else request.entry
         if payload is None:
             raise ApplicationError(f"coordination request '{request.signal}' carries no payload", non_retryable=True)
@@ -45,7 +51,8 @@ class CoordinationActivities:
         )
         summary = f"coordinator of pipeline {request.pipeline_name}"
         client, task_queue = activity.client(), activity.info().task_queue
-        if request.signal == "enter_stage":
+        signal = request.signal
+        if signal == "enter_stage":
             start = WithStartWorkflowOperation(
                 "Pipeline",
                 coordinator,
@@ -54,15 +61,25 @@ class CoordinationActivities:
                 task_queue=task_queue,
                 static_summary=summary,
             )
-            return await client.execute_update_with_start_workflow(
-                "enter_stage", payload, start_workflow_operation=start, result_type=StageEntryDecision | None
+            update = asyncio.ensure_future(
+                client.execute_update_with_start_workflow(
+                    "enter_stage", payload, start_workflow_operation=start, result_type=StageEntryDecision | None
+                )
             )
+            shutdown = asyncio.ensure_future(activity.wait_for_worker_shutdown())
+            await asyncio.wait({update, shutdown}, timeout=ENTER_STAGE_UPDATE_WAIT, return_when=FIRST_COMPLETED)
+            shutdown.cancel()
+            if update.done():
+                return update.result()
+            update.cancel()
+            # A repeated request is harmless: the coordinator answers it again, by signal.
+            signal = "request_entry"
         await client.start_workflow(
             "Pipeline",
             coordinator,
             id=request.pipeline_name,
             task_queue=task_queue,
-            start_signal=request.signal,
+            start_signal=signal,
             start_signal_args=[payload],
             static_summary=summary,
         )

@@ -120,15 +120,18 @@ class PipelineWorkflow:
     def enter_stage(self, request: StageEntryRequest) -> StageEntryDecision | None:
         """`request_entry` answered at once when the answer is already known (the stage is free, or the
         request is superseded); None when the execution must wait for its `stage_decision` signal."""
+        queued = len(self._outbox)
         self.request_entry(request)
-        workflow_id = request.execution.workflow_id
+        # Only the answers this request produced: one queued before (for a signalled request the
+        # activity fell back to) still goes out as a signal.
+        earlier, produced = self._outbox[:queued], self._outbox[queued:]
 
-        def for_caller(decision: tuple[str, StageEntryDecision]) -> bool:
-            return decision[0] == workflow_id and decision[1].stage_name == request.stage_name
+        def for_caller(message: tuple[str, StageEntryDecision]) -> bool:
+            return message[0] == request.execution.workflow_id and message[1].stage_name == request.stage_name
 
-        answers = [decision for decision in self._outbox if for_caller(decision)]
-        self._outbox = [decision for decision in self._outbox if not for_caller(decision)]
-        return answers[-1][1] if answers else None
+        self._outbox = earlier + [m for m in produced if not for_caller(m)]
+        answers = [m[1] for m in produced if for_caller(m)]
+        return answers[-1] if answers else None
 
     @workflow.signal(name="release_stage")
     def release_stage(self, release: StageRelease) -> None:

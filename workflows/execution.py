@@ -76,8 +76,9 @@ with workflow.unsafe.imports_passed_through():
 COORDINATION_PATCH = "pipeline-coordinator"
 # ...and those recorded before stop, stage retries, SKIP and the retry window, without those.
 FAILURE_HANDLING_PATCH = "failure-handling"
-# ...and those recorded before one coordination message per stage boundary (the release of a stage
-# goes with the request for the next one), without it.
+# ...and those recorded before the lean coordination protocol, without it: one message per stage
+# boundary (a stage's release goes with the request for the next one), and in SUPERSEDED and QUEUED
+# modes a free stage entered at once by the coordinator's `enter_stage` update.
 LEAN_COORDINATION_PATCH = "lean-coordination"
 WITHDRAWN = "Withdrawn"
 COMPENSATION_ATTEMPTS = 3

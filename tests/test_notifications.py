@@ -99,8 +99,11 @@ async def test_sns_and_signed_webhook_carry_the_approval(
     token = await waiting_token(conveyor, ref, "Prod", "Gate")
 
     async def delivered() -> dict:
+        messages = None  # kept once received: SQS hides a received message for its visibility timeout (30 s)
         while True:
-            messages = (await asyncio.to_thread(sqs.receive_message, QueueUrl=queue, WaitTimeSeconds=1)).get("Messages")
+            messages = messages or (
+                await asyncio.to_thread(sqs.receive_message, QueueUrl=queue, WaitTimeSeconds=1)
+            ).get("Messages")
             if messages and received:
                 return json.loads(json.loads(messages[0]["Body"])["Message"])
             await asyncio.sleep(0.2)

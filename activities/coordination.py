@@ -72,6 +72,13 @@ class CoordinationActivities:
             if update.done():
                 return update.result()
             update.cancel()
+            await asyncio.gather(update, return_exceptions=True)
+            # The cancelled call also settles the start operation: read it, or asyncio logs it as unread.
+            started = asyncio.ensure_future(start.workflow_handle())
+            await asyncio.wait({started}, timeout=0.1)
+            started.cancel()
+            if started.done() and not started.cancelled():
+                started.exception()
             # A repeated request is harmless: the coordinator answers it again, by signal.
             signal = "request_entry"
         await client.start_workflow(

@@ -10,6 +10,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.worker import Worker
 
+from activities import coordination
 from conveyor.client import ConveyorClient, ConveyorError, ExecutionRef
 from conveyor.model import CoordinatorState, ExecutionState, ExecutionStatus
 from tests.helpers import pipeline, waiting_token
@@ -263,3 +264,21 @@ stages:
     for lock in state.stages:
         assert lock.holder is None and not lock.waiting
         assert lock.last_succeeded is not None and lock.last_succeeded.execution_id == ref.execution_id
+
+
+async def test_entry_falls_back_to_the_signal_when_the_update_is_not_answered_in_time(
+    conveyor: ConveyorClient, worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No wait at all: every enter_stage is re-sent as the request_entry signal, and the update, still
+    # delivered to the coordinator, must not swallow the answer the signal gets.
+    monkeypatch.setattr(coordination, "ENTER_STAGE_UPDATE_WAIT", 0.0)
+    declaration = pipeline(GATED.format(mode="QUEUED"))
+    first, _ = await conveyor.start(declaration)
+    await holding(conveyor, declaration["name"], "Gate", first)
+    second, _ = await conveyor.start(declaration)
+    await waiting_at(conveyor, declaration["name"], "Gate", second)
+    await approve(conveyor, first)
+    await approve(conveyor, second)
+    assert [(await finished(conveyor, r)).status for r in (first, second)] == [ExecutionStatus.SUCCEEDED] * 2
+    state = await conveyor.pipeline_state(declaration["name"])
+    assert all(lock.holder is None and not lock.waiting for lock in state.stages)

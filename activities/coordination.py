@@ -4,9 +4,11 @@ and telling which executions have ended. Workflows cannot start workflows or des
 from __future__ import annotations
 
 import asyncio
+from asyncio import FIRST_COMPLETED
 
 from temporalio import activity
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WithStartWorkflowOperation, WorkflowExecutionStatus
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -15,11 +17,15 @@ from conveyor.model import (
     CoordinationRequest,
     CoordinatorInput,
     CoordinatorState,
+    StageEntryDecision,
     StageFactsRequest,
     StageLock,
     StoreDocumentInput,
 )
 from conveyor.settings import Settings
+
+# How long `enter_stage` waits for the coordinator's answer before asking by signal instead.
+ENTER_STAGE_UPDATE_WAIT = 10.0
 
 
 class CoordinationActivities:
@@ -28,25 +34,63 @@ class CoordinationActivities:
         self.store = store
 
     @activity.defn(name="coordinate")
-    async def coordinate(self, request: CoordinationRequest) -> None:
+    async def coordinate(self, request: CoordinationRequest) -> StageEntryDecision | None:
         """Signal the coordinator, starting it first if needed (signal-with-start): an execution
-        started with `temporal workflow start` for a pipeline never applied still gets one."""
-        payload = request.entry if request.signal == "request_entry" else request.release
+        started with `temporal workflow start` for a pipeline never applied still gets one.
+        `enter_stage` is an update-with-start instead, and returns the coordinator's answer when it
+        has one at once (None: wait for the `stage_decision` signal). The update needs a workflow
+        task of the coordinator: if none comes soon (this worker is shutting down, or the coordinator
+        is overloaded) the request goes as the `request_entry` signal, answered by signal."""
+        payload = request.release if request.signal == "release_stage" else request.entry
         if payload is None:
             raise ApplicationError(f"coordination request '{request.signal}' carries no payload", non_retryable=True)
-        await activity.client().start_workflow(
-            "Pipeline",
-            CoordinatorInput(
-                pipeline_name=request.pipeline_name,
-                execution_mode=request.execution_mode,
-                continue_as_new_every=self.settings.coordinator_continue_as_new_every,
-            ),
-            id=request.pipeline_name,
-            task_queue=activity.info().task_queue,
-            start_signal=request.signal,
-            start_signal_args=[payload],
-            static_summary=f"coordinator of pipeline {request.pipeline_name}",
+        coordinator = CoordinatorInput(
+            pipeline_name=request.pipeline_name,
+            execution_mode=request.execution_mode,
+            continue_as_new_every=self.settings.coordinator_continue_as_new_every,
         )
+        summary = f"coordinator of pipeline {request.pipeline_name}"
+        client, task_queue = activity.client(), activity.info().task_queue
+        signal = request.signal
+        if signal == "enter_stage":
+            start = WithStartWorkflowOperation(
+                "Pipeline",
+                coordinator,
+                id=request.pipeline_name,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                task_queue=task_queue,
+                static_summary=summary,
+            )
+            update = asyncio.ensure_future(
+                client.execute_update_with_start_workflow(
+                    "enter_stage", payload, start_workflow_operation=start, result_type=StageEntryDecision | None
+                )
+            )
+            shutdown = asyncio.ensure_future(activity.wait_for_worker_shutdown())
+            await asyncio.wait({update, shutdown}, timeout=ENTER_STAGE_UPDATE_WAIT, return_when=FIRST_COMPLETED)
+            shutdown.cancel()
+            if update.done():
+                return update.result()
+            update.cancel()
+            await asyncio.gather(update, return_exceptions=True)
+            # The cancelled call also settles the start operation: read it, or asyncio logs it as unread.
+            started = asyncio.ensure_future(start.workflow_handle())
+            await asyncio.wait({started}, timeout=0.1)
+            started.cancel()
+            if started.done() and not started.cancelled():
+                started.exception()
+            # A repeated request is harmless: the coordinator answers it again, by signal.
+            signal = "request_entry"
+        await client.start_workflow(
+            "Pipeline",
+            coordinator,
+            id=request.pipeline_name,
+            task_queue=task_queue,
+            start_signal=signal,
+            start_signal_args=[payload],
+            static_summary=summary,
+        )
+        return None
 
     @activity.defn(name="store_document")
     async def store_document(self, document: StoreDocumentInput) -> None:

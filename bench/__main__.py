@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import shutil
 import sys
 import tempfile
@@ -15,7 +16,7 @@ from typing import Any
 
 import psutil
 
-from bench.report import machine_info, notes, table, write_json
+from bench.report import machine_info, notes, table, tuning, tuning_table, write_json
 from bench.scenarios import SCENARIOS, BenchContext
 from conveyor.devserver import EmbeddedServer
 from conveyor.settings import Settings
@@ -38,6 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON report (default bench/results/<timestamp>.json)")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes, one repetition: the smoke test")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="an earlier JSON report: add a `tuning` section (before -> after per case and metric)",
+    )
     args = parser.parse_args(argv)
     args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in args.scenario_list if s not in SCENARIOS]
@@ -111,11 +118,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report = asyncio.run(run(args))
+    if args.before is not None:
+        report["tuning"] = tuning(json.loads(args.before.read_text()), report, str(args.before))
     write_json(report, args.out)
     print(table(report))
     extra = notes(report)
     if extra:
         print(extra)
+    changes = tuning_table(report)
+    if changes:
+        print(changes)
     print(f"report: {args.out}")
     return 1 if any("error" in r for r in report["scenarios"].values()) else 0
 

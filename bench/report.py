@@ -146,3 +146,51 @@ def notes(report: dict[str, Any]) -> str:
         for line in result.get("notes", []):
             out.append(f"- {scenario}: {line}")
     return "\n".join(out)
+
+
+def tuning(before: dict[str, Any], after: dict[str, Any], before_path: str) -> dict[str, Any]:
+    """Before -> after for every case both reports have: the headline ratio, and per side the median of
+    every metric with `change` = after / before (below 1: faster or smaller). The baseline's own change
+    shows how much of a difference is the machine rather than Conveyor."""
+    cases: dict[str, Any] = {}
+    for scenario, result in after["scenarios"].items():
+        old = before.get("scenarios", {}).get(scenario, {})
+        for name, case in result.get("cases", {}).items():
+            previous = old.get("cases", {}).get(name)
+            if previous is None:
+                continue
+            entry: dict[str, Any] = {
+                "headline": case["headline"],
+                "ratio": {"before": previous.get("ratio"), "after": case.get("ratio")},
+            }
+            for side in SIDES:
+                entry[side] = {}
+                for metric, stats in case.get(side, {}).items():
+                    was = previous.get(side, {}).get(metric, {}).get("median")
+                    now = stats.get("median")
+                    if was is None or now is None:
+                        continue
+                    entry[side][metric] = {"before": was, "after": now, "change": ratio(now, was)}
+            cases[f"{scenario}/{name}"] = entry
+    return {"before": before_path, "before_date": before.get("machine", {}).get("date"), "cases": cases}
+
+
+def tuning_table(report: dict[str, Any]) -> str:
+    """Headline medians and ratios, before -> after, one row per case."""
+    section = report.get("tuning")
+    if not section or not section["cases"]:
+        return ""
+    lines = [
+        f"before: {section['before']} ({section['before_date']})",
+        "| case | metric | Conveyor before -> after | baseline before -> after | ratio before -> after |",
+        "|" + "---|" * 5,
+    ]
+    for name, case in section["cases"].items():
+        metric = case["headline"]
+        conveyor, baseline = case["conveyor"].get(metric, {}), case["baseline"].get(metric, {})
+        lines.append(
+            f"| {name} | {metric} | {_fmt(conveyor.get('before'))} -> {_fmt(conveyor.get('after'))} "
+            f"| {_fmt(baseline.get('before'))} -> {_fmt(baseline.get('after'))} "
+            f"| {_fmt(case['ratio']['before'], 2)} -> {_fmt(case['ratio']['after'], 2)} |"
+        )
+    return "\n".join(lines)

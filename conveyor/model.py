@@ -475,14 +475,6 @@ class ExecutionSlot(CamelModel):
     arrived_at: datetime | None = None
 
 
-class StageEntryRequest(CamelModel):
-    """Signal `request_entry` (execution -> coordinator): let me into this stage."""
-
-    stage_name: str
-    execution: ExecutionSlot
-    execution_mode: str = "SUPERSEDED"  # the execution's pinned declaration decides
-
-
 class StageRelease(CamelModel):
     """Signal `release_stage` (execution -> coordinator): I left this stage (or gave up waiting)."""
 
@@ -490,6 +482,16 @@ class StageRelease(CamelModel):
     execution_id: str
     outcome: str  # a StageStatus value, or "Withdrawn" for an execution that stopped waiting
     pipeline_version: int = 1
+
+
+class StageEntryRequest(CamelModel):
+    """Signal `request_entry` (execution -> coordinator): let me into this stage."""
+
+    stage_name: str
+    execution: ExecutionSlot
+    execution_mode: str = "SUPERSEDED"  # the execution's pinned declaration decides
+    # The stage the execution leaves on its way in (one message per stage boundary), handled first.
+    leaving: StageRelease | None = None
 
 
 class StageEntryDecision(CamelModel):
@@ -593,11 +595,12 @@ class CoordinatorInput(CamelModel):
 
 class CoordinationRequest(CamelModel):
     """Input of the `coordinate` local activity: deliver a message to the pipeline's coordinator,
-    starting the coordinator first if it does not exist yet (signal-with-start)."""
+    starting the coordinator first if it does not exist yet (signal-with-start, or update-with-start
+    for `enter_stage`, whose answer comes back at once when the stage is free)."""
 
     pipeline_name: str
     execution_mode: str
-    signal: str  # "request_entry" | "release_stage"
+    signal: str  # "request_entry" | "release_stage" | "enter_stage" (an update)
     entry: StageEntryRequest | None = None
     release: StageRelease | None = None
 

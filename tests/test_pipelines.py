@@ -7,8 +7,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.worker import Worker
 
+from activities import coordination
 from conveyor.client import ConveyorClient, ConveyorError, ExecutionRef
 from conveyor.model import CoordinatorState, ExecutionState, ExecutionStatus
 from tests.helpers import pipeline, waiting_token
@@ -231,3 +233,52 @@ async def test_apply_refuses_an_invalid_declaration(conveyor: ConveyorClient, wo
     bad["stages"][2]["actions"][0]["inputArtifacts"] = [{"name": "Nope"}]
     with pytest.raises(ConveyorError, match="artifact 'Nope' is not produced by an earlier action"):
         await conveyor.apply(bad)
+
+
+async def test_a_free_stage_is_entered_at_once_with_one_message_per_stage_boundary(
+    conveyor: ConveyorClient, worker: Worker
+) -> None:
+    declaration = pipeline(
+        """
+name: free
+stages:
+  - {name: Build, actions: [{name: A, provider: Noop}]}
+  - {name: Test, actions: [{name: B, provider: Noop}]}
+  - {name: Deploy, actions: [{name: C, provider: Noop}]}
+"""
+    )
+    ref, _ = await conveyor.start(declaration)
+    assert (await finished(conveyor, ref)).status == ExecutionStatus.SUCCEEDED
+    history = await conveyor.temporal.get_workflow_handle(ref.workflow_id).fetch_history()
+    kinds = [event.event_type for event in history.events]
+    # Every entry was answered by the enter_stage update: no stage_decision signal woke the execution.
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED not in kinds
+    markers = [
+        e.marker_recorded_event_attributes.marker_name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+    # Entry into Build, Build -> Test, Test -> Deploy (each release rides on the next entry), leaving Deploy.
+    assert markers.count("core_local_activity") == 4
+    state = await conveyor.pipeline_state(declaration["name"])
+    for lock in state.stages:
+        assert lock.holder is None and not lock.waiting
+        assert lock.last_succeeded is not None and lock.last_succeeded.execution_id == ref.execution_id
+
+
+async def test_entry_falls_back_to_the_signal_when_the_update_is_not_answered_in_time(
+    conveyor: ConveyorClient, worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No wait at all: every enter_stage is re-sent as the request_entry signal, and the update, still
+    # delivered to the coordinator, must not swallow the answer the signal gets.
+    monkeypatch.setattr(coordination, "ENTER_STAGE_UPDATE_WAIT", 0.0)
+    declaration = pipeline(GATED.format(mode="QUEUED"))
+    first, _ = await conveyor.start(declaration)
+    await holding(conveyor, declaration["name"], "Gate", first)
+    second, _ = await conveyor.start(declaration)
+    await waiting_at(conveyor, declaration["name"], "Gate", second)
+    await approve(conveyor, first)
+    await approve(conveyor, second)
+    assert [(await finished(conveyor, r)).status for r in (first, second)] == [ExecutionStatus.SUCCEEDED] * 2
+    state = await conveyor.pipeline_state(declaration["name"])
+    assert all(lock.holder is None and not lock.waiting for lock in state.stages)

@@ -4,9 +4,12 @@ It keeps what is true across executions: the pipeline's versions (digests of dec
 the document store, never the declarations themselves), per stage the lock holder, the executions
 waiting in front of it, the inbound transition, the last execution that succeeded in it and the
 newest that entered it. Executions ask to enter a stage with the `request_entry` signal and are
-answered with a `stage_decision` signal; they report leaving with `release_stage`. It is never the
-parent of an execution, and it continues-as-new every `continueAsNewEvery` messages, so its history
-stays small however many executions pass through it.
+answered with a `stage_decision` signal, or ask with the `enter_stage` update, answered at once when
+the answer is known (the stage is free) and by that signal only when they must wait. They report
+leaving with `release_stage`, or, between two stages, with the `leaving` part of the next stage's
+request (one message per stage boundary). It is never the parent of an execution, and it
+continues-as-new every `continueAsNewEvery` messages, so its history stays small however many
+executions pass through it.
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ class PipelineWorkflow:
 
     @workflow.signal(name="request_entry")
     def request_entry(self, request: StageEntryRequest) -> None:
+        if request.leaving is not None:  # the stage it leaves on its way in, released first
+            self.release_stage(request.leaving)
         self._state.handled += 1
         self._check_interval = self._input.liveness_check_seconds  # the queue changed: look again soon
         self._queue_changed = True
@@ -110,6 +115,23 @@ class PipelineWorkflow:
                 )
             lock.waiting = [newest]
         self._admit(lock)
+
+    @workflow.update(name="enter_stage")
+    def enter_stage(self, request: StageEntryRequest) -> StageEntryDecision | None:
+        """`request_entry` answered at once when the answer is already known (the stage is free, or the
+        request is superseded); None when the execution must wait for its `stage_decision` signal."""
+        queued = len(self._outbox)
+        self.request_entry(request)
+        # Only the answers this request produced: one queued before (for a signalled request the
+        # activity fell back to) still goes out as a signal.
+        earlier, produced = self._outbox[:queued], self._outbox[queued:]
+
+        def for_caller(message: tuple[str, StageEntryDecision]) -> bool:
+            return message[0] == request.execution.workflow_id and message[1].stage_name == request.stage_name
+
+        self._outbox = earlier + [m for m in produced if not for_caller(m)]
+        answers = [m[1] for m in produced if for_caller(m)]
+        return answers[-1] if answers else None
 
     @workflow.signal(name="release_stage")
     def release_stage(self, release: StageRelease) -> None:

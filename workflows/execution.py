@@ -76,6 +76,10 @@ with workflow.unsafe.imports_passed_through():
 COORDINATION_PATCH = "pipeline-coordinator"
 # ...and those recorded before stop, stage retries, SKIP and the retry window, without those.
 FAILURE_HANDLING_PATCH = "failure-handling"
+# ...and those recorded before the lean coordination protocol, without it: one message per stage
+# boundary (a stage's release goes with the request for the next one), and in SUPERSEDED and QUEUED
+# modes a free stage entered at once by the coordinator's `enter_stage` update.
+LEAN_COORDINATION_PATCH = "lean-coordination"
 WITHDRAWN = "Withdrawn"
 COMPENSATION_ATTEMPTS = 3
 
@@ -95,6 +99,8 @@ class PipelineExecutionWorkflow:
         self._pipeline: Pipeline | None = None
         self._decisions: dict[str, StageEntryDecision] = {}
         self._current_stage: Stage | None = None  # held, or waited for
+        self._leaving: StageRelease | None = None  # a release sent with the next stage's request
+        self._lean = False  # LEAN_COORDINATION_PATCH
         self._succeeded_stages: list[str] = []
         self._stop: StopRequest | None = None
         self._running_stage: str | None = None  # workflow id of the stage child now running
@@ -174,6 +180,8 @@ class PipelineExecutionWorkflow:
         self._pipeline = pipeline
         coordinated = workflow.patched(COORDINATION_PATCH)
         handling = workflow.patched(FAILURE_HANDLING_PATCH)  # stop, stage retries, skip, retry window
+        lean = coordinated and workflow.patched(LEAN_COORDINATION_PATCH)  # one message per stage boundary
+        self._lean = lean
         if coordinated:
             workflow.upsert_search_attributes([PIPELINE_TRIGGER.value_set(state.trigger.trigger_type.value)])
         try:
@@ -181,6 +189,7 @@ class PipelineExecutionWorkflow:
             while index < last:
                 stage = pipeline.stages[index]
                 if handling and self._stop is not None:
+                    await self._send_leaving()
                     await self._finish(ExecutionStatus.STOPPED, self._stop_summary(f"before stage '{stage.name}'"))
                     return state
                 decision = await self._enter_stage(stage) if coordinated else None
@@ -239,7 +248,12 @@ class PipelineExecutionWorkflow:
                     )
                     condition_rollback = outcome == "ROLLBACK"
                 if coordinated:
-                    await self._leave_stage(stage, result.state.status.value if result.state.status else "Failed")
+                    outcome = result.state.status.value if result.state.status else "Failed"
+                    if lean and result.state.status == StageStatus.SUCCEEDED and index + 1 < last:
+                        self._leaving = self._release(stage, outcome)  # told with the next stage's request
+                        self._current_stage = None
+                    else:
+                        await self._leave_stage(stage, outcome)
                 if result.state.status == StageStatus.STOPPED:
                     await self._finish(ExecutionStatus.STOPPED, self._stop_summary(f"in stage '{stage.name}'"))
                     return state
@@ -275,6 +289,8 @@ class PipelineExecutionWorkflow:
             if is_cancelled_exception(err) and not state.status.is_terminal:
                 # Temporal's own cancel is an abandon: the stage child is cancelled with us (its actions'
                 # processes killed); record where we stopped and give back the stage we held or waited for.
+                if coordinated:
+                    await self._send_leaving()  # in case the request that carried it was cancelled
                 if coordinated and self._current_stage is not None:
                     await self._leave_stage(self._current_stage, "Stopped")
                 await self._finish(ExecutionStatus.STOPPED, "cancelled through Temporal (abandoned)")
@@ -680,10 +696,19 @@ class PipelineExecutionWorkflow:
                 pipeline_version=state.pipeline_version,
             ),
             execution_mode=mode.value,
+            leaving=self._leaving,
         )
-        await self._coordinate("request_entry", entry=request)
-        if mode == ExecutionMode.PARALLEL:
-            return None
+        if self._lean and mode != ExecutionMode.PARALLEL:
+            # An update: a free stage is entered at once, without waiting for a signal.
+            decision = await self._coordinate("enter_stage", entry=request)
+            self._leaving = None
+            if decision is not None:
+                return decision
+        else:
+            await self._coordinate("request_entry", entry=request)
+            self._leaving = None
+            if mode == ExecutionMode.PARALLEL:
+                return None
         state.waiting_for_stage = stage.name
         await workflow.wait_condition(lambda: stage.name in self._decisions or self._stop is not None)
         state.waiting_for_stage = None
@@ -694,21 +719,29 @@ class PipelineExecutionWorkflow:
 
     async def _leave_stage(self, stage: Stage, outcome: str) -> None:
         """Tell the coordinator the stage is free again (and whether this execution succeeded in it)."""
-        assert self._state is not None
         self._current_stage = None
-        release = StageRelease(
+        await self._coordinate("release_stage", release=self._release(stage, outcome))
+
+    def _release(self, stage: Stage, outcome: str) -> StageRelease:
+        assert self._state is not None
+        return StageRelease(
             stage_name=stage.name,
             execution_id=self._state.execution_id,
             outcome=outcome,
             pipeline_version=self._state.pipeline_version,
         )
-        await self._coordinate("release_stage", release=release)
+
+    async def _send_leaving(self) -> None:
+        """A release kept for the next stage's request, when there will be no such request."""
+        if self._leaving is not None:
+            await self._coordinate("release_stage", release=self._leaving)
+            self._leaving = None
 
     async def _coordinate(
         self, signal: str, *, entry: StageEntryRequest | None = None, release: StageRelease | None = None
-    ) -> None:
+    ) -> StageEntryDecision | None:
         assert self._pipeline is not None
-        await workflow.execute_local_activity(
+        return await workflow.execute_local_activity(
             "coordinate",
             CoordinationRequest(
                 pipeline_name=self._pipeline.name,
@@ -717,6 +750,7 @@ class PipelineExecutionWorkflow:
                 entry=entry,
                 release=release,
             ),
+            result_type=StageEntryDecision | None,
             start_to_close_timeout=timedelta(seconds=30),
         )
 

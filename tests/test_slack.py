@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -23,10 +24,11 @@ from temporalio.client import WorkflowFailureError
 from temporalio.worker import Worker
 
 from conveyor.client import ConveyorClient, ExecutionRef
-from conveyor.devserver import free_port
+from conveyor.devserver import EmbeddedServer, free_port
 from conveyor.identities import load_directory
 from conveyor.model import ActionState, ExecutionStatus
 from conveyor.service.app import create_app
+from conveyor.settings import Settings
 from conveyor.slack.app import SlackOptions
 from conveyor.slack.messages import APPROVE_ACTION, REASON_BLOCK, REASON_INPUT, REJECT_ACTION
 from conveyor.worker import build_worker
@@ -40,7 +42,7 @@ from tests.slack_fake import (
     sign,
     view_submission_payload,
 )
-from tests.test_cli import cli_env
+from tests.test_cli import Background, cli_env
 from tests.test_cli import conveyor as conveyor_cli
 from tests.test_webhooks import git
 
@@ -482,3 +484,43 @@ async def test_serve_names_what_the_slack_app_is_missing(tmp_path: Path) -> None
     env["SLACK_APP_TOKEN"] = "xapp-test"
     no_directory = await conveyor_cli("serve", "--config", str(config), env=env)
     assert no_directory.code == 1 and f"{tmp_path / 'people.yaml'}: identity directory not found" in no_directory.err
+
+
+async def test_conveyor_serve_slack_as_a_process(
+    conveyor: ConveyorClient,
+    worker: Worker,
+    slack: FakeSlack,
+    server: EmbeddedServer,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    """The whole path a user runs: `conveyor serve --slack` as a process, clicks over HTTP to it."""
+    port = free_port()
+    config = tmp_path / "service.yaml"
+    config.write_text(f"port: {port}\nslack: {{apiUrl: '{slack.base_url}'}}\n")
+    env = cli_env(settings.data_dir, server.address, settings.task_queue) | {
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "CONVEYOR_IDENTITIES": os.environ["CONVEYOR_IDENTITIES"],
+    }
+    service = Background.conveyor("serve", "--slack", "--config", str(config), env=env, log=tmp_path / "serve.log")
+    try:
+        await service.wait_for_text("Serving on")
+        url = f"http://127.0.0.1:{port}"
+        ref, _ = await conveyor.start(gated())
+        message = await request_message(slack, ref)
+        payload = block_actions_payload(message, APPROVE_ACTION, ALICE)
+        for _ in range(50):
+            try:
+                refused = await click(url, payload, secret="wrong")
+                break
+            except httpx.ConnectError:
+                await asyncio.sleep(0.1)
+        assert refused.status_code == 401
+        assert (await click(url, payload)).status_code == 200
+        assert "counted" in await answer_for(slack, ALICE)
+        assert (await asyncio.wait_for(conveyor.wait(ref), 60)).status == ExecutionStatus.SUCCEEDED
+    finally:
+        await service.stop()
+    log = service.text()
+    assert "slack.decision" in log and SIGNING_SECRET not in log and slack.bot_token not in log

@@ -131,11 +131,9 @@ def serve(
             return (await connect_existing(config)).client
 
         secrets = WebhookSecrets(names=service.webhook_secret_env)
-        slack_config = service.slack
-        if slack or socket_mode:
-            slack_config = (slack_config or SlackConfig()).model_copy(
-                update={"socket_mode": socket_mode or (slack_config.socket_mode if slack_config else False)}
-            )
+        slack_config = service.slack or (SlackConfig() if slack or socket_mode else None)
+        if slack_config is not None and socket_mode:
+            slack_config = slack_config.model_copy(update={"socket_mode": True})
         options = slack_options(slack_config, service.identities) if slack_config else None
         server = uvicorn.Server(
             uvicorn.Config(

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from conveyor.model import ApprovalNotice, ApprovalResult
+from conveyor.model import ApprovalNotice
 
 APPROVE_ACTION = "conveyor_approve"
 REJECT_ACTION = "conveyor_reject"
@@ -105,10 +105,6 @@ def status_line(notice: ApprovalNotice) -> str:
 
 def reminder_text(notice: ApprovalNotice) -> str:
     return f"Reminder: {fallback_text(notice).lower()} ({status_line(notice)})"
-
-
-def outcome_of(result: ApprovalResult) -> str | None:
-    return result.status if result.status in ("Approved", "Rejected") else None
 
 
 def reject_modal(button: ApprovalButton, channel: str | None, message_ts: str | None) -> dict[str, Any]:

@@ -26,10 +26,9 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from conveyor.spec.validation import DeclarationError, SpecIssue, format_path
+from conveyor.spec.loading import load_model_file
 
 IDENTITIES_ENV = "CONVEYOR_IDENTITIES"
 SlackUserRef = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]+/[A-Z0-9]+$")]
@@ -94,15 +93,4 @@ def load_directory(path: Path | None = None) -> IdentityDirectory:
         if not configured:
             return IdentityDirectory()
         path = Path(configured)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise DeclarationError(str(path), [SpecIssue("", "identity directory not found")]) from None
-    except yaml.YAMLError as err:
-        raise DeclarationError(str(path), [SpecIssue("", f"invalid YAML: {err}")]) from None
-    try:
-        return IdentityDirectory.model_validate(data)
-    except ValidationError as err:
-        raise DeclarationError(
-            str(path), [SpecIssue(format_path(e["loc"]), e["msg"].lower()) for e in err.errors()]
-        ) from None
+    return load_model_file(path, IdentityDirectory, missing="identity directory not found")

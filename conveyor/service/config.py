@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from conveyor.spec.validation import DeclarationError, SpecIssue, format_path
+from conveyor.spec.loading import load_model_file
 
 _CONFIG = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid")
 
@@ -48,18 +47,7 @@ class ServiceConfig(BaseModel):
 
 
 def load_service_config(path: Path) -> ServiceConfig:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise DeclarationError(str(path), [SpecIssue("", "file not found")]) from None
-    except yaml.YAMLError as err:
-        raise DeclarationError(str(path), [SpecIssue("", f"invalid YAML: {err}")]) from None
-    try:
-        config = ServiceConfig.model_validate(data)
-        if config.identities is not None and not config.identities.is_absolute():
-            config.identities = path.parent / config.identities  # relative to the file that names it
-        return config
-    except ValidationError as err:
-        raise DeclarationError(
-            str(path), [SpecIssue(format_path(e["loc"]), e["msg"].lower()) for e in err.errors()]
-        ) from None
+    config = load_model_file(path, ServiceConfig)
+    if config.identities is not None and not config.identities.is_absolute():
+        config.identities = path.parent / config.identities  # relative to the file that names it
+    return config

@@ -6,14 +6,16 @@ import bisect
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from conveyor.spec.declaration import Pipeline
-from conveyor.spec.validation import DeclarationError, SpecIssue, ValidationReport, validate_pipeline
+from conveyor.spec.validation import DeclarationError, SpecIssue, ValidationReport, format_path, validate_pipeline
 from conveyor.variables import REFERENCE
 
+M = TypeVar("M", bound=BaseModel)
 # A reference after whitespace (or at a line's start): where a YAML comment can begin.
 LOST_REFERENCE = re.compile(r"(?<!\S)(" + REFERENCE.pattern + ")")
 # Tokens that carry no text of their own: they do not make a line hold a value.
@@ -27,13 +29,13 @@ _ZERO_WIDTH_TOKENS = (
 )
 
 
-def read_declaration(path: Path) -> Any:
+def read_declaration(path: Path, *, missing: str = "file not found") -> Any:
     """The file's raw content; DeclarationError (naming the file and line) if it cannot be read."""
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DeclarationError(source, [SpecIssue("", "file not found")]) from None
+        raise DeclarationError(source, [SpecIssue("", missing)]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DeclarationError(source, [SpecIssue("", f"cannot read the file: {exc}")]) from None
     try:
@@ -47,6 +49,17 @@ def read_declaration(path: Path) -> Any:
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise DeclarationError(source, [SpecIssue("", f"{where}invalid YAML: {problem}")]) from None
+
+
+def load_model_file(path: Path, model: type[M], *, missing: str = "file not found") -> M:
+    """A settings file (YAML or JSON) as `model`; DeclarationError naming the file, the path inside it
+    and what is wrong, as for a declaration."""
+    data = read_declaration(path, missing=missing) or {}
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        issues = [SpecIssue(format_path(e["loc"]), e["msg"].lower()) for e in err.errors()]
+        raise DeclarationError(str(path), issues) from None
 
 
 def references_lost_to_comments(text: str, data: Any = None) -> list[SpecIssue]:

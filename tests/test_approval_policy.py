@@ -11,7 +11,7 @@ from temporalio.worker import Worker
 from conveyor.client import ConveyorClient, ConveyorError
 from conveyor.model import ExecutionStatus
 from tests.helpers import pipeline, waiting_token
-from tests.test_webhooks import git
+from tests.test_webhooks import repository
 
 POLICY = """
 name: policy
@@ -87,12 +87,7 @@ async def test_separation_of_duties_and_allowed_sources(conveyor: ConveyorClient
 async def test_the_source_revisions_author_may_not_approve(
     conveyor: ConveyorClient, worker: Worker, tmp_path: Path
 ) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "a.txt").write_text("a\n")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "change")  # authored by dev@example.com
+    repo = repository(tmp_path / "repo", {"a.txt": "a\n"}, "change")  # authored by dev@example.com
     declaration = pipeline(
         f"""
 name: authored

@@ -18,7 +18,7 @@ from conveyor.settings import Settings
 from tests.helpers import pipeline
 from tests.test_cli import cli_env
 from tests.test_cli import conveyor as cli
-from tests.test_webhooks import git
+from tests.test_webhooks import git, repository
 
 
 async def executions(conveyor: ConveyorClient, name: str, count: int) -> list:
@@ -37,12 +37,7 @@ async def executions(conveyor: ConveyorClient, name: str, count: int) -> list:
 async def test_schedules_follow_the_declaration_pause_and_poll_new_commits(
     conveyor: ConveyorClient, worker: Worker, server: EmbeddedServer, settings: Settings, tmp_path: Path
 ) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "file.txt").write_text("one\n")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "one")
+    repo = repository(tmp_path / "repo", {"file.txt": "one\n"}, "one")
     declaration = pipeline(
         f"""
 name: scheduled

@@ -44,7 +44,7 @@ from tests.slack_fake import (
 )
 from tests.test_cli import Background, cli_env
 from tests.test_cli import conveyor as conveyor_cli
-from tests.test_webhooks import git
+from tests.test_webhooks import repository
 
 SIGNING_SECRET = "slack-signing-secret-for-tests"
 TEAM = "T0001"
@@ -200,12 +200,7 @@ async def gate_state(conveyor: ConveyorClient, ref: ExecutionRef) -> ActionState
 async def test_request_message_shows_and_binds_what_is_approved(
     conveyor: ConveyorClient, worker: Worker, slack: FakeSlack, app: str, tmp_path: Path
 ) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "app.txt").write_text("v1.4")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "Release 1.4: faster checkout")
+    repo = repository(tmp_path / "repo", {"app.txt": "v1.4"}, "Release 1.4: faster checkout")
     data = gated()
     data["stages"][0]["actions"] = [
         {

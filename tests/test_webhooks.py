@@ -62,6 +62,18 @@ async def service(conveyor: ConveyorClient) -> AsyncIterator[str]:
     await task
 
 
+def repository(at: Path, files: dict[str, str], message: str) -> Path:
+    """A Git repository at `at`, branch main, with one commit of `files` (authored by dev@example.com)."""
+    at.mkdir()
+    git(at, "init", "-q", "-b", "main")
+    for name, text in files.items():
+        (at / name).parent.mkdir(parents=True, exist_ok=True)
+        (at / name).write_text(text)
+    git(at, "add", ".")
+    git(at, "commit", "-q", "-m", message)
+    return at
+
+
 def push(ref: str, sha: str, files: list[str]) -> dict:
     return {
         "ref": ref,
@@ -88,13 +100,7 @@ async def deliver(
 async def test_signed_webhooks_start_filtered_idempotent_executions(
     conveyor: ConveyorClient, worker: Worker, service: str, tmp_path: Path
 ) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "src").mkdir()
-    (repo / "src" / "app.py").write_text("print('v1')\n")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "first")
+    repo = repository(tmp_path / "repo", {"src/app.py": "print('v1')\n"}, "first")
     first_sha = git(repo, "rev-parse", "HEAD")
     (repo / "src" / "app.py").write_text("print('v2')\n")
     git(repo, "commit", "-q", "-am", "second")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -57,11 +58,16 @@ from workflows.execution import execution_workflow_id, stage_workflow_id
 
 # Derives execution ids from client request tokens: the same token always names the same execution.
 TOKEN_NAMESPACE = uuid.UUID("6b1f2f52-3c57-4b8e-9d7c-2b0f3f6d6e11")
+FIRST_STATE_WAIT = 60.0  # seconds `wait` gives a new execution to record its first state
 QUERY_TIMEOUT = timedelta(seconds=3)
 
 
 class ConveyorError(RuntimeError):
     """An operation that cannot be done; the message says why and what to do."""
+
+
+class StateNotRecorded(ConveyorError):
+    """The execution exists but neither its workflow nor its memo has a state yet (no first task yet)."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +192,7 @@ class ConveyorClient:
                 state.waiting_reason = await self._waiting_reason(ref.pipeline_name, state.waiting_for_stage)
         if state is None:
             if memo_state is None:
-                raise ConveyorError(f"execution '{ref}' has not recorded any state yet (is a worker running?)")
+                raise StateNotRecorded(f"execution '{ref}' has not recorded any state yet (is a worker running?)")
             state = memo_state
         if state.status == ExecutionStatus.IN_PROGRESS and description.status not in (
             WorkflowExecutionStatus.RUNNING,
@@ -237,9 +243,18 @@ class ConveyorClient:
         on_state: Callable[[ExecutionState], Awaitable[None] | None] | None = None,
         interval: float = 0.5,
     ) -> ExecutionState:
-        """Poll until the execution's PipelineStatus is terminal (its workflow may stay open longer)."""
+        """Poll until the execution's PipelineStatus is terminal (its workflow may stay open longer).
+        A busy worker may take a while to run a new execution's first task: that is waited for too, up to
+        FIRST_STATE_WAIT, after which "has not recorded any state yet (is a worker running?)" is raised."""
+        started = time.monotonic()
         while True:
-            state = await self.state(ref)
+            try:
+                state = await self.state(ref)
+            except StateNotRecorded:
+                if time.monotonic() - started > FIRST_STATE_WAIT:
+                    raise
+                await asyncio.sleep(interval)
+                continue
             if on_state is not None:
                 maybe = on_state(state)
                 if maybe is not None:

@@ -4,15 +4,19 @@ and telling which executions have ended. Workflows cannot start workflows or des
 from __future__ import annotations
 
 import asyncio
+import time
 from asyncio import FIRST_COMPLETED
+from typing import Any
 
 from temporalio import activity
-from temporalio.client import WithStartWorkflowOperation, WorkflowExecutionStatus
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.artifacts import ArtifactError, ArtifactStore
+from conveyor import visibility
+from conveyor.memo import DISABLED_TRANSITIONS_KEY
 from conveyor.model import (
     CoordinationRequest,
     CoordinatorInput,
@@ -26,12 +30,43 @@ from conveyor.settings import Settings
 
 # How long `enter_stage` waits for the coordinator's answer before asking by signal instead.
 ENTER_STAGE_UPDATE_WAIT = 10.0
+# How long a worker trusts what it read of a pipeline's disabled transitions (PARALLEL executions).
+TRANSITIONS_TTL = 1.0
+
+
+class DisabledTransitions:
+    """Which stages of a pipeline have their inbound transition disabled, read from the coordinator's
+    memo with a describe (no task of the coordinator: PARALLEL executions at scale never queue behind
+    it). Kept for TRANSITIONS_TTL seconds per pipeline and shared by the worker's concurrent lookups,
+    so a disable reaches PARALLEL executions within that long."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[float, asyncio.Future[frozenset[str]]]] = {}
+
+    async def disabled(self, client: Client, pipeline_name: str) -> frozenset[str]:
+        now = time.monotonic()
+        known = self._known.get(pipeline_name)
+        if known is None or now - known[0] > TRANSITIONS_TTL or _failed(known[1]):
+            known = (now, asyncio.ensure_future(self._read(client, pipeline_name)))
+            self._known[pipeline_name] = known
+        return await asyncio.shield(known[1])
+
+    @staticmethod
+    async def _read(client: Client, pipeline_name: str) -> frozenset[str]:
+        try:
+            description = await client.get_workflow_handle(pipeline_name).describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return frozenset()  # never applied: nothing disabled
+            raise
+        return frozenset((await description.memo()).get(DISABLED_TRANSITIONS_KEY) or [])
 
 
 class CoordinationActivities:
     def __init__(self, settings: Settings, store: ArtifactStore) -> None:
         self.settings = settings
         self.store = store
+        self.transitions = DisabledTransitions()
 
     @activity.defn(name="coordinate")
     async def coordinate(self, request: CoordinationRequest) -> StageEntryDecision | None:
@@ -44,6 +79,15 @@ class CoordinationActivities:
         payload = request.release if request.signal == "release_stage" else request.entry
         if payload is None:
             raise ApplicationError(f"coordination request '{request.signal}' carries no payload", non_retryable=True)
+        signal = request.signal
+        if signal == "enter_parallel":
+            assert request.entry is not None
+            stage = request.entry.stage_name
+            if stage not in await self.transitions.disabled(activity.client(), request.pipeline_name):
+                return StageEntryDecision(stage_name=stage, decision="Enter")
+            # Held at a disabled transition: the coordinator answers when it is enabled.
+            payload = request.entry.model_copy(update={"hold_at_transition": True})
+            signal = "enter_stage"
         coordinator = CoordinatorInput(
             pipeline_name=request.pipeline_name,
             execution_mode=request.execution_mode,
@@ -51,7 +95,6 @@ class CoordinationActivities:
         )
         summary = f"coordinator of pipeline {request.pipeline_name}"
         client, task_queue = activity.client(), activity.info().task_queue
-        signal = request.signal
         if signal == "enter_stage":
             start = WithStartWorkflowOperation(
                 "Pipeline",
@@ -101,7 +144,14 @@ class CoordinationActivities:
 
     @activity.defn(name="stage_facts")
     async def stage_facts(self, request: StageFactsRequest) -> StageLock | None:
-        """A stage's facts from the coordinator (newest entered, last succeeded), None if it has none."""
+        """A stage's facts from the coordinator (newest entered, last succeeded), None if it has none.
+        A PARALLEL execution's question (was the stage entered by an execution started after me?) is
+        answered from visibility: PARALLEL executions do not report to the coordinator."""
+        if request.execution_mode == "PARALLEL" and request.started_after is not None:
+            newest = await visibility.newest_entered(
+                activity.client(), request.pipeline_name, request.stage_name, started_after=request.started_after
+            )
+            return StageLock(stage_name=request.stage_name, newest_entered=newest)
         try:
             state = (
                 await activity.client()
@@ -130,3 +180,7 @@ class CoordinationActivities:
 
         flags = await asyncio.gather(*(closed(w) for w in workflow_ids))
         return [w for w, is_closed in zip(workflow_ids, flags, strict=True) if is_closed]
+
+
+def _failed(future: asyncio.Future[Any]) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)

@@ -28,6 +28,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from conveyor import search_attributes as sa
+from conveyor import visibility
 from conveyor.memo import state_from_memo
 from conveyor.model import (
     ActionState,
@@ -54,6 +55,7 @@ from conveyor.model import (
     Trigger,
 )
 from conveyor.settings import Settings
+from conveyor.visibility import EXECUTIONS, quote
 from workflows.execution import execution_workflow_id, stage_workflow_id
 
 # Derives execution ids from client request tokens: the same token always names the same execution.
@@ -267,11 +269,11 @@ class ConveyorClient:
         self, pipeline: str | None = None, limit: int = 20, *, succeeded_in: str | None = None
     ) -> list[ExecutionSummary]:
         """Executions, newest first; `succeeded_in` keeps those that succeeded in that stage."""
-        query = "WorkflowType = 'PipelineExecution'"
+        query = EXECUTIONS
         if pipeline:
-            query += f" AND PipelineName = '{_quote(pipeline)}'"
+            query += f" AND PipelineName = '{quote(pipeline)}'"
         if succeeded_in:
-            query += f" AND PipelineStagesSucceeded = '{_quote(succeeded_in)}'"
+            query += f" AND PipelineStagesSucceeded = '{quote(succeeded_in)}'"
         out: list[ExecutionSummary] = []
         async for wf in self.temporal.list_workflows(query, limit=limit):
             attributes = wf.typed_search_attributes
@@ -460,6 +462,21 @@ class ConveyorClient:
                 ) from None
             raise ConveyorError(f"pipeline '{name}' did not answer ({err.message}); is a worker running?") from None
 
+    async def pipeline_facts(self, name: str) -> CoordinatorState:
+        """The coordinator's state with every stage's facts. A PARALLEL pipeline's executions do not
+        report to the coordinator: their newest entry and last success per stage come from visibility."""
+        state = await self.pipeline_state(name)
+        if state.execution_mode == "PARALLEL" and state.current is not None:
+            for stage_name in state.current.stage_names:
+                lock = state.stage(stage_name)
+                newest, succeeded = await asyncio.gather(
+                    visibility.newest_entered(self.temporal, name, stage_name),
+                    visibility.last_succeeded(self.temporal, name, stage_name),
+                )
+                lock.newest_entered = newest or lock.newest_entered
+                lock.last_succeeded = succeeded or lock.last_succeeded
+        return state
+
     async def registered(self, name: str, version: int | None = None) -> tuple[PipelineVersion, dict[str, Any]]:
         """A registered version (default: the current one) and its declaration, read by digest."""
         state = await self.pipeline_state(name)
@@ -532,7 +549,3 @@ def sa_initial(name: str, version: Any) -> TypedSearchAttributes:
 
 def _parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else None
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")

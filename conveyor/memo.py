@@ -13,6 +13,8 @@ from conveyor.model import ExecutionState, StageState
 
 EXECUTION_KEY = "execution"
 STAGE_KEY_PREFIX = "stage:"
+# The coordinator's memo: names of the stages whose inbound transition is disabled.
+DISABLED_TRANSITIONS_KEY = "disabledTransitions"
 
 
 def execution_memo(state: ExecutionState, *, with_stages: bool = True) -> dict[str, Any]:

@@ -492,6 +492,9 @@ class StageEntryRequest(CamelModel):
     execution_mode: str = "SUPERSEDED"  # the execution's pinned declaration decides
     # The stage the execution leaves on its way in (one message per stage boundary), handled first.
     leaving: StageRelease | None = None
+    # A PARALLEL execution that found the stage's inbound transition disabled: hold it until enabled.
+    # (PARALLEL executions ask only then; before "parallel-unlocked" they reported every entry.)
+    hold_at_transition: bool = False
 
 
 class StageEntryDecision(CamelModel):
@@ -528,6 +531,7 @@ class StageLock(CamelModel):
     holder: ExecutionSlot | None = None
     waiting: list[ExecutionSlot] = Field(default_factory=list)
     transition: TransitionState = Field(default_factory=TransitionState)
+    held: list[ExecutionSlot] = Field(default_factory=list)  # PARALLEL executions held at a disabled transition
     last_succeeded: StageFact | None = None
     newest_entered: StageFact | None = None
 
@@ -553,10 +557,14 @@ class ApplyResult(CamelModel):
 
 
 class StageFactsRequest(CamelModel):
-    """Input of the `stage_facts` local activity (the coordinator's exact facts, not visibility's)."""
+    """Input of the `stage_facts` local activity: the coordinator's exact facts, or, for a PARALLEL
+    execution (which no longer reports to the coordinator), visibility's: the newest execution started
+    after `started_after` that entered the stage."""
 
     pipeline_name: str
     stage_name: str
+    execution_mode: str = "SUPERSEDED"
+    started_after: datetime | None = None
 
 
 class StoreDocumentInput(CamelModel):
@@ -600,7 +608,9 @@ class CoordinationRequest(CamelModel):
 
     pipeline_name: str
     execution_mode: str
-    signal: str  # "request_entry" | "release_stage" | "enter_stage" (an update)
+    # "request_entry" | "release_stage" | "enter_stage" (an update) | "enter_parallel" (a PARALLEL
+    # execution: Enter unless the stage's inbound transition is disabled, then as "enter_stage")
+    signal: str
     entry: StageEntryRequest | None = None
     release: StageRelease | None = None
 

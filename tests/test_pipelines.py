@@ -8,11 +8,14 @@ from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import coordination
 from conveyor.client import ConveyorClient, ConveyorError, ExecutionRef
+from conveyor.memo import DISABLED_TRANSITIONS_KEY
 from conveyor.model import CoordinatorState, ExecutionState, ExecutionStatus
+from conveyor.settings import Settings
 from tests.helpers import pipeline, waiting_token
 
 GATED = """
@@ -50,7 +53,7 @@ async def waiting_at(conveyor: ConveyorClient, name: str, stage: str, execution:
         except ConveyorError:
             return None
         lock = next((s for s in state.stages if s.stage_name == stage), None)
-        ids = [w.execution_id for w in lock.waiting] if lock else []
+        ids = [w.execution_id for w in [*lock.waiting, *lock.held]] if lock else []
         return state if execution.execution_id in ids else None
 
     return await eventually(check, what=f"{execution} to wait in front of {stage}")
@@ -134,7 +137,58 @@ async def test_parallel_mode_runs_executions_independently(conveyor: ConveyorCli
     assert [(await finished(conveyor, ref)).status for ref in refs] == [ExecutionStatus.SUCCEEDED] * 3
 
 
-@pytest.mark.parametrize("mode", ["SUPERSEDED", "QUEUED"])
+async def test_parallel_executions_never_message_the_coordinator(conveyor: ConveyorClient, worker: Worker) -> None:
+    """One coordinator per pipeline would serialize every PARALLEL execution's stage boundaries: they
+    only read its memo (disabled transitions), and their facts come from visibility."""
+    declaration = pipeline(
+        GATED.format(mode="PARALLEL").replace("{name: Approve, provider: Manual}", "{name: Check, provider: Noop}")
+    )
+    name = declaration["name"]
+    await conveyor.apply(declaration, by="ops")
+    coordinator = conveyor.temporal.get_workflow_handle(name)
+    events_before = len((await coordinator.fetch_history()).events)
+    refs = [(await conveyor.start(declaration))[0] for _ in range(3)]
+    assert [(await finished(conveyor, ref)).status for ref in refs] == [ExecutionStatus.SUCCEEDED] * 3
+    assert len((await coordinator.fetch_history()).events) == events_before
+    ids = {ref.execution_id for ref in refs}
+
+    async def facts() -> CoordinatorState | None:
+        state = await conveyor.pipeline_facts(name)
+        deploy = state.stage("Deploy")
+        ready = deploy.newest_entered and deploy.last_succeeded and len(await conveyor.list(name)) == 3
+        return state if ready else None  # visibility catches up within moments
+
+    deploy = (await eventually(facts, what="visibility to list the executions")).stage("Deploy")
+    assert deploy.newest_entered is not None and deploy.newest_entered.execution_id in ids
+    assert deploy.last_succeeded is not None and deploy.last_succeeded.execution_id in ids
+    assert deploy.holder is None and not deploy.waiting
+
+
+async def test_disabled_transitions_stay_in_the_memo_across_continue_as_new(
+    temporal_client: Client, settings: Settings, worker: Worker
+) -> None:
+    """PARALLEL executions read the disabled transitions from the coordinator's memo (a new run's
+    memo starts empty unless the old run passes it on)."""
+    conveyor = ConveyorClient(temporal_client, settings.model_copy(update={"coordinator_continue_as_new_every": 3}))
+    declaration = pipeline(GATED.format(mode="PARALLEL"))
+    name = declaration["name"]
+    await conveyor.apply(declaration, by="ops")
+    await conveyor.set_transition(name, "Deploy", enabled=False, reason="freeze", by="ops")
+    await conveyor.set_transition(name, "Gate", enabled=False, reason="freeze", by="ops")  # the third: a new run
+
+    async def new_run_memo() -> dict[str, Any] | None:
+        description = await temporal_client.get_workflow_handle(name).describe()
+        return await description.memo() if (await conveyor.pipeline_state(name)).runs == 2 else None
+
+    memo = await eventually(new_run_memo, what="the coordinator to continue as new")
+    assert memo[DISABLED_TRANSITIONS_KEY] == ["Deploy", "Gate"]
+    assert memo["mode"] == "PARALLEL" and memo["current"]["version"] == 1  # what `conveyor pipelines` lists
+    await conveyor.set_transition(name, "Deploy", enabled=True, by="ops")
+    memo = await (await temporal_client.get_workflow_handle(name).describe()).memo()
+    assert memo[DISABLED_TRANSITIONS_KEY] == ["Gate"]
+
+
+@pytest.mark.parametrize("mode", ["SUPERSEDED", "QUEUED", "PARALLEL"])
 async def test_disabled_transition_holds_executions_until_enabled(
     conveyor: ConveyorClient, worker: Worker, mode: str
 ) -> None:
@@ -155,9 +209,14 @@ async def test_disabled_transition_holds_executions_until_enabled(
     await waiting_at(conveyor, name, "Deploy", second)
     if mode == "SUPERSEDED":
         assert (await finished(conveyor, first)).status == ExecutionStatus.SUPERSEDED
+    if mode == "PARALLEL":  # both held, neither superseded
+        assert (await conveyor.state(first)).waiting_for_stage == "Deploy"
     await conveyor.set_transition(name, "Deploy", enabled=True, by="ops")
     second_state = await finished(conveyor, second)
     assert second_state.status == ExecutionStatus.SUCCEEDED
+    if mode == "PARALLEL":
+        assert (await finished(conveyor, first)).status == ExecutionStatus.SUCCEEDED
+        assert not (await conveyor.pipeline_state(name)).stage("Deploy").held
     if mode == "QUEUED":
         first_state = await finished(conveyor, first)
         assert first_state.status == ExecutionStatus.SUCCEEDED

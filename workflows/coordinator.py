@@ -18,11 +18,13 @@ import asyncio
 import hashlib
 import json
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from conveyor.memo import DISABLED_TRANSITIONS_KEY
     from conveyor.model import (
         ApplyRequest,
         ApplyResult,
@@ -45,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     from conveyor.spec.validation import validate_pipeline
 
 ENTER = "Enter"
+TRANSITION_MEMO_PATCH = "transition-memo"
 TRIGGER_SCHEDULES_PATCH = "trigger-schedules"
 SUPERSEDED = "Superseded"
 SUCCEEDED = "Succeeded"
@@ -92,11 +95,17 @@ class PipelineWorkflow:
         lock = self._state.stage(request.stage_name)
         slot = request.execution.model_copy(update={"arrived_at": workflow.now()})
         if request.execution_mode == "PARALLEL":
-            # Independent executions: nothing to wait for, only the fact to keep.
+            if request.hold_at_transition:  # it found the transition disabled: held until enabled
+                if lock.transition.enabled:  # enabled again meanwhile
+                    self._let_in(slot, lock)
+                elif all(h.execution_id != slot.execution_id for h in lock.held):
+                    lock.held.append(slot)
+                return
+            # Independent executions (recorded before "parallel-unlocked"): only the fact to keep.
             lock.newest_entered = self._fact(slot)
             return
         if lock.holder is not None and lock.holder.execution_id == slot.execution_id:
-            self._outbox.append((slot.workflow_id, StageEntryDecision(stage_name=lock.stage_name, decision=ENTER)))
+            self._let_in(slot, lock)
             return  # a repeated request (a retried activity): answer it again
         if any(w.execution_id == slot.execution_id for w in lock.waiting):
             return
@@ -152,6 +161,7 @@ class PipelineWorkflow:
             enabled=False, reason=change.reason, changed_by=change.by, changed_at=workflow.now()
         )
         self._state.handled += 1
+        self._publish_transitions()
         return lock.transition
 
     @disable_transition.validator
@@ -165,12 +175,31 @@ class PipelineWorkflow:
             enabled=True, reason=change.reason or None, changed_by=change.by, changed_at=workflow.now()
         )
         self._state.handled += 1
+        self._publish_transitions()
         self._admit(lock)
+        for slot in lock.held:  # PARALLEL executions held at the transition all enter
+            self._let_in(slot, lock)
+        lock.held = []
         return lock.transition
 
     @enable_transition.validator
     def _validate_enable(self, change: TransitionChange) -> None:
         self._check_stage(change.stage_name)
+
+    def _publish_transitions(self) -> None:
+        """The disabled transitions, in the memo: PARALLEL executions read them with a describe, which
+        needs no task of this workflow, so they enter stages without messaging it."""
+        if workflow.patched(TRANSITION_MEMO_PATCH):
+            workflow.upsert_memo({DISABLED_TRANSITIONS_KEY: self._memo()[DISABLED_TRANSITIONS_KEY]})
+
+    def _memo(self) -> dict[str, Any]:
+        """The coordinator's memo: the current version, the execution mode, the disabled transitions."""
+        current = self._state.current
+        return {
+            "current": current.model_dump(mode="json") if current else None,
+            "mode": self._state.execution_mode,
+            DISABLED_TRANSITIONS_KEY: sorted(s.stage_name for s in self._state.stages if not s.transition.enabled),
+        }
 
     def _check_stage(self, name: str) -> None:
         current = self._state.current
@@ -220,7 +249,7 @@ class PipelineWorkflow:
             self._state.versions.append(version)
             self._state.execution_mode = pipeline.execution_mode.value
             self._state.handled += 1
-            workflow.upsert_memo({"current": version.model_dump(mode="json"), "mode": self._state.execution_mode})
+            workflow.upsert_memo({key: self._memo()[key] for key in ("current", "mode")})
             return ApplyResult(version=version, changed=True)
 
     @apply.validator
@@ -285,7 +314,8 @@ class PipelineWorkflow:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 await self._flush_outbox()
                 self._state.runs += 1
-                workflow.continue_as_new(input.model_copy(update={"state": self._state}))
+                # A new run starts with an empty memo unless given one: carry what readers rely on.
+                workflow.continue_as_new(input.model_copy(update={"state": self._state}), memo=self._memo())
 
     def _should_continue_as_new(self) -> bool:
         return (
@@ -333,6 +363,7 @@ class PipelineWorkflow:
         if lock.holder is not None and lock.holder.execution_id == execution_id:
             lock.holder = None
         lock.waiting = [w for w in lock.waiting if w.execution_id != execution_id]
+        lock.held = [h for h in lock.held if h.execution_id != execution_id]
         self._admit(lock)
 
     def _admit(self, lock: StageLock) -> None:
@@ -340,7 +371,10 @@ class PipelineWorkflow:
             slot = lock.waiting.pop(0)
             lock.holder = slot
             lock.newest_entered = self._fact(slot)
-            self._outbox.append((slot.workflow_id, StageEntryDecision(stage_name=lock.stage_name, decision=ENTER)))
+            self._let_in(slot, lock)
+
+    def _let_in(self, slot: ExecutionSlot, lock: StageLock) -> None:
+        self._outbox.append((slot.workflow_id, StageEntryDecision(stage_name=lock.stage_name, decision=ENTER)))
 
     def _fact(self, slot: ExecutionSlot) -> StageFact:
         return StageFact(execution_id=slot.execution_id, pipeline_version=slot.pipeline_version, at=workflow.now())

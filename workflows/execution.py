@@ -80,6 +80,10 @@ FAILURE_HANDLING_PATCH = "failure-handling"
 # boundary (a stage's release goes with the request for the next one), and in SUPERSEDED and QUEUED
 # modes a free stage entered at once by the coordinator's `enter_stage` update.
 LEAN_COORDINATION_PATCH = "lean-coordination"
+# ...and PARALLEL ones recorded before this, reporting every stage boundary to the coordinator. Since,
+# a PARALLEL execution only reads the disabled transitions and asks the coordinator only to be held at
+# one; the facts about it (newest to enter a stage) come from visibility.
+PARALLEL_UNLOCKED_PATCH = "parallel-unlocked"
 WITHDRAWN = "Withdrawn"
 COMPENSATION_ATTEMPTS = 3
 
@@ -101,6 +105,7 @@ class PipelineExecutionWorkflow:
         self._current_stage: Stage | None = None  # held, or waited for
         self._leaving: StageRelease | None = None  # a release sent with the next stage's request
         self._lean = False  # LEAN_COORDINATION_PATCH
+        self._unlocked = False  # PARALLEL_UNLOCKED_PATCH
         self._succeeded_stages: list[str] = []
         self._stop: StopRequest | None = None
         self._running_stage: str | None = None  # workflow id of the stage child now running
@@ -182,6 +187,9 @@ class PipelineExecutionWorkflow:
         handling = workflow.patched(FAILURE_HANDLING_PATCH)  # stop, stage retries, skip, retry window
         lean = coordinated and workflow.patched(LEAN_COORDINATION_PATCH)  # one message per stage boundary
         self._lean = lean
+        self._unlocked = (
+            lean and pipeline.execution_mode == ExecutionMode.PARALLEL and workflow.patched(PARALLEL_UNLOCKED_PATCH)
+        )
         if coordinated:
             workflow.upsert_search_attributes([PIPELINE_TRIGGER.value_set(state.trigger.trigger_type.value)])
         try:
@@ -249,7 +257,8 @@ class PipelineExecutionWorkflow:
                     condition_rollback = outcome == "ROLLBACK"
                 if coordinated:
                     outcome = result.state.status.value if result.state.status else "Failed"
-                    if lean and result.state.status == StageStatus.SUCCEEDED and index + 1 < last:
+                    succeeded = result.state.status == StageStatus.SUCCEEDED
+                    if lean and not self._unlocked and succeeded and index + 1 < last:
                         self._leaving = self._release(stage, outcome)  # told with the next stage's request
                         self._current_stage = None
                     else:
@@ -455,9 +464,13 @@ class PipelineExecutionWorkflow:
 
     async def _stage_facts(self, stage_name: str) -> StageLock | None:
         assert self._pipeline is not None
+        request = StageFactsRequest(pipeline_name=self._pipeline.name, stage_name=stage_name)
+        if self._unlocked:  # the coordinator does not know: visibility, for executions started after this one
+            request.execution_mode = ExecutionMode.PARALLEL.value
+            request.started_after = workflow.info().start_time
         return await workflow.execute_local_activity(
             "stage_facts",
-            StageFactsRequest(pipeline_name=self._pipeline.name, stage_name=stage_name),
+            request,
             result_type=StageLock | None,
             start_to_close_timeout=timedelta(seconds=30),
         )
@@ -698,7 +711,13 @@ class PipelineExecutionWorkflow:
             execution_mode=mode.value,
             leaving=self._leaving,
         )
-        if self._lean and mode != ExecutionMode.PARALLEL:
+        if self._unlocked:
+            # Enter at once unless the inbound transition is disabled; then held by the coordinator.
+            decision = await self._coordinate("enter_parallel", entry=request)
+            if decision is not None:
+                self._current_stage = None  # the coordinator never heard of it: nothing to give back
+                return decision
+        elif self._lean and mode != ExecutionMode.PARALLEL:
             # An update: a free stage is entered at once, without waiting for a signal.
             decision = await self._coordinate("enter_stage", entry=request)
             self._leaving = None
@@ -718,9 +737,12 @@ class PipelineExecutionWorkflow:
         return self._decisions[stage.name]
 
     async def _leave_stage(self, stage: Stage, outcome: str) -> None:
-        """Tell the coordinator the stage is free again (and whether this execution succeeded in it)."""
+        """Tell the coordinator the stage is free again (and whether this execution succeeded in it).
+        An unlocked (PARALLEL) execution is known to it only while held at a disabled transition."""
+        told = not self._unlocked or self._current_stage is not None
         self._current_stage = None
-        await self._coordinate("release_stage", release=self._release(stage, outcome))
+        if told:
+            await self._coordinate("release_stage", release=self._release(stage, outcome))
 
     def _release(self, stage: Stage, outcome: str) -> StageRelease:
         assert self._state is not None

@@ -105,7 +105,7 @@ def state(pipeline: PipelineArgument, output: OutputOption = "table") -> None:
 
     async def go() -> int:
         session = await connect_existing(settings())
-        coordinator = await session.client.pipeline_state(pipeline)
+        coordinator = await session.client.pipeline_facts(pipeline)
         if output == "json":
             console.print_json(coordinator.model_dump_json())
         else:

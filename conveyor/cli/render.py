@@ -160,7 +160,7 @@ def coordinator_table(state: CoordinatorState) -> Group:
             name,
             gate,
             _slot(lock.holder),
-            ", ".join(w.execution_id for w in lock.waiting) or "-",
+            ", ".join(w.execution_id for w in [*lock.waiting, *lock.held]) or "-",
             _fact(lock.last_succeeded),
             _fact(lock.newest_entered),
         )

@@ -1,0 +1,66 @@
+"""Facts about a pipeline's stages read from Temporal visibility (search attributes and memos).
+
+PARALLEL executions do not report to the pipeline's coordinator (they never wait for each other, and
+one coordinator per pipeline would serialize them all), so for them the coordinator's exact facts
+(newest execution to enter a stage, last to succeed in it) are read from what each execution already
+records: its `PipelineName`/`PipelineStagesSucceeded` search attributes and its per-stage memo. Visibility
+is eventually consistent: an execution that entered a stage a moment ago may not be listed yet.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from temporalio.client import Client
+
+from conveyor.memo import EXECUTION_KEY, STAGE_KEY_PREFIX
+from conveyor.model import StageFact, StageState
+
+EXECUTIONS = "WorkflowType = 'PipelineExecution'"
+
+
+def quote(value: str) -> str:
+    """A string literal for a visibility query."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+async def newest_entered(
+    client: Client, pipeline_name: str, stage_name: str, *, started_after: datetime | None = None
+) -> StageFact | None:
+    """The execution that entered `stage_name` last, among those started after `started_after`."""
+    query = f"{EXECUTIONS} AND PipelineName = '{quote(pipeline_name)}'"
+    if started_after is not None:
+        query += f" AND StartTime > '{_rfc3339(started_after)}'"
+    newest: StageFact | None = None
+    async for listed in client.list_workflows(query):
+        memo = await listed.memo()
+        entry = memo.get(STAGE_KEY_PREFIX + stage_name)
+        entered = StageState.model_validate(entry).started_at if isinstance(entry, dict) else None
+        if entered is not None and (newest is None or entered > newest.at):
+            newest = _fact(listed.id, memo, entered)
+    return newest
+
+
+async def last_succeeded(client: Client, pipeline_name: str, stage_name: str) -> StageFact | None:
+    """The newest-started execution that succeeded in `stage_name`."""
+    query = (
+        f"{EXECUTIONS} AND PipelineName = '{quote(pipeline_name)}' AND PipelineStagesSucceeded = '{quote(stage_name)}'"
+    )
+    async for listed in client.list_workflows(query, limit=1):
+        memo = await listed.memo()
+        entry = memo.get(STAGE_KEY_PREFIX + stage_name)
+        finished = StageState.model_validate(entry).finished_at if isinstance(entry, dict) else None
+        return _fact(listed.id, memo, finished or listed.close_time or listed.start_time)
+    return None
+
+
+def _fact(workflow_id: str, memo: dict[str, Any], at: datetime) -> StageFact:
+    header = memo.get(EXECUTION_KEY) or {}
+    return StageFact(
+        execution_id=workflow_id.rsplit("/", 1)[-1], pipeline_version=int(header.get("pipelineVersion") or 1), at=at
+    )

@@ -26,6 +26,7 @@ def test_there_are_histories_to_replay() -> None:
         "action-failed",
         "queued-with-coordinator",
         "rolled-back",
+        "parallel-held",
     } <= names
 
 

@@ -7,9 +7,11 @@ newest that entered it. Executions ask to enter a stage with the `request_entry`
 answered with a `stage_decision` signal, or ask with the `enter_stage` update, answered at once when
 the answer is known (the stage is free) and by that signal only when they must wait. They report
 leaving with `release_stage`, or, between two stages, with the `leaving` part of the next stage's
-request (one message per stage boundary). It is never the parent of an execution, and it
-continues-as-new every `continueAsNewEvery` messages, so its history stays small however many
-executions pass through it.
+request (one message per stage boundary). PARALLEL executions (since "parallel-unlocked") send
+nothing: they read the disabled transitions from this workflow's memo and ask only to be held at one
+(`holdAtTransition`), let in when it is enabled; their facts are read from visibility. It is never the
+parent of an execution, and it continues-as-new every `continueAsNewEvery` messages, so its history
+stays small however many executions pass through it.
 """
 
 from __future__ import annotations

@@ -80,10 +80,13 @@ FAILURE_HANDLING_PATCH = "failure-handling"
 # boundary (a stage's release goes with the request for the next one), and in SUPERSEDED and QUEUED
 # modes a free stage entered at once by the coordinator's `enter_stage` update.
 LEAN_COORDINATION_PATCH = "lean-coordination"
-# ...and PARALLEL ones recorded before this, reporting every stage boundary to the coordinator. Since,
-# a PARALLEL execution only reads the disabled transitions and asks the coordinator only to be held at
-# one; the facts about it (newest to enter a stage) come from visibility.
-PARALLEL_UNLOCKED_PATCH = "parallel-unlocked"
+# Executions since record this one patch instead of the three above, which it implies: each patch
+# costs a marker and a `TemporalChangeVersion` search-attribute upsert (a visibility write). With it:
+# - PARALLEL executions no longer report to the coordinator: they read the disabled transitions (its
+#   memo) and ask it only to be held at one; their facts (newest to enter a stage) come from visibility;
+# - the start's search attributes are upserted once, only those not already set by the starter;
+# - a succeeded stage's memo is upserted together with the next one (the next stage's, or the end's).
+PROTOCOL_PATCH = "protocol-2026-11"
 WITHDRAWN = "Withdrawn"
 COMPENSATION_ATTEMPTS = 3
 
@@ -105,7 +108,9 @@ class PipelineExecutionWorkflow:
         self._current_stage: Stage | None = None  # held, or waited for
         self._leaving: StageRelease | None = None  # a release sent with the next stage's request
         self._lean = False  # LEAN_COORDINATION_PATCH
-        self._unlocked = False  # PARALLEL_UNLOCKED_PATCH
+        self._unlocked = False  # PROTOCOL_PATCH, PARALLEL mode
+        self._protocol = False  # PROTOCOL_PATCH
+        self._memo_pending: dict[str, Any] = {}  # memo fields to upsert with the next upsert
         self._succeeded_stages: list[str] = []
         self._stop: StopRequest | None = None
         self._running_stage: str | None = None  # workflow id of the stage child now running
@@ -158,14 +163,18 @@ class PipelineExecutionWorkflow:
         state.pipeline_version = pipeline.version or 1
         state.variables = {v.name: v.default_value or "" for v in pipeline.variables} | input.variables
         state.stages = [initial_stage_state(stage) for stage in pipeline.stages]
-        workflow.upsert_search_attributes(
-            [
-                PIPELINE_NAME.value_set(pipeline.name),
-                PIPELINE_VERSION.value_set(state.pipeline_version),
-                PIPELINE_STATUS.value_set(ExecutionStatus.IN_PROGRESS.value),
-            ]
-        )
-        workflow.upsert_memo(execution_memo(state))
+        protocol = self._protocol = workflow.patched(PROTOCOL_PATCH)
+        attributes = [
+            PIPELINE_NAME.value_set(pipeline.name),
+            PIPELINE_VERSION.value_set(state.pipeline_version),
+            PIPELINE_STATUS.value_set(ExecutionStatus.IN_PROGRESS.value),
+        ]
+        if protocol:
+            present = workflow.info().typed_search_attributes
+            attributes = [pair for pair in attributes if present.get(pair.key) != pair.value]
+            attributes.append(PIPELINE_TRIGGER.value_set(state.trigger.trigger_type.value))
+        workflow.upsert_search_attributes(attributes)
+        self._upsert_memo(execution_memo(state))
 
         values: dict[str, dict[str, str]] = {
             PIPELINE_VARIABLES: dict(state.variables),
@@ -181,16 +190,14 @@ class PipelineExecutionWorkflow:
             state.source_revisions = list(input.rollback.source_revisions)
             values.update(input.rollback.variables)
             artifacts.update({ref.name: ref for ref in input.rollback.artifacts})
-            workflow.upsert_memo(execution_memo(state, with_stages=False))
+            self._upsert_memo(execution_memo(state, with_stages=False))
         self._pipeline = pipeline
-        coordinated = workflow.patched(COORDINATION_PATCH)
-        handling = workflow.patched(FAILURE_HANDLING_PATCH)  # stop, stage retries, skip, retry window
-        lean = coordinated and workflow.patched(LEAN_COORDINATION_PATCH)  # one message per stage boundary
+        coordinated = protocol or workflow.patched(COORDINATION_PATCH)
+        handling = protocol or workflow.patched(FAILURE_HANDLING_PATCH)  # stop, stage retries, skip, retry window
+        lean = protocol or (coordinated and workflow.patched(LEAN_COORDINATION_PATCH))  # a message per boundary
         self._lean = lean
-        self._unlocked = (
-            lean and pipeline.execution_mode == ExecutionMode.PARALLEL and workflow.patched(PARALLEL_UNLOCKED_PATCH)
-        )
-        if coordinated:
+        self._unlocked = protocol and pipeline.execution_mode == ExecutionMode.PARALLEL
+        if coordinated and not protocol:
             workflow.upsert_search_attributes([PIPELINE_TRIGGER.value_set(state.trigger.trigger_type.value)])
         try:
             index, retry = (last - 1 if input.rollback else 0), None
@@ -223,7 +230,7 @@ class PipelineExecutionWorkflow:
                                 code="ConditionFailed", message=_condition_failure(stage_state.conditions[-1])
                             )
                         )
-                        workflow.upsert_memo(stage_memo(stage_state))
+                        self._upsert_memo(stage_memo(stage_state))
                         if coordinated:
                             await self._leave_stage(stage, stage_state.status.value)
                         if skipped:
@@ -249,7 +256,7 @@ class PipelineExecutionWorkflow:
                             code="ConditionFailed", message=_condition_failure(result.state.conditions[-1])
                         )
                         condition_rollback = outcome == "ROLLBACK"
-                        workflow.upsert_memo(stage_memo(result.state))
+                        self._upsert_memo(stage_memo(result.state))
                 elif result.state.status == StageStatus.FAILED and stage.on_failure and stage.on_failure.conditions:
                     outcome = await self._conditions(
                         "ON_FAILURE", stage, index, stage.on_failure.conditions, values, artifacts
@@ -269,7 +276,7 @@ class PipelineExecutionWorkflow:
                 if result.state.status != StageStatus.SUCCEEDED:
                     if handling and stage.on_failure and stage.on_failure.result == FailureResult.SKIP:
                         state.stages[index].status = StageStatus.SKIPPED
-                        workflow.upsert_memo(stage_memo(state.stages[index]))
+                        self._upsert_memo(stage_memo(state.stages[index]))
                         index += 1
                         continue
                     assert result.state.error is not None
@@ -334,9 +341,10 @@ class PipelineExecutionWorkflow:
         stage_state = self._state.stages[index]
         key = (stage.name, kind)
         self._evaluating = key
+        self._flush_memo()  # conditions can take a while: the memo must be current
 
         def changed() -> None:
-            workflow.upsert_memo(stage_memo(stage_state))
+            self._upsert_memo(stage_memo(stage_state))
 
         context = ConditionContext(
             pipeline_name=self._pipeline.name,
@@ -421,7 +429,7 @@ class PipelineExecutionWorkflow:
             action = next(a for a in stage_state.actions if a.action_name == step.action_name)
             progress = CompensationState(status="InProgress", started_at=workflow.now())
             action.compensation = progress
-            workflow.upsert_memo(stage_memo(stage_state))
+            self._upsert_memo(stage_memo(stage_state))
             while True:
                 try:
                     await workflow.execute_activity(
@@ -460,7 +468,7 @@ class PipelineExecutionWorkflow:
                     await workflow.sleep(timedelta(seconds=2**progress.attempt))
                     progress.attempt += 1
             progress.finished_at = workflow.now()
-            workflow.upsert_memo(stage_memo(stage_state))
+            self._upsert_memo(stage_memo(stage_state))
 
     async def _stage_facts(self, stage_name: str) -> StageLock | None:
         assert self._pipeline is not None
@@ -592,7 +600,7 @@ class PipelineExecutionWorkflow:
         )
         self._state.finished_at = None
         workflow.upsert_search_attributes([PIPELINE_STATUS.value_set(ExecutionStatus.IN_PROGRESS.value)])
-        workflow.upsert_memo(execution_memo(self._state, with_stages=False))
+        self._upsert_memo(execution_memo(self._state, with_stages=False))
 
     async def _retry_automatically(
         self,
@@ -637,7 +645,7 @@ class PipelineExecutionWorkflow:
         stage_state.status = StageStatus.IN_PROGRESS
         stage_state.attempt += 1
         stage_state.started_at = workflow.now()
-        workflow.upsert_memo(stage_memo(stage_state))
+        self._upsert_memo(stage_memo(stage_state))
         workflow.logger.info(
             "stage entered",
             extra={"pipeline": pipeline.name, "execution": state.execution_id, "stage": stage.name},
@@ -684,8 +692,21 @@ class PipelineExecutionWorkflow:
         for ref in result.output_artifacts:
             artifacts[ref.name] = ref
         state.source_revisions.extend(result.source_revisions)
-        workflow.upsert_memo(stage_memo(result.state))
+        # A success is told with whatever comes next (the next stage's entry, its conditions, the end).
+        self._upsert_memo(stage_memo(result.state), later=result.state.status == StageStatus.SUCCEEDED)
         return result
+
+    def _upsert_memo(self, fields: dict[str, Any], *, later: bool = False) -> None:
+        """Upsert memo fields, with any kept for later; `later` keeps these for the next upsert (or the
+        next wait, `_flush_memo`) when PROTOCOL_PATCH applies: one visibility write instead of two."""
+        self._memo_pending |= fields
+        if not (later and self._protocol):
+            self._flush_memo()
+
+    def _flush_memo(self) -> None:
+        if self._memo_pending:
+            workflow.upsert_memo(self._memo_pending)
+            self._memo_pending = {}
 
     # --- the seam with the pipeline's coordinator -------------------------------------------------
 
@@ -729,11 +750,14 @@ class PipelineExecutionWorkflow:
             if mode == ExecutionMode.PARALLEL:
                 return None
         state.waiting_for_stage = stage.name
+        self._flush_memo()  # the wait may be long: the memo must be current
         await workflow.wait_condition(lambda: stage.name in self._decisions or self._stop is not None)
         state.waiting_for_stage = None
         if stage.name not in self._decisions:  # stopped while it waited: give up its place in the queue
             await self._leave_stage(stage, WITHDRAWN)
             return StageEntryDecision(stage_name=stage.name, decision=WITHDRAWN)
+        if self._unlocked:
+            self._current_stage = None  # let in at the transition: the coordinator keeps nothing of it
         return self._decisions[stage.name]
 
     async def _leave_stage(self, stage: Stage, outcome: str) -> None:
@@ -791,7 +815,7 @@ class PipelineExecutionWorkflow:
         self._state.status_summary = summary
         self._state.finished_at = workflow.now()
         workflow.upsert_search_attributes([PIPELINE_STATUS.value_set(status.value)])
-        workflow.upsert_memo(execution_memo(self._state, with_stages=False))
+        self._upsert_memo(execution_memo(self._state, with_stages=False))
 
 
 def _undeclared_overrides(pipeline: Pipeline, input: ExecutionInput, source: str) -> list[str]:

@@ -101,11 +101,30 @@ stages:
     actions:
       - {name: Ship, provider: Commands, commands: ["true"]}
 """,
+    "parallel-held": """
+name: replay-parallel
+executionMode: PARALLEL
+stages:
+  - name: Build
+    actions:
+      - {name: Compile, provider: Noop}
+  - name: Prod
+    actions:
+      - {name: Ship, provider: Noop}
+""",
 }
 
 
 async def record(name: str, declaration: str, conveyor: ConveyorClient) -> None:
+    held = "executionMode: PARALLEL" in declaration  # held at a disabled transition, then let in
+    if held:
+        await conveyor.apply(yaml.safe_load(declaration), by="recorder")
+        await conveyor.set_transition("replay-parallel", "Prod", enabled=False, reason="freeze", by="recorder")
     ref, _ = await conveyor.start(yaml.safe_load(declaration), token=name)
+    if held:
+        while (await conveyor.state(ref)).waiting_for_stage != "Prod":
+            await asyncio.sleep(0.2)
+        await conveyor.set_transition("replay-parallel", "Prod", enabled=True, by="recorder")
     if "Gate" in declaration:
         token = await waiting_token(conveyor, ref)
         await conveyor.decide(ref, "Prod", "Gate", approve=True, summary="ok", token=token, by="recorder")
@@ -115,7 +134,7 @@ async def record(name: str, declaration: str, conveyor: ConveyorClient) -> None:
     for stage in state.stages:
         if stage.status is not None:
             await save(conveyor, ref.stage_workflow_id(stage.stage_name), f"{name}.stage-{stage.stage_name}.json")
-    if "executionMode: QUEUED" in declaration:
+    if "executionMode: QUEUED" in declaration or held:
         await save(conveyor, ref.pipeline_name, f"{name}.coordinator.json")  # still running: replayed so far
     print(f"{name}: {state.status.value}")
 

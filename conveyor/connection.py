@@ -10,11 +10,11 @@ from temporalio.api.namespace.v1 import NamespaceConfig
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, UpdateNamespaceRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.service import RPCError, RPCStatusCode
 
 from conveyor import search_attributes
+from conveyor.payloads import data_converter
 from conveyor.settings import Settings
 
 DEFAULT_RETENTION_DAYS = 30
@@ -50,7 +50,7 @@ async def connect(address: str, settings: Settings) -> Client:
     options = _cluster_options(settings) if settings.temporal_address == address else {}
     try:
         return await Client.connect(
-            address, namespace=settings.temporal_namespace, data_converter=pydantic_data_converter, **options
+            address, namespace=settings.temporal_namespace, data_converter=data_converter, **options
         )
     except RuntimeError as exc:
         raise TemporalUnavailableError(

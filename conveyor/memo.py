@@ -1,8 +1,10 @@
 """The execution's memo: a compact, secret-free copy of its state, readable through describe.
 
 One key for the execution and one per stage, so each upsert writes only what changed and history
-stays small however many stages a pipeline has. Secret-free by construction: environment variable values
-never enter state (secrets reach commands only through the worker's environment, `passEnvironment`).
+stays small however many stages a pipeline has. Fields at their default are left out (reading the
+memo back as the models restores them): every upsert is a history event and a visibility write.
+Secret-free by construction: environment variable values never enter state (secrets reach commands
+only through the worker's environment, `passEnvironment`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ DISABLED_TRANSITIONS_KEY = "disabledTransitions"
 
 def execution_memo(state: ExecutionState, *, with_stages: bool = True) -> dict[str, Any]:
     """The execution's key (and, when asked, every stage's: once at start, to list them)."""
-    header = state.model_dump(mode="json", exclude={"stages"})
+    header = state.model_dump(mode="json", exclude={"stages"}, exclude_defaults=True)
     header["stageNames"] = [s.stage_name for s in state.stages]
     memo: dict[str, Any] = {EXECUTION_KEY: header}
     if with_stages:
@@ -29,7 +31,7 @@ def execution_memo(state: ExecutionState, *, with_stages: bool = True) -> dict[s
 
 
 def stage_memo(stage: StageState) -> dict[str, Any]:
-    return {STAGE_KEY_PREFIX + stage.stage_name: stage.model_dump(mode="json")}
+    return {STAGE_KEY_PREFIX + stage.stage_name: stage.model_dump(mode="json", exclude_defaults=True)}
 
 
 def state_from_memo(memo: dict[str, Any]) -> ExecutionState | None:

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from conveyor.client import ConveyorClient
 from conveyor.connection import ensure_search_attributes
 from conveyor.devserver import EmbeddedServer, find_binary
+from conveyor.payloads import data_converter
 from conveyor.settings import Settings
 from conveyor.worker import build_worker
 
@@ -64,15 +64,16 @@ async def worker(temporal_client: Client, settings: Settings) -> AsyncIterator[W
 async def time_skipping(tmp_path: Path) -> AsyncIterator[tuple[WorkflowEnvironment, ConveyorClient]]:
     """The time-skipping test server (long waits in seconds), Conveyor's search attributes registered,
     and a client on a fresh task queue; the test runs its own worker with `build_worker`."""
-    for attempt in (1, 2):  # the SDK gives the server 5 s to come up, which a loaded 2-core box can miss
+    for attempt in (1, 2, 3):  # the SDK gives the server 5 s to come up, which a loaded 2-core box can miss
         try:
             env = await WorkflowEnvironment.start_time_skipping(
-                test_server_existing_path=find_binary("temporal-test-server"), data_converter=pydantic_data_converter
+                test_server_existing_path=find_binary("temporal-test-server"), data_converter=data_converter
             )
             break
         except RuntimeError:
-            if attempt == 2:
+            if attempt == 3:
                 raise
+            await asyncio.sleep(1)
     try:
         await ensure_search_attributes(env.client)
         settings = Settings(data_dir=tmp_path, task_queue=f"tq-{uuid.uuid4().hex[:8]}")

@@ -81,6 +81,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "scale": args.scale,
             "tiny": args.tiny,
             "approval_rate": args.approval_rate,
+            "server_db": str(data_dir / "temporal.sqlite"),  # its filesystem matters: TMPDIR=/dev/shm is tmpfs
         },
         "scenarios": {},
     }

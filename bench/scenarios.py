@@ -552,10 +552,24 @@ async def recovery(ctx: BenchContext) -> dict[str, Any]:
 # --- scenario 2: throughput --------------------------------------------------------------------
 
 
+async def settle(ctx: BenchContext, *, quiet_cpu_s: float = 0.05, timeout: float = 60.0) -> float:
+    """Wait until the server is idle (under `quiet_cpu_s` of CPU in a second): after a burst it keeps
+    working a while (visibility and transfer queues), which would slow whichever side runs next."""
+    meter, began = CpuMeter(ctx.server_pid), time.perf_counter()
+    while time.perf_counter() - began < timeout and not ctx.tiny:
+        before = meter.snapshot()[1]
+        await asyncio.sleep(1.0)
+        if meter.snapshot()[1] - before < quiet_cpu_s:
+            break
+    return time.perf_counter() - began
+
+
 async def _burst(
     ctx: BenchContext, start: Callable[[], Awaitable[WorkflowHandle[Any, Any]]], count: int
 ) -> dict[str, Any]:
-    """Start `count` executions at once and wait for all: wall time, each one's latency, CPU used."""
+    """Start `count` executions at once (on an idle server) and wait for all: wall time, each one's
+    latency, CPU used."""
+    await settle(ctx)
     meter = CpuMeter(ctx.server_pid)
     cpu0 = meter.snapshot()
     began = time.perf_counter()

@@ -161,7 +161,7 @@ class ConveyorClient:
                 task_queue=self.settings.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=sa_initial(name, pipeline.get("version")),
+                search_attributes=sa_initial(name, pipeline.get("version"), execution_input.trigger),
                 static_summary=f"pipeline {name}",
             )
         except WorkflowAlreadyStartedError:
@@ -536,13 +536,15 @@ def refusal(err: WorkflowUpdateFailedError) -> str:
     return getattr(cause, "message", None) or str(cause or err)
 
 
-def sa_initial(name: str, version: Any) -> TypedSearchAttributes:
-    """Set at start too, so `conveyor list PIPELINE` finds an execution before its first task runs."""
+def sa_initial(name: str, version: Any, trigger: Trigger) -> TypedSearchAttributes:
+    """Set at start, so `conveyor list PIPELINE` finds an execution before its first task runs (and
+    the execution need not upsert them: every upsert is a visibility write)."""
     return TypedSearchAttributes(
         [
             SearchAttributePair(sa.PIPELINE_NAME, name),
             SearchAttributePair(sa.PIPELINE_STATUS, ExecutionStatus.IN_PROGRESS.value),
             SearchAttributePair(sa.PIPELINE_VERSION, int(version) if isinstance(version, int) else 1),
+            SearchAttributePair(sa.PIPELINE_TRIGGER, trigger.trigger_type.value),
         ]
     )
 

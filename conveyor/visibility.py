@@ -18,6 +18,7 @@ from conveyor.memo import EXECUTION_KEY, STAGE_KEY_PREFIX
 from conveyor.model import StageFact, StageState
 
 EXECUTIONS = "WorkflowType = 'PipelineExecution'"
+SCAN_LIMIT = 500  # executions read at most to find a stage's newest entry
 
 
 def quote(value: str) -> str:
@@ -32,12 +33,13 @@ def _rfc3339(moment: datetime) -> str:
 async def newest_entered(
     client: Client, pipeline_name: str, stage_name: str, *, started_after: datetime | None = None
 ) -> StageFact | None:
-    """The execution that entered `stage_name` last, among those started after `started_after`."""
+    """The execution that entered `stage_name` last, among those started after `started_after` (the
+    SCAN_LIMIT most recent ones: a pipeline's history of executions can be long)."""
     query = f"{EXECUTIONS} AND PipelineName = '{quote(pipeline_name)}'"
     if started_after is not None:
         query += f" AND StartTime > '{_rfc3339(started_after)}'"
     newest: StageFact | None = None
-    async for listed in client.list_workflows(query):
+    async for listed in client.list_workflows(query, limit=SCAN_LIMIT):
         memo = await listed.memo()
         entry = memo.get(STAGE_KEY_PREFIX + stage_name)
         entered = StageState.model_validate(entry).started_at if isinstance(entry, dict) else None

@@ -85,7 +85,7 @@ LEAN_COORDINATION_PATCH = "lean-coordination"
 # - PARALLEL executions no longer report to the coordinator: they read the disabled transitions (its
 #   memo) and ask it only to be held at one; their facts (newest to enter a stage) come from visibility;
 # - the start's search attributes are upserted once, only those not already set by the starter;
-# - a succeeded stage's memo is upserted together with the next one (the next stage's, or the end's).
+# - the start's memo and a succeeded stage's are upserted together with the next memo upsert.
 PROTOCOL_PATCH = "protocol-2026-11"
 WITHDRAWN = "Withdrawn"
 COMPENSATION_ATTEMPTS = 3
@@ -169,12 +169,13 @@ class PipelineExecutionWorkflow:
             PIPELINE_VERSION.value_set(state.pipeline_version),
             PIPELINE_STATUS.value_set(ExecutionStatus.IN_PROGRESS.value),
         ]
-        if protocol:
+        if protocol:  # only what the starter did not set (`conveyor start` sets them all)
+            attributes.append(PIPELINE_TRIGGER.value_set(state.trigger.trigger_type.value))
             present = workflow.info().typed_search_attributes
             attributes = [pair for pair in attributes if present.get(pair.key) != pair.value]
-            attributes.append(PIPELINE_TRIGGER.value_set(state.trigger.trigger_type.value))
-        workflow.upsert_search_attributes(attributes)
-        self._upsert_memo(execution_memo(state))
+        if attributes:
+            workflow.upsert_search_attributes(attributes)
+        self._upsert_memo(execution_memo(state), later=True)  # with the first stage's entry
 
         values: dict[str, dict[str, str]] = {
             PIPELINE_VARIABLES: dict(state.variables),

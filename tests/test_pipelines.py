@@ -137,6 +137,27 @@ async def test_parallel_mode_runs_executions_independently(conveyor: ConveyorCli
     assert [(await finished(conveyor, ref)).status for ref in refs] == [ExecutionStatus.SUCCEEDED] * 3
 
 
+async def test_transition_disabled_while_a_parallel_execution_runs_holds_it(
+    conveyor: ConveyorClient, worker: Worker
+) -> None:
+    """A PARALLEL execution reads the transitions at each stage (the worker keeps what it read for a
+    second): a disable made while it waits at an approval holds it in front of the next stage."""
+    declaration = pipeline(GATED.format(mode="PARALLEL"))
+    name = declaration["name"]
+    await conveyor.apply(declaration, by="ops")
+    ref, _ = await conveyor.start(declaration)
+    token = await waiting_token(conveyor, ref, "Gate", "Approve")
+    await conveyor.set_transition(name, "Deploy", enabled=False, reason="freeze", by="ops")
+    await asyncio.sleep(coordination.TRANSITIONS_TTL + 0.2)  # what the worker read at Gate is stale by now
+    await conveyor.decide(ref, "Gate", "Approve", approve=True, token=token, by="tester")
+    await waiting_at(conveyor, name, "Deploy", ref)
+    live = await conveyor.state(ref)
+    assert live.waiting_for_stage == "Deploy" and live.stage("Deploy").status is None  # type: ignore[union-attr]
+    assert live.waiting_reason is not None and live.waiting_reason.endswith(": freeze")
+    await conveyor.set_transition(name, "Deploy", enabled=True, by="ops")
+    assert (await finished(conveyor, ref)).status == ExecutionStatus.SUCCEEDED
+
+
 async def test_parallel_executions_never_message_the_coordinator(conveyor: ConveyorClient, worker: Worker) -> None:
     """One coordinator per pipeline would serialize every PARALLEL execution's stage boundaries: they
     only read its memo (disabled transitions), and their facts come from visibility."""

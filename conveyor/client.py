@@ -467,14 +467,13 @@ class ConveyorClient:
         report to the coordinator: their newest entry and last success per stage come from visibility."""
         state = await self.pipeline_state(name)
         if state.execution_mode == "PARALLEL" and state.current is not None:
-            for stage_name in state.current.stage_names:
+            names = state.current.stage_names
+            newest = await visibility.newest_entries(self.temporal, name, names)  # one pass for every stage
+            succeeded = await asyncio.gather(*(visibility.last_succeeded(self.temporal, name, n) for n in names))
+            for stage_name, last in zip(names, succeeded, strict=True):
                 lock = state.stage(stage_name)
-                newest, succeeded = await asyncio.gather(
-                    visibility.newest_entered(self.temporal, name, stage_name),
-                    visibility.last_succeeded(self.temporal, name, stage_name),
-                )
-                lock.newest_entered = newest or lock.newest_entered
-                lock.last_succeeded = succeeded or lock.last_succeeded
+                lock.newest_entered = newest.get(stage_name) or lock.newest_entered
+                lock.last_succeeded = last or lock.last_succeeded
         return state
 
     async def registered(self, name: str, version: int | None = None) -> tuple[PipelineVersion, dict[str, Any]]:

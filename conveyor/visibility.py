@@ -33,18 +33,26 @@ def _rfc3339(moment: datetime) -> str:
 async def newest_entered(
     client: Client, pipeline_name: str, stage_name: str, *, started_after: datetime | None = None
 ) -> StageFact | None:
-    """The execution that entered `stage_name` last, among those started after `started_after` (the
-    SCAN_LIMIT most recent ones: a pipeline's history of executions can be long)."""
+    """The execution that entered `stage_name` last, among those started after `started_after`."""
+    return (await newest_entries(client, pipeline_name, [stage_name], started_after=started_after)).get(stage_name)
+
+
+async def newest_entries(
+    client: Client, pipeline_name: str, stage_names: list[str], *, started_after: datetime | None = None
+) -> dict[str, StageFact]:
+    """Per stage, the execution that entered it last, among those started after `started_after`; one
+    pass over the SCAN_LIMIT most recent executions (a pipeline's history of executions can be long)."""
     query = f"{EXECUTIONS} AND PipelineName = '{quote(pipeline_name)}'"
     if started_after is not None:
         query += f" AND StartTime > '{_rfc3339(started_after)}'"
-    newest: StageFact | None = None
+    newest: dict[str, StageFact] = {}
     async for listed in client.list_workflows(query, limit=SCAN_LIMIT):
         memo = await listed.memo()
-        entry = memo.get(STAGE_KEY_PREFIX + stage_name)
-        entered = StageState.model_validate(entry).started_at if isinstance(entry, dict) else None
-        if entered is not None and (newest is None or entered > newest.at):
-            newest = _fact(listed.id, memo, entered)
+        for stage_name in stage_names:
+            entry = memo.get(STAGE_KEY_PREFIX + stage_name)
+            entered = StageState.model_validate(entry).started_at if isinstance(entry, dict) else None
+            if entered is not None and (stage_name not in newest or entered > newest[stage_name].at):
+                newest[stage_name] = _fact(listed.id, memo, entered)
     return newest
 
 

@@ -38,6 +38,7 @@ from conveyor.slack.messages import (
     reject_modal,
 )
 from conveyor.slack.web import api_url
+from conveyor.slack.web import client as slack_client
 from conveyor.spec.validation import DeclarationError
 
 if TYPE_CHECKING:
@@ -194,7 +195,7 @@ class SlackOptions:
     directory: IdentityDirectory
 
     def web_client(self) -> AsyncWebClient:
-        return AsyncWebClient(token=self.bot_token, base_url=self.api_url, timeout=10)
+        return slack_client(self.bot_token, self.api_url)
 
 
 def slack_options(config: SlackConfig, identities: Path | None) -> SlackOptions:
@@ -216,7 +217,6 @@ def slack_options(config: SlackConfig, identities: Path | None) -> SlackOptions:
     signing_secret = env.get(config.signing_secret_env) or None
     if signing_secret is None and not config.socket_mode:
         required(config.signing_secret_env, "signingSecretEnv", "HTTP mode verifies every request with it")
-    url = config.api_url or api_url()
     try:
         directory = load_directory(identities)
     except DeclarationError as err:
@@ -225,6 +225,6 @@ def slack_options(config: SlackConfig, identities: Path | None) -> SlackOptions:
         bot_token=bot_token,
         signing_secret=signing_secret,
         app_token=app_token,
-        api_url=url if url.endswith("/") else url + "/",
+        api_url=api_url(config.api_url),
         directory=directory,
     )

@@ -11,12 +11,17 @@ API_URL_ENV = "SLACK_API_URL"  # a different Web API endpoint (a proxy, or the t
 DEFAULT_API_URL = "https://slack.com/api/"
 
 
-def api_url() -> str:
-    url = os.environ.get(API_URL_ENV) or DEFAULT_API_URL
+def api_url(configured: str | None = None) -> str:
+    """`configured`, else $SLACK_API_URL, else Slack's own."""
+    url = configured or os.environ.get(API_URL_ENV) or DEFAULT_API_URL
     return url if url.endswith("/") else url + "/"  # slack_sdk joins method names onto it
+
+
+def client(token: str, url: str | None = None) -> AsyncWebClient:
+    return AsyncWebClient(token=token, base_url=api_url(url), timeout=10)
 
 
 def web_client(token_env: str = BOT_TOKEN_ENV) -> AsyncWebClient | None:
     """A client with the bot token from `token_env`, or None when the process has none."""
     token = os.environ.get(token_env)
-    return AsyncWebClient(token=token, base_url=api_url(), timeout=10) if token else None
+    return client(token) if token else None

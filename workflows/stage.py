@@ -330,9 +330,7 @@ class StageWorkflow:
         """What every notification of this approval says; None when it notifies nobody."""
         policy, request = action.conveyor.approval, state.approval_request
         assert state.token is not None and request is not None
-        if not (configuration.get("NotificationArn") or (policy and (policy.notify_webhook or policy.slack_channel))):
-            return None
-        return ApprovalNotice(
+        notice = ApprovalNotice(
             kind="opened",
             pipeline_name=self._input.pipeline_name,
             execution_id=self._input.execution_id,
@@ -354,6 +352,7 @@ class StageWorkflow:
             revisions=list(self._input.source_revisions_seen),
             authors=list(self._input.source_authors),
         )
+        return notice if notice.notification_arn or notice.webhook_url or notice.slack_channel else None
 
     def _notify(self, action_name: str, kind: str, outcome: str | None = None) -> None:
         """Send the approval's notifications in the background: their failures are retried and logged,

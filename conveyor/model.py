@@ -493,7 +493,7 @@ class StageEntryRequest(CamelModel):
     # The stage the execution leaves on its way in (one message per stage boundary), handled first.
     leaving: StageRelease | None = None
     # A PARALLEL execution that found the stage's inbound transition disabled: hold it until enabled.
-    # (PARALLEL executions ask only then; before "parallel-unlocked" they reported every entry.)
+    # (PARALLEL executions ask only then; before "protocol-2026-11" they reported every entry.)
     hold_at_transition: bool = False
 
 

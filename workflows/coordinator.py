@@ -7,7 +7,7 @@ newest that entered it. Executions ask to enter a stage with the `request_entry`
 answered with a `stage_decision` signal, or ask with the `enter_stage` update, answered at once when
 the answer is known (the stage is free) and by that signal only when they must wait. They report
 leaving with `release_stage`, or, between two stages, with the `leaving` part of the next stage's
-request (one message per stage boundary). PARALLEL executions (since "parallel-unlocked") send
+request (one message per stage boundary). PARALLEL executions (since "protocol-2026-11") send
 nothing: they read the disabled transitions from this workflow's memo and ask only to be held at one
 (`holdAtTransition`), let in when it is enabled; their facts are read from visibility. It is never the
 parent of an execution, and it continues-as-new every `continueAsNewEvery` messages, so its history
@@ -103,7 +103,7 @@ class PipelineWorkflow:
                 elif all(h.execution_id != slot.execution_id for h in lock.held):
                     lock.held.append(slot)
                 return
-            # Independent executions (recorded before "parallel-unlocked"): only the fact to keep.
+            # Independent executions (recorded before "protocol-2026-11"): only the fact to keep.
             lock.newest_entered = self._fact(slot)
             return
         if lock.holder is not None and lock.holder.execution_id == slot.execution_id:

@@ -32,6 +32,8 @@ stages:
     actions:
       - {{name: Ship, provider: Noop}}
 """
+# The same stages with nothing to wait for in Gate.
+UNGATED = GATED.replace("{{name: Approve, provider: Manual}}", "{{name: Check, provider: Noop}}")
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30, what: str = "condition") -> Any:
@@ -161,9 +163,7 @@ async def test_transition_disabled_while_a_parallel_execution_runs_holds_it(
 async def test_parallel_executions_never_message_the_coordinator(conveyor: ConveyorClient, worker: Worker) -> None:
     """One coordinator per pipeline would serialize every PARALLEL execution's stage boundaries: they
     only read its memo (disabled transitions), and their facts come from visibility."""
-    declaration = pipeline(
-        GATED.format(mode="PARALLEL").replace("{name: Approve, provider: Manual}", "{name: Check, provider: Noop}")
-    )
+    declaration = pipeline(UNGATED.format(mode="PARALLEL"))
     name = declaration["name"]
     await conveyor.apply(declaration, by="ops")
     coordinator = conveyor.temporal.get_workflow_handle(name)
@@ -213,9 +213,7 @@ async def test_disabled_transitions_stay_in_the_memo_across_continue_as_new(
 async def test_disabled_transition_holds_executions_until_enabled(
     conveyor: ConveyorClient, worker: Worker, mode: str
 ) -> None:
-    declaration = pipeline(
-        GATED.format(mode=mode).replace("{name: Approve, provider: Manual}", "{name: Check, provider: Noop}")
-    )
+    declaration = pipeline(UNGATED.format(mode=mode))
     name = declaration["name"]
     await conveyor.apply(declaration, by="ops")
     closed = await conveyor.set_transition(name, "Deploy", enabled=False, reason="change freeze", by="ops")

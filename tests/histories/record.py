@@ -116,15 +116,16 @@ stages:
 
 
 async def record(name: str, declaration: str, conveyor: ConveyorClient) -> None:
-    held = "executionMode: PARALLEL" in declaration  # held at a disabled transition, then let in
+    pipeline = yaml.safe_load(declaration)
+    held = pipeline.get("executionMode") == "PARALLEL"  # held at a disabled transition, then let in
     if held:
-        await conveyor.apply(yaml.safe_load(declaration), by="recorder")
-        await conveyor.set_transition("replay-parallel", "Prod", enabled=False, reason="freeze", by="recorder")
-    ref, _ = await conveyor.start(yaml.safe_load(declaration), token=name)
+        await conveyor.apply(pipeline, by="recorder")
+        await conveyor.set_transition(pipeline["name"], "Prod", enabled=False, reason="freeze", by="recorder")
+    ref, _ = await conveyor.start(pipeline, token=name)
     if held:
         while (await conveyor.state(ref)).waiting_for_stage != "Prod":
             await asyncio.sleep(0.2)
-        await conveyor.set_transition("replay-parallel", "Prod", enabled=True, by="recorder")
+        await conveyor.set_transition(pipeline["name"], "Prod", enabled=True, by="recorder")
     if "Gate" in declaration:
         token = await waiting_token(conveyor, ref)
         await conveyor.decide(ref, "Prod", "Gate", approve=True, summary="ok", token=token, by="recorder")

@@ -27,6 +27,19 @@ def references(text: str) -> list[tuple[str, str]]:
     return REFERENCE.findall(text)
 
 
+def malformed_references(text: str) -> list[str]:
+    """Every `#{` that does not start a complete `#{namespace.key}` reference (unclosed, no dot, bad
+    characters), as the fragment a person would recognise (up to the next `}` or 40 characters)."""
+    starts = {match.start() for match in REFERENCE.finditer(text)}
+    bad = []
+    for at in (i for i in range(len(text)) if text.startswith("#{", i)):
+        if at not in starts:
+            end = text.find("}", at)
+            fragment = text[at : end + 1] if 0 <= end < at + 40 else text[at : at + 40]
+            bad.append(fragment)
+    return bad
+
+
 def namespaces_used(texts: Iterable[str]) -> set[str]:
     return {ns for text in texts for ns, _ in references(text)}
 

@@ -229,6 +229,24 @@ BROKEN: list[tuple[str, Any, str]] = [
         "supported providers: Commands, Git, Manual, Noop",
     ),
     (
+        "misspelt-provider",
+        two({"name": "Compile", "provider": "Comands", "commands": ["make"]}),
+        f"{A}.actionTypeId.provider: provider 'Comands' (Build) is not supported by Conveyor yet; "
+        "did you mean 'Commands'? supported providers: Commands, Git, Manual, Noop",
+    ),
+    (
+        "unclosed-reference",
+        two(cmd("Make", "echo #{Src.CommitId")),
+        f"{A}.commands[0]: '#{{Src.CommitId' is not a variable reference: write #{{namespace.key}} "
+        "(letters, digits, @ - _), closed with '}'",
+    ),
+    (
+        "reference-without-key",
+        two(cmd("Make", "echo #{CommitId} done")),
+        f"{A}.commands[0]: '#{{CommitId}}' is not a variable reference: write #{{namespace.key}} "
+        "(letters, digits, @ - _), closed with '}'",
+    ),
+    (
         "manual-as-build",
         two(manual(category="Build")),
         f"{A}.actionTypeId.category: provider 'Manual' cannot have category 'Build'; use Approval",
@@ -538,6 +556,33 @@ def test_json_syntax_error_reports_line(tmp_path: Path) -> None:
     path = tmp_path / "pipeline.json"
     path.write_text('{\n  "name": "demo",\n  "stages": [\n    {"name": "Build",}\n  ]\n}\n')
     assert read_error(path) == f"{path}: line 4: invalid JSON: Expecting property name enclosed in double quotes"
+
+
+def test_duplicate_yaml_key_is_refused_with_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("name: demo\nstages:\n  - name: Build\n    actions: []\n    name: Deploy\n")
+    assert read_error(path) == (
+        f"{path}: line 5: key 'name' is given twice in one mapping (first on line 3); "
+        "keep one: YAML would silently use the last"
+    )
+
+
+def test_yaml_merge_key_override_is_not_a_duplicate(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("defaults: &d {a: 1, b: 2}\nx:\n  <<: *d\n  a: 3\n")
+    assert read_declaration(path)["x"] == {"a": 3, "b": 2}
+
+
+def test_duplicate_json_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.json"
+    path.write_text('{"name": "demo", "stages": [], "name": "other"}')
+    assert read_error(path) == f"{path}: key 'name' is given twice in one object; keep one: JSON would use the last"
+
+
+def test_invalid_utf8_is_reported_by_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.yaml"
+    path.write_bytes(b"name: demo\nstages:\n  - name: \xff\xfe\n")
+    assert read_error(path) == f"{path}: line 3, column 11: byte 0xff is not valid UTF-8; save the file as UTF-8"
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -29,19 +29,67 @@ _ZERO_WIDTH_TOKENS = (
 )
 
 
+class DuplicateKeyError(ValueError):
+    """A key given twice in one mapping: YAML and JSON would silently keep the last."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that repeats a key (with both lines)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` then an explicit key is an override, not a repeat
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str) and key in seen:
+                raise DuplicateKeyError(
+                    f"line {line}: key '{key}' is given twice in one mapping (first on line {seen[key]}); "
+                    "keep one: YAML would silently use the last"
+                )
+            if isinstance(key, str):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise DuplicateKeyError(f"key '{key}' is given twice in one object; keep one: JSON would use the last")
+    return dict(pairs)
+
+
+def _decode(raw: bytes) -> str:
+    """UTF-8 text, or a UnicodeDecodeError re-worded with the line and column of the bad byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ValueError(
+            f"line {line}, column {column}: byte 0x{raw[exc.start]:02x} is not valid UTF-8; save the file as UTF-8"
+        ) from None
+
+
 def read_declaration(path: Path, *, missing: str = "file not found") -> Any:
     """The file's raw content; DeclarationError (naming the file and line) if it cannot be read."""
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _decode(path.read_bytes())
     except FileNotFoundError:
         raise DeclarationError(source, [SpecIssue("", missing)]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DeclarationError(source, [SpecIssue("", f"cannot read the file: {exc}")]) from None
+    except OSError as exc:
+        raise DeclarationError(source, [SpecIssue("", f"cannot read the file: {exc.strerror or exc}")]) from None
+    except ValueError as exc:
+        raise DeclarationError(source, [SpecIssue("", str(exc))]) from None
     try:
         if path.suffix.lower() == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
+            return json.loads(text, object_pairs_hook=_unique_pairs)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKeyError as exc:
+        raise DeclarationError(source, [SpecIssue("", str(exc))]) from None
     except json.JSONDecodeError as exc:
         raise DeclarationError(source, [SpecIssue("", f"line {exc.lineno}: invalid JSON: {exc.msg}")]) from None
     except yaml.YAMLError as exc:
@@ -104,7 +152,7 @@ def validate_file(path: Path) -> ValidationReport:
     data = read_declaration(path)
     report = validate_pipeline(data)
     if path.suffix.lower() != ".json":
-        report.errors = references_lost_to_comments(path.read_text(encoding="utf-8")) + report.errors
+        report.errors = references_lost_to_comments(_decode(path.read_bytes())) + report.errors
     return report
 
 

@@ -7,6 +7,7 @@ reported at once, each naming the file, the path inside it and what to change.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from conveyor.spec.declaration import (
     Pipeline,
     Rule,
 )
-from conveyor.variables import PIPELINE_VARIABLES, RESERVED, RESERVED_KEYS, references
+from conveyor.variables import PIPELINE_VARIABLES, RESERVED, RESERVED_KEYS, malformed_references, references
 
 MAX_ACTIONS_PER_PIPELINE = 500
 PULL_REQUEST_EVENTS = ("OPEN", "UPDATED", "CLOSED")
@@ -279,11 +280,13 @@ def _check_providers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
         type_id = action.action_type_id
         rule = PROVIDERS.get(type_id.provider)
         if rule is None:
+            guess = _closest(type_id.provider, PROVIDERS)
             errors.append(
                 SpecIssue(
                     f"{where}.actionTypeId.provider",
                     f"provider '{type_id.provider}' ({type_id.category.value}) is not supported by Conveyor yet; "
-                    f"supported providers: {supported}",
+                    + (f"did you mean '{guess}'? " if guess else "")
+                    + f"supported providers: {supported}",
                 )
             )
             continue
@@ -416,6 +419,13 @@ def _check_artifacts(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
                 errors.append(SpecIssue(f"stages[{si}].actions[{ai}].inputArtifacts[{ii}]", message))
 
 
+def _closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name a typo most likely meant (case ignored), or None when none is close."""
+    by_lower = {k.lower(): k for k in known}
+    match = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.75)
+    return by_lower[match[0]] if match else None
+
+
 def _action_texts(action: Action) -> list[tuple[str, str]]:
     """(path suffix, text) of every place a variable reference may appear in an action."""
     texts = [(f"configuration.{k}", v) for k, v in action.configuration.items()]
@@ -462,6 +472,14 @@ def _check_namespaces_and_variables(pipeline: Pipeline, errors: list[SpecIssue])
     declared = {v.name for v in pipeline.variables}
     for si, ai, _stage, action in pipeline.all_actions():
         for suffix, text in _action_texts(action):
+            for fragment in malformed_references(text):
+                errors.append(
+                    SpecIssue(
+                        f"stages[{si}].actions[{ai}].{suffix}",
+                        f"'{fragment}' is not a variable reference: write #{{namespace.key}} (letters, digits, "
+                        "@ - _), closed with '}'",
+                    )
+                )
             for ns, key in references(text):
                 problem = _reference_problem(ns, key, si, action.run_order, declared, owners)
                 if problem:

@@ -25,7 +25,6 @@ from conveyor.model import (
     ExecutionState,
     ExecutionStatus,
     StageEntryDecision,
-    StageResult,
     StageStatus,
 )
 from conveyor.search_attributes import PIPELINE_STATUS
@@ -501,10 +500,10 @@ class ExecutionWithABug(PipelineExecutionWorkflow):
     async def run(self, raw_input: Any) -> ExecutionState:
         return await super().run(raw_input)
 
-    async def _run_stage(self, pipeline: Any, stage: Any, *args: Any, **kwargs: Any) -> StageResult:
+    async def _enter_stage(self, stage: Any) -> StageEntryDecision | None:
         if stage.name == "Deploy":
             raise RuntimeError("a bug in the execution workflow")
-        return await super()._run_stage(pipeline, stage, *args, **kwargs)
+        return await super()._enter_stage(stage)
 
 
 async def test_a_workflow_task_failing_shows_stuck_and_is_not_turned_into_a_failure(

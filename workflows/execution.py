@@ -77,7 +77,7 @@ with workflow.unsafe.imports_passed_through():
     from conveyor.variables import PIPELINE_VARIABLES, RESERVED, namespaces_used
     from workflows.conditions import ConditionContext
     from workflows.conditions import evaluate as evaluate_conditions
-    from workflows.stage import INFRASTRUCTURE_RETRY, StageWorkflow, failure_reason, initial_stage_state
+    from workflows.stage import INFRASTRUCTURE_RETRY, StageWorkflow, failure_details, initial_stage_state
 
 
 # Executions recorded before the coordinator existed replay without it.
@@ -808,11 +808,10 @@ class PipelineExecutionWorkflow:
         """Failed, with the reason, in the state, memo and PipelineStatus; whatever was under way
         (a stage, its actions, a condition) is closed, so no duration keeps growing."""
         assert self._state is not None
-        reason = failure_reason(err)
-        error = ErrorDetails(code=getattr(err, "type", None) or type(err).__name__, message=reason)
+        error = failure_details(err)
         for stage_state in self._state.close_unfinished(workflow.now(), error):
             self._upsert_memo(stage_memo(stage_state), later=True)  # with the execution's, below
-        await self._finish(ExecutionStatus.FAILED, f"execution failed: {reason}")
+        await self._finish(ExecutionStatus.FAILED, f"execution failed: {error.message}")
 
     async def _finish(self, status: ExecutionStatus, summary: str | None) -> None:
         assert self._state is not None

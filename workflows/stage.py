@@ -621,13 +621,19 @@ def _minutes_text(minutes: int) -> str:
     return f"{minutes} minutes"
 
 
-def failure_reason(err: BaseException) -> str:
-    """The message of the innermost cause of a received failure (an activity's or a child's own error,
-    not the "activity task failed" wrapped around it)."""
+def failure_details(err: BaseException) -> ErrorDetails:
+    """The innermost cause of a received failure (an activity's or a child's own error, not the
+    "activity task failed" wrapped around it): its type and message."""
     innermost: BaseException = err
     while isinstance(innermost, FailureError) and innermost.cause is not None:
         innermost = innermost.cause
-    return getattr(innermost, "message", None) or str(innermost) or type(innermost).__name__
+    code = getattr(innermost, "type", None) if isinstance(innermost, ApplicationError) else None
+    message = getattr(innermost, "message", None) or str(innermost) or type(innermost).__name__
+    return ErrorDetails(code=code or type(innermost).__name__, message=message)
+
+
+def failure_reason(err: BaseException) -> str:
+    return failure_details(err).message
 
 
 def _activity_error(err: ActivityError) -> ErrorDetails:

@@ -6,27 +6,20 @@ Both run outside the workflow sandbox (zoneinfo does not load inside it) as loca
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-import re2
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from conveyor import quartz
 from conveyor.model import RegexCheck, WindowAnswer, WindowCheck
+from conveyor.patterns import PatternError, matches
 
 
 @activity.defn(name="deployment_window")
 async def deployment_window(check: WindowCheck) -> WindowAnswer:
     try:
-        zone = ZoneInfo(check.time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ApplicationError(
-            f"unknown time zone '{check.time_zone}'", type="ConfigurationError", non_retryable=True
-        ) from None
-    try:
+        zone = quartz.time_zone(check.time_zone)
         cron = quartz.parse(check.cron)
-    except quartz.CronError as err:
+    except (quartz.TimeZoneError, quartz.CronError) as err:
         raise ApplicationError(str(err), type="ConfigurationError", non_retryable=True) from None
     local = check.now.astimezone(zone)
     if cron.matches(local):
@@ -39,8 +32,6 @@ async def deployment_window(check: WindowCheck) -> WindowAnswer:
 async def regex_matches(check: RegexCheck) -> bool:
     """RE2 runs in linear time: a hostile pattern cannot stall the worker (a timeout could not stop `re`)."""
     try:
-        return re2.search(check.pattern, check.value) is not None
-    except re2.error as err:
-        raise ApplicationError(
-            f"invalid regular expression: {err}", type="ConfigurationError", non_retryable=True
-        ) from None
+        return matches(check.pattern, check.value)
+    except PatternError as err:
+        raise ApplicationError(str(err), type="ConfigurationError", non_retryable=True) from None

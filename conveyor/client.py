@@ -8,13 +8,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import Field
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowExecution,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
 )
@@ -40,6 +42,7 @@ from conveyor.model import (
     ConditionOverride,
     CoordinatorInput,
     CoordinatorState,
+    ErrorDetails,
     ExecutionInput,
     ExecutionState,
     ExecutionStatus,
@@ -55,6 +58,8 @@ from conveyor.model import (
     Trigger,
 )
 from conveyor.settings import Settings
+from conveyor.spec.declaration import RETRY_WINDOW_ADVICE
+from conveyor.temporal_status import ClosedByTemporal, close_details, closed_by_temporal, stuck_reason
 from conveyor.visibility import EXECUTIONS, quote
 from workflows.execution import execution_workflow_id, stage_workflow_id
 
@@ -62,10 +67,19 @@ from workflows.execution import execution_workflow_id, stage_workflow_id
 TOKEN_NAMESPACE = uuid.UUID("6b1f2f52-3c57-4b8e-9d7c-2b0f3f6d6e11")
 FIRST_STATE_WAIT = 60.0  # seconds `wait` gives a new execution to record its first state
 QUERY_TIMEOUT = timedelta(seconds=3)
+LIST_DESCRIBES = 8  # describes `list` runs at once (to tell a stuck execution from a running one)
 
 
 class ConveyorError(RuntimeError):
     """An operation that cannot be done; the message says why and what to do."""
+
+
+class ExecutionEnded(ConveyorError):
+    """An update reached an execution whose workflow has closed."""
+
+    def __init__(self, ref: ExecutionRef, status: ExecutionStatus) -> None:
+        super().__init__(f"execution {ref} has already ended: {status.value}")
+        self.status = status
 
 
 class StateNotRecorded(ConveyorError):
@@ -104,6 +118,7 @@ class ExecutionSummary(CamelModel):
     pipeline_name: str
     execution_id: str
     status: str
+    note: str | None = None  # terminated or timed out through Temporal, or stuck (its workflow task failing)
     trigger: str | None = None
     pipeline_version: int | None = None
     started_at: datetime | None = None
@@ -182,8 +197,9 @@ class ConveyorClient:
                 raise ConveyorError(f"execution '{ref}' was not found (or its history is past retention)") from None
             raise
         memo_state = state_from_memo(await description.memo())
+        stuck = await stuck_reason(self.temporal, description)
         state: ExecutionState | None = None
-        if live and description.status == WorkflowExecutionStatus.RUNNING:
+        if live and description.status == WorkflowExecutionStatus.RUNNING and stuck is None:
             try:
                 state = await handle.query("state", result_type=ExecutionState, rpc_timeout=QUERY_TIMEOUT)
             except (TimeoutError, RPCError):
@@ -194,20 +210,27 @@ class ConveyorClient:
                 state.waiting_reason = await self._waiting_reason(ref.pipeline_name, state.waiting_for_stage)
         if state is None:
             if memo_state is None:
-                raise StateNotRecorded(f"execution '{ref}' has not recorded any state yet (is a worker running?)")
+                why = stuck or "is a worker running?"
+                raise StateNotRecorded(f"execution '{ref}' has not recorded any state yet ({why})")
             state = memo_state
-        if state.status == ExecutionStatus.IN_PROGRESS and description.status not in (
-            WorkflowExecutionStatus.RUNNING,
-            None,
-        ):
-            # Terminated or timed out by Temporal itself: the workflow could not record its end.
-            state.status = (
-                ExecutionStatus.STOPPED
-                if description.status == WorkflowExecutionStatus.TERMINATED
-                else ExecutionStatus.FAILED
-            )
-            state.status_summary = f"workflow {description.status.name.lower()} by Temporal"
+        state.stuck = stuck
+        closed = closed_by_temporal(state.status.value, description.status)
+        if closed is not None:
+            await self._show_closed_by_temporal(state, closed, description)
         return state
+
+    async def _show_closed_by_temporal(
+        self, state: ExecutionState, closed: ClosedByTemporal, description: WorkflowExecutionDescription
+    ) -> None:
+        """Temporal closed the workflow before the execution recorded an end: show Temporal's status,
+        its reason, and stop every duration at the close time."""
+        details = await close_details(self.temporal, description)
+        state.status = closed.status
+        state.status_summary = f"{closed.summary}: {details}" if details else closed.summary
+        at = description.close_time or datetime.now(UTC)
+        state.finished_at = state.finished_at or at
+        error = ErrorDetails(code="ClosedByTemporal", message=closed.summary)
+        state.close_unfinished(at, error, stopped=closed.stopped)
 
     async def _waiting_reason(self, pipeline: str, stage: str) -> str | None:
         try:
@@ -274,32 +297,50 @@ class ConveyorClient:
             query += f" AND PipelineName = '{quote(pipeline)}'"
         if succeeded_in:
             query += f" AND PipelineStagesSucceeded = '{quote(succeeded_in)}'"
-        out: list[ExecutionSummary] = []
-        async for wf in self.temporal.list_workflows(query, limit=limit):
-            attributes = wf.typed_search_attributes
-            name = attributes.get(sa.PIPELINE_NAME) or wf.id.rsplit("/", 1)[0]
-            execution_id = wf.id.rsplit("/", 1)[-1]
-            header = (await wf.memo()).get("execution") or {}
-            started_at = _parse_time(header.get("startedAt")) or wf.start_time
-            finished_at = _parse_time(header.get("finishedAt")) or wf.close_time
-            out.append(
-                ExecutionSummary(
-                    execution=f"{name}/{execution_id}",
-                    pipeline_name=name,
-                    execution_id=execution_id,
-                    status=attributes.get(sa.PIPELINE_STATUS) or "Unknown",
-                    trigger=attributes.get(sa.PIPELINE_TRIGGER) or (header.get("trigger") or {}).get("triggerType"),
-                    pipeline_version=attributes.get(sa.PIPELINE_VERSION),
-                    started_at=started_at,
-                    finished_at=finished_at,
-                    duration_seconds=(finished_at - started_at).total_seconds() if started_at and finished_at else None,
-                    source_revisions=[
-                        f"{r.get('actionName')}:{r.get('revisionId')}" for r in header.get("sourceRevisions") or []
-                    ],
-                    temporal_status=wf.status.name if wf.status else "UNKNOWN",
-                )
-            )
-        return out
+        listed = [wf async for wf in self.temporal.list_workflows(query, limit=limit)]
+        describes = asyncio.Semaphore(LIST_DESCRIBES)
+        return list(await asyncio.gather(*(self._summary(wf, describes) for wf in listed)))
+
+    async def _summary(self, wf: WorkflowExecution, describes: asyncio.Semaphore) -> ExecutionSummary:
+        """One row of `list`: the recorded status, unless Temporal closed the workflow first (then
+        Temporal's), and whether its workflow task is stuck failing (one describe per running row)."""
+        attributes = wf.typed_search_attributes
+        name = attributes.get(sa.PIPELINE_NAME) or wf.id.rsplit("/", 1)[0]
+        execution_id = wf.id.rsplit("/", 1)[-1]
+        header = (await wf.memo()).get("execution") or {}
+        status = attributes.get(sa.PIPELINE_STATUS) or "Unknown"
+        note = None
+        closed = closed_by_temporal(status, wf.status)
+        if closed is not None:
+            status, note = closed.status.value, closed.summary
+        elif wf.status == WorkflowExecutionStatus.RUNNING:
+            async with describes:
+                note = await self._stuck(wf.id, wf.run_id)
+        started_at = _parse_time(header.get("startedAt")) or wf.start_time
+        finished_at = _parse_time(header.get("finishedAt")) or wf.close_time
+        return ExecutionSummary(
+            execution=f"{name}/{execution_id}",
+            pipeline_name=name,
+            execution_id=execution_id,
+            status=status,
+            note=note,
+            trigger=attributes.get(sa.PIPELINE_TRIGGER) or (header.get("trigger") or {}).get("triggerType"),
+            pipeline_version=attributes.get(sa.PIPELINE_VERSION),
+            started_at=started_at,
+            finished_at=finished_at,
+            duration_seconds=(finished_at - started_at).total_seconds() if started_at and finished_at else None,
+            source_revisions=[
+                f"{r.get('actionName')}:{r.get('revisionId')}" for r in header.get("sourceRevisions") or []
+            ],
+            temporal_status=wf.status.name if wf.status else "UNKNOWN",
+        )
+
+    async def _stuck(self, workflow_id: str, run_id: str | None) -> str | None:
+        try:
+            description = await self.temporal.get_workflow_handle(workflow_id, run_id=run_id).describe()
+        except RPCError:
+            return None  # closed or gone since it was listed
+        return await stuck_reason(self.temporal, description)
 
     # --- approvals -----------------------------------------------------------------------------
 
@@ -388,7 +429,12 @@ class ConveyorClient:
     ) -> ExecutionState:
         """Retry the failed stage of an execution whose retry window is open; it resumes the same execution."""
         request = StageRetryRequest(stage_name=stage, retry_mode=mode, by=by)
-        return await self._execution_update(ref, "retry_stage", request)
+        try:
+            return await self._execution_update(ref, "retry_stage", request)
+        except ExecutionEnded as ended:
+            if ended.status != ExecutionStatus.FAILED:
+                raise
+            raise ConveyorError(f"{ended}, and its retry window is over; {RETRY_WINDOW_ADVICE}") from None
 
     async def override_condition(
         self, ref: ExecutionRef, stage: str, condition_type: str, *, reason: str = "", by: str | None = None
@@ -406,7 +452,7 @@ class ConveyorClient:
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 state = await self.state(ref, live=False)
-                raise ConveyorError(f"execution {ref} has already ended: {state.status.value}") from None
+                raise ExecutionEnded(ref, state.status) from None
             raise ConveyorError(f"Temporal refused it: {err.message}") from None
 
     async def rollback(self, pipeline_name: str, stage: str, to: str, *, by: str | None = None) -> ExecutionRef:

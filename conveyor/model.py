@@ -58,6 +58,24 @@ class ActionStatus(StrEnum):
     ABANDONED = "Abandoned"
 
 
+class ConditionStatus(StrEnum):
+    """A stage condition's evaluation, and each of its rules'. `Errored`: the rule could not be
+    evaluated (a bad time zone or regular expression, an unresolvable variable): it fails the stage
+    whatever the condition's result, so an erroring rule never silently skips a stage."""
+
+    PENDING = "Pending"  # rules only: not evaluated (an earlier rule decided)
+    IN_PROGRESS = "InProgress"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ERRORED = "Errored"
+    OVERRIDDEN = "Overridden"
+    STOPPED = "Stopped"  # shown for an execution terminated through Temporal while it evaluated
+
+    @property
+    def is_open(self) -> bool:
+        return self in (ConditionStatus.PENDING, ConditionStatus.IN_PROGRESS)
+
+
 class TriggerType(StrEnum):
     START_PIPELINE_EXECUTION = "StartPipelineExecution"
     POLL_FOR_SOURCE_CHANGES = "PollForSourceChanges"
@@ -315,7 +333,7 @@ class ActionState(CamelModel):
 class RuleState(CamelModel):
     rule_name: str
     provider: str
-    status: str  # InProgress | Succeeded | Failed | Errored | Overridden
+    status: ConditionStatus
     summary: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -326,7 +344,7 @@ class ConditionState(CamelModel):
 
     kind: str  # BEFORE_ENTRY | ON_SUCCESS | ON_FAILURE
     result: str | None = None  # what a failing condition does: FAIL | SKIP | ROLLBACK
-    status: str = "InProgress"  # InProgress | Succeeded | Failed | Overridden
+    status: ConditionStatus = ConditionStatus.IN_PROGRESS
     started_at: datetime | None = None
     finished_at: datetime | None = None
     overridden_by: str | None = None
@@ -356,6 +374,28 @@ class StageState(CamelModel):
     error: ErrorDetails | None = None
     actions: list[ActionState] = Field(default_factory=list)
 
+    def close_unfinished(self, at: datetime, error: ErrorDetails, *, stopped: bool = False) -> bool:
+        """See `ExecutionState.close_unfinished`; True when anything changed."""
+        open_conditions = [c for c in self.conditions if c.status.is_open]
+        running = self.status in (StageStatus.IN_PROGRESS, StageStatus.STOPPING)
+        if not (running or open_conditions):
+            return False
+        condition_end = ConditionStatus.STOPPED if stopped else ConditionStatus.ERRORED
+        for condition in open_conditions:
+            condition.status, condition.finished_at = condition_end, condition.finished_at or at
+            for rule in condition.rules:
+                if rule.status == ConditionStatus.IN_PROGRESS:
+                    rule.status, rule.finished_at = condition_end, rule.finished_at or at
+                    rule.summary = rule.summary or error.message
+        for action in self.actions:
+            if action.status == ActionStatus.IN_PROGRESS:
+                action.status = ActionStatus.ABANDONED if stopped else ActionStatus.FAILED
+                action.finished_at, action.error = at, action.error or error
+                action.token = None  # an approval that waited is closed with its execution
+        self.status = StageStatus.STOPPED if stopped else StageStatus.FAILED
+        self.finished_at, self.error = self.finished_at or at, self.error or error
+        return True
+
 
 class ExecutionState(CamelModel):
     pipeline_name: str
@@ -372,12 +412,24 @@ class ExecutionState(CamelModel):
     source_revisions: list[SourceRevision] = Field(default_factory=list)
     waiting_for_stage: str | None = None  # waiting for the stage's lock or its inbound transition
     waiting_reason: str | None = None  # why, from the coordinator (filled in by the client, not recorded)
+    stuck: str | None = None  # "stuck: workflow task failing since ...": from Temporal (the client, not recorded)
     rollback_of: str | None = None  # ROLLBACK executions: the execution whose stage inputs they reuse
     rollback_execution: str | None = None  # a failed execution: the automatic rollback it started
     stages: list[StageState] = Field(default_factory=list)
 
     def stage(self, name: str) -> StageState | None:
         return next((s for s in self.stages if s.stage_name == name), None)
+
+    def close_unfinished(self, at: datetime, error: ErrorDetails, *, stopped: bool = False) -> list[StageState]:
+        """End what was still running when the execution ended without finishing it (a failure it
+        received, or Temporal terminating it): stages and actions become Failed (Stopped and Abandoned
+        when `stopped`), conditions and rules under way Errored (Stopped), each with an end time, so
+        nothing shows InProgress with a growing duration. Returns the stages it changed."""
+        changed = []
+        for stage in self.stages:
+            if stage.close_unfinished(at, error, stopped=stopped):
+                changed.append(stage)
+        return changed
 
 
 # --- Stage workflow input and result --------------------------------------------------------------

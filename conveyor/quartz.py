@@ -4,7 +4,9 @@ Supported: 6 or 7 fields `seconds minutes hours day-of-month month day-of-week [
 field `*`, a number, a range `a-b`, a step `*/n`, `a/n` or `a-b/n`, and comma-separated lists;
 `?` in day-of-month or day-of-week (exactly one of them must be `?`); month names JAN-DEC and day
 names SUN-SAT (Quartz numbers days 1=SUN to 7=SAT). Not supported, and refused at validation: `L`,
-`W` and `#`. The time is inside the window when every field matches it.
+`W` and `#`, and days of month that no chosen month has (`30 FEB`). The time is inside the window when
+every field matches it. Time zones are IANA names read from the machine's time-zone database
+(`time_zone`): validation and the worker's window arithmetic use the same function.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 SUPPORTED = (
     "6 or 7 fields (seconds minutes hours day-of-month month day-of-week [year]) with *, numbers, a-b ranges, "
@@ -26,8 +29,26 @@ _NAME_TOKEN = re.compile("|".join([*_MONTHS, *_DAYS]))
 SEARCH_LIMIT = timedelta(days=366 * 5)
 
 
+# The longest each month can be (February in a leap year).
+_MONTH_DAYS = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31}
+
+
 class CronError(ValueError):
     pass
+
+
+class TimeZoneError(ValueError):
+    pass
+
+
+def time_zone(name: str) -> ZoneInfo:
+    """The IANA time zone `name` (e.g. Europe/Paris, UTC), or TimeZoneError saying what to write instead."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise TimeZoneError(
+            f"unknown time zone '{name}': use an IANA time zone name, e.g. 'Europe/Paris', 'America/New_York' or 'UTC'"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -126,6 +147,10 @@ def parse(expression: str) -> QuartzCron:
     for i in (0, 1, 2, 4):
         if parsed[i] is None:
             raise CronError(f"{_NAMES[i]}: '?' is allowed only in day-of-month and day-of-week")
+    days, months = parsed[3], parsed[4]
+    assert months is not None
+    if days is not None and min(days) > max(_MONTH_DAYS[m] for m in months):
+        raise CronError(f"day-of-month '{fields[3]}' never falls in month '{fields[4]}': the window would never open")
     return QuartzCron(
         seconds=parsed[0],  # type: ignore[arg-type]
         minutes=parsed[1],  # type: ignore[arg-type]

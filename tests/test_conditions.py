@@ -8,11 +8,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from conveyor.client import ConveyorClient, ConveyorError
-from conveyor.model import ExecutionState, ExecutionStatus, StageStatus
+from conveyor.memo import state_from_memo
+from conveyor.model import ConditionStatus, ExecutionState, ExecutionStatus, StageStatus
+from conveyor.search_attributes import PIPELINE_STATUS
 from conveyor.worker import build_worker
 from tests.helpers import pipeline
 
@@ -144,3 +147,62 @@ async def test_deployment_window_two_days_ahead_waits_then_enters(
     deploy = final.stages[1]
     assert deploy.conditions[0].status == "Succeeded"
     assert deploy.started_at is not None and deploy.started_at >= opening  # entered once the window opened
+
+
+async def test_a_rule_erroring_at_run_time_is_recorded_alike_everywhere(
+    conveyor: ConveyorClient, worker: Worker
+) -> None:
+    """A MATCHES pattern arriving through a variable can only be found invalid when the rule runs: the
+    rule and its condition are Errored, and state, memo, PipelineStatus and `list` all say Failed and why
+    (it once failed the workflow with only "workflow failed by Temporal", `list` showing InProgress)."""
+    block = variable_check("FAIL", "#{Build.TAG}", "MATCHES", "#{variables.Pattern}")
+    declaration = gated(block, extra_variables="  - {name: Pattern, defaultValue: '^v1'}")
+    del declaration["conveyor"]  # the default retry window: the failed execution stays open, Failed
+    ref, _ = await conveyor.start(declaration, variables={"Pattern": "^v(1"})
+    state = await asyncio.wait_for(conveyor.wait(ref), 60)
+    reason = "invalid regular expression '^v(1': missing ): ^v(1"
+    assert state.status == ExecutionStatus.FAILED and reason in (state.status_summary or "")
+    assert state.finished_at is not None
+    deploy = state.stages[1]
+    assert deploy.status == StageStatus.FAILED and deploy.actions[0].status is None  # never entered
+    assert deploy.error is not None and deploy.error.code == "ConditionErrored" and reason in deploy.error.message
+    condition = deploy.conditions[0]
+    assert condition.status == ConditionStatus.ERRORED and condition.finished_at is not None
+    assert condition.rules[0].status == ConditionStatus.ERRORED and condition.rules[0].summary == reason
+
+    handle = conveyor.temporal.get_workflow_handle(ref.workflow_id)
+    description = await handle.describe()
+    assert description.status == WorkflowExecutionStatus.RUNNING  # open for `conveyor retry` (7 days)
+    assert description.typed_search_attributes.get(PIPELINE_STATUS) == "Failed"
+    recorded = state_from_memo(await description.memo())
+    assert recorded is not None and recorded.status == ExecutionStatus.FAILED
+    assert recorded.status_summary == state.status_summary and recorded.finished_at == state.finished_at
+    assert recorded.stages[1].conditions[0].status == ConditionStatus.ERRORED
+    [row] = await conveyor.list(ref.pipeline_name)
+    assert (row.status, row.note, row.finished_at) == ("Failed", None, state.finished_at)
+    query = f"PipelineName = '{ref.pipeline_name}' AND ExecutionStatus = 'Running' AND PipelineStatus = 'Failed'"
+    assert [wf.id async for wf in conveyor.temporal.list_workflows(query)] == [ref.workflow_id]
+
+    await conveyor.stop(ref, reason="not retrying")  # closes a failed execution waiting in its window
+    with pytest.raises(WorkflowFailureError):
+        await asyncio.wait_for(handle.result(), 30)
+    assert (await conveyor.state(ref)).status == ExecutionStatus.FAILED
+
+
+async def test_an_erroring_rule_fails_its_stage_even_under_skip(conveyor: ConveyorClient, worker: Worker) -> None:
+    """SKIP applies to a rule that answered no; one that could not answer (here a time zone, known only
+    at run time) must not silently skip a production stage."""
+    block = """    beforeEntry:
+      conditions:
+        - result: SKIP
+          rules:
+            - name: Window
+              ruleTypeId: {provider: DeploymentWindow}
+              configuration: {Cron: "* * * ? * *", TimeZone: "#{variables.Zone}"}"""
+    state = await run(conveyor, gated(block, extra_variables="  - {name: Zone, defaultValue: Mars/Olympus}"))
+    assert state.status == ExecutionStatus.FAILED, state.status_summary
+    assert [s.status for s in state.stages] == [StageStatus.SUCCEEDED, StageStatus.FAILED, None]
+    condition = state.stages[1].conditions[0]
+    assert condition.result == "SKIP" and condition.status == ConditionStatus.ERRORED
+    assert (condition.rules[0].summary or "").startswith("unknown time zone 'Mars/Olympus'")
+    assert "beforeentry condition errored: rule 'Window' (DeploymentWindow)" in (state.status_summary or "")

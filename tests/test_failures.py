@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+from temporalio import activity, workflow
+from temporalio.activity import _Definition as _ActivityDefinition
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
+from temporalio.workflow import _Definition as _WorkflowDefinition
 
 from conveyor.client import ConveyorClient, ConveyorError
-from conveyor.model import ActionStatus, ExecutionStatus, StageStatus
+from conveyor.model import (
+    ActionStatus,
+    CoordinationRequest,
+    ExecutionState,
+    ExecutionStatus,
+    StageEntryDecision,
+    StageStatus,
+)
+from conveyor.search_attributes import PIPELINE_STATUS
+from conveyor.settings import Settings
+from conveyor.worker import WORKFLOWS, activities_for, worker_options, workflow_runner
 from tests.helpers import pipeline, waiting_for_stage, waiting_token
+from workflows.execution import PipelineExecutionWorkflow
 
 
 async def test_transient_failure_is_retried_to_success_with_each_attempt_visible(
@@ -327,3 +347,192 @@ stages:
     assert (await asyncio.wait_for(conveyor.wait(first), 30)).status == ExecutionStatus.FAILED
     await waiting_token(conveyor, second, "Gate", "Approve")  # the failed one let go of the stage
     await conveyor.stop(second, reason="cleanup", abandon=True)
+
+
+# --- manual retry by default (issue 12) ---------------------------------------------------------------------
+
+UNPREPARED = """
+name: unprepared
+{conveyor}
+stages:
+  - name: Deploy
+    actions:
+      - {{name: Ship, provider: Commands, commands: ["test -f {side}/ready"]}}
+"""
+
+
+async def test_manual_retry_is_available_by_default(conveyor: ConveyorClient, worker: Worker, tmp_path: Path) -> None:
+    ref, _ = await conveyor.start(pipeline(UNPREPARED.format(conveyor="", side=tmp_path)))
+    assert (await asyncio.wait_for(conveyor.wait(ref), 60)).status == ExecutionStatus.FAILED
+    (tmp_path / "ready").touch()
+    await conveyor.retry(ref, "Deploy", by="alice")
+    final = await asyncio.wait_for(conveyor.wait(ref), 60)
+    assert final.status == ExecutionStatus.SUCCEEDED, final.status_summary
+    assert final.stages[0].previous_attempts[0].retried_by == "alice"
+
+
+async def test_retry_refused_without_a_window_says_how_to_allow_it(
+    conveyor: ConveyorClient, worker: Worker, tmp_path: Path
+) -> None:
+    ref, _ = await conveyor.start(
+        pipeline(UNPREPARED.format(conveyor="conveyor: {retryWindowMinutes: 0}", side=tmp_path))
+    )
+    assert (await asyncio.wait_for(conveyor.wait(ref), 60)).status == ExecutionStatus.FAILED
+    with pytest.raises(WorkflowFailureError):
+        await asyncio.wait_for(conveyor.temporal.get_workflow_handle(ref.workflow_id).result(), 30)
+    with pytest.raises(ConveyorError) as refused:
+        await conveyor.retry(ref, "Deploy")
+    message = str(refused.value)
+    assert message.startswith(f"execution {ref} has already ended: Failed, and its retry window is over")
+    assert "conveyor.retryWindowMinutes" in message and "`conveyor: {retryWindowMinutes: 10080}`" in message
+
+
+# --- what Temporal knows that the execution could not record (issue 12) --------------------------------------
+
+
+@activity.defn(name="coordinate")
+async def coordinator_unreachable_at_deploy(request: CoordinationRequest) -> StageEntryDecision | None:
+    """Stands in for the `coordinate` activity: lets the execution into Build, then fails for good."""
+    if request.entry is None:
+        return None
+    if request.entry.stage_name == "Deploy":
+        raise ApplicationError(
+            "coordinator unreachable: connection refused", type="CoordinationError", non_retryable=True
+        )
+    return StageEntryDecision(stage_name=request.entry.stage_name, decision="Enter")
+
+
+def worker_with(
+    client: Client,
+    settings: Settings,
+    *,
+    activities: list[Callable[..., Any]] = [],  # noqa: B006 - read only
+    workflows: list[type] = [],  # noqa: B006 - read only
+) -> Worker:
+    """Conveyor's worker with some activities or workflows replaced by those of the same name."""
+    replaced = {_ActivityDefinition.must_from_callable(a).name for a in activities}
+    kept = [a for a in activities_for(settings) if _ActivityDefinition.must_from_callable(a).name not in replaced]
+    types = {_WorkflowDefinition.must_from_class(w).name for w in workflows}
+    registered = [*workflows, *(w for w in WORKFLOWS if _WorkflowDefinition.must_from_class(w).name not in types)]
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=registered,
+        activities=[*kept, *activities],
+        **(worker_options() | {"workflow_runner": workflow_runner(registered)}),
+    )
+
+
+TWO_STAGES = """
+name: {name}
+stages:
+  - name: Build
+    actions:
+      - {{name: Compile, provider: Commands, commands: ["true"]}}
+  - name: Deploy
+    actions:
+      - {{name: Ship, provider: Commands, commands: ["true"]}}
+"""
+
+
+async def test_a_failure_the_execution_receives_is_recorded_before_it_fails(
+    conveyor: ConveyorClient, temporal_client: Client, settings: Settings
+) -> None:
+    async with worker_with(temporal_client, settings, activities=[coordinator_unreachable_at_deploy]):
+        ref, _ = await conveyor.start(pipeline(TWO_STAGES.format(name="unreachable")))
+        handle = conveyor.temporal.get_workflow_handle(ref.workflow_id)
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), 30)
+    reason = "coordinator unreachable: connection refused"
+    state = await conveyor.state(ref)
+    assert state.status == ExecutionStatus.FAILED and state.status_summary == f"execution failed: {reason}"
+    description = await handle.describe()
+    assert state.finished_at is not None and state.finished_at <= description.close_time
+    assert description.typed_search_attributes.get(PIPELINE_STATUS) == "Failed"
+    [row] = await conveyor.list(ref.pipeline_name)
+    assert (row.status, row.temporal_status, row.finished_at) == ("Failed", "FAILED", state.finished_at)
+    assert [s.status for s in state.stages] == [StageStatus.SUCCEEDED, None]  # Deploy never entered
+
+
+LONG_ONE = """
+name: {name}
+stages:
+  - name: Work
+    actions:
+      - {{name: Long, provider: Commands, commands: ["echo $$ > {side}/pid", "sleep 60"]}}
+"""
+
+
+async def test_an_execution_terminated_through_temporal_shows_as_such(
+    conveyor: ConveyorClient, worker: Worker, tmp_path: Path
+) -> None:
+    ref, _ = await conveyor.start(pipeline(LONG_ONE.format(name="terminated", side=tmp_path)))
+    pid = await running_pid(tmp_path / "pid")
+    handle = conveyor.temporal.get_workflow_handle(ref.workflow_id)
+    await handle.terminate(reason="runaway release")
+    try:
+        closed_at = (await handle.describe()).close_time
+        state = await conveyor.state(ref)
+        assert state.status == ExecutionStatus.STOPPED
+        assert state.status_summary is not None and state.status_summary.startswith("terminated through Temporal")
+        assert "runaway release" in state.status_summary
+        assert state.finished_at == closed_at  # its duration stops when Temporal closed it
+        work = state.stages[0]
+        assert (work.status, work.finished_at) == (StageStatus.STOPPED, closed_at)
+        [row] = await conveyor.list(ref.pipeline_name)
+        assert (row.status, row.temporal_status) == ("Stopped", "TERMINATED")
+        assert row.note is not None and row.note.startswith("terminated through Temporal")
+        # The recorded PipelineStatus cannot change after a terminate: README's queries exclude closed executions.
+        in_progress = f"PipelineName = '{ref.pipeline_name}' AND PipelineStatus = 'InProgress'"
+        assert [wf.id async for wf in conveyor.temporal.list_workflows(in_progress)] == [ref.workflow_id]
+        running = f"{in_progress} AND ExecutionStatus = 'Running'"
+        assert [wf.id async for wf in conveyor.temporal.list_workflows(running)] == []
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).kill()
+
+
+@workflow.defn(name="PipelineExecution")
+class ExecutionWithABug(PipelineExecutionWorkflow):
+    """The execution workflow with a bug reached after its first stage: its workflow task fails, every time."""
+
+    @workflow.run
+    async def run(self, raw_input: Any) -> ExecutionState:
+        return await super().run(raw_input)
+
+    async def _enter_stage(self, stage: Any) -> StageEntryDecision | None:
+        if stage.name == "Deploy":
+            raise RuntimeError("a bug in the execution workflow")
+        return await super()._enter_stage(stage)
+
+
+async def test_a_workflow_task_failing_shows_stuck_and_is_not_turned_into_a_failure(
+    conveyor: ConveyorClient, temporal_client: Client, settings: Settings
+) -> None:
+    async with worker_with(temporal_client, settings, workflows=[ExecutionWithABug]):
+        ref, _ = await conveyor.start(pipeline(TWO_STAGES.format(name="stuck")))
+
+        async def stuck() -> ExecutionState:
+            while not (state := await conveyor.state(ref)).stuck:
+                await asyncio.sleep(0.3)
+            return state
+
+        state = await asyncio.wait_for(stuck(), 30)
+    handle = conveyor.temporal.get_workflow_handle(ref.workflow_id)
+    try:
+        description = await handle.describe()
+        assert description.status == WorkflowExecutionStatus.RUNNING  # Temporal retries the task; nothing failed
+        assert state.status == ExecutionStatus.IN_PROGRESS  # what it recorded before the failing task
+        assert state.stuck is not None
+        assert re.fullmatch(
+            r"stuck: workflow task failing since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC: "
+            r"a bug in the execution workflow \(attempt \d+\)",
+            state.stuck,
+        ), state.stuck
+        [row] = await conveyor.list(ref.pipeline_name)
+        assert row.status == "InProgress" and row.note is not None
+        assert (
+            row.note.startswith("stuck: workflow task failing since") and "a bug in the execution workflow" in row.note
+        )
+    finally:
+        await handle.terminate(reason="test over")

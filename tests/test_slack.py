@@ -89,8 +89,7 @@ def gated(
     data = pipeline(GATED.format(quorum=quorum, timeout=timeout, group=RELEASERS, channel=CHANNEL))
     if reminder:
         data["stages"][1]["actions"][0]["conveyor"]["approval"]["reminderMinutes"] = reminder
-    if retry_window:
-        data["conveyor"] = {"retryWindowMinutes": 30}
+    data["conveyor"] = {"retryWindowMinutes": 30 if retry_window else 0}  # 0: a failure closes the workflow
     return data
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conveyor.spec import DeclarationError, json_schema, parse_pipeline, validate_pipeline
+from conveyor.spec import DeclarationError, json_schema, parse_pipeline, validate_declaration, validate_pipeline
 from conveyor.spec.loading import load_pipeline, read_declaration, validate_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -416,6 +416,103 @@ def test_deployment_window_rules_are_checked(rule: dict[str, str], expected: str
     assert (
         report.errors[0].render(SOURCE).startswith(f"{SOURCE}: stages[1].beforeEntry.conditions[0].rules[0].{expected}")
     )
+
+
+def matches_check(pattern: str) -> dict[str, Any]:
+    configuration = {"Variable": "#{Src.BranchName}", "Operator": "MATCHES", "Value": pattern}
+    return {"name": "Branch", "ruleTypeId": {"provider": "VariableCheck"}, "configuration": configuration}
+
+
+RULE_PATH = "pipeline.json: stages[1].beforeEntry.conditions[0].rules[0].configuration"
+
+
+# What would only have failed the execution once it reached the stage (issue 12): `conveyor validate`
+# refuses it, with the same time-zone database and regular expression engine the rules run with.
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        pytest.param(
+            WINDOW | {"configuration": {"Cron": "* * 9-17 ? * MON-FRI", "TimeZone": "Mars/Olympus"}},
+            f"{RULE_PATH}.TimeZone: unknown time zone 'Mars/Olympus': use an IANA time zone name, "
+            "e.g. 'Europe/Paris', 'America/New_York' or 'UTC'",
+            id="unknown-time-zone",
+        ),
+        pytest.param(
+            WINDOW | {"configuration": {"Cron": "* * 9-17 ? * MON-FRI", "TimeZone": "../../etc/passwd"}},
+            f"{RULE_PATH}.TimeZone: unknown time zone '../../etc/passwd': use an IANA time zone name, "
+            "e.g. 'Europe/Paris', 'America/New_York' or 'UTC'",
+            id="time-zone-path",
+        ),
+        pytest.param(
+            matches_check("^release/(v[0-9]+"),
+            f"{RULE_PATH}.Value: invalid regular expression '^release/(v[0-9]+': missing ): ^release/(v[0-9]+ "
+            "(MATCHES takes RE2 syntax)",
+            id="regex-syntax",
+        ),
+        pytest.param(
+            matches_check("^release/(?!hotfix)"),  # Python's re accepts a lookahead; RE2, which runs it, does not
+            f"{RULE_PATH}.Value: invalid regular expression '^release/(?!hotfix)': invalid perl operator: (?! "
+            "(MATCHES takes RE2 syntax)",
+            id="regex-not-re2",
+        ),
+        pytest.param(
+            WINDOW | {"configuration": {"Cron": "* * 9-17 30 FEB ?"}},
+            f"{RULE_PATH}.Cron: day-of-month '30' never falls in month 'FEB': the window would never open",
+            id="cron-never-opens",
+        ),
+    ],
+)
+def test_rule_values_known_before_running_are_refused(rule: dict[str, Any], expected: str, tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.json"
+    path.write_text(json.dumps(pipe(stage("Source", git()), stage("Deploy", cmd(), beforeEntry=gate(rule)))))
+    report = validate_file(path)  # what `conveyor validate`, `start` and `apply` run
+    assert [issue.render(str(path)) for issue in report.errors] == [expected.replace("pipeline.json", str(path))]
+
+
+def gate(*rules: dict[str, Any], result: str = "FAIL") -> dict[str, Any]:
+    return {"conditions": [{"result": result, "rules": list(rules)}]}
+
+
+def test_rule_values_from_variables_are_checked_when_the_rule_runs() -> None:
+    """A reference is resolved only at run time: validation lets it through (the rule errors then)."""
+    window = WINDOW | {"configuration": {"Cron": "* * 9-17 ? * MON-FRI", "TimeZone": "#{variables.Zone}"}}
+    declaration = pipe(
+        stage("Source", git()),
+        stage("Deploy", cmd(), beforeEntry=gate(window, matches_check("#{variables.Pattern}"))),
+        variables=[{"name": "Zone"}, {"name": "Pattern"}],
+    )
+    assert validate_declaration(declaration).errors == []
+
+
+def test_rule_references_are_checked_like_an_actions() -> None:
+    """An unresolvable reference in a rule once errored its rule only at run time (and, under SKIP,
+    silently skipped the stage before issue 12)."""
+    check = {
+        "name": "Check",
+        "ruleTypeId": {"provider": "VariableCheck"},
+        "configuration": {"Variable": "#{Later.V}", "Operator": "EQ", "Value": "#{variables.Nope}"},
+    }
+    declaration = pipe(
+        stage("Source", git()),
+        stage("Deploy", cmd("Ship", namespace="Later", outputVariables=["V"]), beforeEntry=gate(check, result="SKIP")),
+        stage("Verify", cmd(), onSuccess=gate(check | {"configuration": check["configuration"] | {"Value": "x"}})),
+    )
+    where = f"{SOURCE}: stages[1].beforeEntry.conditions[0].rules[0].configuration"
+    assert errors_of(declaration) == [
+        f"{where}.Variable: '#{{Later.V}}': namespace 'Later' belongs to an action that does not run earlier "
+        "than this one; reference only actions of earlier stages or of a lower runOrder",
+        f"{where}.Value: '#{{variables.Nope}}': pipeline variable 'Nope' is not declared in 'variables'",
+    ]
+
+
+def test_workflow_validation_reads_nothing_from_the_machine() -> None:
+    """The workflows' own validation stays pure: a time zone is the worker's to check, when the rule runs."""
+    window = WINDOW | {"configuration": {"Cron": "* * 9-17 ? * MON-FRI", "TimeZone": "Mars/Olympus"}}
+    declaration = pipe(stage("Source", git()), stage("Deploy", cmd(), beforeEntry=gate(window)))
+    assert validate_pipeline(declaration).ok
+    assert not validate_declaration(declaration).ok
+    with pytest.raises(DeclarationError, match="unknown time zone 'Mars/Olympus'"):
+        parse_pipeline(declaration, SOURCE)
 
 
 def test_later_actions_must_not_depend_on_a_stage_that_may_be_skipped() -> None:

@@ -1,6 +1,9 @@
 """Stage conditions (beforeEntry, onSuccess, onFailure) evaluated inside the execution workflow.
 
 A condition fails when any of its rules fails; the caller applies the failing condition's result.
+A rule that cannot be evaluated (an unknown time zone, an invalid regular expression, an unresolvable
+variable, a rule activity's own error) is Errored, and an Errored condition fails its stage whatever
+its result: an erroring check must never skip, or roll back, a stage on its own.
 Rules: `DeploymentWindow` waits durably (a timer, not a poll) until the window opens; `VariableCheck`
 compares resolved variables (MATCHES runs RE2 in a local activity); `Commands` runs commands like a
 Commands action and passes on exit 0. Cron and time-zone arithmetic happen in a local activity given
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from conveyor.model import (
@@ -23,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         ArtifactRef,
         CommandsInput,
         ConditionState,
+        ConditionStatus,
         RegexCheck,
         RuleState,
         WindowAnswer,
@@ -30,9 +34,17 @@ with workflow.unsafe.imports_passed_through():
     )
     from conveyor.spec.declaration import Condition, Rule
     from conveyor.variables import UnresolvedVariableError, resolve
-    from workflows.stage import INFRASTRUCTURE_RETRY
+    from workflows.stage import INFRASTRUCTURE_RETRY, failure_reason
 
 LOCAL = timedelta(seconds=30)
+# What an Errored condition does, whatever its declared result.
+ERRORED_RESULT = "FAIL"
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    status: ConditionStatus  # Succeeded, Failed, Errored, or Overridden (while it waited)
+    summary: str
 
 
 @dataclass
@@ -51,49 +63,50 @@ class ConditionContext:
 async def evaluate(
     kind: str, conditions: list[Condition], ctx: ConditionContext, into: list[ConditionState]
 ) -> str | None:
-    """None when every condition passed (or was overridden); else the failing condition's result."""
+    """None when every condition passed (or was overridden); else what follows: the failing
+    condition's result, or FAIL for a condition that errored."""
     for condition in conditions:
         state = ConditionState(
             kind=kind,
             result=condition.result,
             started_at=workflow.now(),
             rules=[
-                RuleState(rule_name=r.name, provider=r.rule_type_id.provider, status="Pending") for r in condition.rules
+                RuleState(rule_name=r.name, provider=r.rule_type_id.provider, status=ConditionStatus.PENDING)
+                for r in condition.rules
             ],
         )
         into.append(state)
         ctx.changed()
-        failed = False
+        verdict = ConditionStatus.SUCCEEDED
         for rule, rule_state in zip(condition.rules, state.rules, strict=True):
             if ctx.overridden():
                 break
-            rule_state.status, rule_state.started_at = "InProgress", workflow.now()
+            rule_state.status, rule_state.started_at = ConditionStatus.IN_PROGRESS, workflow.now()
             ctx.changed()
-            passed, summary = await _rule(rule, rule_state, ctx)
-            rule_state.finished_at, rule_state.summary = workflow.now(), summary
-            if passed is None:  # overridden while it waited
-                rule_state.status = "Overridden"
-                break
-            rule_state.status = "Succeeded" if passed else "Failed"
-            if not passed:
-                failed = True
+            outcome = await _rule(rule, rule_state, ctx)
+            rule_state.status, rule_state.summary = outcome.status, outcome.summary
+            rule_state.finished_at = workflow.now()
+            if outcome.status != ConditionStatus.SUCCEEDED:
+                verdict = outcome.status
                 break
         state.finished_at = workflow.now()
         if ctx.overridden():
-            state.status = "Overridden"
+            state.status = ConditionStatus.OVERRIDDEN
             for rule_state in state.rules:
-                if rule_state.status in ("Pending", "InProgress"):
-                    rule_state.status = "Overridden"
+                if rule_state.status.is_open:
+                    rule_state.status = ConditionStatus.OVERRIDDEN
             ctx.changed()
             return None
-        state.status = "Failed" if failed else "Succeeded"
+        state.status = verdict
         ctx.changed()
-        if failed:
+        if verdict == ConditionStatus.ERRORED:
+            return ERRORED_RESULT
+        if verdict == ConditionStatus.FAILED:
             return condition.result or "FAIL"
     return None
 
 
-async def _rule(rule: Rule, state: RuleState, ctx: ConditionContext) -> tuple[bool | None, str]:
+async def _rule(rule: Rule, state: RuleState, ctx: ConditionContext) -> RuleOutcome:
     provider = rule.rule_type_id.provider
     try:
         configuration = {key: resolve(value, ctx.values) for key, value in rule.configuration.items()}
@@ -104,16 +117,15 @@ async def _rule(rule: Rule, state: RuleState, ctx: ConditionContext) -> tuple[bo
         if provider == "Commands":
             return await _commands(rule, ctx)
     except UnresolvedVariableError as err:
-        return False, str(err)
-    except ActivityError as err:
-        cause = err.cause
-        return False, getattr(cause, "message", None) or str(cause or err)
-    return False, f"rule provider '{provider}' is not supported"
+        return RuleOutcome(ConditionStatus.ERRORED, str(err))
+    except FailureError as err:  # a local activity's own failure arrives as its ApplicationError, unwrapped
+        if is_cancelled_exception(err):
+            raise
+        return RuleOutcome(ConditionStatus.ERRORED, failure_reason(err))
+    return RuleOutcome(ConditionStatus.ERRORED, f"rule provider '{provider}' is not supported")
 
 
-async def _deployment_window(
-    configuration: dict[str, str], state: RuleState, ctx: ConditionContext
-) -> tuple[bool | None, str]:
+async def _deployment_window(configuration: dict[str, str], state: RuleState, ctx: ConditionContext) -> RuleOutcome:
     cron, zone = configuration["Cron"], configuration.get("TimeZone", "UTC")
     while True:
         answer: WindowAnswer = await workflow.execute_local_activity(
@@ -123,21 +135,22 @@ async def _deployment_window(
             start_to_close_timeout=LOCAL,
         )
         if answer.inside:
-            return True, f"inside the window '{cron}' ({zone})"
+            return RuleOutcome(ConditionStatus.SUCCEEDED, f"inside the window '{cron}' ({zone})")
         if answer.opens_at is None:
-            return False, f"the window '{cron}' ({zone}) does not open in the next 5 years"
+            never = f"the window '{cron}' ({zone}) does not open in the next 5 years"
+            return RuleOutcome(ConditionStatus.FAILED, never)
         state.summary = f"waiting for the window to open at {answer.opens_at.isoformat()}"
         ctx.changed()
         wait = max(answer.opens_at - workflow.now(), timedelta(seconds=1))
         try:
             # A durable timer; an operator's override ends the wait early.
             await workflow.wait_condition(ctx.overridden, timeout=wait)
-            return None, "overridden while waiting for the window"
+            return RuleOutcome(ConditionStatus.OVERRIDDEN, "overridden while waiting for the window")
         except TimeoutError:
             continue  # re-check: the window may have closed again, or opened
 
 
-async def _variable_check(configuration: dict[str, str]) -> tuple[bool, str]:
+async def _variable_check(configuration: dict[str, str]) -> RuleOutcome:
     variable, value, operator = configuration["Variable"], configuration["Value"], configuration["Operator"]
     if operator == "EQ":
         passed = variable == value
@@ -149,13 +162,14 @@ async def _variable_check(configuration: dict[str, str]) -> tuple[bool, str]:
         passed = await workflow.execute_local_activity(
             "regex_matches", RegexCheck(pattern=value, value=variable), result_type=bool, start_to_close_timeout=LOCAL
         )
-    return passed, f"'{variable}' {operator} '{value}': {'true' if passed else 'false'}"
+    status = ConditionStatus.SUCCEEDED if passed else ConditionStatus.FAILED
+    return RuleOutcome(status, f"'{variable}' {operator} '{value}': {'true' if passed else 'false'}")
 
 
-async def _commands(rule: Rule, ctx: ConditionContext) -> tuple[bool, str]:
+async def _commands(rule: Rule, ctx: ConditionContext) -> RuleOutcome:
     missing = [i.name for i in rule.input_artifacts if i.name not in ctx.artifacts]
     if missing:
-        return False, f"input artifact '{missing[0]}' is not available"
+        return RuleOutcome(ConditionStatus.ERRORED, f"input artifact '{missing[0]}' is not available")
     timeout = timedelta(minutes=rule.timeout_in_minutes or 55)
     try:
         await workflow.execute_activity(
@@ -178,6 +192,9 @@ async def _commands(rule: Rule, ctx: ConditionContext) -> tuple[bool, str]:
             retry_policy=INFRASTRUCTURE_RETRY,
         )
     except ActivityError as err:
-        cause = err.cause
-        return False, getattr(cause, "message", None) or str(cause or err)
-    return True, f"{len(rule.commands or [])} commands succeeded"
+        if is_cancelled_exception(err):
+            raise
+        # A non-zero exit is the check's answer; anything else (a timeout, a missing artifact) is an error.
+        answered = isinstance(err.cause, ApplicationError) and err.cause.type == "CommandFailed"
+        return RuleOutcome(ConditionStatus.FAILED if answered else ConditionStatus.ERRORED, failure_reason(err))
+    return RuleOutcome(ConditionStatus.SUCCEEDED, f"{len(rule.commands or [])} commands succeeded")

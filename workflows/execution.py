@@ -15,7 +15,13 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    FailureError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -30,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         CompensationStep,
         ConditionOverride,
         ConditionState,
+        ConditionStatus,
         CoordinationRequest,
         ErrorDetails,
         ExecutionInput,
@@ -58,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
         PIPELINE_VERSION,
     )
     from conveyor.spec.declaration import (
+        RETRY_WINDOW_ADVICE,
         Condition,
         ExecutionMode,
         FailureResult,
@@ -69,7 +77,7 @@ with workflow.unsafe.imports_passed_through():
     from conveyor.variables import PIPELINE_VARIABLES, RESERVED, namespaces_used
     from workflows.conditions import ConditionContext
     from workflows.conditions import evaluate as evaluate_conditions
-    from workflows.stage import INFRASTRUCTURE_RETRY, StageWorkflow, initial_stage_state
+    from workflows.stage import INFRASTRUCTURE_RETRY, StageWorkflow, failure_details, initial_stage_state
 
 
 # Executions recorded before the coordinator existed replay without it.
@@ -224,13 +232,7 @@ class PipelineExecutionWorkflow:
                         stage_state = state.stages[index]
                         skipped = outcome == "SKIP"
                         stage_state.status = StageStatus.SKIPPED if skipped else StageStatus.FAILED
-                        stage_state.error = (
-                            None
-                            if skipped
-                            else ErrorDetails(
-                                code="ConditionFailed", message=_condition_failure(stage_state.conditions[-1])
-                            )
-                        )
+                        stage_state.error = None if skipped else _condition_error(stage_state.conditions[-1])
                         self._upsert_memo(stage_memo(stage_state))
                         if coordinated:
                             await self._leave_stage(stage, stage_state.status.value)
@@ -253,9 +255,7 @@ class PipelineExecutionWorkflow:
                     )
                     if outcome is not None:  # the stage succeeded, but its onSuccess condition did not
                         result.state.status = StageStatus.FAILED
-                        result.state.error = ErrorDetails(
-                            code="ConditionFailed", message=_condition_failure(result.state.conditions[-1])
-                        )
+                        result.state.error = _condition_error(result.state.conditions[-1])
                         condition_rollback = outcome == "ROLLBACK"
                         self._upsert_memo(stage_memo(result.state))
                 elif result.state.status == StageStatus.FAILED and stage.on_failure and stage.on_failure.conditions:
@@ -311,6 +311,11 @@ class PipelineExecutionWorkflow:
                 if coordinated and self._current_stage is not None:
                     await self._leave_stage(self._current_stage, "Stopped")
                 await self._finish(ExecutionStatus.STOPPED, "cancelled through Temporal (abandoned)")
+            elif isinstance(err, FailureError) and not state.status.is_terminal:
+                # A failure received from an activity or child, or raised for a bad value found at run
+                # time: it fails the workflow, so record it first. Any other exception is a bug that fails
+                # the workflow *task*, which Temporal retries (a fixed worker resumes the execution).
+                await self._record_failure(err)
             raise
         await self._finish(ExecutionStatus.SUCCEEDED, None)
         return state
@@ -365,7 +370,7 @@ class PipelineExecutionWorkflow:
         if key in self._overrides:
             override = self._overrides.pop(key)
             if stage_state.conditions:
-                stage_state.conditions[-1].status = "Overridden"
+                stage_state.conditions[-1].status = ConditionStatus.OVERRIDDEN
                 stage_state.conditions[-1].overridden_by = override.by
             changed()
             return None
@@ -567,9 +572,7 @@ class PipelineExecutionWorkflow:
             status = state.status.value if state else "not started"
             raise ApplicationError(f"only a failed execution can be retried; this one is {status}")
         if self._retryable_stage is None:
-            raise ApplicationError(
-                "the retry window of this execution has closed (conveyor.retryWindowMinutes); start a new execution"
-            )
+            raise ApplicationError(f"the retry window of this execution has closed: {RETRY_WINDOW_ADVICE}")
         if request.stage_name != self._retryable_stage:
             raise ApplicationError(f"only the failed stage '{self._retryable_stage}' can be retried")
         if request.retry_mode not in ("FAILED_ACTIONS", "ALL_ACTIONS"):
@@ -801,6 +804,15 @@ class PipelineExecutionWorkflow:
             start_to_close_timeout=timedelta(seconds=30),
         )
 
+    async def _record_failure(self, err: FailureError) -> None:
+        """Failed, with the reason, in the state, memo and PipelineStatus; whatever was under way
+        (a stage, its actions, a condition) is closed, so no duration keeps growing."""
+        assert self._state is not None
+        error = failure_details(err)
+        for stage_state in self._state.close_unfinished(workflow.now(), error):
+            self._upsert_memo(stage_memo(stage_state), later=True)  # with the execution's, below
+        await self._finish(ExecutionStatus.FAILED, f"execution failed: {error.message}")
+
     async def _finish(self, status: ExecutionStatus, summary: str | None) -> None:
         assert self._state is not None
         # workflow.logger is replay-safe: nothing is logged again when history is replayed.
@@ -881,7 +893,14 @@ def _attempt_summary(state: StageState, retry: StageRetryRequest) -> StageAttemp
     )
 
 
-def _condition_failure(condition: ConditionState) -> str:
-    failed = next((r for r in condition.rules if r.status == "Failed"), None)
-    what = f"rule '{failed.rule_name}' ({failed.provider}): {failed.summary}" if failed else "a rule failed"
-    return f"{condition.kind.lower().replace('_', '')} condition failed: {what}"
+def _condition_error(condition: ConditionState) -> ErrorDetails:
+    """Why the stage failed on a condition: a rule that failed, or one that could not be evaluated."""
+    errored = condition.status == ConditionStatus.ERRORED
+    outcome = ConditionStatus.ERRORED if errored else ConditionStatus.FAILED
+    rule = next((r for r in condition.rules if r.status == outcome), None)
+    what = f"rule '{rule.rule_name}' ({rule.provider}): {rule.summary}" if rule else f"a rule {outcome.lower()}"
+    kind = condition.kind.lower().replace("_", "")
+    return ErrorDetails(
+        code="ConditionErrored" if errored else "ConditionFailed",
+        message=f"{kind} condition {outcome.lower()}: {what}",
+    )

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, is_cancelled_exception
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
@@ -619,6 +619,21 @@ def _minutes_text(minutes: int) -> str:
         days = minutes // (24 * 60)
         return f"{days} day{'s' if days != 1 else ''}"
     return f"{minutes} minutes"
+
+
+def failure_details(err: BaseException) -> ErrorDetails:
+    """The innermost cause of a received failure (an activity's or a child's own error, not the
+    "activity task failed" wrapped around it): its type and message."""
+    innermost: BaseException = err
+    while isinstance(innermost, FailureError) and innermost.cause is not None:
+        innermost = innermost.cause
+    code = getattr(innermost, "type", None) if isinstance(innermost, ApplicationError) else None
+    message = getattr(innermost, "message", None) or str(innermost) or type(innermost).__name__
+    return ErrorDetails(code=code or type(innermost).__name__, message=message)
+
+
+def failure_reason(err: BaseException) -> str:
+    return failure_details(err).message
 
 
 def _activity_error(err: ActivityError) -> ErrorDetails:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from conveyor.cli.common import (
     OutputOption,
@@ -220,7 +221,7 @@ async def _list(pipeline: str | None, succeeded_in: str | None, limit: int, outp
     for row in rows:
         table.add_row(
             row.execution,
-            status_text(row.status),
+            status_text(row.status) + (Text(f"\n{row.note}", style="yellow") if row.note else ""),
             row.trigger or "",
             row.started_at.strftime("%Y-%m-%d %H:%M:%S") if row.started_at else "",
             duration(row.started_at, row.finished_at) if row.finished_at else "running",

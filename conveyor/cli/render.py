@@ -8,7 +8,15 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from conveyor.model import ActionState, CoordinatorState, ExecutionSlot, ExecutionState, StageFact, StageState
+from conveyor.model import (
+    ActionState,
+    ConditionState,
+    CoordinatorState,
+    ExecutionSlot,
+    ExecutionState,
+    StageFact,
+    StageState,
+)
 
 STYLES = {
     "Succeeded": "green",
@@ -20,6 +28,7 @@ STYLES = {
     "Superseded": "magenta",
     "Cancelled": "magenta",
     "Skipped": "dim",
+    "Errored": "red",
 }
 
 
@@ -72,6 +81,8 @@ def execution_table(state: ExecutionState) -> Group:
     for stage in state.stages:
         _add_stage(table, stage)
     parts: list[Text | Table] = [header, table]
+    if state.stuck:
+        parts.append(Text(state.stuck, style="bold red"))
     if state.waiting_for_stage:
         why = f": {state.waiting_reason}" if state.waiting_reason else ""
         parts.append(Text(f"waiting to enter stage {state.waiting_for_stage}{why}", style="yellow"))
@@ -110,6 +121,8 @@ def _add_stage(table: Table, stage: StageState) -> None:
         "",
         "",
     )
+    for condition in stage.conditions:
+        _add_condition(table, condition)
     for action in sorted(stage.actions, key=lambda a: a.run_order):
         table.add_row(
             "",
@@ -118,6 +131,32 @@ def _add_stage(table: Table, stage: StageState) -> None:
             duration(action.started_at, action.finished_at),
             _detail(action),
             action.token or "",
+        )
+
+
+def _add_condition(table: Table, condition: ConditionState) -> None:
+    """A condition's row, then one per rule that ran (its summary says why it passed, failed or errored)."""
+    kind = {"BEFORE_ENTRY": "beforeEntry", "ON_SUCCESS": "onSuccess", "ON_FAILURE": "onFailure"}.get(condition.kind)
+    result = f" (result {condition.result})" if condition.result else ""
+    by = f"overridden by {condition.overridden_by}" if condition.overridden_by else ""
+    table.add_row(
+        "",
+        f"{kind or condition.kind} condition{result}",
+        status_text(condition.status.value),
+        duration(condition.started_at, condition.finished_at),
+        by,
+        "",
+    )
+    for rule in condition.rules:
+        if rule.started_at is None:
+            continue  # not evaluated: an earlier rule decided
+        table.add_row(
+            "",
+            f"  rule {rule.rule_name} [{rule.provider}]",
+            status_text(rule.status.value),
+            duration(rule.started_at, rule.finished_at),
+            rule.summary or "",
+            "",
         )
 
 

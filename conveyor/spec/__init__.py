@@ -1,7 +1,14 @@
 """The pipeline declaration: models, loading, validation and JSON Schema."""
 
 from conveyor.spec.declaration import Action, ExecutionMode, Pipeline, Stage
-from conveyor.spec.validation import DeclarationError, SpecIssue, ValidationReport, parse_pipeline, validate_pipeline
+from conveyor.spec.validation import (
+    DeclarationError,
+    SpecIssue,
+    ValidationReport,
+    parse_pipeline,
+    validate_declaration,
+    validate_pipeline,
+)
 
 
 def json_schema() -> dict:
@@ -22,5 +29,6 @@ __all__ = [
     "ValidationReport",
     "json_schema",
     "parse_pipeline",
+    "validate_declaration",
     "validate_pipeline",
 ]

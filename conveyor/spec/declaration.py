@@ -133,6 +133,17 @@ class PollExtension(DeclarationModel):
     interval_seconds: int = Field(default=60, ge=10, le=86_400)
 
 
+# A failed stage can be retried for 7 days by default, as CodePipeline allows until a newer execution passes it.
+DEFAULT_RETRY_WINDOW_MINUTES = 7 * 24 * 60
+# How to allow a retry that was refused because the execution's retry window was closed (or 0).
+RETRY_WINDOW_ADVICE = (
+    "a failed execution stays open for `conveyor retry` during its pipeline's `conveyor.retryWindowMinutes` "
+    f"(default {DEFAULT_RETRY_WINDOW_MINUTES}, 7 days; 0 closes it at once): set e.g. "
+    "`conveyor: {retryWindowMinutes: 10080}` in the declaration for the executions to come, "
+    "and start a new execution for this one"
+)
+
+
 class PipelineExtension(DeclarationModel):
     """`conveyor:` on the pipeline."""
 
@@ -140,8 +151,9 @@ class PipelineExtension(DeclarationModel):
     poll: PollExtension | None = None
 
     heartbeat_timeout_seconds: int = Field(default=30, ge=1, le=3_600)
-    # How long a failed execution stays open for `conveyor retry` (its PipelineStatus is Failed meanwhile).
-    retry_window_minutes: int = Field(default=0, ge=0, le=60 * 24 * 30)
+    # How long a failed execution stays open for `conveyor retry` (its PipelineStatus is Failed meanwhile;
+    # the wait is a durable timer, which costs nothing); 0 closes it at once.
+    retry_window_minutes: int = Field(default=DEFAULT_RETRY_WINDOW_MINUTES, ge=0, le=60 * 24 * 30)
     # A saga across stages: when a stage fails, the stages completed before it are compensated too.
     compensate_earlier_stages: bool = False
 

@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from conveyor.spec.declaration import Pipeline
-from conveyor.spec.validation import DeclarationError, SpecIssue, ValidationReport, format_path, validate_pipeline
+from conveyor.spec.validation import DeclarationError, SpecIssue, ValidationReport, format_path, validate_declaration
 from conveyor.variables import REFERENCE
 
 M = TypeVar("M", bound=BaseModel)
@@ -150,7 +150,7 @@ def references_lost_to_comments(text: str, data: Any = None) -> list[SpecIssue]:
 
 def validate_file(path: Path) -> ValidationReport:
     data = read_declaration(path)
-    report = validate_pipeline(data)
+    report = validate_declaration(data)
     if path.suffix.lower() != ".json":
         report.errors = references_lost_to_comments(_decode(path.read_bytes())) + report.errors
     return report

@@ -1,8 +1,10 @@
 """Validation of a pipeline declaration: pydantic's field rules plus CodePipeline's structural rules.
 
-Pure (no I/O): it runs in `conveyor validate` and again inside the execution workflow, so a bad
-declaration sent with `temporal workflow start` fails with the same messages. Every problem is
-reported at once, each naming the file, the path inside it and what to change.
+`validate_pipeline` is pure (no I/O): it runs in `conveyor validate` and again inside the execution
+workflow, so a bad declaration sent with `temporal workflow start` fails with the same messages.
+`validate_declaration` adds what needs this machine's time-zone database and RE2 (rule time zones and
+regular expressions): everything but the workflows uses it. Every problem is reported at once, each
+naming the file, the path inside it and what to change.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
 from conveyor import quartz
+from conveyor.patterns import pattern_problem
 from conveyor.spec.declaration import (
     DECISION_SOURCES,
     Action,
@@ -26,9 +29,17 @@ from conveyor.spec.declaration import (
     Pipeline,
     Rule,
 )
-from conveyor.variables import PIPELINE_VARIABLES, RESERVED, RESERVED_KEYS, malformed_references, references
+from conveyor.variables import (
+    PIPELINE_VARIABLES,
+    REFERENCE,
+    RESERVED,
+    RESERVED_KEYS,
+    malformed_references,
+    references,
+)
 
 MAX_ACTIONS_PER_PIPELINE = 500
+AFTER_EVERY_ACTION = 10**6  # a runOrder later than any action's
 PULL_REQUEST_EVENTS = ("OPEN", "UPDATED", "CLOSED")
 
 
@@ -140,9 +151,19 @@ def validate_pipeline(data: Any) -> ValidationReport:
     return report
 
 
-def parse_pipeline(data: Any, source: str) -> Pipeline:
-    """The validated pipeline, or DeclarationError listing every problem."""
+def validate_declaration(data: Any) -> ValidationReport:
+    """`validate_pipeline`, plus the rule values checked with this machine's time-zone database and
+    RE2 (`rule_value_problems`). Not for workflows, which must not read the machine: there a bad value
+    is found when the rule runs, and errors it."""
     report = validate_pipeline(data)
+    if report.pipeline is not None:
+        report.errors += rule_value_problems(report.pipeline)
+    return report
+
+
+def parse_pipeline(data: Any, source: str) -> Pipeline:
+    """The validated pipeline (`validate_declaration`), or DeclarationError listing every problem."""
+    report = validate_declaration(data)
     if not report.ok:
         raise DeclarationError(source, report.errors)
     assert report.pipeline is not None
@@ -472,18 +493,43 @@ def _check_namespaces_and_variables(pipeline: Pipeline, errors: list[SpecIssue])
     declared = {v.name for v in pipeline.variables}
     for si, ai, _stage, action in pipeline.all_actions():
         for suffix, text in _action_texts(action):
-            for fragment in malformed_references(text):
-                errors.append(
-                    SpecIssue(
-                        f"stages[{si}].actions[{ai}].{suffix}",
-                        f"'{fragment}' is not a variable reference: write #{{namespace.key}} (letters, digits, "
-                        "@ - _), closed with '}'",
-                    )
-                )
-            for ns, key in references(text):
-                problem = _reference_problem(ns, key, si, action.run_order, declared, owners)
-                if problem:
-                    errors.append(SpecIssue(f"stages[{si}].actions[{ai}].{suffix}", problem))
+            where = f"stages[{si}].actions[{ai}].{suffix}"
+            errors += _reference_issues(where, text, si, action.run_order, declared, owners)
+    for site in _rules(pipeline):
+        # A beforeEntry rule runs before any action of its stage; onSuccess/onFailure rules after them.
+        run_order = AFTER_EVERY_ACTION if site.after_actions else 0
+        for suffix, text in _rule_texts(site.rule):
+            errors += _reference_issues(f"{site.where}.{suffix}", text, site.stage_index, run_order, declared, owners)
+
+
+def _reference_issues(
+    where: str,
+    text: str,
+    stage_index: int,
+    run_order: int,
+    declared: set[str],
+    owners: dict[str, tuple[int, int, int, Action]],
+) -> list[SpecIssue]:
+    """What is wrong with the variable references in one text: malformed ones, and those that cannot resolve."""
+    issues = [
+        SpecIssue(
+            where,
+            f"'{fragment}' is not a variable reference: write #{{namespace.key}} (letters, digits, @ - _), "
+            "closed with '}'",
+        )
+        for fragment in malformed_references(text)
+    ]
+    for ns, key in references(text):
+        problem = _reference_problem(ns, key, stage_index, run_order, declared, owners)
+        if problem:
+            issues.append(SpecIssue(where, problem))
+    return issues
+
+
+def _rule_texts(rule: Rule) -> list[tuple[str, str]]:
+    """(path suffix, text) of every place a variable reference may appear in a condition rule."""
+    texts = [(f"configuration.{k}", v) for k, v in rule.configuration.items()]
+    return texts + [(f"commands[{i}]", c) for i, c in enumerate(rule.commands or [])]
 
 
 def _reference_problem(
@@ -599,16 +645,8 @@ def _check_not_yet_supported(pipeline: Pipeline, report: ValidationReport) -> No
     """Declared behaviour this version does not carry out is refused, never silently skipped: a
     deployment window or a rollback that quietly does nothing is worse than an error."""
     later = "is not supported by this version of Conveyor yet"
-    for si, stage in enumerate(pipeline.stages):
-        for field_name, block in (
-            ("beforeEntry", stage.before_entry),
-            ("onSuccess", stage.on_success),
-            ("onFailure", stage.on_failure),
-        ):
-            for ci, condition in enumerate(block.conditions if block else []):
-                for ri, rule in enumerate(condition.rules):
-                    where = f"stages[{si}].{field_name}.conditions[{ci}].rules[{ri}]"
-                    report.errors.extend(_rule_problems(rule, where, later))
+    for site in _rules(pipeline):
+        report.errors.extend(_rule_problems(site.rule, site.where, later))
     for ti, trigger in enumerate(pipeline.triggers):
         for pi, pull in enumerate(trigger.git_configuration.pull_request):
             if pull.file_paths is not None:
@@ -618,6 +656,49 @@ def _check_not_yet_supported(pipeline: Pipeline, report: ValidationReport) -> No
                         f"pull request file path filters {later} (webhook payloads do not list a pull request's files)",
                     )
                 )
+
+
+class RuleSite(NamedTuple):
+    where: str  # its path in the declaration
+    stage_index: int
+    after_actions: bool  # onSuccess / onFailure: evaluated once the stage's actions ran
+    rule: Rule
+
+
+def _rules(pipeline: Pipeline) -> Iterable[RuleSite]:
+    """Every condition rule of the pipeline, with where it is."""
+    for si, stage in enumerate(pipeline.stages):
+        for field_name, block in (
+            ("beforeEntry", stage.before_entry),
+            ("onSuccess", stage.on_success),
+            ("onFailure", stage.on_failure),
+        ):
+            for ci, condition in enumerate(block.conditions if block else []):
+                for ri, rule in enumerate(condition.rules):
+                    where = f"stages[{si}].{field_name}.conditions[{ci}].rules[{ri}]"
+                    yield RuleSite(where, si, field_name != "beforeEntry", rule)
+
+
+def rule_value_problems(pipeline: Pipeline) -> list[SpecIssue]:
+    """A DeploymentWindow's TimeZone and a VariableCheck MATCHES pattern, checked with what evaluates
+    them at run time (the time-zone database, RE2). A value holding a `#{...}` reference is known only
+    at run time: there, a bad one errors its rule (and fails its stage)."""
+    problems: list[SpecIssue] = []
+    for where, _, _, rule in _rules(pipeline):
+        provider, configuration = rule.rule_type_id.provider, rule.configuration
+        zone = configuration.get("TimeZone")
+        if provider == "DeploymentWindow" and zone is not None and not REFERENCE.search(zone):
+            try:
+                quartz.time_zone(zone)
+            except quartz.TimeZoneError as err:
+                problems.append(SpecIssue(f"{where}.configuration.TimeZone", str(err)))
+        pattern = configuration.get("Value")
+        matching = provider == "VariableCheck" and configuration.get("Operator") == "MATCHES"
+        if matching and pattern is not None and not REFERENCE.search(pattern):
+            problem = pattern_problem(pattern)
+            if problem:
+                problems.append(SpecIssue(f"{where}.configuration.Value", f"{problem} (MATCHES takes RE2 syntax)"))
+    return problems
 
 
 RULE_KEYS = {

@@ -127,6 +127,7 @@ async def _deployment_window(
         if answer.opens_at is None:
             return False, f"the window '{cron}' ({zone}) does not open in the next 5 years"
         state.summary = f"waiting for the window to open at {answer.opens_at.isoformat()}"
+        state.opens_at, state.time_zone = answer.opens_at, zone
         ctx.changed()
         wait = max(answer.opens_at - workflow.now(), timedelta(seconds=1))
         try:
@@ -149,7 +150,7 @@ async def _variable_check(configuration: dict[str, str]) -> tuple[bool, str]:
         passed = await workflow.execute_local_activity(
             "regex_matches", RegexCheck(pattern=value, value=variable), result_type=bool, start_to_close_timeout=LOCAL
         )
-    return passed, f"'{variable}' {operator} '{value}': {'true' if passed else 'false'}"
+    return passed, f"'{shorten(variable)}' {operator} '{shorten(value)}': {'true' if passed else 'false'}"
 
 
 async def _commands(rule: Rule, ctx: ConditionContext) -> tuple[bool, str]:

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         WindowCheck,
     )
     from conveyor.spec.declaration import Condition, Rule
+    from conveyor.text import shorten
     from conveyor.variables import UnresolvedVariableError, resolve
     from workflows.stage import INFRASTRUCTURE_RETRY
 

@@ -387,6 +387,8 @@ def test_an_approval_says_who_decided_and_who_may_still_decide_never_an_excluded
         quorum=2,
         allowed=["alice", "bob", "carol", "dave"],
         excluded=["carol"],  # she started the execution
+        artifacts={"BuildOutput": "sha256:" + "ab" * 32},
+        source_revisions=["Source:0123456789ab"],
     )
     first = ApprovalResult(
         action_name="Gate", status="Pending", summary="ok", by="alice", decided_at=WHEN, approvals=1, quorum=2
@@ -404,6 +406,7 @@ def test_an_approval_says_who_decided_and_who_may_still_decide_never_an_excluded
     assert "may not decide (separation of duties): carol" in text
     assert "refused decision Prod/Gate (sent as a signal): approve by carol" in text
     assert "decision Prod/Gate: Approved (1/2) by alice via temporal at 2026-11-20 08:00:00 UTC: ok" in text
+    assert "approval Prod/Gate is bound to BuildOutput sha256:abababababab..., Source:0123456789ab" in text
 
 
 def test_state_says_when_a_transition_was_changed() -> None:

@@ -216,7 +216,11 @@ def _decision_notes(where: str, action: ActionState) -> list[Text]:
         notes.append(literal(f"decision {where}: {status} {by}{why}"))
     for refused in action.refused_decisions:  # a signal cannot be refused to its sender: it is told here
         notes.append(literal(f"refused decision {where} (sent as a signal): {refused}", WAITING))
-    for problem in action.approval_request.problems if action.approval_request else []:
+    request = action.approval_request
+    if request is not None and action.token is not None and (request.artifacts or request.source_revisions):
+        artifacts = [f"{name} {digest[:19]}..." for name, digest in sorted(request.artifacts.items())]
+        notes.append(literal(f"approval {where} is bound to {', '.join([*artifacts, *request.source_revisions])}"))
+    for problem in request.problems if request else []:
         notes.append(literal(f"approvers of {where}: {problem}", WAITING))
     return notes
 

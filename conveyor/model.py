@@ -312,6 +312,7 @@ class ActionState(CamelModel):
     run_order: int = 1
     status: ActionStatus | None = None  # None: not started yet
     attempt: int = 1
+    max_attempts: int | None = None  # its declared retry policy's maximumAttempts (None: no declared retries)
     attempts: list[ActionAttempt] = Field(default_factory=list)  # earlier failed attempts
     compensation: CompensationState | None = None  # its rollback commands, once they ran
     started_at: datetime | None = None
@@ -335,6 +336,8 @@ class RuleState(CamelModel):
     provider: str
     status: ConditionStatus
     summary: str | None = None
+    opens_at: datetime | None = None  # a DeploymentWindow rule waiting: when the window opens next
+    time_zone: str | None = None  # ...and the window's TimeZone, to show that time as the declaration does
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -348,6 +351,8 @@ class ConditionState(CamelModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     overridden_by: str | None = None
+    overridden_at: datetime | None = None
+    override_reason: str | None = None
     rules: list[RuleState] = Field(default_factory=list)
 
 
@@ -414,6 +419,7 @@ class ExecutionState(CamelModel):
     waiting_reason: str | None = None  # why, from the coordinator (filled in by the client, not recorded)
     stuck: str | None = None  # "stuck: workflow task failing since ...": from Temporal (the client, not recorded)
     rollback_of: str | None = None  # ROLLBACK executions: the execution whose stage inputs they reuse
+    rollback_stage: str | None = None  # ROLLBACK executions: the stage they re-run
     rollback_execution: str | None = None  # a failed execution: the automatic rollback it started
     stages: list[StageState] = Field(default_factory=list)
 

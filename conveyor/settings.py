@@ -56,3 +56,8 @@ class Settings(BaseModel):
 def action_log_path(logs_dir: Path, pipeline: str, execution_id: str, stage: str, action: str) -> Path:
     """One log file per action execution; the CLI reads the same path the worker writes."""
     return logs_dir / pipeline / execution_id / stage / f"{action}.log"
+
+
+def compensation_log_name(action: str) -> str:
+    """The name an action's compensation (its rollback commands) logs under: `conveyor logs ... Install.rollback`."""
+    return f"{action}.rollback"

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         WindowCheck,
     )
     from conveyor.spec.declaration import Condition, Rule
+    from conveyor.text import shorten
     from conveyor.variables import UnresolvedVariableError, resolve
     from workflows.stage import INFRASTRUCTURE_RETRY, failure_reason
 
@@ -140,6 +141,7 @@ async def _deployment_window(configuration: dict[str, str], state: RuleState, ct
             never = f"the window '{cron}' ({zone}) does not open in the next 5 years"
             return RuleOutcome(ConditionStatus.FAILED, never)
         state.summary = f"waiting for the window to open at {answer.opens_at.isoformat()}"
+        state.opens_at, state.time_zone = answer.opens_at, zone
         ctx.changed()
         wait = max(answer.opens_at - workflow.now(), timedelta(seconds=1))
         try:
@@ -163,7 +165,7 @@ async def _variable_check(configuration: dict[str, str]) -> RuleOutcome:
             "regex_matches", RegexCheck(pattern=value, value=variable), result_type=bool, start_to_close_timeout=LOCAL
         )
     status = ConditionStatus.SUCCEEDED if passed else ConditionStatus.FAILED
-    return RuleOutcome(status, f"'{variable}' {operator} '{value}': {'true' if passed else 'false'}")
+    return RuleOutcome(status, f"'{shorten(variable)}' {operator} '{shorten(value)}': {'true' if passed else 'false'}")
 
 
 async def _commands(rule: Rule, ctx: ConditionContext) -> RuleOutcome:

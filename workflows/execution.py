@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
         PIPELINE_TRIGGER,
         PIPELINE_VERSION,
     )
+    from conveyor.settings import compensation_log_name
     from conveyor.spec.declaration import (
         RETRY_WINDOW_ADVICE,
         Condition,
@@ -196,6 +197,7 @@ class PipelineExecutionWorkflow:
             first = next(i for i, s in enumerate(pipeline.stages) if s.name == input.rollback.stage_name)
             last = first + 1
             state.execution_type, state.rollback_of = "ROLLBACK", input.rollback.target_execution_id
+            state.rollback_stage = input.rollback.stage_name
             state.source_revisions = list(input.rollback.source_revisions)
             values.update(input.rollback.variables)
             artifacts.update({ref.name: ref for ref in input.rollback.artifacts})
@@ -372,6 +374,8 @@ class PipelineExecutionWorkflow:
             if stage_state.conditions:
                 stage_state.conditions[-1].status = ConditionStatus.OVERRIDDEN
                 stage_state.conditions[-1].overridden_by = override.by
+                stage_state.conditions[-1].overridden_at = workflow.now()
+                stage_state.conditions[-1].override_reason = override.reason
             changed()
             return None
         return outcome
@@ -445,7 +449,7 @@ class PipelineExecutionWorkflow:
                                 pipeline_name=pipeline.name,
                                 execution_id=self._state.execution_id,
                                 stage_name=step.stage_name,
-                                action_name=f"{step.action_name}.rollback",
+                                action_name=compensation_log_name(step.action_name),
                                 stage_attempt=stage_state.attempt,
                                 action_attempt=progress.attempt,
                             ),

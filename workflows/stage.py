@@ -75,6 +75,7 @@ def initial_stage_state(stage: Stage, attempt: int = 0) -> StageState:
                 provider=a.action_type_id.provider,
                 category=a.action_type_id.category.value,
                 run_order=a.run_order,
+                max_attempts=a.conveyor.retry.maximum_attempts if a.conveyor.retry else None,
             )
             for a in stage.actions
         ],

@@ -50,6 +50,7 @@ from activities.process import (
 )
 from conveyor.model import ActionContext, ActionOutcome, ArtifactRef, CommandsInput
 from conveyor.settings import Settings, action_log_path
+from conveyor.text import shorten
 
 HEARTBEAT_SECONDS = 2.0
 CANCEL_GRACE_SECONDS = 5.0
@@ -59,6 +60,7 @@ OUTPUT_DRAIN_SECONDS = 5.0
 EXIT_POLL_SECONDS = 0.05
 OUTPUT_VARIABLES_LIMIT = 122880  # bytes of names + values, CodePipeline's limit
 TAIL_LINES = 10
+TAIL_LINE_LIMIT = 500  # characters of each output line quoted in a failure
 WORKER_ENV_NAMES = ("PATH", "HOME", "LANG", "LC_ALL")
 PASS_ENV_VARIABLE = "CONVEYOR_PASS_ENV"
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -366,12 +368,12 @@ async def _command_failure(
 ) -> ApplicationError:
     step_text = await asyncio.to_thread(_read_text_or_empty, workspace.step_file)
     step = int(step_text) if step_text.strip().isdigit() else 0
-    what = f"command {step} ({commands[step - 1]!r})" if 1 <= step <= len(commands) else "the commands"
+    what = f"command {step} ({shorten(commands[step - 1])!r})" if 1 <= step <= len(commands) else "the commands"
     if returncode is not None and returncode < 0:
         how = f"was killed by signal {-returncode}"
     else:
         how = f"failed with exit code {returncode}"
-    output = "\n".join(tail) if tail else "(no output)"
+    output = "\n".join(shorten(line, TAIL_LINE_LIMIT) for line in tail) if tail else "(no output)"
     return non_retryable(f"{what} {how}; last output:\n{output}", "CommandFailed")
 
 

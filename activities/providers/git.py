@@ -29,6 +29,7 @@ from activities.process import kill_process_group, start_process_group
 from activities.providers.commands import workspace_key
 from conveyor.model import ActionOutcome, ArtifactRef, GitSourceInput, SourceRevision
 from conveyor.settings import Settings
+from conveyor.text import shorten
 
 HEARTBEAT_SECONDS = 2.0
 KILL_GRACE_SECONDS = 2.0
@@ -116,7 +117,7 @@ class GitProvider:
     async def _fetch(self, input: GitSourceInput, clone_dir: Path, log: Any) -> ActionOutcome:
         if input.commit and input.commit.startswith("-"):
             raise ApplicationError(
-                f"commit {input.commit!r} is not a revision", type="SourceNotFound", non_retryable=True
+                f"commit {shorten(input.commit)!r} is not a revision", type="SourceNotFound", non_retryable=True
             )
         env = git_environment(os.environ)
         log.info("git.cloning", repository=input.repository, branch=input.branch, commit=input.commit)
@@ -130,7 +131,7 @@ class GitProvider:
             branch = head.stdout.strip()
         if input.commit:
             checkout = ["checkout", "--quiet", "--detach", input.commit, "--"]
-            await _git(checkout, clone_dir, env, input, f"check out commit {input.commit!r} of")
+            await _git(checkout, clone_dir, env, input, f"check out commit {shorten(input.commit)!r} of")
         facts = await _git(["log", "-1", f"--format={_LOG_FORMAT}"], clone_dir, env, input, "read the commit of")
         variables = _commit_variables(facts.stdout, input.repository, branch)
         artifacts = await self._pack(input, clone_dir)
@@ -161,8 +162,8 @@ async def _git(args: list[str], cwd: Path, env: Mapping[str, str], input: GitSou
     result = await run_git(args, cwd, env)
     if result.returncode == 0:
         return result
-    target = f"{input.repository!r}" + (f" (branch {input.branch!r})" if input.branch else "")
-    message = f"git could not {what} {target}: {result.first_error_line}"
+    target = f"{shorten(input.repository)!r}" + (f" (branch {shorten(input.branch)!r})" if input.branch else "")
+    message = f"git could not {what} {target}: {shorten(result.first_error_line, 500)}"
     if any(marker in result.stderr.lower() for marker in _NOT_FOUND_MARKERS):
         raise ApplicationError(message, type="SourceNotFound", non_retryable=True)
     raise ApplicationError(message, type="GitError")  # network or server trouble: worth a retry

@@ -8,7 +8,7 @@ import sys
 from typing import NoReturn
 
 from conveyor.cli import declarations, executions, pipelines, processes  # noqa: F401 - they register commands
-from conveyor.cli.common import UsageError, app, errors, print_error
+from conveyor.cli.common import UsageError, app, errors, print_error, say
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         if exit_.code is None or isinstance(exit_.code, int):
             code = exit_.code or 0
         else:
-            errors.print(str(exit_.code), highlight=False, markup=False)
+            say(str(exit_.code), to=errors)
             code = 1
     _exit_now(code)
 

@@ -13,9 +13,9 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
-from conveyor.cli.render import execution_table
+from conveyor.cli.render import execution_table, literal
 from conveyor.client import ConveyorError, ExecutionRef
 from conveyor.connection import (
     TemporalUnavailableError,
@@ -33,8 +33,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-errors = Console(stderr=True, soft_wrap=True)
+# Output to a pipe or a file is this wide (unless COLUMNS says otherwise): piped tables never fold or
+# cut execution ids, approval tokens or messages at 80 columns.
+PIPED_WIDTH = 4096
+
+
+def make_console(*, stderr: bool = False, soft_wrap: bool = False) -> Console:
+    made = Console(stderr=stderr, soft_wrap=soft_wrap)
+    if not made.is_terminal and "COLUMNS" not in os.environ:
+        made.width = PIPED_WIDTH
+    return made
+
+
+console = make_console()
+errors = make_console(stderr=True, soft_wrap=True)
 
 OutputOption = Annotated[str, typer.Option("--output", "-o", help="table or json")]
 VarOption = Annotated[
@@ -53,8 +65,13 @@ class UsageError(ValueError):
     """Bad command-line input; exits 2 with the message."""
 
 
+def say(text: str, style: str = "", *, to: Console | None = None) -> None:
+    """Print one message that may hold user text (names, reasons, summaries), exactly as written."""
+    (to or console).print(literal(text, style))
+
+
 def print_error(message: str) -> None:
-    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False, markup=True)
+    errors.print(Text.assemble(("error:", "red"), " ", literal(message)))
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -81,7 +98,7 @@ def run_async(coro: Coroutine[Any, Any, int | None]) -> None:
         code = asyncio.run(_stop_on_sigterm(coro))
     except DeclarationError as err:
         for line in str(err).splitlines():
-            errors.print(line, highlight=False, markup=False)
+            say(line, to=errors)
         raise typer.Exit(2) from None
     except UsageError as err:
         fail(str(err), 2)

@@ -11,9 +11,9 @@ import typer
 
 from conveyor.cli.common import (
     app,
-    console,
     errors,
     run_async,
+    say,
 )
 from conveyor.spec import json_schema
 from conveyor.spec.loading import validate_file
@@ -29,12 +29,12 @@ def validate(file: Annotated[Path, typer.Argument(help="Pipeline declaration (YA
     async def check() -> int:
         report = validate_file(file)
         for warning in report.warnings:
-            errors.print(f"warning: {warning.render(str(file))}", highlight=False, markup=False)
+            say(f"warning: {warning.render(str(file))}", to=errors)
         if not report.ok:
             raise DeclarationError(str(file), report.errors)
         assert report.pipeline is not None
         actions = sum(len(s.actions) for s in report.pipeline.stages)
-        console.print(f"{file}: valid ({len(report.pipeline.stages)} stages, {actions} actions)", highlight=False)
+        say(f"{file}: valid ({len(report.pipeline.stages)} stages, {actions} actions)")
         return 0
 
     run_async(check())

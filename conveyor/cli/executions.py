@@ -30,15 +30,23 @@ from conveyor.cli.common import (
     parse_revisions,
     print_state,
     run_async,
+    say,
     settings,
     who,
 )
-from conveyor.cli.render import action_details_table, duration, execution_table, status_text
+from conveyor.cli.render import (
+    action_details_table,
+    duration,
+    execution_table,
+    literal,
+    status_text,
+    variables_text,
+)
 from conveyor.cli.session import Session, connect_existing, running_session
 from conveyor.client import ConveyorClient, ConveyorError, ExecutionRef
 from conveyor.logging import configure_logging
 from conveyor.model import ActionStatus, ExecutionState, ExecutionStatus, SourceRevisionOverride
-from conveyor.settings import action_log_path
+from conveyor.settings import action_log_path, compensation_log_name
 from conveyor.spec.declaration import Pipeline
 from conveyor.spec.loading import load_pipeline
 from conveyor.spec.validation import parse_pipeline
@@ -103,15 +111,24 @@ async def _run(
             data, variables=variables, token=token, source_revisions=revisions, started_by=who(), source_name=source
         )
         console.print(
-            f"{'Started' if started else 'Already started'} execution [bold]{ref}[/bold] on {session.address}",
+            Text.assemble(
+                f"{'Started' if started else 'Already started'} execution ",
+                literal(str(ref), "bold"),
+                literal(f" on {session.address}"),
+            ),
             soft_wrap=True,  # one line, whatever the width: scripts and people copy the id from it
         )
         try:
             state = await _follow(session, ref)
         except asyncio.CancelledError:
             console.print(
-                f"[yellow]Interrupted.[/yellow] Execution {ref} keeps its state in {config.data_dir}; it continues "
-                "when a worker runs again (`conveyor server` and `conveyor worker`)."
+                Text.assemble(
+                    ("Interrupted.", "yellow"),
+                    literal(
+                        f" Execution {ref} keeps its state in {config.data_dir}; it continues "
+                        "when a worker runs again (`conveyor server` and `conveyor worker`)."
+                    ),
+                )
             )
             raise
     return 0 if state.status == ExecutionStatus.SUCCEEDED else 1
@@ -127,7 +144,7 @@ async def _follow(session: Session, ref: ExecutionRef) -> ExecutionState:
             if tokens - shown:
                 shown.update(tokens)
                 for line in approval_instructions(state, session.address, session.embedded is not None):
-                    live.console.print(line, highlight=False, markup=False, soft_wrap=True)
+                    live.console.print(literal(line), soft_wrap=True)
 
         return await session.client.wait(ref, on_state)
 
@@ -158,8 +175,8 @@ async def _start(
         data, variables=variables, token=token, source_revisions=revisions, started_by=who(), source_name=source
     )
     if not started:
-        errors.print(f"execution {ref} already exists for this token; nothing new was started")
-    console.print(str(ref), highlight=False)
+        say(f"execution {ref} already exists for this token; nothing new was started", to=errors)
+    say(str(ref))
     return 0
 
 
@@ -217,15 +234,18 @@ async def _list(pipeline: str | None, succeeded_in: str | None, limit: int, outp
     if output == "json":
         console.print_json(json.dumps([row.model_dump(mode="json") for row in rows]))
         return 0
-    table = Table("Execution", "Status", "Trigger", "Started", "Duration", "Source revision", "Version")
+    table = Table()
+    table.add_column("Execution", no_wrap=True)  # copied whole into other commands
+    for column in ("Status", "Trigger", "Started", "Duration", "Source revision", "Version"):
+        table.add_column(column)
     for row in rows:
         table.add_row(
-            row.execution,
-            status_text(row.status) + (Text(f"\n{row.note}", style="yellow") if row.note else ""),
-            row.trigger or "",
+            literal(row.execution),
+            status_text(row.status) + (literal(f"\n{row.note}", style="yellow") if row.note else ""),
+            literal(row.trigger or ""),
             row.started_at.strftime("%Y-%m-%d %H:%M:%S") if row.started_at else "",
             duration(row.started_at, row.finished_at) if row.finished_at else "running",
-            ", ".join(row.source_revisions),
+            literal(", ".join(row.source_revisions)),
             str(row.pipeline_version or ""),
         )
     console.print(table)
@@ -251,7 +271,7 @@ def show(
             return 0
         console.print(execution_table(execution_state))
         if execution_state.variables:
-            console.print("variables: " + ", ".join(f"{k}={v}" for k, v in execution_state.variables.items()))
+            console.print(variables_text(execution_state))
         if actions:
             console.print(action_details_table(execution_state))
         return 0
@@ -275,7 +295,7 @@ def stop_execution(
     async def go() -> int:
         session = await connect_existing(settings())
         state = await session.client.stop(ref, reason=reason, abandon=abandon, by=by or who())
-        console.print(f"{ref}: {state.status.value}", highlight=False)
+        say(f"{ref}: {state.status.value}")
         return 0
 
     run_async(go())
@@ -297,7 +317,7 @@ def retry_stage(
     async def go() -> int:
         session = await connect_existing(settings())
         state = await session.client.retry(ref, stage, mode=modes[mode], by=by or who())
-        console.print(f"{ref}: {state.status.value} ({state.status_summary})", highlight=False)
+        say(f"{ref}: {state.status.value} ({state.status_summary})")
         return 0
 
     run_async(go())
@@ -321,7 +341,7 @@ def override_condition(
     async def go() -> int:
         session = await connect_existing(settings())
         state = await session.client.override_condition(ref, stage, kinds[condition], reason=reason, by=by or who())
-        console.print(f"{ref}: {state.status.value}", highlight=False)
+        say(f"{ref}: {state.status.value}")
         return 0
 
     run_async(go())
@@ -341,7 +361,7 @@ def rollback_stage(
     async def go() -> int:
         session = await connect_existing(settings())
         ref = await session.client.rollback(pipeline, stage, target, by=by or who())
-        console.print(str(ref), highlight=False)
+        say(str(ref))
         return 0
 
     run_async(go())
@@ -388,10 +408,20 @@ async def _logs(execution: str, stage: str, action: str, follow: bool) -> int:
 
 
 async def _action_finished(client: ConveyorClient, ref: ExecutionRef, stage: str, action: str) -> bool:
-    state, found = await client.action_state(ref, stage, action)
+    """Whether the action (or, for `<Action>.rollback`, its compensation) has ended."""
+    compensated = _compensated_action(action)
+    state, found = await client.action_state(ref, stage, compensated or action)
     if state.status.is_terminal:
         return True
+    if compensated:
+        return found.compensation is not None and found.compensation.status != "InProgress"
     return found.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.ABANDONED)
+
+
+def _compensated_action(log_name: str) -> str | None:
+    """The action whose compensation logs under `log_name` (`Install.rollback`), if it is one."""
+    action = log_name.rpartition(".")[0]
+    return action if action and compensation_log_name(action) == log_name else None
 
 
 # --- approvals ----------------------------------------------------------------------------------------
@@ -407,7 +437,7 @@ def _decide(
             ref, stage, action, approve=approve, summary=summary, token=token, by=by or who(), source="cli"
         )
         progress = f" ({result.approvals}/{result.quorum} approvals)" if result.status == "Pending" else ""
-        console.print(f"{result.status}{progress} {execution} {stage}/{action} by {result.by}", highlight=False)
+        say(f"{result.status}{progress} {execution} {stage}/{action} by {result.by}")
         return 0
 
     run_async(decide())

@@ -21,10 +21,11 @@ from conveyor.cli.common import (
     check_output,
     console,
     run_async,
+    say,
     settings,
     who,
 )
-from conveyor.cli.render import coordinator_table
+from conveyor.cli.render import coordinator_table, literal
 from conveyor.cli.session import connect_existing
 from conveyor.client import ConveyorError
 from conveyor.spec.loading import load_pipeline
@@ -43,7 +44,7 @@ def apply(file: Annotated[Path, typer.Argument(help="Pipeline declaration (YAML 
         result = await session.client.apply(data, by=who())
         version = result.version
         what = "applied" if result.changed else "unchanged"
-        console.print(f"{data['name']}: version {version.version} ({what}, {version.digest[:19]}...)", highlight=False)
+        say(f"{data['name']}: version {version.version} ({what}, {version.digest[:19]}...)")
         return 0
 
     run_async(go())
@@ -86,11 +87,11 @@ def pipelines(output: OutputOption = "table") -> None:
         for name, memo in rows:
             current = memo.get("current") or {}
             table.add_row(
-                name,
-                str(current.get("version", "-")),
-                str(memo.get("mode", "")),
-                str(current.get("appliedAt", ""))[:19],
-                str(current.get("appliedBy") or ""),
+                literal(name),
+                literal(str(current.get("version", "-"))),
+                literal(str(memo.get("mode", ""))),
+                literal(str(current.get("appliedAt", ""))[:19]),
+                literal(str(current.get("appliedBy") or "")),
             )
         console.print(table)
         return 0
@@ -125,7 +126,7 @@ def _set_transition(pipeline: str, stage: str, reason: str, enabled: bool) -> No
         session = await connect_existing(settings())
         result = await session.client.set_transition(pipeline, stage, enabled=enabled, reason=reason, by=who())
         word = "enabled" if result.enabled else "disabled"
-        console.print(f"{pipeline}: transition into {stage} {word} by {result.changed_by}", highlight=False)
+        say(f"{pipeline}: transition into {stage} {word} by {result.changed_by}")
         return 0
 
     run_async(go())
@@ -188,7 +189,13 @@ def list_schedules(
             return 0
         table = Table("Schedule", "Kind", "Spec", "Paused", "Next run")
         for row in rows:
-            table.add_row(row["id"], row["kind"], row["spec"], "yes" if row["paused"] else "no", row["nextRun"] or "")
+            table.add_row(
+                literal(row["id"]),
+                literal(row["kind"]),
+                literal(row["spec"]),
+                "yes" if row["paused"] else "no",
+                literal(row["nextRun"] or ""),
+            )
         console.print(table)
         return 0
 
@@ -228,7 +235,7 @@ def _pause(pipeline: str, kind: str, note: str, paused: bool) -> None:
                 if err.status == RPCStatusCode.NOT_FOUND and kind == "all":
                     continue
                 raise ConveyorError(f"schedule {schedule}: {err.message}") from None
-            console.print(f"{schedule}: {'paused' if paused else 'running'}", highlight=False)
+            say(f"{schedule}: {'paused' if paused else 'running'}")
             done += 1
         if not done:
             raise ConveyorError(f"pipeline '{pipeline}' has no schedules (declare conveyor.schedule or conveyor.poll)")

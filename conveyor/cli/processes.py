@@ -11,10 +11,10 @@ import typer
 
 from conveyor.cli.common import (
     app,
-    console,
     errors,
     fail,
     run_async,
+    say,
     settings,
 )
 from conveyor.cli.session import connect_existing, resolve_address
@@ -47,11 +47,11 @@ def server(
         embedded = EmbeddedServer(config, port=port, ui_port=ui_port, headless=headless, retention_days=retention_days)
         await embedded.start()
         try:
-            console.print(f"Temporal server: {embedded.address} (namespace {config.temporal_namespace})")
+            say(f"Temporal server: {embedded.address} (namespace {config.temporal_namespace})")
             if embedded.ui_url:
-                console.print(f"Temporal UI:     {embedded.ui_url}")
-            console.print(f"Data:            {embedded.db_file} (retention {retention_days} days)")
-            console.print("Stop with Ctrl-C.")
+                say(f"Temporal UI:     {embedded.ui_url}")
+            say(f"Data:            {embedded.db_file} (retention {retention_days} days)")
+            say("Stop with Ctrl-C.")
             await asyncio.Event().wait()
         finally:
             await asyncio.to_thread(embedded.stop)
@@ -81,15 +81,13 @@ async def _worker(min_retention_days: int) -> int:
         missing = await missing_search_attributes(temporal)
         short = (await retention(temporal)).days < min_retention_days
         if missing or short:
-            errors.print("The namespace is not ready for Conveyor. Fix it with:", highlight=False)
+            say("The namespace is not ready for Conveyor. Fix it with:", to=errors)
             for line in fix_commands(
                 session.address, config.temporal_namespace, missing, min_retention_days if short else None
             ):
-                errors.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+                say(f"  {line}", to=errors)
             return 1
-    console.print(
-        f"Worker on {resolve_address(config)} namespace {config.temporal_namespace} task queue {config.task_queue}"
-    )
+    say(f"Worker on {resolve_address(config)} namespace {config.temporal_namespace} task queue {config.task_queue}")
     await run_worker(temporal, config)
     return 0
 
@@ -144,7 +142,7 @@ def serve(
                 access_log=False,
             )
         )
-        console.print(f"Serving on http://{bind_host}:{bind_port} (Temporal at {resolve_address(config)})")
+        say(f"Serving on http://{bind_host}:{bind_port} (Temporal at {resolve_address(config)})")
         await server.serve()
         return 0
 

@@ -1,22 +1,39 @@
-"""Rich renderings of execution state: the table `status`, `watch` and `run` show."""
+"""Rich renderings of execution state: the table `status`, `show`, `watch` and `run` show, in words.
+
+Every piece of user or command text (an action's output or error, a decision's summary, a variable, a
+reason) goes through `literal`: a rich `Text`, never parsed for markup or emoji codes, with terminal
+control characters shown escaped, so a command's output can neither break the table nor recolour,
+retitle or hyperlink the operator's terminal.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from conveyor.identities import normalize
 from conveyor.model import (
     ActionState,
+    ActionStatus,
+    ApprovalRequest,
+    ApprovalResult,
     ConditionState,
+    ConditionStatus,
     CoordinatorState,
     ExecutionSlot,
     ExecutionState,
+    RuleState,
+    StageAttempt,
     StageFact,
     StageState,
+    StageStatus,
+    TransitionState,
 )
+from conveyor.settings import compensation_log_name
 
 STYLES = {
     "Succeeded": "green",
@@ -30,12 +47,44 @@ STYLES = {
     "Skipped": "dim",
     "Errored": "red",
 }
+LOUD = "bold red"
+WAITING = "yellow"
+CONDITION_NAMES = {"BEFORE_ENTRY": "beforeEntry", "ON_SUCCESS": "onSuccess", "ON_FAILURE": "onFailure"}
+MAX_NAMES_LISTED = 10  # of the people who may still decide an approval
+
+# --- literal text ---------------------------------------------------------------------------------
+
+_KEPT_CONTROLS = "\n\t"
+# C0 controls (ESC starts colour, cursor and OSC hyperlink/title sequences), DEL, C1 controls (8-bit CSI).
+_CONTROL_ESCAPES = {
+    code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)] if chr(code) not in _KEPT_CONTROLS
+}
+# Bidirectional overrides and isolates: they reorder what the terminal shows.
+_BIDI_ESCAPES = {code: f"\\u{code:04x}" for code in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
+_VISIBLE = str.maketrans(_CONTROL_ESCAPES | _BIDI_ESCAPES)
+
+
+def visible_controls(text: str) -> str:
+    """`text` with every terminal control character spelled out (`\\x1b`), newlines and tabs kept."""
+    return text.replace("\r\n", "\n").translate(_VISIBLE)
+
+
+def literal(text: str, style: str = "") -> Text:
+    """Untrusted text (a command's output, a person's words) as rich shows it: exactly as written."""
+    return Text(visible_controls(text), style=style)
+
+
+def lines(parts: list[Text]) -> Text:
+    return Text("\n").join(parts)
+
+
+# --- small pieces -----------------------------------------------------------------------------------
 
 
 def status_text(status: str | None) -> Text:
     if status is None:
         return Text("-", style="dim")
-    return Text(status, style=STYLES.get(status, ""))
+    return literal(status, STYLES.get(status, ""))
 
 
 def duration(start: datetime | None, end: datetime | None) -> str:
@@ -49,157 +98,370 @@ def duration(start: datetime | None, end: datetime | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _detail(action: ActionState) -> str:
-    if action.error is not None:
-        return f"{action.error.code}: {action.error.message}"
-    if action.token is not None:
-        custom = action.resolved_configuration.get("CustomData")
-        request = action.approval_request
-        progress = f" {len(action.approvals)}/{request.quorum}" if request and request.quorum > 1 else ""
-        who = f" from {', '.join(request.approvers)}" if request and request.approvers else ""
-        return f"waiting for approval{progress}{who}{f' ({custom})' if custom else ''}"
-    if action.approval is not None:
-        who = action.approval.by or "unknown"
-        return f"{action.approval.status} by {who}" + (
-            f": {action.approval.summary}" if action.approval.summary else ""
-        )
-    return action.summary or ""
+def when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def logs_command(state: ExecutionState, stage: str, action: str) -> str:
+    return f"conveyor logs {state.pipeline_name}/{state.execution_id} {stage} {action}"
+
+
+# --- the execution ----------------------------------------------------------------------------------
 
 
 def execution_table(state: ExecutionState) -> Group:
-    header = Text.assemble(
-        (f"{state.pipeline_name}/{state.execution_id}", "bold"),
+    table = Table(show_lines=False, expand=False, pad_edge=False)
+    for column in ("Stage", "Action", "Status", "Time", "Details"):
+        table.add_column(column, overflow="fold")
+    table.add_column("Approval token", no_wrap=True)  # copied whole into commands
+    for stage in state.stages:
+        _add_stage(table, state, stage)
+    return Group(_header(state), table, *_notes(state))
+
+
+def variables_text(state: ExecutionState) -> Text:
+    """The execution's variables (`show`)."""
+    return literal("variables: " + ", ".join(f"{k}={v}" for k, v in state.variables.items()))
+
+
+def _header(state: ExecutionState) -> Text:
+    trigger = state.trigger
+    detail = f" ({trigger.trigger_detail})" if trigger.trigger_detail else ""
+    return Text.assemble(
+        literal(f"{state.pipeline_name}/{state.execution_id}", "bold"),
         "  ",
         status_text(state.status.value),
         f"  {duration(state.started_at, state.finished_at)}",
-        f"  v{state.pipeline_version}  trigger: {state.trigger.trigger_type.value}",
-        f"  by {state.started_by}" if state.started_by else "",
+        f"  v{state.pipeline_version}  ",
+        literal(f"{state.execution_type.lower()} execution, " if state.execution_type != "STANDARD" else ""),
+        literal(f"trigger: {trigger.trigger_type.value}{detail}"),
+        literal(f"  by {state.started_by}" if state.started_by else ""),
     )
-    table = Table(show_lines=False, expand=False, pad_edge=False)
-    for column in ("Stage", "Action", "Status", "Time", "Details", "Approval token"):
-        table.add_column(column, overflow="fold")
-    for stage in state.stages:
-        _add_stage(table, stage)
-    parts: list[Text | Table] = [header, table]
-    if state.stuck:
-        parts.append(Text(state.stuck, style="bold red"))
+
+
+def _notes(state: ExecutionState) -> list[Text]:
+    """What the rows cannot hold: why it waits, how it ended, rollbacks, the loud failures, decisions."""
+    notes: list[Text] = []
+    if state.stuck:  # read from Temporal: the workflow task keeps failing
+        notes.append(literal(state.stuck, LOUD))
     if state.waiting_for_stage:
         why = f": {state.waiting_reason}" if state.waiting_reason else ""
-        parts.append(Text(f"waiting to enter stage {state.waiting_for_stage}{why}", style="yellow"))
+        notes.append(literal(f"waiting to enter stage {state.waiting_for_stage}{why}", WAITING))
     if state.status_summary:
-        parts.append(Text(state.status_summary, style=STYLES.get(state.status.value, "")))
+        notes.append(literal(state.status_summary, STYLES.get(state.status.value, "")))
+    notes += _rollback_notes(state)
+    notes += _compensation_alarms(state)
     for revision in state.source_revisions:
-        parts.append(Text(f"source {revision.action_name}: {revision.revision_id} {revision.revision_summary or ''}"))
-    parts += _approval_lines(state)
-    return Group(*parts)
+        summary = f" {first_line(revision.revision_summary)}" if revision.revision_summary else ""
+        notes.append(literal(f"source {revision.action_name}: {revision.revision_id}{summary}"))
+    notes += _approval_notes(state)
+    return notes
 
 
-def _approval_lines(state: ExecutionState) -> list[Text]:
-    """Every accepted decision (who, from where, when, why) and anything the approver snapshot could not resolve."""
-    lines = []
+def _rollback_notes(state: ExecutionState) -> list[Text]:
+    notes: list[Text] = []
+    if state.execution_type == "ROLLBACK" and state.rollback_of:
+        releases = ", ".join(r.revision_id[:12] for r in state.source_revisions)
+        release = f", release {releases}" if releases else ""
+        stage = state.rollback_stage or "its stage"
+        notes.append(literal(f"rolls back {stage} to execution {state.rollback_of}{release}", "magenta"))
+    if state.rollback_execution:
+        failed = next((s.stage_name for s in state.stages if s.status == StageStatus.FAILED), None)
+        what = f" to roll back stage {failed}" if failed else ""
+        ref = f"{state.pipeline_name}/{state.rollback_execution}"
+        notes.append(
+            literal(f"rollback: execution {state.rollback_execution} was started{what}; see `conveyor status {ref}`")
+        )
+    return notes
+
+
+def _compensation_alarms(state: ExecutionState) -> list[Text]:
+    """A compensation that failed leaves changes half-undone: said loudly, with where to read why."""
+    alarms: list[Text] = []
     for stage in state.stages:
         for action in stage.actions:
-            where = f"{stage.stage_name}/{action.action_name}"
-            for d in action.approvals:
-                status = f"Approved ({d.approvals}/{d.quorum})" if d.status == "Pending" else d.status
-                why = f": {d.summary}" if d.summary else ""
-                when = d.decided_at.strftime("%Y-%m-%d %H:%M:%S UTC")
-                lines.append(Text(f"decision {where}: {status} by {d.by or 'unknown'} via {d.source} at {when}{why}"))
-            request = action.approval_request
-            for problem in request.problems if request else []:
-                lines.append(Text(f"approvers of {where}: {problem}", style="yellow"))
-    return lines
+            compensation = action.compensation
+            if compensation is None or compensation.status != "Failed":
+                continue
+            log = logs_command(state, stage.stage_name, compensation_log_name(action.action_name))
+            alarms.append(
+                literal(
+                    f"{stage.stage_name} may be half-changed: compensation of {action.action_name} failed after "
+                    f"{plural(compensation.attempt, 'attempt')}; read its log with `{log}`",
+                    LOUD,
+                )
+            )
+    return alarms
 
 
-def _add_stage(table: Table, stage: StageState) -> None:
+def _approval_notes(state: ExecutionState) -> list[Text]:
+    """Per approval: every accepted decision, the refused signals, the approvers that resolved to nobody."""
+    notes: list[Text] = []
+    for stage in state.stages:
+        for action in stage.actions:
+            notes += _decision_notes(f"{stage.stage_name}/{action.action_name}", action)
+    return notes
+
+
+def _decision_notes(where: str, action: ActionState) -> list[Text]:
+    notes: list[Text] = []
+    for d in action.approvals:  # who, from where, when, why
+        status = f"Approved ({d.approvals}/{d.quorum})" if d.status == "Pending" else d.status
+        why = f": {d.summary}" if d.summary else ""
+        by = f"by {d.by or 'unknown'} via {d.source} at {when(d.decided_at)}"
+        notes.append(literal(f"decision {where}: {status} {by}{why}"))
+    for refused in action.refused_decisions:  # a signal cannot be refused to its sender: it is told here
+        notes.append(literal(f"refused decision {where} (sent as a signal): {refused}", WAITING))
+    request = action.approval_request
+    if request is not None and action.token is not None and (request.artifacts or request.source_revisions):
+        artifacts = [f"{name} {digest[:19]}..." for name, digest in sorted(request.artifacts.items())]
+        notes.append(literal(f"approval {where} is bound to {', '.join([*artifacts, *request.source_revisions])}"))
+    for problem in request.problems if request else []:
+        notes.append(literal(f"approvers of {where}: {problem}", WAITING))
+    return notes
+
+
+# --- a stage and its actions -----------------------------------------------------------------------
+
+
+def _add_stage(table: Table, state: ExecutionState, stage: StageState) -> None:
     attempt = f" (attempt {stage.attempt})" if stage.attempt > 1 else ""
     table.add_row(
-        Text(stage.stage_name + attempt, style="bold"),
+        literal(stage.stage_name + attempt, "bold"),
         "",
         status_text(stage.status.value if stage.status else None),
         duration(stage.started_at, stage.finished_at),
-        "",
+        _stage_details(stage),
         "",
     )
-    for condition in stage.conditions:
-        _add_condition(table, condition)
     for action in sorted(stage.actions, key=lambda a: a.run_order):
         table.add_row(
             "",
-            f"{action.run_order}. {action.action_name} [{action.provider}]",
+            literal(f"{action.run_order}. {action.action_name} [{action.provider}]"),
             status_text(action.status.value if action.status else None),
             duration(action.started_at, action.finished_at),
-            _detail(action),
-            action.token or "",
+            _action_details(state, stage, action),
+            literal(action.token or ""),
         )
 
 
-def _add_condition(table: Table, condition: ConditionState) -> None:
-    """A condition's row, then one per rule that ran (its summary says why it passed, failed or errored)."""
-    kind = {"BEFORE_ENTRY": "beforeEntry", "ON_SUCCESS": "onSuccess", "ON_FAILURE": "onFailure"}.get(condition.kind)
-    result = f" (result {condition.result})" if condition.result else ""
-    by = f"overridden by {condition.overridden_by}" if condition.overridden_by else ""
-    table.add_row(
-        "",
-        f"{kind or condition.kind} condition{result}",
-        status_text(condition.status.value),
-        duration(condition.started_at, condition.finished_at),
-        by,
-        "",
+def _stage_details(stage: StageState) -> Text:
+    parts = [_previous_attempt(a) for a in stage.previous_attempts]
+    parts += [_condition(c) for c in stage.conditions]
+    skipped = _skip_reason(stage)
+    if skipped is not None:
+        parts.append(skipped)
+    elif stage.error is not None and not any(a.error for a in stage.actions):
+        # Not an action's failure (those are on the action's row): a condition, a stop, a lost stage.
+        parts.append(literal(stage.error.message, STYLES.get(stage.status.value if stage.status else "", "")))
+    return lines(parts)
+
+
+def _previous_attempt(attempt: StageAttempt) -> Text:
+    status = attempt.status.value if attempt.status else "ended"
+    error = f": {first_line(attempt.error.message)}" if attempt.error else ""
+    mode = f", {attempt.retry_mode}" if attempt.retry_mode else ""
+    return literal(
+        f"attempt {attempt.attempt} {status}{error}; retried by {attempt.retried_by or 'unknown'}{mode}", "dim"
     )
-    for rule in condition.rules:
-        if rule.started_at is None:
-            continue  # not evaluated: an earlier rule decided
-        table.add_row(
-            "",
-            f"  rule {rule.rule_name} [{rule.provider}]",
-            status_text(rule.status.value),
-            duration(rule.started_at, rule.finished_at),
-            rule.summary or "",
-            "",
+
+
+def _skip_reason(stage: StageState) -> Text | None:
+    if stage.status != StageStatus.SKIPPED:
+        return None
+    if stage.error is not None:
+        return literal(f"skipped (onFailure: SKIP) after it failed: {stage.error.message}", "dim")
+    failed = next((c for c in reversed(stage.conditions) if c.status == "Failed"), None)
+    if failed is not None:
+        return literal(
+            f"skipped: its {CONDITION_NAMES.get(failed.kind, failed.kind)} condition failed (result SKIP)", "dim"
         )
+    return literal("skipped", "dim")
 
 
-def _fact(fact: StageFact | None) -> str:
-    return f"{fact.execution_id} (v{fact.pipeline_version})" if fact else "-"
+def _condition(condition: ConditionState) -> Text:
+    kind = CONDITION_NAMES.get(condition.kind, condition.kind)
+    if condition.status == ConditionStatus.OVERRIDDEN:
+        at = f" at {when(condition.overridden_at)}" if condition.overridden_at else ""
+        why = condition.override_reason or "no reason given"
+        return literal(f"{kind} condition overridden by {condition.overridden_by or 'unknown'}{at}: {why}", WAITING)
+    if condition.status == ConditionStatus.ERRORED:  # fails the stage whatever the result
+        rule = next((r for r in condition.rules if r.status == ConditionStatus.ERRORED), None)
+        what = f": rule '{rule.rule_name}' ({rule.provider}) could not be evaluated: {rule.summary}" if rule else ""
+        return literal(f"{kind} condition errored{what}; the stage fails", "red")
+    if condition.status == ConditionStatus.FAILED:
+        rule = next((r for r in condition.rules if r.status == ConditionStatus.FAILED), None)
+        what = f": rule '{rule.rule_name}' ({rule.provider}): {rule.summary or 'failed'}" if rule else ""
+        return literal(f"{kind} condition failed{what} (result {condition.result or 'FAIL'})", "red")
+    if condition.status == ConditionStatus.SUCCEEDED:
+        return literal(f"{kind} condition passed", "green")
+    rule = next((r for r in condition.rules if r.status == ConditionStatus.IN_PROGRESS), None)
+    if rule is not None and rule.opens_at is not None:
+        return literal(f"{kind}: waiting for the window to open at {_window_opening(rule)}", WAITING)
+    if rule is not None:
+        return literal(f"{kind}: checking rule '{rule.rule_name}' ({rule.provider})", "cyan")
+    return literal(f"{kind} condition being evaluated", "cyan")
 
 
-def _slot(slot: ExecutionSlot | None) -> str:
-    return slot.execution_id if slot else "-"
+def _window_opening(rule: RuleState) -> str:
+    """When a deployment window opens, in the window's own time zone (and in UTC when that differs)."""
+    assert rule.opens_at is not None
+    zone_name = rule.time_zone or "UTC"
+    try:
+        local = rule.opens_at.astimezone(ZoneInfo(zone_name))
+    except (ZoneInfoNotFoundError, ValueError):
+        return when(rule.opens_at)
+    text = f"{local:%Y-%m-%d %H:%M:%S}, {zone_name}"
+    return text if zone_name == "UTC" else f"{text} ({when(rule.opens_at)})"
+
+
+def _action_details(state: ExecutionState, stage: StageState, action: ActionState) -> Text:
+    parts = [_action_outcome(action)]
+    parts += _action_attempts(action)
+    parts += _compensation(state, stage, action)
+    parts += [literal(f"notification failed: {error}", WAITING) for error in action.notification_errors]
+    return lines([p for p in parts if p.plain])
+
+
+def _action_outcome(action: ActionState) -> Text:
+    if action.error is not None:
+        return literal(f"{action.error.code}: {action.error.message}", "red")
+    if action.token is not None:
+        return _approval_waiting(action)
+    if action.approval is not None:
+        decided = action.approval
+        why = f": {decided.summary}" if decided.summary else ""
+        return literal(f"{decided.status} by {decided.by or 'unknown'}{why}")
+    return literal(action.summary or "")
+
+
+def _action_attempts(action: ActionState) -> list[Text]:
+    """Earlier failed attempts of a declared retry, and which attempt this is ("succeeded on attempt 3 of 5")."""
+    parts = [
+        literal(f"attempt {a.attempt} failed: {a.error.code}: {first_line(a.error.message)}", "dim")
+        for a in action.attempts
+    ]
+    of = f" of {action.max_attempts}" if action.max_attempts else ""
+    retried = action.attempt > 1
+    if action.status == ActionStatus.SUCCEEDED and retried:
+        parts.append(literal(f"succeeded on attempt {action.attempt}{of}", "green"))
+    elif action.status == ActionStatus.FAILED and (retried or (action.max_attempts or 1) > 1):
+        parts.append(literal(f"failed on attempt {action.attempt}{of}", "red"))
+    elif action.status == ActionStatus.IN_PROGRESS and retried:
+        parts.append(literal(f"running attempt {action.attempt}{of}", "cyan"))
+    return parts
+
+
+def _compensation(state: ExecutionState, stage: StageState, action: ActionState) -> list[Text]:
+    """Its rollback commands, once they ran: status, attempts, and the command that reads their log."""
+    compensation = action.compensation
+    if compensation is None:
+        return []
+    attempts = plural(compensation.attempt, "attempt")
+    error = compensation.error
+    last_error = f": {error.code}: {first_line(error.message)}" if error else ""
+    if compensation.status == "Failed":
+        summary = literal(f"COMPENSATION FAILED after {attempts}{last_error}", LOUD)
+    elif compensation.status == "Succeeded":
+        earlier = f" (after a failed attempt{last_error})" if compensation.attempt > 1 and error else ""
+        summary = literal(
+            f"compensated: rollback commands succeeded on attempt {compensation.attempt}{earlier}", "green"
+        )
+    else:
+        summary = literal(
+            f"compensating: rollback commands running, attempt {compensation.attempt}{last_error}", "cyan"
+        )
+    log = logs_command(state, stage.stage_name, compensation_log_name(action.action_name))
+    return [summary, literal(f"compensation log: {log}", "dim")]
+
+
+def _approval_waiting(action: ActionState) -> Text:
+    """Progress toward the quorum, who has approved, who may still decide (never someone excluded)."""
+    request = action.approval_request or ApprovalRequest()
+    approved = [d for d in action.approvals if d.status in ("Approved", "Pending")]
+    parts = ["waiting for approval"]
+    if request.quorum > 1 or approved:
+        by = f" (approved by {', '.join(d.by or 'unknown' for d in approved)})" if approved else ""
+        parts.append(f"{len(approved)} of {request.quorum} approvals{by}")
+    parts.append(f"may decide: {_who_may_decide(request, approved)}")
+    if request.excluded:
+        parts.append(f"may not decide (separation of duties): {', '.join(request.excluded)}")
+    custom = request.custom_data or action.resolved_configuration.get("CustomData")
+    if custom:
+        parts.append(f"details: {custom}")
+    return literal("; ".join(parts), WAITING)
+
+
+def _who_may_decide(request: ApprovalRequest, approved: list[ApprovalResult]) -> str:
+    if not request.approvers:
+        return "anyone with access" + (" except those below" if request.excluded else "")
+    allowed = request.allowed if request.allowed is not None else [normalize(a) for a in request.approvers]
+    excluded = {normalize(e) for e in request.excluded}
+    decided = {normalize(name) for d in approved for name in [d.by or "", *d.principals] if name}
+    left = [name for name in allowed if name not in excluded and name not in decided]
+    if not left:
+        return "nobody left (no approver who has not decided yet is allowed)"
+    more = f" and {len(left) - MAX_NAMES_LISTED} more" if len(left) > MAX_NAMES_LISTED else ""
+    return ", ".join(left[:MAX_NAMES_LISTED]) + more
+
+
+# --- the pipeline (`conveyor state`) ---------------------------------------------------------------
+
+
+def _fact(fact: StageFact | None) -> Text:
+    return literal(f"{fact.execution_id} (v{fact.pipeline_version})" if fact else "-")
+
+
+def _slot(slot: ExecutionSlot | None) -> Text:
+    return literal(slot.execution_id if slot else "-")
+
+
+def _transition(transition: TransitionState) -> Text:
+    """Who changed the transition, when, and why."""
+    who = transition.changed_by or "unknown"
+    at = f" at {when(transition.changed_at)}" if transition.changed_at else ""
+    if not transition.enabled:
+        return literal(f"disabled by {who}{at}: {transition.reason or 'no reason given'}", WAITING)
+    if transition.changed_by is None and transition.changed_at is None:
+        return Text("enabled", style="green")
+    why = f": {transition.reason}" if transition.reason else ""
+    return literal(f"enabled by {who}{at}{why}", "green")
 
 
 def coordinator_table(state: CoordinatorState) -> Group:
     """CodePipeline's GetPipelineState, per stage."""
     current = state.current
     header = Text.assemble(
-        (state.pipeline_name, "bold"),
-        f"  mode {state.execution_mode}",
+        literal(state.pipeline_name, "bold"),
+        literal(f"  mode {state.execution_mode}"),
         f"  version {current.version}" if current else "  (not applied: executions started from files)",
     )
     table = Table()
-    for column in ("Stage", "Inbound transition", "Held by", "Waiting", "Last succeeded", "Newest entered"):
-        table.add_column(column, overflow="fold")
+    table.add_column("Stage", overflow="fold")
+    table.add_column("Inbound transition", overflow="fold")
+    for column in ("Held by", "Waiting", "Last succeeded", "Newest entered"):
+        table.add_column(column, no_wrap=True)  # execution ids, copied whole
     names = list(current.stage_names) if current else []
     names += [s.stage_name for s in state.stages if s.stage_name not in names]
     locks = {s.stage_name: s for s in state.stages}
     for name in names:
         lock = locks.get(name)
         if lock is None:
-            table.add_row(name, Text("enabled", style="green"), "-", "-", "-", "-")
+            table.add_row(literal(name), Text("enabled", style="green"), "-", "-", "-", "-")
             continue
-        transition = lock.transition
-        if transition.enabled:
-            gate = Text("enabled", style="green")
-        else:
-            gate = Text(
-                f"disabled by {transition.changed_by or 'unknown'}: {transition.reason or 'no reason given'}",
-                style="yellow",
-            )
         table.add_row(
-            name,
-            gate,
+            literal(name),
+            _transition(lock.transition),
             _slot(lock.holder),
-            ", ".join(w.execution_id for w in [*lock.waiting, *lock.held]) or "-",
+            literal(", ".join(w.execution_id for w in [*lock.waiting, *lock.held]) or "-"),
             _fact(lock.last_succeeded),
             _fact(lock.newest_entered),
         )
@@ -216,10 +478,10 @@ def action_details_table(state: ExecutionState) -> Table:
             if action.status is None:
                 continue
             table.add_row(
-                f"{stage.stage_name}/{action.action_name}",
+                literal(f"{stage.stage_name}/{action.action_name}"),
                 status_text(action.status.value),
-                "\n".join(f"{k}={v}" for k, v in action.resolved_configuration.items()),
-                "\n".join(f"{k}={v}" for k, v in action.output_variables.items()),
-                "\n".join(f"{a.name} {a.digest[:19]}..." for a in action.output_artifacts),
+                literal("\n".join(f"{k}={v}" for k, v in action.resolved_configuration.items())),
+                literal("\n".join(f"{k}={v}" for k, v in action.output_variables.items())),
+                literal("\n".join(f"{a.name} {a.digest[:19]}..." for a in action.output_artifacts)),
             )
     return table

@@ -35,6 +35,7 @@ from conveyor.slack.messages import (
     REJECT_ACTION,
     REJECT_VIEW,
     ApprovalButton,
+    not_counted_text,
     reject_modal,
 )
 from conveyor.slack.web import api_url
@@ -128,7 +129,7 @@ class _Decider:
             )
         except ConveyorError as refused:
             bound.warning("slack.decision_refused", approve=approve, reason=str(refused))
-            await self._answer(channel, user["id"], f":no_entry: Your {_verb(approve)} did not count: {refused}")
+            await self._answer(channel, user["id"], not_counted_text(approve=approve, reason=str(refused)))
             return
         except Exception as err:  # noqa: BLE001 - the clicker must hear something; the error is logged
             bound.error("slack.decision_failed", approve=approve, error=type(err).__name__)

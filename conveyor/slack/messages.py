@@ -45,12 +45,24 @@ class ApprovalButton(BaseModel):
 
 
 def escape(text: str) -> str:
-    """Slack mrkdwn control characters; nothing a pipeline or a commit message says becomes markup."""
+    """Slack's `& < >`, escaped in every piece of text we did not write: nothing a pipeline, a person or a
+    command says becomes a link, a mention (`<@U...>`, `<!here>`) or broken markup."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def fallback_text(notice: ApprovalNotice) -> str:
+def title(notice: ApprovalNotice) -> str:
+    """The message's header (plain text: Slack shows it as written)."""
     return f"Approval needed: {notice.pipeline_name} {notice.stage_name}/{notice.action_name}"
+
+
+def fallback_text(notice: ApprovalNotice) -> str:
+    """The message's `text` (notifications, clients without blocks), which Slack reads as mrkdwn."""
+    return escape(title(notice))
+
+
+def not_counted_text(*, approve: bool, reason: str) -> str:
+    """The clicker's answer when Conveyor refused the decision (the reason may quote names and summaries)."""
+    return f":no_entry: Your {'approval' if approve else 'rejection'} did not count: {escape(reason)}"
 
 
 def approval_blocks(notice: ApprovalNotice) -> Blocks:
@@ -66,7 +78,7 @@ def approval_blocks(notice: ApprovalNotice) -> Blocks:
         f"*Expires*\n{expiry}",
     ]
     blocks: Blocks = [
-        {"type": "header", "text": {"type": "plain_text", "text": fallback_text(notice)[:150]}},
+        {"type": "header", "text": {"type": "plain_text", "text": title(notice)[:150]}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:2000]} for f in fields]},
     ]
     revisions = [_revision_line(r.action_name, r.revision_id, r.revision_summary) for r in notice.revisions]
@@ -76,7 +88,8 @@ def approval_blocks(notice: ApprovalNotice) -> Blocks:
     if notice.custom_data:
         blocks.append(_section(f"*Details*\n{escape(notice.custom_data)}"))
     if notice.external_entity_link:
-        blocks.append(_section(f"*Review*\n<{notice.external_entity_link}|{escape(notice.external_entity_link)}>"))
+        link = escape(notice.external_entity_link)
+        blocks.append(_section(f"*Review*\n<{link}|{link}>"))
     if notice.artifacts:
         bound = ", ".join(f"`{escape(name)}` {digest[:19]}" for name, digest in sorted(notice.artifacts.items()))
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Bound to {bound}"[:2000]}]})

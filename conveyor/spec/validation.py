@@ -29,6 +29,7 @@ from conveyor.spec.declaration import (
     Pipeline,
     Rule,
 )
+from conveyor.text import shorten
 from conveyor.variables import (
     PIPELINE_VARIABLES,
     REFERENCE,
@@ -199,12 +200,17 @@ def _from_pydantic(err: Any) -> SpecIssue:
         least = err["ctx"]["min_length"]
         message = f"has {err['ctx']['actual_length']} items; at least {least} {'is' if least == 1 else 'are'} needed"
     elif kind == "string_pattern_mismatch":
-        message = f"'{err['input']}' is not allowed: must match {err['ctx']['pattern']}"
+        message = f"'{shorten(str(err['input']))}' is not allowed: must match {err['ctx']['pattern']}"
     else:
         message = err["msg"][0].lower() + err["msg"][1:]
         if "input" in err and not isinstance(err["input"], (dict, list)):
-            message += f" (got {err['input']!r})"
+            message += f" (got {_quoted(err['input'])})"
     return SpecIssue(format_path(loc), message)
+
+
+def _quoted(value: Any) -> str:
+    """A wrong value as the message quotes it: its repr, cut when long (a 5 MB string stays out)."""
+    return repr(shorten(value)) if isinstance(value, str) else shorten(repr(value))
 
 
 # --- CodePipeline's structural rules --------------------------------------------------------------

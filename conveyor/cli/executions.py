@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.live import Live
 from rich.table import Table
+from temporalio.service import RPCError
 
 from conveyor.cli.common import (
     OutputOption,
@@ -37,6 +38,7 @@ from conveyor.cli.session import Session, connect_existing, running_session
 from conveyor.client import ConveyorClient, ConveyorError, ExecutionRef
 from conveyor.logging import configure_logging
 from conveyor.model import ActionStatus, ExecutionState, ExecutionStatus, SourceRevisionOverride
+from conveyor.presence import WorkerPresence, worker_presence
 from conveyor.settings import action_log_path
 from conveyor.spec.declaration import Pipeline
 from conveyor.spec.loading import load_pipeline
@@ -98,13 +100,18 @@ async def _run(
         if not is_file_target(target):
             pipeline, data, source = await resolve_target(target, session.client)
             check_overrides(pipeline, variables, revisions)
-        ref, started = await session.client.start(
-            data, variables=variables, token=token, source_revisions=revisions, started_by=who(), source_name=source
+        in_process_worker = with_worker if with_worker is not None else session.embedded is not None
+        (ref, started), presence = await asyncio.gather(
+            session.client.start(
+                data, variables=variables, token=token, source_revisions=revisions, started_by=who(), source_name=source
+            ),
+            asyncio.sleep(0) if in_process_worker else _presence(session),
         )
         console.print(
             f"{'Started' if started else 'Already started'} execution [bold]{ref}[/bold] on {session.address}",
             soft_wrap=True,  # one line, whatever the width: scripts and people copy the id from it
         )
+        _warn_if_unattended(presence)
         try:
             state = await _follow(session, ref)
         except asyncio.CancelledError:
@@ -153,13 +160,31 @@ async def _start(
     if not is_file_target(target):
         pipeline, data, source = await resolve_target(target, session.client)
         check_overrides(pipeline, variables, revisions)
-    ref, started = await session.client.start(
-        data, variables=variables, token=token, source_revisions=revisions, started_by=who(), source_name=source
+    (ref, started), presence = await asyncio.gather(  # the check costs no latency: it runs beside the start
+        session.client.start(
+            data, variables=variables, token=token, source_revisions=revisions, started_by=who(), source_name=source
+        ),
+        _presence(session),
     )
     if not started:
         errors.print(f"execution {ref} already exists for this token; nothing new was started")
+    _warn_if_unattended(presence)
     console.print(str(ref), highlight=False)
     return 0
+
+
+async def _presence(session: Session) -> WorkerPresence | None:
+    """Whether a worker polls the executions' task queue; None when the server will not say."""
+    try:
+        client = session.client
+        return await worker_presence(client.temporal, client.settings.task_queue, client.poll_window)
+    except RPCError:
+        return None
+
+
+def _warn_if_unattended(presence: WorkerPresence | None) -> None:
+    if presence is not None and not presence.recent:
+        errors.print(f"warning: {presence.unattended()}", highlight=False, markup=False, soft_wrap=True)
 
 
 # --- reading executions ------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -63,15 +65,15 @@ class Settings(BaseModel):
         return self.data_dir / "workspaces"
 
 
-def _seconds(env: os._Environ[str], name: str, default: float) -> float:
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        value = 0.0
-    if not value > 0:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
         raise SettingsError(f"{name}='{raw}': write a number of seconds greater than 0")
     return value
 

@@ -146,7 +146,7 @@ def start(
     source_revision: RevisionOption = None,
 ) -> None:
     """Start an execution of a registered pipeline (its current version) or of a declaration file,
-    and print its id (PIPELINE/EXECUTION-ID); needs a running worker."""
+    and print its id (PIPELINE/EXECUTION-ID). A worker runs it; with none polling, it waits (with a warning)."""
     run_async(_start(target, parse_pairs(var, "--var"), token, parse_revisions(source_revision)))
 
 

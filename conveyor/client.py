@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field
 from temporalio.client import (
@@ -19,6 +20,7 @@ from temporalio.client import (
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -57,6 +59,7 @@ from conveyor.model import (
     TransitionState,
     Trigger,
 )
+from conveyor.presence import ACCEPT_WITHIN, FINISH_WITHIN, StartUpdate, Unfinished, update_outcome, worker_presence
 from conveyor.settings import Settings
 from conveyor.spec.declaration import RETRY_WINDOW_ADVICE
 from conveyor.temporal_status import ClosedByTemporal, close_details, closed_by_temporal, stuck_reason
@@ -68,6 +71,8 @@ TOKEN_NAMESPACE = uuid.UUID("6b1f2f52-3c57-4b8e-9d7c-2b0f3f6d6e11")
 FIRST_STATE_WAIT = 60.0  # seconds `wait` gives a new execution to record its first state
 QUERY_TIMEOUT = timedelta(seconds=3)
 LIST_DESCRIBES = 8  # describes `list` runs at once (to tell a stuck execution from a running one)
+PRESENCE_RECHECKS, PRESENCE_RECHECK_EVERY = 4, 0.25  # a refusal waits 1 s for a worker that is just starting
+ResultT = TypeVar("ResultT")
 
 
 class ConveyorError(RuntimeError):
@@ -84,6 +89,14 @@ class ExecutionEnded(ConveyorError):
 
 class StateNotRecorded(ConveyorError):
     """The execution exists but neither its workflow nor its memo has a state yet (no first task yet)."""
+
+
+class WorkerNotPolling(ConveyorError):
+    """Refused before sending: no worker has polled the target's task queue recently, so nothing was sent."""
+
+
+class UpdateNotApplied(ConveyorError):
+    """Sent, but no worker answered within seconds: not a failure, the update may still apply (see message)."""
 
 
 @dataclass(frozen=True)
@@ -360,15 +373,17 @@ class ConveyorClient:
     ) -> ApprovalResult:
         """Approve or reject a Manual approval; without a token, the current one is read from state.
         `principals`: other names the caller verified for the decider (the Slack app's `slack:TEAM/USER`)."""
+        stage_workflow = ref.stage_workflow_id(stage)
+        task_queue = await self._require_worker(stage_workflow)  # before reading the token: that waits on queries
         if token is None:
             token = await self._current_token(ref, stage, action)
         decision = ApprovalDecision(
             token=token, action_name=action, summary=summary, by=by, source=source, principals=principals or []
         )
-        handle = self.temporal.get_workflow_handle(ref.stage_workflow_id(stage))
+        update = "approve" if approve else "reject"
         try:
-            return await handle.execute_update(
-                "approve" if approve else "reject", decision, id=update_id, result_type=ApprovalResult
+            return await self._send_update(
+                stage_workflow, update, decision, ApprovalResult, task_queue=task_queue, update_id=update_id
             )
         except WorkflowUpdateFailedError as err:
             raise ConveyorError(refusal(err)) from None
@@ -387,14 +402,9 @@ class ConveyorClient:
         return state, action_state
 
     async def _current_token(self, ref: ExecutionRef, stage: str, action: str) -> str:
-        _, action_state = await self.action_state(ref, stage, action)
+        state, action_state = await self.action_state(ref, stage, action)
         if action_state.token is None:
-            if action_state.approval is not None:
-                raise ConveyorError(
-                    f"approval '{action}' was already decided: {action_state.approval.status} "
-                    f"by {action_state.approval.by or 'unknown'}"
-                )
-            raise ConveyorError(f"approval '{action}' in stage '{stage}' is not waiting for a decision")
+            raise ConveyorError(approval_closed_reason(ref, state, stage, action))
         return action_state.token
 
     async def _closed_reason(self, ref: ExecutionRef, stage: str, action: str, err: RPCError) -> str:
@@ -405,15 +415,7 @@ class ConveyorClient:
             state = await self.state(ref, live=False)
         except ConveyorError as missing:
             return str(missing)
-        stage_state = state.stage(stage)
-        action_state = next((a for a in stage_state.actions if a.action_name == action), None) if stage_state else None
-        if action_state and action_state.error and action_state.error.code == "ApprovalTimedOut":
-            return f"approval '{action}' timed out: {action_state.error.message}"
-        if state.status in (ExecutionStatus.STOPPED, ExecutionStatus.STOPPING, ExecutionStatus.CANCELLED):
-            return f"execution '{ref}' was stopped; its approvals are closed"
-        if stage_state is None or stage_state.status is None:
-            return f"stage '{stage}' has not started yet in execution '{ref}'"
-        return f"stage '{stage}' is no longer waiting for approvals (it is {stage_state.status.value})"
+        return approval_closed_reason(ref, state, stage, action)
 
     # --- stop and retry ------------------------------------------------------------------------
 
@@ -444,9 +446,8 @@ class ConveyorClient:
         return await self._execution_update(ref, "override_condition", override)
 
     async def _execution_update(self, ref: ExecutionRef, name: str, payload: Any) -> ExecutionState:
-        handle = self.temporal.get_workflow_handle(ref.workflow_id)
         try:
-            return await handle.execute_update(name, payload, result_type=ExecutionState)
+            return await self._update(ref.workflow_id, name, payload, ExecutionState)
         except WorkflowUpdateFailedError as err:
             raise ConveyorError(refusal(err)) from None
         except RPCError as err:
@@ -458,10 +459,9 @@ class ConveyorClient:
     async def rollback(self, pipeline_name: str, stage: str, to: str, *, by: str | None = None) -> ExecutionRef:
         """Manual rollback (update `rollback_stage` on the coordinator): a new ROLLBACK execution re-runs
         `stage` with execution `to`'s inputs; CodePipeline's restrictions are refused with a message."""
-        handle = self.temporal.get_workflow_handle(pipeline_name)
         request = RollbackRequest(stage_name=stage, target_execution_id=to, by=by)
         try:
-            execution_id = await handle.execute_update("rollback_stage", request, result_type=str)
+            execution_id = await self._update(pipeline_name, "rollback_stage", request, str)
         except WorkflowUpdateFailedError as err:
             raise ConveyorError(refusal(err)) from None
         except RPCError as err:
@@ -487,15 +487,25 @@ class ConveyorClient:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"coordinator of pipeline {name}",
         )
-        try:
-            return await self.temporal.execute_update_with_start_workflow(
+        task_queue = await self._require_worker(name, starting_on=self.settings.task_queue)
+
+        def start(deadline: timedelta) -> Any:
+            return self.temporal.start_update_with_start_workflow(
                 "apply",
                 ApplyRequest(pipeline=pipeline, by=by),
                 start_workflow_operation=operation,
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
                 result_type=ApplyResult,
+                rpc_timeout=deadline,
             )
+
+        try:
+            return await self._outcome(name, "apply", start, task_queue)
         except WorkflowUpdateFailedError as err:
             raise ConveyorError(refusal(err)) from None
+        finally:
+            with contextlib.suppress(BaseException):  # a failed start is also parked in the operation: read it
+                await operation.workflow_handle()
 
     async def pipeline_state(self, name: str) -> CoordinatorState:
         handle = self.temporal.get_workflow_handle(name)
@@ -549,12 +559,10 @@ class ConveyorClient:
     async def set_transition(
         self, name: str, stage: str, *, enabled: bool, reason: str = "", by: str | None = None
     ) -> TransitionState:
-        handle = self.temporal.get_workflow_handle(name)
         change = TransitionChange(stage_name=stage, reason=reason, by=by)
+        update = "enable_transition" if enabled else "disable_transition"
         try:
-            return await handle.execute_update(
-                "enable_transition" if enabled else "disable_transition", change, result_type=TransitionState
-            )
+            return await self._update(name, update, change, TransitionState)
         except WorkflowUpdateFailedError as err:
             raise ConveyorError(refusal(err)) from None
         except RPCError as err:
@@ -570,6 +578,115 @@ class ConveyorClient:
         async for wf in self.temporal.list_workflows("WorkflowType = 'Pipeline' AND ExecutionStatus = 'Running'"):
             out.append((wf.id, await wf.memo()))
         return sorted(out)
+
+    # --- updates: a worker must take them within seconds -----------------------------------------
+
+    @property
+    def poll_window(self) -> timedelta:
+        return timedelta(seconds=self.settings.worker_poll_window)
+
+    async def _require_worker(self, workflow_id: str, *, starting_on: str | None = None) -> str | None:
+        """Refuse before sending when no worker has polled the task queue of the running workflow (or, if it
+        is not running, `starting_on`, where it would start) recently. Returns the queue checked, or None when
+        the workflow is closed or missing: the update then fails at once with the server's own reason."""
+        try:
+            description = await self.temporal.get_workflow_handle(workflow_id).describe(rpc_timeout=QUERY_TIMEOUT)
+            running = description.status == WorkflowExecutionStatus.RUNNING
+            task_queue = description.task_queue if running else starting_on
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            task_queue = starting_on
+        if task_queue is None:
+            return None
+        try:
+            presence = await worker_presence(self.temporal, task_queue, self.poll_window)
+            for _ in range(PRESENCE_RECHECKS):  # a worker that started a moment ago may not have polled yet
+                if presence.recent:
+                    break
+                await asyncio.sleep(PRESENCE_RECHECK_EVERY)
+                presence = await worker_presence(self.temporal, task_queue, self.poll_window)
+        except RPCError:
+            return task_queue  # the queue cannot be described (permissions): the acceptance deadline still holds
+        if not presence.recent:
+            raise WorkerNotPolling(presence.absence())
+        return task_queue
+
+    async def _update(
+        self, workflow_id: str, update: str, payload: Any, result_type: type[ResultT], *, update_id: str | None = None
+    ) -> ResultT:
+        task_queue = await self._require_worker(workflow_id)
+        return await self._send_update(
+            workflow_id, update, payload, result_type, task_queue=task_queue, update_id=update_id
+        )
+
+    async def _send_update(
+        self,
+        workflow_id: str,
+        update: str,
+        payload: Any,
+        result_type: type[ResultT],
+        *,
+        task_queue: str | None,
+        update_id: str | None = None,
+    ) -> ResultT:
+        handle = self.temporal.get_workflow_handle(workflow_id)
+
+        def start(deadline: timedelta) -> Any:
+            return handle.start_update(
+                update,
+                payload,
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                id=update_id,
+                result_type=result_type,
+                rpc_timeout=deadline,
+            )
+
+        return await self._outcome(workflow_id, update, start, task_queue)
+
+    async def _outcome(self, workflow_id: str, update: str, start: StartUpdate, task_queue: str | None) -> Any:
+        outcome = await update_outcome(start)
+        if isinstance(outcome, Unfinished):
+            raise UpdateNotApplied(not_applied(update, workflow_id, task_queue or self.settings.task_queue, outcome))
+        return outcome
+
+
+def not_applied(update: str, workflow_id: str, task_queue: str, outcome: Unfinished) -> str:
+    """What is true of an update with no answer yet: never "failed", since it may still apply."""
+    if outcome == Unfinished.NOT_FINISHED:
+        return (
+            f"{update} to '{workflow_id}': accepted by a worker, not finished within "
+            f"{FINISH_WITHIN.total_seconds():.0f} s; it is recorded and finishes when a worker runs "
+            f"(task queue '{task_queue}')"
+        )
+    return (
+        f"{update} to '{workflow_id}': sent, not yet applied: it applies when a worker runs (task queue "
+        f"'{task_queue}'), unless the Temporal server restarts first, or drops it from memory (after an hour "
+        f"untouched, by default). No worker accepted it within {ACCEPT_WITHIN.total_seconds():.0f} s."
+    )
+
+
+def approval_closed_reason(ref: ExecutionRef, state: ExecutionState, stage: str, action: str) -> str:
+    """Why an approval takes no decision, read from the execution's state: the same words whether the
+    server refused a given token or no current token was found."""
+    stage_state = state.stage(stage)
+    action_state = next((a for a in stage_state.actions if a.action_name == action), None) if stage_state else None
+    if action_state and action_state.error and action_state.error.code == "ApprovalTimedOut":
+        return f"approval '{action}' timed out: {action_state.error.message}"
+    if action_state and action_state.approval is not None:
+        approval = action_state.approval
+        return f"approval '{action}' was already decided: {approval.status} by {approval.by or 'unknown'}"
+    if state.status in (ExecutionStatus.STOPPED, ExecutionStatus.STOPPING, ExecutionStatus.CANCELLED):
+        return f"execution '{ref}' was stopped; its approvals are closed"
+    if state.status == ExecutionStatus.SUPERSEDED:
+        return f"execution '{ref}' was {state.status_summary or 'superseded'}; its approvals are closed"
+    if stage_state is None or stage_state.status is None:
+        if state.status.is_terminal:
+            return f"execution '{ref}' ended ({state.status.value}) before stage '{stage}' started"
+        return f"stage '{stage}' has not started yet in execution '{ref}'"
+    if stage_state.status in (StageStatus.IN_PROGRESS, StageStatus.STOPPING):
+        return f"approval '{action}' in stage '{stage}' is not waiting for a decision"
+    return f"stage '{stage}' is no longer waiting for approvals (it is {stage_state.status.value})"
 
 
 def refusal(err: WorkflowUpdateFailedError) -> str:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import BaseModel
 
 DEFAULT_TASK_QUEUE = "conveyor"
+# A live, idle worker re-polls when its long poll ends (the server holds one up to a minute), so its
+# newest poll can be a minute old; the rest is margin for a busy worker and a skewed clock.
+DEFAULT_WORKER_POLL_WINDOW = 90.0
+
+
+class SettingsError(ValueError):
+    """An environment variable with a value Conveyor cannot use; the message names it."""
 
 
 def default_data_dir() -> Path:
@@ -26,6 +35,8 @@ class Settings(BaseModel):
     temporal_tls: bool = False
     task_queue: str = DEFAULT_TASK_QUEUE
     coordinator_continue_as_new_every: int = 500  # messages a pipeline coordinator handles per run
+    # Seconds since a worker's last poll within which commands count it as present.
+    worker_poll_window: float = DEFAULT_WORKER_POLL_WINDOW
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -38,6 +49,7 @@ class Settings(BaseModel):
             temporal_tls=(env.get("TEMPORAL_TLS", "").lower() in ("1", "true", "yes")),
             task_queue=env.get("CONVEYOR_TASK_QUEUE") or DEFAULT_TASK_QUEUE,
             coordinator_continue_as_new_every=int(env.get("CONVEYOR_COORDINATOR_CONTINUE_AS_NEW_EVERY") or 500),
+            worker_poll_window=_seconds(env, "CONVEYOR_WORKER_POLL_WINDOW", DEFAULT_WORKER_POLL_WINDOW),
         )
 
     @property
@@ -51,6 +63,19 @@ class Settings(BaseModel):
     @property
     def workspaces_dir(self) -> Path:
         return self.data_dir / "workspaces"
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise SettingsError(f"{name}='{raw}': write a number of seconds greater than 0")
+    return value
 
 
 def action_log_path(logs_dir: Path, pipeline: str, execution_id: str, stage: str, action: str) -> Path:

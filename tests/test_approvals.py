@@ -9,9 +9,10 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from conveyor.client import ConveyorClient, ConveyorError
+from conveyor.client import ConveyorClient, ConveyorError, ExecutionRef
 from conveyor.model import ActionStatus, ApprovalDecision, ExecutionState, ExecutionStatus, StageState
 from tests.helpers import pipeline, waiting_token
+from tests.test_pipelines import GATED, finished, holding, waiting_at
 
 APPROVAL = """
 name: approval
@@ -145,3 +146,43 @@ async def test_decision_after_the_stage_closed_is_translated(conveyor: ConveyorC
     await asyncio.wait_for(conveyor.wait(ref), 30)
     with pytest.raises(ConveyorError, match="already decided|no longer waiting"):
         await conveyor.decide(ref, "Prod", "Gate", approve=True, token=token)
+
+
+async def closed_reasons(conveyor: ConveyorClient, ref: ExecutionRef, stage: str, action: str, token: str) -> list[str]:
+    """What `approve` says with the token and without it (the CLI's default reads the current token)."""
+    reasons = []
+    for given in (token, None):
+        with pytest.raises(ConveyorError) as refused:
+            await conveyor.decide(ref, stage, action, approve=True, token=given)
+        reasons.append(str(refused.value))
+    return reasons
+
+
+async def test_approving_a_stopped_execution_gives_one_reason_with_or_without_token(
+    conveyor: ConveyorClient, worker: Worker
+) -> None:
+    ref, _ = await conveyor.start(pipeline(APPROVAL))
+    token = await waiting_token(conveyor, ref)
+    await conveyor.stop(ref, reason="change freeze", by="alice")
+    assert (await asyncio.wait_for(conveyor.wait(ref), 30)).status == ExecutionStatus.STOPPED
+    with_token, without_token = await closed_reasons(conveyor, ref, "Prod", "Gate", token)
+    assert without_token == with_token
+    assert f"execution '{ref}' was stopped" in with_token and "approvals are closed" in with_token
+
+
+async def test_approving_a_superseded_execution_gives_one_reason_with_or_without_token(
+    conveyor: ConveyorClient, worker: Worker
+) -> None:
+    declaration = pipeline(GATED.format(mode="SUPERSEDED"))
+    name = declaration["name"]
+    first, _ = await conveyor.start(declaration)
+    await holding(conveyor, name, "Gate", first)
+    second, _ = await conveyor.start(declaration)
+    await waiting_at(conveyor, name, "Gate", second)
+    third, _ = await conveyor.start(declaration)
+    assert (await finished(conveyor, second)).status == ExecutionStatus.SUPERSEDED
+    first_token = await waiting_token(conveyor, first, "Gate", "Approve")  # a token someone copied
+    with_token, without_token = await closed_reasons(conveyor, second, "Gate", "Approve", first_token)
+    assert without_token == with_token
+    assert f"execution '{second}' was superseded by {third.execution_id}" in with_token
+    assert "approvals are closed" in with_token

@@ -383,6 +383,24 @@ async def test_ack_within_three_seconds_while_temporal_is_slow(
         assert (await asyncio.wait_for(conveyor.wait(ref), 60)).status == ExecutionStatus.SUCCEEDED
 
 
+async def test_a_click_no_worker_takes_in_time_is_not_counted_yet_and_counts_when_one_runs(
+    conveyor: ConveyorClient, slack: FakeSlack, app: str
+) -> None:
+    async with build_worker(conveyor.temporal, conveyor.settings):
+        ref, _ = await conveyor.start(gated())
+        message = await request_message(slack, ref)
+        await waiting_token(conveyor, ref)
+    # The worker polled moments ago, so the click is sent; nobody accepts it within the deadline.
+    response = await click(app, block_actions_payload(message, APPROVE_ACTION, ALICE))
+    assert response.status_code == 200
+    pending = await answer_for(slack, ALICE)
+    assert "is not counted yet" in pending and "sent, not yet applied" in pending, pending
+    assert "did not count" not in pending
+    async with build_worker(conveyor.temporal, conveyor.settings):  # as the answer said: it applies now
+        final = await asyncio.wait_for(conveyor.wait(ref), 60)
+    assert final.status == ExecutionStatus.SUCCEEDED and final.stages[1].actions[0].approval.by == "alice"
+
+
 async def test_socket_mode_delivers_the_same_click(conveyor: ConveyorClient, worker: Worker, slack: FakeSlack) -> None:
     _, stop = await serve(conveyor, slack, socket_mode=True)
     try:

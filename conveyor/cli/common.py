@@ -14,15 +14,16 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.text import Text
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 
 from conveyor.cli.render import execution_table, literal
-from conveyor.client import ConveyorError, ExecutionRef
+from conveyor.client import ConveyorError, ExecutionRef, UpdateNotApplied
 from conveyor.connection import (
     TemporalUnavailableError,
 )
 from conveyor.devserver import EmbeddedServerError
 from conveyor.model import ExecutionState, SourceRevisionOverride
-from conveyor.settings import Settings
+from conveyor.settings import Settings, SettingsError
 from conveyor.spec.declaration import Pipeline
 from conveyor.spec.validation import DeclarationError
 
@@ -59,6 +60,10 @@ RevisionOption = Annotated[
     list[str] | None,
     typer.Option("--source-revision", help="Source revision override ACTION=COMMIT_ID (repeatable)"),
 ]
+
+
+# Exit code of a command whose update was sent but not yet applied: not a failure, it may still apply.
+NOT_YET_APPLIED = 3
 
 
 class UsageError(ValueError):
@@ -100,8 +105,18 @@ def run_async(coro: Coroutine[Any, Any, int | None]) -> None:
         for line in str(err).splitlines():
             say(line, to=errors)
         raise typer.Exit(2) from None
-    except UsageError as err:
+    except (UsageError, SettingsError) as err:
         fail(str(err), 2)
+    except UpdateNotApplied as err:  # no "error:": saying it failed would be false
+        say(str(err), to=errors)
+        raise typer.Exit(NOT_YET_APPLIED) from None
+    except WorkflowUpdateRPCTimeoutOrCancelledError:  # a path that bypassed the client's update deadline
+        say(
+            "sent, not yet known to be applied: it applies when a worker runs, unless the Temporal server "
+            "restarts first",
+            to=errors,
+        )
+        raise typer.Exit(NOT_YET_APPLIED) from None
     except (ConveyorError, TemporalUnavailableError, EmbeddedServerError) as err:
         fail(str(err))
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+from temporalio.service import RPCError
 
 from conveyor.cli.common import (
     OutputOption,
@@ -46,6 +47,7 @@ from conveyor.cli.session import Session, connect_existing, running_session
 from conveyor.client import ConveyorClient, ConveyorError, ExecutionRef
 from conveyor.logging import configure_logging
 from conveyor.model import ActionStatus, ExecutionState, ExecutionStatus, SourceRevisionOverride
+from conveyor.presence import WorkerPresence, worker_presence
 from conveyor.settings import action_log_path, compensation_log_name
 from conveyor.spec.declaration import Pipeline
 from conveyor.spec.loading import load_pipeline
@@ -107,8 +109,12 @@ async def _run(
         if not is_file_target(target):
             pipeline, data, source = await resolve_target(target, session.client)
             check_overrides(pipeline, variables, revisions)
-        ref, started = await session.client.start(
-            data, variables=variables, token=token, source_revisions=revisions, started_by=who(), source_name=source
+        in_process_worker = with_worker if with_worker is not None else session.embedded is not None
+        (ref, started), presence = await asyncio.gather(
+            session.client.start(
+                data, variables=variables, token=token, source_revisions=revisions, started_by=who(), source_name=source
+            ),
+            asyncio.sleep(0) if in_process_worker else _presence(session),
         )
         console.print(
             Text.assemble(
@@ -118,6 +124,7 @@ async def _run(
             ),
             soft_wrap=True,  # one line, whatever the width: scripts and people copy the id from it
         )
+        _warn_if_unattended(presence)
         try:
             state = await _follow(session, ref)
         except asyncio.CancelledError:
@@ -157,7 +164,7 @@ def start(
     source_revision: RevisionOption = None,
 ) -> None:
     """Start an execution of a registered pipeline (its current version) or of a declaration file,
-    and print its id (PIPELINE/EXECUTION-ID); needs a running worker."""
+    and print its id (PIPELINE/EXECUTION-ID). A worker runs it; with none polling, it waits (with a warning)."""
     run_async(_start(target, parse_pairs(var, "--var"), token, parse_revisions(source_revision)))
 
 
@@ -171,13 +178,31 @@ async def _start(
     if not is_file_target(target):
         pipeline, data, source = await resolve_target(target, session.client)
         check_overrides(pipeline, variables, revisions)
-    ref, started = await session.client.start(
-        data, variables=variables, token=token, source_revisions=revisions, started_by=who(), source_name=source
+    (ref, started), presence = await asyncio.gather(  # the check costs no latency: it runs beside the start
+        session.client.start(
+            data, variables=variables, token=token, source_revisions=revisions, started_by=who(), source_name=source
+        ),
+        _presence(session),
     )
     if not started:
         say(f"execution {ref} already exists for this token; nothing new was started", to=errors)
+    _warn_if_unattended(presence)
     say(str(ref))
     return 0
+
+
+async def _presence(session: Session) -> WorkerPresence | None:
+    """Whether a worker polls the executions' task queue; None when the server will not say."""
+    try:
+        client = session.client
+        return await worker_presence(client.temporal, client.settings.task_queue, client.poll_window)
+    except RPCError:
+        return None
+
+
+def _warn_if_unattended(presence: WorkerPresence | None) -> None:
+    if presence is not None and not presence.recent:
+        say(f"warning: {presence.unattended()}", to=errors)
 
 
 # --- reading executions ------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from conveyor.client import ConveyorClient, ConveyorError, ExecutionRef
+from conveyor.client import ConveyorClient, ConveyorError, ExecutionRef, UpdateNotApplied
 from conveyor.identities import IdentityDirectory, load_directory
 from conveyor.model import ApprovalResult
 from conveyor.slack.messages import (
@@ -127,6 +127,10 @@ class _Decider:
                 source="slack",
                 principals=sorted(names - {identity}),
             )
+        except UpdateNotApplied as pending:  # sent: it may still count, so "did not count" would be false
+            bound.warning("slack.decision_pending", approve=approve, reason=str(pending))
+            await self._answer(channel, user["id"], f":hourglass: Your {_verb(approve)} is not counted yet: {pending}")
+            return
         except ConveyorError as refused:
             bound.warning("slack.decision_refused", approve=approve, reason=str(refused))
             await self._answer(channel, user["id"], not_counted_text(approve=approve, reason=str(refused)))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -16,6 +18,23 @@ def default_data_dir() -> Path:
     return base / "conveyor"
 
 
+class SettingsError(ValueError):
+    """An environment variable Conveyor reads has a value it cannot use; the message names it."""
+
+
+def _positive_number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise SettingsError(f"{name}={raw!r}: expected a positive number, e.g. {name}={default:g}")
+    return value
+
+
 class Settings(BaseModel):
     """Process-wide settings; every field has an environment variable."""
 
@@ -26,6 +45,7 @@ class Settings(BaseModel):
     temporal_tls: bool = False
     task_queue: str = DEFAULT_TASK_QUEUE
     coordinator_continue_as_new_every: int = 500  # messages a pipeline coordinator handles per run
+    coordinator_idle_minutes: float = 10.0  # how long a coordinator with nothing to keep waits before it closes
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -38,6 +58,7 @@ class Settings(BaseModel):
             temporal_tls=(env.get("TEMPORAL_TLS", "").lower() in ("1", "true", "yes")),
             task_queue=env.get("CONVEYOR_TASK_QUEUE") or DEFAULT_TASK_QUEUE,
             coordinator_continue_as_new_every=int(env.get("CONVEYOR_COORDINATOR_CONTINUE_AS_NEW_EVERY") or 500),
+            coordinator_idle_minutes=_positive_number(env, "CONVEYOR_COORDINATOR_IDLE_MINUTES", 10.0),
         )
 
     @property

@@ -22,7 +22,7 @@ from conveyor.connection import (
 )
 from conveyor.devserver import EmbeddedServerError
 from conveyor.model import ExecutionState, SourceRevisionOverride
-from conveyor.settings import Settings
+from conveyor.settings import Settings, SettingsError
 from conveyor.spec.declaration import Pipeline
 from conveyor.spec.validation import DeclarationError
 
@@ -101,7 +101,10 @@ def run_async(coro: Coroutine[Any, Any, int | None]) -> None:
 
 
 def settings() -> Settings:
-    return Settings.from_env()
+    try:
+        return Settings.from_env()
+    except SettingsError as err:
+        raise UsageError(str(err)) from None
 
 
 def parse_pairs(values: list[str] | None, option: str) -> dict[str, str]:

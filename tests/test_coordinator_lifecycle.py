@@ -5,15 +5,20 @@ saving its state first; the next message starts it again from that state."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy
 
-from conveyor.client import ConveyorClient, ExecutionRef
+from conveyor.client import ConveyorClient, ConveyorError, ExecutionRef
 from conveyor.model import (
     CoordinatorInput,
     CoordinatorState,
@@ -22,7 +27,7 @@ from conveyor.model import (
     StageEntryRequest,
     StageRelease,
 )
-from conveyor.settings import Settings
+from conveyor.settings import Settings, SettingsError
 from conveyor.worker import build_worker
 from tests.helpers import pipeline, waiting_token
 from tests.test_pipelines import eventually, finished, holding
@@ -214,3 +219,61 @@ async def test_messages_racing_the_close_are_not_lost(temporal_client: Client, s
         fact = lock.last_succeeded if index % 2 else lock.newest_entered
         assert fact is not None and fact.execution_id == f"e{index}", f"message {index} was lost"
     assert state.runs > 3  # it closed and started again several times meanwhile
+
+
+def test_an_unusable_idle_period_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value in ("soon", "0", "-5", "inf"):
+        monkeypatch.setenv("CONVEYOR_COORDINATOR_IDLE_MINUTES", value)
+        with pytest.raises(SettingsError, match=f"CONVEYOR_COORDINATOR_IDLE_MINUTES='{value}': expected a positive"):
+            Settings.from_env()
+    monkeypatch.setenv("CONVEYOR_COORDINATOR_IDLE_MINUTES", "2.5")
+    assert Settings.from_env().coordinator_idle_minutes == 2.5
+
+
+def test_the_cli_reports_an_unusable_idle_period_without_a_traceback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEYOR_", "TEMPORAL_"))}
+    env |= {"CONVEYOR_DATA_DIR": str(tmp_path), "CONVEYOR_COORDINATOR_IDLE_MINUTES": "ten"}
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor", "state", "some-pipeline"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done
+    assert "CONVEYOR_COORDINATOR_IDLE_MINUTES='ten': expected a positive number" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+async def test_the_retry_rule_reads_a_closed_coordinator_s_saved_facts(
+    temporal_client: Client, settings: Settings, tmp_path: Path
+) -> None:
+    """`conveyor retry` is refused once a newer execution has entered the stage: after the coordinator
+    closed, its saved facts still say which one that is (forgotten, the older one would be retried)."""
+    fixed = tmp_path / "fixed"
+    declaration = pipeline(
+        f"""
+name: retried
+conveyor: {{retryWindowMinutes: 5}}
+stages:
+  - name: Deploy
+    actions:
+      - {{name: Ship, provider: Commands, commands: ["test -f {fixed}"]}}
+"""
+    )
+    name = declaration["name"]
+    async with idle_conveyor(temporal_client, settings) as conveyor:
+        older, _ = await conveyor.start(declaration)
+        assert (await finished(conveyor, older)).status == ExecutionStatus.FAILED
+        newer, _ = await conveyor.start(declaration)
+        assert (await finished(conveyor, newer)).status == ExecutionStatus.FAILED
+        await closed(temporal_client, name)  # both failed executions stay open for a retry
+        with pytest.raises(ConveyorError, match=f"a newer execution \\({newer.execution_id}\\) has entered"):
+            await conveyor.retry(older, "Deploy", by="ops")
+        fixed.touch()
+        await conveyor.retry(newer, "Deploy", by="ops")
+
+        async def succeeded() -> bool:
+            return (await conveyor.state(newer)).status == ExecutionStatus.SUCCEEDED
+
+        await eventually(succeeded, what="the retried execution to succeed")

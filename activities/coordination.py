@@ -148,10 +148,7 @@ class CoordinationActivities:
     async def save_coordinator_state(self, state: CoordinatorState) -> None:
         """What a coordinator that closes must not forget, for the run that starts after it."""
         text = state.model_dump_json(exclude_defaults=True)
-        try:
-            await asyncio.to_thread(self.store.put_coordinator_state, state.pipeline_name, text)
-        except ArtifactError as err:
-            raise ApplicationError(str(err), type="ArtifactError", non_retryable=True) from None
+        await asyncio.to_thread(self.store.put_coordinator_state, state.pipeline_name, text)
 
     @activity.defn(name="saved_coordinator_state")
     async def saved_coordinator_state(self, pipeline_name: str) -> CoordinatorState | None:

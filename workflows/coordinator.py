@@ -30,7 +30,8 @@ from functools import partial
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from conveyor.memo import DISABLED_TRANSITIONS_KEY
@@ -325,7 +326,7 @@ class PipelineWorkflow:
                 # Wakes on every message. Only while someone waits behind a holder can an ended holder
                 # hurt: check then, soon at first and less often the longer nothing changes (approvals
                 # wait for days). With nothing else to keep, wait out the idle period.
-                await workflow.wait_condition(partial(self._woken, seen), timeout=self._wait_timeout())
+                await workflow.wait_condition(partial(self._should_wake, seen), timeout=self._wait_timeout())
             except TimeoutError:
                 timed_out = self._state.handled == seen  # a message in the same activation counts
             await self._flush_outbox()
@@ -345,7 +346,7 @@ class PipelineWorkflow:
                 # A new run starts with an empty memo unless given one: carry what readers rely on.
                 workflow.continue_as_new(input.model_copy(update={"state": self._state}), memo=self._memo())
 
-    def _woken(self, handled_before: int) -> bool:
+    def _should_wake(self, handled_before: int) -> bool:
         return self._state.handled != handled_before or bool(self._outbox) or self._should_continue_as_new()
 
     async def _until_restored(self) -> None:
@@ -399,9 +400,16 @@ class PipelineWorkflow:
         handled = self._state.handled
         if not self._idle():
             return False
-        await workflow.execute_local_activity(
-            "save_coordinator_state", self._state, start_to_close_timeout=timedelta(seconds=30)
-        )
+        try:
+            await workflow.execute_local_activity(
+                "save_coordinator_state",
+                self._state,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError as err:  # stay open, rather than close without it: tried again when idle again
+            workflow.logger.warning("coordinator state not saved: staying open", extra={"error": str(err.cause)})
+            return False
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state.handled == handled and self._idle()
 

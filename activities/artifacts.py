@@ -32,6 +32,7 @@ _LINK_MODE = 0o777
 _CHUNK = 1024 * 1024
 _DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
+_PIPELINE_NAME_RE = re.compile(r"^[A-Za-z0-9.@\-_]{1,100}$")  # the declaration's rule: no path separators
 _MAX_LINK_HOPS = 40  # like the kernel's ELOOP limit
 
 
@@ -53,6 +54,10 @@ class ArtifactStore(Protocol):
     def put_document(self, digest: str, text: str) -> None: ...
 
     def get_document(self, digest: str) -> str: ...
+
+    def put_coordinator_state(self, pipeline: str, text: str) -> None: ...
+
+    def get_coordinator_state(self, pipeline: str) -> str | None: ...
 
 
 def store_from_settings(settings: Settings) -> ArtifactStore:
@@ -133,6 +138,33 @@ class LocalArtifactStore:
         if f"sha256:{hashlib.sha256(data).hexdigest()}" != digest:
             raise ArtifactError(f"pipeline declaration {digest} is corrupt or was changed: digest mismatch")
         return data.decode()
+
+    # --- the state a pipeline's coordinator saved when it last closed, by pipeline name --------------
+
+    def coordinator_state_path(self, pipeline: str) -> Path:
+        if not _PIPELINE_NAME_RE.fullmatch(pipeline):
+            raise ArtifactError(f"invalid pipeline name {pipeline!r} for a coordinator's saved state")
+        return self.root / "coordinators" / f"{pipeline}.json"
+
+    def put_coordinator_state(self, pipeline: str, text: str) -> None:
+        """Replaced atomically: a coordinator starting again reads the whole of the last state or none."""
+        final = self.coordinator_state_path(pipeline)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=final.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+            os.replace(tmp_name, final)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+    def get_coordinator_state(self, pipeline: str) -> str | None:
+        """None when the coordinator never closed (or never ran)."""
+        try:
+            return self.coordinator_state_path(pipeline).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
 
 
 def sha256_file(path: Path) -> str:

@@ -16,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.artifacts import ArtifactError, ArtifactStore
 from conveyor import visibility
+from conveyor.coordinators import SavedStateUnreadable, parse_saved_state, read_coordinator_state
 from conveyor.memo import DISABLED_TRANSITIONS_KEY
 from conveyor.model import (
     CoordinationRequest,
@@ -92,6 +93,7 @@ class CoordinationActivities:
             pipeline_name=request.pipeline_name,
             execution_mode=request.execution_mode,
             continue_as_new_every=self.settings.coordinator_continue_as_new_every,
+            idle_minutes=self.settings.coordinator_idle_minutes,
         )
         summary = f"coordinator of pipeline {request.pipeline_name}"
         client, task_queue = activity.client(), activity.info().task_queue
@@ -142,6 +144,26 @@ class CoordinationActivities:
         except ArtifactError as err:
             raise ApplicationError(str(err), type="ArtifactError", non_retryable=True) from None
 
+    @activity.defn(name="save_coordinator_state")
+    async def save_coordinator_state(self, state: CoordinatorState) -> None:
+        """What a coordinator that closes must not forget, for the run that starts after it."""
+        text = state.model_dump_json(exclude_defaults=True)
+        await asyncio.to_thread(self.store.put_coordinator_state, state.pipeline_name, text)
+
+    @activity.defn(name="saved_coordinator_state")
+    async def saved_coordinator_state(self, pipeline_name: str) -> CoordinatorState | None:
+        """The state the pipeline's coordinator saved when it last closed; None if it never closed.
+        An unreadable one fails (and is retried): starting empty would silently lift a freeze or
+        forget rollback targets."""
+        text = await asyncio.to_thread(self.store.get_coordinator_state, pipeline_name)
+        if text is None:
+            return None
+        try:
+            return parse_saved_state(pipeline_name, text)
+        except SavedStateUnreadable as err:
+            where = f"coordinators/{pipeline_name}.json in the artifact store"
+            raise ApplicationError(f"{err}; fix or remove {where}", type="SavedStateUnreadable") from None
+
     @activity.defn(name="stage_facts")
     async def stage_facts(self, request: StageFactsRequest) -> StageLock | None:
         """A stage's facts from the coordinator (newest entered, last succeeded), None if it has none.
@@ -152,16 +174,11 @@ class CoordinationActivities:
                 activity.client(), request.pipeline_name, request.stage_name, started_after=request.started_after
             )
             return StageLock(stage_name=request.stage_name, newest_entered=newest)
-        try:
-            state = (
-                await activity.client()
-                .get_workflow_handle(request.pipeline_name)
-                .query("state", result_type=CoordinatorState)
-            )
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                return None
-            raise
+        state = await read_coordinator_state(
+            activity.client(), request.pipeline_name, self.store.get_coordinator_state
+        )  # the saved state when the coordinator has closed
+        if state is None:
+            return None
         return next((s for s in state.stages if s.stage_name == request.stage_name), None)
 
     @activity.defn(name="closed_workflows")

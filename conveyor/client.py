@@ -33,6 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from conveyor import search_attributes as sa
 from conveyor import visibility
+from conveyor.coordinators import SavedStateUnreadable, read_coordinator_state
 from conveyor.memo import state_from_memo
 from conveyor.model import (
     ActionState,
@@ -481,6 +482,7 @@ class ConveyorClient:
                 pipeline_name=name,
                 execution_mode=str(pipeline.get("executionMode", "SUPERSEDED")),
                 continue_as_new_every=self.settings.coordinator_continue_as_new_every,
+                idle_minutes=self.settings.coordinator_idle_minutes,
             ),
             id=name,
             task_queue=self.settings.task_queue,
@@ -508,15 +510,18 @@ class ConveyorClient:
                 await operation.workflow_handle()
 
     async def pipeline_state(self, name: str) -> CoordinatorState:
-        handle = self.temporal.get_workflow_handle(name)
+        """The coordinator's live state, or the one it saved when it closed (no worker needed then)."""
         try:
-            return await handle.query("state", result_type=CoordinatorState, rpc_timeout=QUERY_TIMEOUT)
+            state = await read_coordinator_state(
+                self.temporal, name, self._document_store().get_coordinator_state, rpc_timeout=QUERY_TIMEOUT
+            )
         except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise ConveyorError(
-                    f"pipeline '{name}' is not registered: `conveyor apply FILE` registers it"
-                ) from None
             raise ConveyorError(f"pipeline '{name}' did not answer ({err.message}); is a worker running?") from None
+        except SavedStateUnreadable as err:
+            raise ConveyorError(str(err)) from None
+        if state is None:
+            raise ConveyorError(f"pipeline '{name}' is not registered: `conveyor apply FILE` registers it")
+        return state
 
     async def pipeline_facts(self, name: str) -> CoordinatorState:
         """The coordinator's state with every stage's facts. A PARALLEL pipeline's executions do not

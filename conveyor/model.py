@@ -656,6 +656,9 @@ class CoordinatorInput(CamelModel):
     continue_as_new_every: int = Field(default=500, ge=1)  # messages handled per run
     liveness_check_seconds: float = Field(default=2.0, gt=0)  # first check for an ended lock holder
     liveness_check_max_seconds: float = Field(default=60.0, gt=0)  # the interval doubles up to this
+    # With nothing to keep (no version, lock, waiter, held execution or disabled transition) for this
+    # long, it saves its state and closes; the next message starts it again from that state.
+    idle_minutes: float = Field(default=10.0, gt=0)
     state: CoordinatorState | None = None  # carried across continue-as-new
 
 

@@ -15,14 +15,28 @@ DEFAULT_TASK_QUEUE = "conveyor"
 DEFAULT_WORKER_POLL_WINDOW = 90.0
 
 
-class SettingsError(ValueError):
-    """An environment variable with a value Conveyor cannot use; the message names it."""
-
-
 def default_data_dir() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "share"
     return base / "conveyor"
+
+
+class SettingsError(ValueError):
+    """An environment variable Conveyor reads has a value it cannot use; the message names it."""
+
+
+def _positive_number(env: Mapping[str, str], name: str, default: float, unit: str) -> float:
+    """A finite number greater than 0 from the environment, or SettingsError naming the variable."""
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise SettingsError(f"{name}='{raw}': write a number of {unit} greater than 0, e.g. {name}={default:g}")
+    return value
 
 
 class Settings(BaseModel):
@@ -37,6 +51,7 @@ class Settings(BaseModel):
     coordinator_continue_as_new_every: int = 500  # messages a pipeline coordinator handles per run
     # Seconds since a worker's last poll within which commands count it as present.
     worker_poll_window: float = DEFAULT_WORKER_POLL_WINDOW
+    coordinator_idle_minutes: float = 10.0  # how long a coordinator with nothing to keep waits before it closes
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -49,7 +64,10 @@ class Settings(BaseModel):
             temporal_tls=(env.get("TEMPORAL_TLS", "").lower() in ("1", "true", "yes")),
             task_queue=env.get("CONVEYOR_TASK_QUEUE") or DEFAULT_TASK_QUEUE,
             coordinator_continue_as_new_every=int(env.get("CONVEYOR_COORDINATOR_CONTINUE_AS_NEW_EVERY") or 500),
-            worker_poll_window=_seconds(env, "CONVEYOR_WORKER_POLL_WINDOW", DEFAULT_WORKER_POLL_WINDOW),
+            worker_poll_window=_positive_number(
+                env, "CONVEYOR_WORKER_POLL_WINDOW", DEFAULT_WORKER_POLL_WINDOW, "seconds"
+            ),
+            coordinator_idle_minutes=_positive_number(env, "CONVEYOR_COORDINATOR_IDLE_MINUTES", 10.0, "minutes"),
         )
 
     @property
@@ -63,19 +81,6 @@ class Settings(BaseModel):
     @property
     def workspaces_dir(self) -> Path:
         return self.data_dir / "workspaces"
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise SettingsError(f"{name}='{raw}': write a number of seconds greater than 0")
-    return value
 
 
 def action_log_path(logs_dir: Path, pipeline: str, execution_id: str, stage: str, action: str) -> Path:

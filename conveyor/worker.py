@@ -47,6 +47,8 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         coordination.store_document,
         coordination.closed_workflows,
         coordination.stage_facts,
+        coordination.save_coordinator_state,
+        coordination.saved_coordinator_state,
         rollbacks.start_rollback,
         rollbacks.start_manual_rollback,
         triggers.sync_triggers,

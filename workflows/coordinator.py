@@ -12,6 +12,12 @@ nothing: they read the disabled transitions from this workflow's memo and ask on
 (`holdAtTransition`), let in when it is enabled; their facts are read from visibility. It is never the
 parent of an execution, and it continues-as-new every `continueAsNewEvery` messages, so its history
 stays small however many executions pass through it.
+
+It lives only while it has something to keep: with no registered version (so no schedule or trigger,
+which follow the current version), no execution holding, waiting or held at a stage and no disabled
+transition for `idleMinutes`, it saves its state in the store and closes (returning that state). The
+next message starts a new run (signal- or update-with-start), which reads the saved state before it
+handles anything: the facts (last succeeded, newest entered) outlive the close.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ import asyncio
 import hashlib
 import json
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from conveyor.memo import DISABLED_TRANSITIONS_KEY
@@ -73,11 +81,13 @@ class PipelineWorkflow:
         self._state = input.state or CoordinatorState(
             pipeline_name=input.pipeline_name, execution_mode=input.execution_mode
         )
-        self._state.handled = 0
+        self._state.handled = 0  # counts every message this run handles; the loop wakes on each
+        # A continued run gets its state in the input; a started one reads what the last run saved
+        # first, and messages wait for it (they arrive with the start).
+        self._restored = input.state is not None
         self._outbox: list[tuple[str, StageEntryDecision]] = []
         self._apply_lock = asyncio.Lock()
         self._check_interval = input.liveness_check_seconds
-        self._queue_changed = False  # wakes the loop, so a new waiter starts the liveness timer
 
     # --- queries --------------------------------------------------------------------------------
 
@@ -88,12 +98,15 @@ class PipelineWorkflow:
     # --- messages from executions ---------------------------------------------------------------
 
     @workflow.signal(name="request_entry")
-    def request_entry(self, request: StageEntryRequest) -> None:
+    async def request_entry(self, request: StageEntryRequest) -> None:
+        await self._until_restored()
+        self._request_entry(request)
+
+    def _request_entry(self, request: StageEntryRequest) -> None:
         if request.leaving is not None:  # the stage it leaves on its way in, released first
-            self.release_stage(request.leaving)
+            self._release_stage(request.leaving)
         self._state.handled += 1
         self._check_interval = self._input.liveness_check_seconds  # the queue changed: look again soon
-        self._queue_changed = True
         lock = self._state.stage(request.stage_name)
         slot = request.execution.model_copy(update={"arrived_at": workflow.now()})
         if request.execution_mode == "PARALLEL":
@@ -128,11 +141,12 @@ class PipelineWorkflow:
         self._admit(lock)
 
     @workflow.update(name="enter_stage")
-    def enter_stage(self, request: StageEntryRequest) -> StageEntryDecision | None:
+    async def enter_stage(self, request: StageEntryRequest) -> StageEntryDecision | None:
         """`request_entry` answered at once when the answer is already known (the stage is free, or the
         request is superseded); None when the execution must wait for its `stage_decision` signal."""
+        await self._until_restored()
         queued = len(self._outbox)
-        self.request_entry(request)
+        self._request_entry(request)
         # Only the answers this request produced: one queued before (for a signalled request the
         # activity fell back to) still goes out as a signal.
         earlier, produced = self._outbox[:queued], self._outbox[queued:]
@@ -145,7 +159,11 @@ class PipelineWorkflow:
         return answers[-1] if answers else None
 
     @workflow.signal(name="release_stage")
-    def release_stage(self, release: StageRelease) -> None:
+    async def release_stage(self, release: StageRelease) -> None:
+        await self._until_restored()
+        self._release_stage(release)
+
+    def _release_stage(self, release: StageRelease) -> None:
         self._state.handled += 1
         lock = self._state.stage(release.stage_name)
         if release.outcome == SUCCEEDED:
@@ -157,7 +175,8 @@ class PipelineWorkflow:
     # --- operators ------------------------------------------------------------------------------
 
     @workflow.update(name="disable_transition")
-    def disable_transition(self, change: TransitionChange) -> TransitionState:
+    async def disable_transition(self, change: TransitionChange) -> TransitionState:
+        await self._until_restored()
         lock = self._state.stage(change.stage_name)
         lock.transition = TransitionState(
             enabled=False, reason=change.reason, changed_by=change.by, changed_at=workflow.now()
@@ -171,7 +190,8 @@ class PipelineWorkflow:
         self._check_stage(change.stage_name)
 
     @workflow.update(name="enable_transition")
-    def enable_transition(self, change: TransitionChange) -> TransitionState:
+    async def enable_transition(self, change: TransitionChange) -> TransitionState:
+        await self._until_restored()
         lock = self._state.stage(change.stage_name)
         lock.transition = TransitionState(
             enabled=True, reason=change.reason or None, changed_by=change.by, changed_at=workflow.now()
@@ -214,6 +234,7 @@ class PipelineWorkflow:
 
     @workflow.update(name="apply")
     async def apply(self, request: ApplyRequest) -> ApplyResult:
+        await self._until_restored()
         async with self._apply_lock:  # two applies at once get consecutive versions
             pipeline = validate_pipeline(request.pipeline).pipeline
             assert pipeline is not None  # the validator refused anything else
@@ -270,6 +291,7 @@ class PipelineWorkflow:
         """Manual rollback: a new ROLLBACK execution re-runs the stage with the target's inputs. The
         target-specific rules (it succeeded there, same version, not itself a rollback) are checked
         by the activity, which reads the target's recorded state."""
+        await self._until_restored()
         current = self._state.current
         assert current is not None  # the validator refused otherwise
         self._state.handled += 1
@@ -295,29 +317,101 @@ class PipelineWorkflow:
     # --- the loop ---------------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, input: CoordinatorInput) -> None:
+    async def run(self, input: CoordinatorInput) -> CoordinatorState:
+        if not self._restored:
+            await self._restore()
         while True:
-            timed_out, self._queue_changed = False, False
+            seen, timed_out = self._state.handled, False
             try:
-                # Only while someone waits behind a holder can an ended holder hurt: check then,
-                # soon at first and less often the longer nothing changes (approvals wait for days).
-                await workflow.wait_condition(
-                    lambda: bool(self._outbox) or self._queue_changed or self._should_continue_as_new(),
-                    timeout=timedelta(seconds=self._check_interval) if self._someone_waits_behind_a_holder() else None,
-                )
+                # Wakes on every message. Only while someone waits behind a holder can an ended holder
+                # hurt: check then, soon at first and less often the longer nothing changes (approvals
+                # wait for days). With nothing else to keep, wait out the idle period.
+                await workflow.wait_condition(partial(self._should_wake, seen), timeout=self._wait_timeout())
             except TimeoutError:
-                timed_out = True
+                timed_out = self._state.handled == seen  # a message in the same activation counts
             await self._flush_outbox()
             if timed_out and self._someone_waits_behind_a_holder():
-                await self._reclaim_abandoned_locks()
+                await self._reclaim_abandoned_locks(only_waited_for=True)
                 self._check_interval = min(self._check_interval * 2, input.liveness_check_max_seconds)
                 await self._flush_outbox()
+            elif timed_out and self._idle():
+                if await self._saved_and_still_idle():
+                    return self._state  # nothing may await between the check and here
+            elif timed_out and self._idle(but_for_holders=True):
+                await self._reclaim_abandoned_locks(only_waited_for=False)  # a holder may have ended unannounced
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 await self._flush_outbox()
                 self._state.runs += 1
                 # A new run starts with an empty memo unless given one: carry what readers rely on.
                 workflow.continue_as_new(input.model_copy(update={"state": self._state}), memo=self._memo())
+
+    def _should_wake(self, handled_before: int) -> bool:
+        return self._state.handled != handled_before or bool(self._outbox) or self._should_continue_as_new()
+
+    async def _until_restored(self) -> None:
+        if not self._restored:
+            await workflow.wait_condition(lambda: self._restored)
+
+    async def _restore(self) -> None:
+        """Start from what the last run saved when it closed (nothing, for a new pipeline)."""
+        saved: CoordinatorState | None = await workflow.execute_local_activity(
+            "saved_coordinator_state",
+            self._input.pipeline_name,
+            result_type=CoordinatorState | None,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        if saved is not None:
+            # The mode is the starter's (the execution's or the applied declaration's): the newest word.
+            self._state = saved.model_copy(
+                update={"execution_mode": self._input.execution_mode, "handled": 0, "runs": saved.runs + 1}
+            )
+        self._restored = True
+
+    def _wait_timeout(self) -> timedelta | None:
+        if self._someone_waits_behind_a_holder():
+            return timedelta(seconds=self._check_interval)
+        if self._idle(but_for_holders=True):
+            return timedelta(minutes=self._input.idle_minutes)
+        return None
+
+    def _idle(self, *, but_for_holders: bool = False) -> bool:
+        """Nothing to keep this workflow running for: no registered version (nor so any schedule or
+        trigger), no answer to send, no execution holding (unless `but_for_holders`), waiting or held
+        at a stage, no disabled transition."""
+        return (
+            not self._state.versions
+            and not self._outbox
+            and all(
+                (but_for_holders or lock.holder is None)
+                and not lock.waiting
+                and not lock.held
+                and lock.transition.enabled
+                for lock in self._state.stages
+            )
+        )
+
+    async def _saved_and_still_idle(self) -> bool:
+        """Save the state for the next run, then tell whether closing now loses nothing. A message handled
+        meanwhile says no (the loop goes on, and saves again when idle again). One that arrives after
+        this, while the run completes, fails the completion (a signal), or is retried by the server on
+        a new run (an update-with-start), which starts from what was saved."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        handled = self._state.handled
+        if not self._idle():
+            return False
+        try:
+            await workflow.execute_local_activity(
+                "save_coordinator_state",
+                self._state,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError as err:  # stay open, rather than close without it: tried again when idle again
+            workflow.logger.warning("coordinator state not saved: staying open", extra={"error": str(err.cause)})
+            return False
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._state.handled == handled and self._idle()
 
     def _should_continue_as_new(self) -> bool:
         return (
@@ -342,9 +436,14 @@ class PipelineWorkflow:
                     # The execution is gone (terminated while it waited): take the stage back.
                     self._drop(self._state.stage(decision.stage_name), _execution_id(workflow_id))
 
-    async def _reclaim_abandoned_locks(self) -> None:
-        """A holder that ended without releasing (terminated, say) must not block the stage."""
-        holders = {lock.holder.workflow_id for lock in self._state.stages if lock.holder and lock.waiting}
+    async def _reclaim_abandoned_locks(self, *, only_waited_for: bool) -> None:
+        """A holder that ended without releasing (terminated, say) must not block the stage, nor keep
+        this workflow running."""
+        holders = {
+            lock.holder.workflow_id
+            for lock in self._state.stages
+            if lock.holder and (lock.waiting or not only_waited_for)
+        }
         closed: list[str] = await workflow.execute_local_activity(
             "closed_workflows",
             sorted(holders),

@@ -133,7 +133,10 @@ def run_async(coro: Coroutine[Any, Any, int | None]) -> None:
 
 
 def settings() -> Settings:
-    return Settings.from_env()
+    try:
+        return Settings.from_env()
+    except SettingsError as err:
+        raise UsageError(str(err)) from None
 
 
 def parse_pairs(values: list[str] | None, option: str) -> dict[str, str]:

@@ -1,7 +1,8 @@
-"""Record representative histories for the replay tests: `python -m tests.histories.record`.
+"""Record representative histories for the replay tests: `python -m tests.histories.record [SCENARIO...]`.
 
-Run once per new scenario. A recorded history is never re-recorded to make a workflow change pass:
-a change that breaks replay goes behind `workflow.patched`.
+Run once per new scenario. Until 0.1 is cut, a workflow change that breaks replay re-records only the
+affected histories in the same commit (`--coordinator-only` keeps a scenario's execution and stage
+histories as they are); after 0.1 such a change goes behind `workflow.patched` instead.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from conveyor.client import ConveyorClient
 from conveyor.devserver import EmbeddedServer
@@ -112,10 +114,19 @@ stages:
     actions:
       - {name: Ship, provider: Noop}
 """,
+    "coordinator-closed": """
+name: replay-closed
+stages:
+  - name: Deploy
+    actions:
+      - {name: Ship, provider: Noop}
+""",
 }
+CLOSING = {"coordinator-closed"}  # recorded by `record_closing`
+IDLE_MINUTES = 0.02  # their coordinator closes 1.2 s after it has nothing left to keep
 
 
-async def record(name: str, declaration: str, conveyor: ConveyorClient) -> None:
+async def record(name: str, declaration: str, conveyor: ConveyorClient, *, coordinator_only: bool = False) -> None:
     pipeline = yaml.safe_load(declaration)
     held = pipeline.get("executionMode") == "PARALLEL"  # held at a disabled transition, then let in
     if held:
@@ -131,13 +142,33 @@ async def record(name: str, declaration: str, conveyor: ConveyorClient) -> None:
         await conveyor.decide(ref, "Prod", "Gate", approve=True, summary="ok", token=token, by="recorder")
     state = await asyncio.wait_for(conveyor.wait(ref), 60)
     await asyncio.sleep(1)  # let the workflows close
-    await save(conveyor, ref.workflow_id, f"{name}.execution.json")
-    for stage in state.stages:
-        if stage.status is not None:
-            await save(conveyor, ref.stage_workflow_id(stage.stage_name), f"{name}.stage-{stage.stage_name}.json")
+    if not coordinator_only:
+        await save(conveyor, ref.workflow_id, f"{name}.execution.json")
+        for stage in state.stages:
+            if stage.status is not None:
+                await save(conveyor, ref.stage_workflow_id(stage.stage_name), f"{name}.stage-{stage.stage_name}.json")
     if "executionMode: QUEUED" in declaration or held:
         await save(conveyor, ref.pipeline_name, f"{name}.coordinator.json")  # still running: replayed so far
     print(f"{name}: {state.status.value}")
+
+
+async def record_closing(name: str, declaration: str, temporal: Client, settings: Settings) -> None:
+    """Only the coordinator's histories: a run that closes when idle, and the next run, which starts
+    from what the first saved and closes in turn."""
+    quick = settings.model_copy(
+        update={"task_queue": f"{settings.task_queue}-idle", "coordinator_idle_minutes": IDLE_MINUTES}
+    )
+    conveyor = ConveyorClient(temporal, quick)
+    pipeline = yaml.safe_load(declaration)
+    coordinator = temporal.get_workflow_handle(pipeline["name"])
+    async with build_worker(temporal, quick):
+        for run in ("first", "restarted"):
+            ref, _ = await conveyor.start(pipeline, token=f"{name}-{run}")
+            state = await asyncio.wait_for(conveyor.wait(ref), 60)
+            while (await coordinator.describe()).status == WorkflowExecutionStatus.RUNNING:
+                await asyncio.sleep(0.2)
+            await save(conveyor, coordinator.id, f"{name}.coordinator-{run}.json")
+            print(f"{name} ({run}): {state.status.value}, coordinator closed")
 
 
 async def save(conveyor: ConveyorClient, workflow_id: str, filename: str) -> None:
@@ -145,7 +176,7 @@ async def save(conveyor: ConveyorClient, workflow_id: str, filename: str) -> Non
     (HERE / filename).write_text(history.to_json())
 
 
-async def main(names: list[str]) -> None:
+async def main(names: list[str], *, coordinator_only: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), task_queue="record")
         server = EmbeddedServer(settings, headless=True)
@@ -154,11 +185,15 @@ async def main(names: list[str]) -> None:
             conveyor = ConveyorClient(temporal, settings)
             async with build_worker(temporal, settings):
                 for name in names or list(SCENARIOS):
-                    await record(name, SCENARIOS[name], conveyor)
+                    if name in CLOSING:
+                        await record_closing(name, SCENARIOS[name], temporal, settings)
+                    else:
+                        await record(name, SCENARIOS[name], conveyor, coordinator_only=coordinator_only)
         finally:
             server.stop()
             await asyncio.sleep(0.1)  # sdk-python#300
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:]))
+    flag = "--coordinator-only"
+    asyncio.run(main([a for a in sys.argv[1:] if a != flag], coordinator_only=flag in sys.argv[1:]))

@@ -33,7 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from conveyor import search_attributes as sa
 from conveyor import visibility
-from conveyor.coordinators import SavedStateUnreadable, read_coordinator_state
+from conveyor.coordinators import SavedStateUnreadable, parse_saved_state, read_coordinator_state
 from conveyor.memo import state_from_memo
 from conveyor.model import (
     ActionState,
@@ -476,11 +476,24 @@ class ConveyorClient:
     async def apply(self, pipeline: dict[str, Any], *, by: str | None = None) -> ApplyResult:
         """Create or update a registered pipeline; an unchanged declaration keeps its version."""
         name = str(pipeline["name"])
+        mode = str(pipeline.get("executionMode", "SUPERSEDED"))
+        try:
+            return await self._update_coordinator(
+                name, mode, "apply", ApplyRequest(pipeline=pipeline, by=by), ApplyResult
+            )
+        except WorkflowUpdateFailedError as err:
+            raise ConveyorError(refusal(err)) from None
+
+    async def _update_coordinator(
+        self, name: str, execution_mode: str, update: str, payload: Any, result_type: type[ResultT]
+    ) -> ResultT:
+        """An update to the pipeline's coordinator, starting it if no run is open (a closed one starts again
+        from the state it saved)."""
         operation = WithStartWorkflowOperation(
             "Pipeline",
             CoordinatorInput(
                 pipeline_name=name,
-                execution_mode=str(pipeline.get("executionMode", "SUPERSEDED")),
+                execution_mode=execution_mode,
                 continue_as_new_every=self.settings.coordinator_continue_as_new_every,
                 idle_minutes=self.settings.coordinator_idle_minutes,
             ),
@@ -493,18 +506,16 @@ class ConveyorClient:
 
         def start(deadline: timedelta) -> Any:
             return self.temporal.start_update_with_start_workflow(
-                "apply",
-                ApplyRequest(pipeline=pipeline, by=by),
+                update,
+                payload,
                 start_workflow_operation=operation,
                 wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-                result_type=ApplyResult,
+                result_type=result_type,
                 rpc_timeout=deadline,
             )
 
         try:
-            return await self._outcome(name, "apply", start, task_queue)
-        except WorkflowUpdateFailedError as err:
-            raise ConveyorError(refusal(err)) from None
+            return await self._outcome(name, update, start, task_queue)
         finally:
             with contextlib.suppress(BaseException):  # a failed start is also parked in the operation: read it
                 await operation.workflow_handle()
@@ -567,15 +578,22 @@ class ConveyorClient:
         change = TransitionChange(stage_name=stage, reason=reason, by=by)
         update = "enable_transition" if enabled else "disable_transition"
         try:
-            return await self._update(name, update, change, TransitionState)
+            try:
+                return await self._update(name, update, change, TransitionState)
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+            # Its coordinator has closed (idle, nothing to keep) or never ran: one that saved its state
+            # starts again from it and takes the change; a name never run is not a pipeline.
+            saved = await asyncio.to_thread(self._document_store().get_coordinator_state, name)
+            if saved is None:
+                raise ConveyorError(f"pipeline '{name}' is not registered: `conveyor apply FILE` registers it")
+            mode = parse_saved_state(name, saved).execution_mode
+            return await self._update_coordinator(name, mode, update, change, TransitionState)
         except WorkflowUpdateFailedError as err:
             raise ConveyorError(refusal(err)) from None
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise ConveyorError(
-                    f"pipeline '{name}' is not registered: `conveyor apply FILE` registers it"
-                ) from None
-            raise
+        except SavedStateUnreadable as err:
+            raise ConveyorError(str(err)) from None
 
     async def pipelines(self) -> list[tuple[str, dict[str, Any]]]:
         """Registered pipelines with their memo (current version, execution mode)."""

@@ -49,10 +49,7 @@ async def test_registered_pipeline_lifecycle_through_the_cli(
         assert first.code == 0 and f"{name}: version 1 (applied" in first.out, str(first)
         same = await conveyor("apply", str(file), env=env)
         assert "version 1 (unchanged" in same.out, str(same)
-        write_pipeline(
-            tmp_path / "pipeline.yaml",
-            DECLARATION.format(word="two").replace("executionMode", f"name: {name}\nexecutionMode"),
-        )
+        file.write_text(f"name: {name}\n" + DECLARATION.format(word="two"))  # the same pipeline, changed
         second = await conveyor("apply", str(file), env=env)
         assert "version 2 (applied" in second.out, str(second)
 

@@ -137,6 +137,26 @@ async def test_a_holder_and_a_disabled_transition_keep_the_coordinator(
         assert (await conveyor.pipeline_state(name)).stage("Build").transition.changed_by == "ops"
 
 
+async def test_a_transition_changed_after_the_close_starts_the_coordinator_again(
+    temporal_client: Client, settings: Settings
+) -> None:
+    declaration = pipeline(ONE_STAGE)
+    name = declaration["name"]
+    async with idle_conveyor(temporal_client, settings) as conveyor:
+        ref, _ = await conveyor.start(declaration)
+        assert (await finished(conveyor, ref)).status == ExecutionStatus.SUCCEEDED
+        await closed(temporal_client, name)
+        changed = await conveyor.set_transition(name, "Deploy", enabled=False, reason="freeze", by="ops")
+        assert not changed.enabled
+        state = await conveyor.pipeline_state(name)
+        assert state.runs == 2 and not state.stage("Deploy").transition.enabled
+        last = state.stage("Deploy").last_succeeded  # started from what it saved
+        assert last is not None and last.execution_id == ref.execution_id
+        await still_running_after_idle_periods(temporal_client, name)  # the freeze keeps it
+        with pytest.raises(ConveyorError, match="is not registered"):  # a name that never ran is not a pipeline
+            await conveyor.set_transition(f"{name}-never", "Deploy", enabled=False, by="ops")
+
+
 async def test_the_lock_of_a_terminated_holder_does_not_keep_the_coordinator(
     temporal_client: Client, settings: Settings
 ) -> None:

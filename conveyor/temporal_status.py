@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExec
 from temporalio.service import RPCError
 
 from conveyor.model import ExecutionStatus
+from conveyor.text import shorten
 
 # Events read backwards from the end of a history to find the failure of a stuck workflow task.
 STUCK_SCAN_EVENTS = 100
@@ -59,8 +60,7 @@ def closed_by_temporal(recorded: str | None, temporal: WorkflowExecutionStatus |
 
 
 def _short(message: str) -> str:
-    message = message.strip()
-    return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 3] + "..."
+    return shorten(message.strip(), MESSAGE_LIMIT)
 
 
 def _when(moment: datetime) -> str:

@@ -203,7 +203,8 @@ async def test_messages_racing_the_close_are_not_lost(temporal_client: Client, s
     name = pipeline(ONE_STAGE)["name"]
     quick = idle_settings(settings, minutes)
     coordinator = CoordinatorInput(pipeline_name=name, idle_minutes=minutes)
-    gaps = [minutes * 60 + offset / 1000 for offset in range(-60, 300, 24)]
+    # It closes between one and two idle periods after the last message (its idle clock rings once a period).
+    gaps = [2 * minutes * 60 + offset / 1000 for offset in range(-300, 300, 40)]
     random.Random(12).shuffle(gaps)
     async with build_worker(temporal_client, quick):
         for index, gap in enumerate(gaps):

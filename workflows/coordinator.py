@@ -88,6 +88,8 @@ class PipelineWorkflow:
         self._outbox: list[tuple[str, StageEntryDecision]] = []
         self._apply_lock = asyncio.Lock()
         self._check_interval = input.liveness_check_seconds
+        self._idle_clock: asyncio.Task[None] | None = None  # see _arm_idle_clock
+        self._idle_since = 0  # messages handled when the idle clock was armed
 
     # --- queries --------------------------------------------------------------------------------
 
@@ -322,11 +324,12 @@ class PipelineWorkflow:
             await self._restore()
         while True:
             seen, timed_out = self._state.handled, False
+            self._arm_idle_clock()
             try:
-                # Wakes on every message. Only while someone waits behind a holder can an ended holder
-                # hurt: check then, soon at first and less often the longer nothing changes (approvals
-                # wait for days). With nothing else to keep, wait out the idle period.
-                await workflow.wait_condition(partial(self._should_wake, seen), timeout=self._wait_timeout())
+                # Wakes on every message, and when the idle clock rings. Only while someone waits behind a
+                # holder can an ended holder hurt: check then, soon at first and less often the longer
+                # nothing changes (approvals wait for days).
+                await workflow.wait_condition(partial(self._should_wake, seen), timeout=self._liveness_timeout())
             except TimeoutError:
                 timed_out = self._state.handled == seen  # a message in the same activation counts
             await self._flush_outbox()
@@ -334,11 +337,14 @@ class PipelineWorkflow:
                 await self._reclaim_abandoned_locks(only_waited_for=True)
                 self._check_interval = min(self._check_interval * 2, input.liveness_check_max_seconds)
                 await self._flush_outbox()
-            elif timed_out and self._idle():
-                if await self._saved_and_still_idle():
-                    return self._state  # nothing may await between the check and here
-            elif timed_out and self._idle(but_for_holders=True):
-                await self._reclaim_abandoned_locks(only_waited_for=False)  # a holder may have ended unannounced
+            if self._idle_clock_rang():
+                quiet = self._state.handled == self._idle_since  # no message for a whole idle period
+                self._idle_clock = None
+                if quiet and self._idle():
+                    if await self._saved_and_still_idle():
+                        return self._state  # nothing may await between the check and here
+                elif quiet and self._idle(but_for_holders=True):
+                    await self._reclaim_abandoned_locks(only_waited_for=False)  # a holder may have ended unannounced
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 await self._flush_outbox()
@@ -347,7 +353,23 @@ class PipelineWorkflow:
                 workflow.continue_as_new(input.model_copy(update={"state": self._state}), memo=self._memo())
 
     def _should_wake(self, handled_before: int) -> bool:
-        return self._state.handled != handled_before or bool(self._outbox) or self._should_continue_as_new()
+        return (
+            self._state.handled != handled_before
+            or bool(self._outbox)
+            or self._should_continue_as_new()
+            or self._idle_clock_rang()
+        )
+
+    def _arm_idle_clock(self) -> None:
+        """With nothing to keep but perhaps holders, one timer per idle period (not one per message: each
+        costs history events on a path every stage boundary takes); it closes the workflow when it rings
+        after a period with no message (so between one and two idle periods after the last one)."""
+        if self._idle_clock is None and self._idle(but_for_holders=True):
+            self._idle_since = self._state.handled
+            self._idle_clock = asyncio.create_task(workflow.sleep(timedelta(minutes=self._input.idle_minutes)))
+
+    def _idle_clock_rang(self) -> bool:
+        return self._idle_clock is not None and self._idle_clock.done()
 
     async def _until_restored(self) -> None:
         if not self._restored:
@@ -368,12 +390,8 @@ class PipelineWorkflow:
             )
         self._restored = True
 
-    def _wait_timeout(self) -> timedelta | None:
-        if self._someone_waits_behind_a_holder():
-            return timedelta(seconds=self._check_interval)
-        if self._idle(but_for_holders=True):
-            return timedelta(minutes=self._input.idle_minutes)
-        return None
+    def _liveness_timeout(self) -> timedelta | None:
+        return timedelta(seconds=self._check_interval) if self._someone_waits_behind_a_holder() else None
 
     def _idle(self, *, but_for_holders: bool = False) -> bool:
         """Nothing to keep this workflow running for: no registered version (nor so any schedule or

@@ -1,4 +1,6 @@
-"""Record representative histories for the replay tests: `python -m tests.histories.record [SCENARIO...]`.
+"""Record representative histories for the replay tests: `python -m tests.histories.record [SCENARIO...]`;
+with `--golden`, the scenarios' normalized final states instead (tests/histories/golden/, compared by
+tests/test_golden_states.py). The scenarios themselves are in `scenarios.py`.
 
 Run once per new scenario. Until 0.1 is cut, a workflow change that breaks replay re-records only the
 affected histories in the same commit (`--coordinator-only` keeps a scenario's execution and stage
@@ -8,6 +10,7 @@ histories as they are); after 0.1 such a change goes behind `workflow.patched` i
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -19,101 +22,12 @@ from conveyor.client import ConveyorClient
 from conveyor.devserver import EmbeddedServer
 from conveyor.settings import Settings
 from conveyor.worker import build_worker
-from tests.helpers import waiting_token
+from tests.histories.scenarios import DECLARATIONS, final_state, normalized, run_scenario
 
 HERE = Path(__file__).parent
+GOLDEN = HERE / "golden"
 
-SCENARIOS = {
-    "multi-stage-success": """
-name: replay-multi
-variables: [{name: Greeting, defaultValue: hi}]
-stages:
-  - name: Build
-    actions:
-      - name: Compile
-        provider: Commands
-        namespace: Build
-        commands: ['mkdir -p dist && echo "#{variables.Greeting}" > dist/a.txt', "export VERSION=3"]
-        outputVariables: [VERSION]
-        outputArtifacts: [{name: App, files: ["dist/**/*"]}]
-      - {name: Lint, provider: Commands, commands: ["true"]}
-  - name: Test
-    actions:
-      - name: Unit
-        provider: Commands
-        inputArtifacts: [{name: App}]
-        environmentVariables: [{name: V, value: "#{Build.VERSION}"}]
-        commands: ["test -f dist/a.txt", 'test "$V" = 3']
-      - {name: Later, provider: Noop, runOrder: 2, configuration: {}}
-""",
-    "approval-approved": """
-name: replay-approval
-stages:
-  - name: Build
-    actions:
-      - {name: Package, provider: Commands, commands: ["true"]}
-  - name: Prod
-    actions:
-      - {name: Gate, provider: Manual, configuration: {CustomData: "ship?"}}
-      - {name: Deploy, provider: Commands, runOrder: 2, commands: ["echo deployed"]}
-""",
-    "approval-policy": """
-name: replay-approval-policy
-stages:
-  - name: Build
-    actions:
-      - {name: Package, provider: Commands, commands: ["true"]}
-  - name: Prod
-    actions:
-      - name: Gate
-        provider: Manual
-        conveyor: {approval: {approvers: [recorder, bob], allowStarter: true}}
-""",
-    "queued-with-coordinator": """
-name: replay-queued
-executionMode: QUEUED
-stages:
-  - name: Build
-    actions:
-      - {name: Compile, provider: Noop, namespace: B, configuration: {Flavour: plain}}
-  - name: Prod
-    actions:
-      - {name: Gate, provider: Manual}
-""",
-    "rolled-back": """
-name: replay-rollback
-conveyor: {compensateEarlierStages: true}
-stages:
-  - name: Build
-    actions:
-      - {name: Package, provider: Commands, commands: ["true"], conveyor: {rollback: ["echo undo package"]}}
-  - name: Deploy
-    onFailure: {result: ROLLBACK}
-    actions:
-      - {name: Ship, provider: Commands, commands: ["exit 3"], conveyor: {rollback: ["echo undo ship"]}}
-""",
-    "action-failed": """
-name: replay-failed
-stages:
-  - name: Build
-    actions:
-      - {name: Breaks, provider: Commands, commands: ["exit 4"]}
-      - {name: Fine, provider: Commands, commands: ["true"]}
-  - name: Deploy
-    actions:
-      - {name: Ship, provider: Commands, commands: ["true"]}
-""",
-    "parallel-held": """
-name: replay-parallel
-executionMode: PARALLEL
-stages:
-  - name: Build
-    actions:
-      - {name: Compile, provider: Noop}
-  - name: Prod
-    actions:
-      - {name: Ship, provider: Noop}
-""",
+SCENARIOS = dict(DECLARATIONS) | {
     "coordinator-closed": """
 name: replay-closed
 stages:
@@ -126,30 +40,27 @@ CLOSING = {"coordinator-closed"}  # recorded by `record_closing`
 IDLE_MINUTES = 0.02  # their coordinator closes 1.2 s after it has nothing left to keep
 
 
-async def record(name: str, declaration: str, conveyor: ConveyorClient, *, coordinator_only: bool = False) -> None:
-    pipeline = yaml.safe_load(declaration)
-    held = pipeline.get("executionMode") == "PARALLEL"  # held at a disabled transition, then let in
-    if held:
-        await conveyor.apply(pipeline, by="recorder")
-        await conveyor.set_transition(pipeline["name"], "Prod", enabled=False, reason="freeze", by="recorder")
-    ref, _ = await conveyor.start(pipeline, token=name)
-    if held:
-        while (await conveyor.state(ref)).waiting_for_stage != "Prod":
-            await asyncio.sleep(0.2)
-        await conveyor.set_transition(pipeline["name"], "Prod", enabled=True, by="recorder")
-    if "Gate" in declaration:
-        token = await waiting_token(conveyor, ref)
-        await conveyor.decide(ref, "Prod", "Gate", approve=True, summary="ok", token=token, by="recorder")
-    state = await asyncio.wait_for(conveyor.wait(ref), 60)
-    await asyncio.sleep(1)  # let the workflows close
+async def record(name: str, conveyor: ConveyorClient, side: Path, *, coordinator_only: bool = False) -> None:
+    run = await run_scenario(conveyor, name, side, token=name)
+    state = await final_state(conveyor, run)
     if not coordinator_only:
-        await save(conveyor, ref.workflow_id, f"{name}.execution.json")
+        await save(conveyor, run.main.workflow_id, f"{name}.execution.json")
         for stage in state.stages:
             if stage.status is not None:
-                await save(conveyor, ref.stage_workflow_id(stage.stage_name), f"{name}.stage-{stage.stage_name}.json")
-    if "executionMode: QUEUED" in declaration or held:
-        await save(conveyor, ref.pipeline_name, f"{name}.coordinator.json")  # still running: replayed so far
+                stage_id = run.main.stage_workflow_id(stage.stage_name)
+                await save(conveyor, stage_id, f"{name}.stage-{stage.stage_name}.json")
+    if run.coordinator:
+        await save(conveyor, run.main.pipeline_name, f"{name}.coordinator.json")  # still running: replayed so far
     print(f"{name}: {state.status.value}")
+
+
+async def record_golden(name: str, conveyor: ConveyorClient, side: Path) -> None:
+    """The scenario's final `ExecutionState`, normalized, in golden/NAME.json (tests/test_golden_states.py)."""
+    run = await run_scenario(conveyor, name, side)
+    state = await final_state(conveyor, run)
+    GOLDEN.mkdir(exist_ok=True)
+    (GOLDEN / f"{name}.json").write_text(json.dumps(normalized(state, run, side), indent=2, sort_keys=True) + "\n")
+    print(f"golden {name}: {state.status.value}")
 
 
 async def record_closing(name: str, declaration: str, temporal: Client, settings: Settings) -> None:
@@ -176,7 +87,7 @@ async def save(conveyor: ConveyorClient, workflow_id: str, filename: str) -> Non
     (HERE / filename).write_text(history.to_json())
 
 
-async def main(names: list[str], *, coordinator_only: bool = False) -> None:
+async def main(names: list[str], *, coordinator_only: bool = False, golden: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), task_queue="record")
         server = EmbeddedServer(settings, headless=True)
@@ -184,16 +95,22 @@ async def main(names: list[str], *, coordinator_only: bool = False) -> None:
         try:
             conveyor = ConveyorClient(temporal, settings)
             async with build_worker(temporal, settings):
-                for name in names or list(SCENARIOS):
-                    if name in CLOSING:
+                for name in names or list(DECLARATIONS if golden else SCENARIOS):
+                    side = Path(tmp) / "sides" / name
+                    side.mkdir(parents=True)
+                    if golden:
+                        await record_golden(name, conveyor, side)
+                    elif name in CLOSING:
                         await record_closing(name, SCENARIOS[name], temporal, settings)
                     else:
-                        await record(name, SCENARIOS[name], conveyor, coordinator_only=coordinator_only)
+                        await record(name, conveyor, side, coordinator_only=coordinator_only)
         finally:
             server.stop()
             await asyncio.sleep(0.1)  # sdk-python#300
 
 
 if __name__ == "__main__":
-    flag = "--coordinator-only"
-    asyncio.run(main([a for a in sys.argv[1:] if a != flag], coordinator_only=flag in sys.argv[1:]))
+    flags = {"--coordinator-only", "--golden"}
+    args = sys.argv[1:]
+    names = [a for a in args if a not in flags]
+    asyncio.run(main(names, coordinator_only="--coordinator-only" in args, golden="--golden" in args))

@@ -8,6 +8,8 @@ a later change of a group does not change who may decide an approval already wai
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -76,7 +78,7 @@ class _Resolver:
             team = self._teams[user] = str(found["user"].get("team_id") or "")
         return frozenset(self.directory.closure(f"slack:{team}/{user}"))
 
-    async def _call(self, entry: str, method: str, **params: str) -> dict | None:
+    async def _call(self, entry: str, method: str, **params: str) -> dict[str, Any] | None:
         """A Web API call; None (and a problem noted) when Slack says the entry names nobody."""
         if self.slack is None:
             self.problems.append(f"{entry}: the worker has no {BOT_TOKEN_ENV} to ask Slack who this is")

@@ -20,7 +20,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import IO, Protocol
 
 from conveyor.model import ArtifactRef
 from conveyor.settings import Settings
@@ -252,8 +252,8 @@ def _within(root: str, path: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def write_deterministic_zip(out: object, source_dir: Path, entries: list[_Entry]) -> None:
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:  # type: ignore[arg-type]
+def write_deterministic_zip(out: IO[bytes], source_dir: Path, entries: list[_Entry]) -> None:
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for entry in entries:
             info = zipfile.ZipInfo(entry.arcname, date_time=_ZIP_EPOCH)
             info.create_system = 3  # Unix, so external_attr carries the mode

@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 from datetime import timedelta
+from typing import Any
 
 from temporalio import activity
 from temporalio.client import (
@@ -96,7 +97,7 @@ class TriggerActivities:
         activity.logger.info("trigger %s: %s %s", fire.kind, ref, "started" if started else "already started")
         return str(ref) if started else None
 
-    async def _current(self, client: Client, name: str) -> tuple[dict, Pipeline]:
+    async def _current(self, client: Client, name: str) -> tuple[dict[str, Any], Pipeline]:
         state = await client.get_workflow_handle(name).query("state", result_type=CoordinatorState)
         current = state.current
         if current is None:

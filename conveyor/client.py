@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import time
@@ -370,7 +371,7 @@ class ConveyorClient:
         by: str | None = None,
         update_id: str | None = None,
         source: str = "api",
-        principals: list[str] | None = None,
+        principals: builtins.list[str] | None = None,
     ) -> ApprovalResult:
         """Approve or reject a Manual approval; without a token, the current one is read from state.
         `principals`: other names the caller verified for the decider (the Slack app's `slack:TEAM/USER`)."""
@@ -489,7 +490,7 @@ class ConveyorClient:
     ) -> ResultT:
         """An update to the pipeline's coordinator, starting it if no run is open (a closed one starts again
         from the state it saved)."""
-        operation = WithStartWorkflowOperation(
+        operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
             "Pipeline",
             CoordinatorInput(
                 pipeline_name=name,
@@ -515,7 +516,8 @@ class ConveyorClient:
             )
 
         try:
-            return await self._outcome(name, update, start, task_queue)
+            result: ResultT = await self._outcome(name, update, start, task_queue)
+            return result
         finally:
             with contextlib.suppress(BaseException):  # a failed start is also parked in the operation: read it
                 await operation.workflow_handle()
@@ -595,11 +597,11 @@ class ConveyorClient:
         except SavedStateUnreadable as err:
             raise ConveyorError(str(err)) from None
 
-    async def pipelines(self) -> list[tuple[str, dict[str, Any]]]:
+    async def pipelines(self) -> builtins.list[tuple[str, dict[str, Any]]]:
         """Registered pipelines with their memo (current version, execution mode)."""
-        out: list[tuple[str, dict[str, Any]]] = []
+        out: builtins.list[tuple[str, dict[str, Any]]] = []
         async for wf in self.temporal.list_workflows("WorkflowType = 'Pipeline' AND ExecutionStatus = 'Running'"):
-            out.append((wf.id, await wf.memo()))
+            out.append((wf.id, dict(await wf.memo())))
         return sorted(out)
 
     # --- updates: a worker must take them within seconds -----------------------------------------
@@ -665,7 +667,8 @@ class ConveyorClient:
                 rpc_timeout=deadline,
             )
 
-        return await self._outcome(workflow_id, update, start, task_queue)
+        result: ResultT = await self._outcome(workflow_id, update, start, task_queue)
+        return result
 
     async def _outcome(self, workflow_id: str, update: str, start: StartUpdate, task_queue: str | None) -> Any:
         outcome = await update_outcome(start)
@@ -715,9 +718,9 @@ def approval_closed_reason(ref: ExecutionRef, state: ExecutionState, stage: str,
 def refusal(err: WorkflowUpdateFailedError) -> str:
     """Why an update was refused: the innermost ApplicationError's message (a validator's refusal, or
     an activity's, e.g. a rollback rule checked by `start_manual_rollback`)."""
-    cause = err.cause
+    cause: BaseException | None = err.cause
     while getattr(cause, "cause", None) is not None and not isinstance(cause, ApplicationError):
-        cause = cause.cause  # type: ignore[union-attr]
+        cause = getattr(cause, "cause", None)
     return getattr(cause, "message", None) or str(cause or err)
 
 

@@ -48,6 +48,7 @@ async def read_coordinator_state(
             raise
         running = False  # never ran, or its runs are past the namespace's retention
     if running:
-        return await handle.query("state", result_type=CoordinatorState, rpc_timeout=rpc_timeout)
+        live: CoordinatorState = await handle.query("state", result_type=CoordinatorState, rpc_timeout=rpc_timeout)
+        return live
     text = await asyncio.to_thread(saved, pipeline)
     return parse_saved_state(pipeline, text) if text is not None else None

@@ -9,6 +9,7 @@ only through the worker's environment, `passEnvironment`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from conveyor.model import ExecutionState, StageState
@@ -34,7 +35,7 @@ def stage_memo(stage: StageState) -> dict[str, Any]:
     return {STAGE_KEY_PREFIX + stage.stage_name: stage.model_dump(mode="json", exclude_defaults=True)}
 
 
-def state_from_memo(memo: dict[str, Any]) -> ExecutionState | None:
+def state_from_memo(memo: Mapping[str, Any]) -> ExecutionState | None:
     header = memo.get(EXECUTION_KEY)
     if not isinstance(header, dict):
         return None

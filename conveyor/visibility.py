@@ -9,6 +9,7 @@ is eventually consistent: an execution that entered a stage a moment ago may not
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -69,7 +70,7 @@ async def last_succeeded(client: Client, pipeline_name: str, stage_name: str) ->
     return None
 
 
-def _fact(workflow_id: str, memo: dict[str, Any], at: datetime) -> StageFact:
+def _fact(workflow_id: str, memo: Mapping[str, Any], at: datetime) -> StageFact:
     header = memo.get(EXECUTION_KEY) or {}
     return StageFact(
         execution_id=workflow_id.rsplit("/", 1)[-1], pipeline_version=int(header.get("pipelineVersion") or 1), at=at

@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -167,7 +167,7 @@ def list_schedules(
 
     async def go() -> int:
         session = await connect_existing(settings())
-        rows = []
+        rows: list[dict[str, Any]] = []
         async for entry in await session.client.temporal.list_schedules():
             name, _, kind = entry.id.rpartition("/")
             if kind not in ("schedule", "poll") or (pipeline and name != pipeline):

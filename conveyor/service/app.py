@@ -56,13 +56,13 @@ def create_app(
         socket = None
         if bolt is not None and slack is not None and slack.app_token:
             socket = AsyncSocketModeHandler(bolt, slack.app_token)
-            await socket.connect_async()
+            await socket.connect_async()  # type: ignore[no-untyped-call]  # slack_sdk leaves it unannotated
             log.info("slack.socket_mode_connected")
         try:
             yield
         finally:
             if socket is not None:
-                await socket.close_async()
+                await socket.close_async()  # type: ignore[no-untyped-call]
 
     app = FastAPI(title="Conveyor", lifespan=lifespan, docs_url=None, redoc_url=None)
 

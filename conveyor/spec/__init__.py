@@ -1,5 +1,7 @@
 """The pipeline declaration: models, loading, validation and JSON Schema."""
 
+from typing import Any
+
 from conveyor.spec.declaration import Action, ExecutionMode, Pipeline, Stage
 from conveyor.spec.validation import (
     DeclarationError,
@@ -11,7 +13,7 @@ from conveyor.spec.validation import (
 )
 
 
-def json_schema() -> dict:
+def json_schema() -> dict[str, Any]:
     """JSON Schema of the declaration, for editors (`conveyor schema`)."""
     schema = Pipeline.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

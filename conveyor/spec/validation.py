@@ -325,9 +325,10 @@ def _check_providers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
                     f"provider '{type_id.provider}' cannot have category '{type_id.category.value}'; use {allowed}",
                 )
             )
-        for key in action.configuration if rule.configuration_keys is not None else ():
-            if key not in rule.configuration_keys:
-                allowed = ", ".join(sorted(rule.configuration_keys)) or "none"
+        known = rule.configuration_keys
+        for key in action.configuration if known is not None else ():
+            if known is not None and key not in known:
+                allowed = ", ".join(sorted(known)) or "none"
                 errors.append(
                     SpecIssue(
                         f"{where}.configuration.{key}",

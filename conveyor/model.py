@@ -543,7 +543,7 @@ class StageRelease(CamelModel):
 
 
 class StageEntryRequest(CamelModel):
-    """Signal `request_entry` (execution -> coordinator): let me into this stage."""
+    """Update `enter_stage` or signal `request_entry` (execution -> coordinator): let me into this stage."""
 
     stage_name: str
     execution: ExecutionSlot
@@ -551,7 +551,7 @@ class StageEntryRequest(CamelModel):
     # The stage the execution leaves on its way in (one message per stage boundary), handled first.
     leaving: StageRelease | None = None
     # A PARALLEL execution that found the stage's inbound transition disabled: hold it until enabled.
-    # (PARALLEL executions ask only then; before "protocol-2026-11" they reported every entry.)
+    # (PARALLEL executions ask only then; a PARALLEL request without it records only the fact.)
     hold_at_transition: bool = False
 
 

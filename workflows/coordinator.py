@@ -3,15 +3,15 @@
 It keeps what is true across executions: the pipeline's versions (digests of declarations kept in
 the document store, never the declarations themselves), per stage the lock holder, the executions
 waiting in front of it, the inbound transition, the last execution that succeeded in it and the
-newest that entered it. Executions ask to enter a stage with the `request_entry` signal and are
-answered with a `stage_decision` signal, or ask with the `enter_stage` update, answered at once when
-the answer is known (the stage is free) and by that signal only when they must wait. They report
-leaving with `release_stage`, or, between two stages, with the `leaving` part of the next stage's
-request (one message per stage boundary). PARALLEL executions (since "protocol-2026-11") send
-nothing: they read the disabled transitions from this workflow's memo and ask only to be held at one
-(`holdAtTransition`), let in when it is enabled; their facts are read from visibility. It is never the
-parent of an execution, and it continues-as-new every `continueAsNewEvery` messages, so its history
-stays small however many executions pass through it.
+newest that entered it. Executions ask to enter a stage with the `enter_stage` update, answered at once
+when the answer is known (the stage is free) and by a `stage_decision` signal only when they must wait;
+the `request_entry` signal asks the same and is always answered by that signal (the activity falls back
+to it when the update gets no answer in time). They report leaving with `release_stage`, or, between two
+stages, with the `leaving` part of the next stage's request (one message per stage boundary). PARALLEL
+executions send nothing: they read the disabled transitions from this workflow's memo and ask only to be
+held at one (`holdAtTransition`), let in when it is enabled; their facts are read from visibility. It is
+never the parent of an execution, and it continues-as-new every `continueAsNewEvery` messages, so its
+history stays small however many executions pass through it.
 
 It lives only while it has something to keep: with no registered version (so no schedule or trigger,
 which follow the current version), no execution holding, waiting or held at a stage and no disabled
@@ -57,8 +57,6 @@ with workflow.unsafe.imports_passed_through():
     from conveyor.spec.validation import validate_pipeline
 
 ENTER = "Enter"
-TRANSITION_MEMO_PATCH = "transition-memo"
-TRIGGER_SCHEDULES_PATCH = "trigger-schedules"
 SUPERSEDED = "Superseded"
 SUCCEEDED = "Succeeded"
 
@@ -118,7 +116,8 @@ class PipelineWorkflow:
                 elif all(h.execution_id != slot.execution_id for h in lock.held):
                     lock.held.append(slot)
                 return
-            # Independent executions (recorded before "protocol-2026-11"): only the fact to keep.
+            # PARALLEL executions send only the request above; one without `holdAtTransition` (sent by
+            # hand, or by the tests as a probe) leaves only the fact.
             lock.newest_entered = self._fact(slot)
             return
         if lock.holder is not None and lock.holder.execution_id == slot.execution_id:
@@ -213,8 +212,7 @@ class PipelineWorkflow:
     def _publish_transitions(self) -> None:
         """The disabled transitions, in the memo: PARALLEL executions read them with a describe, which
         needs no task of this workflow, so they enter stages without messaging it."""
-        if workflow.patched(TRANSITION_MEMO_PATCH):
-            workflow.upsert_memo({DISABLED_TRANSITIONS_KEY: self._memo()[DISABLED_TRANSITIONS_KEY]})
+        workflow.upsert_memo({DISABLED_TRANSITIONS_KEY: self._memo()[DISABLED_TRANSITIONS_KEY]})
 
     def _memo(self) -> dict[str, Any]:
         """The coordinator's memo: the current version, the execution mode, the disabled transitions."""
@@ -258,19 +256,18 @@ class PipelineWorkflow:
                 applied_by=request.by,
                 stage_names=[s.name for s in pipeline.stages],
             )
-            if workflow.patched(TRIGGER_SCHEDULES_PATCH):
-                # The pipeline's cron and poll schedules follow its current version.
-                extension = pipeline.conveyor
-                await workflow.execute_activity(
-                    "sync_triggers",
-                    TriggerSync(
-                        pipeline_name=pipeline.name,
-                        cron=extension.schedule.cron if extension.schedule else None,
-                        time_zone=extension.schedule.time_zone if extension.schedule else "UTC",
-                        poll_seconds=extension.poll.interval_seconds if extension.poll else None,
-                    ),
-                    start_to_close_timeout=timedelta(minutes=1),
-                )
+            # The pipeline's cron and poll schedules follow its current version.
+            extension = pipeline.conveyor
+            await workflow.execute_activity(
+                "sync_triggers",
+                TriggerSync(
+                    pipeline_name=pipeline.name,
+                    cron=extension.schedule.cron if extension.schedule else None,
+                    time_zone=extension.schedule.time_zone if extension.schedule else "UTC",
+                    poll_seconds=extension.poll.interval_seconds if extension.poll else None,
+                ),
+                start_to_close_timeout=timedelta(minutes=1),
+            )
             self._state.versions.append(version)
             self._state.execution_mode = pipeline.execution_mode.value
             self._state.handled += 1

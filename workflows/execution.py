@@ -81,21 +81,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.stage import INFRASTRUCTURE_RETRY, StageWorkflow, failure_details, initial_stage_state
 
 
-# Executions recorded before the coordinator existed replay without it.
-COORDINATION_PATCH = "pipeline-coordinator"
-# ...and those recorded before stop, stage retries, SKIP and the retry window, without those.
-FAILURE_HANDLING_PATCH = "failure-handling"
-# ...and those recorded before the lean coordination protocol, without it: one message per stage
-# boundary (a stage's release goes with the request for the next one), and in SUPERSEDED and QUEUED
-# modes a free stage entered at once by the coordinator's `enter_stage` update.
-LEAN_COORDINATION_PATCH = "lean-coordination"
-# Executions since record this one patch instead of the three above, which it implies: each patch
-# costs a marker and a `TemporalChangeVersion` search-attribute upsert (a visibility write). With it:
-# - PARALLEL executions no longer report to the coordinator: they read the disabled transitions (its
-#   memo) and ask it only to be held at one; their facts (newest to enter a stage) come from visibility;
-# - the start's search attributes are upserted once, only those not already set by the starter;
-# - the start's memo and a succeeded stage's are upserted together with the next memo upsert.
-PROTOCOL_PATCH = "protocol-2026-11"
 WITHDRAWN = "Withdrawn"
 COMPENSATION_ATTEMPTS = 3
 
@@ -116,9 +101,8 @@ class PipelineExecutionWorkflow:
         self._decisions: dict[str, StageEntryDecision] = {}
         self._current_stage: Stage | None = None  # held, or waited for
         self._leaving: StageRelease | None = None  # a release sent with the next stage's request
-        self._lean = False  # LEAN_COORDINATION_PATCH
-        self._unlocked = False  # PROTOCOL_PATCH, PARALLEL mode
-        self._protocol = False  # PROTOCOL_PATCH
+        # PARALLEL mode: no stage lock; the coordinator hears of it only while held at a disabled transition.
+        self._parallel = False
         self._memo_pending: dict[str, Any] = {}  # memo fields to upsert with the next upsert
         self._succeeded_stages: list[str] = []
         self._stop: StopRequest | None = None
@@ -172,16 +156,15 @@ class PipelineExecutionWorkflow:
         state.pipeline_version = pipeline.version or 1
         state.variables = {v.name: v.default_value or "" for v in pipeline.variables} | input.variables
         state.stages = [initial_stage_state(stage) for stage in pipeline.stages]
-        protocol = self._protocol = workflow.patched(PROTOCOL_PATCH)
         attributes = [
             PIPELINE_NAME.value_set(pipeline.name),
             PIPELINE_VERSION.value_set(state.pipeline_version),
             PIPELINE_STATUS.value_set(ExecutionStatus.IN_PROGRESS.value),
+            PIPELINE_TRIGGER.value_set(state.trigger.trigger_type.value),
         ]
-        if protocol:  # only what the starter did not set (`conveyor start` sets them all)
-            attributes.append(PIPELINE_TRIGGER.value_set(state.trigger.trigger_type.value))
-            present = workflow.info().typed_search_attributes
-            attributes = [pair for pair in attributes if present.get(pair.key) != pair.value]
+        # Only what the starter did not set (`conveyor start` sets them all): one visibility write fewer.
+        present = workflow.info().typed_search_attributes
+        attributes = [pair for pair in attributes if present.get(pair.key) != pair.value]
         if attributes:
             workflow.upsert_search_attributes(attributes)
         self._upsert_memo(execution_memo(state), later=True)  # with the first stage's entry
@@ -203,22 +186,16 @@ class PipelineExecutionWorkflow:
             artifacts.update({ref.name: ref for ref in input.rollback.artifacts})
             self._upsert_memo(execution_memo(state, with_stages=False))
         self._pipeline = pipeline
-        coordinated = protocol or workflow.patched(COORDINATION_PATCH)
-        handling = protocol or workflow.patched(FAILURE_HANDLING_PATCH)  # stop, stage retries, skip, retry window
-        lean = protocol or (coordinated and workflow.patched(LEAN_COORDINATION_PATCH))  # a message per boundary
-        self._lean = lean
-        self._unlocked = protocol and pipeline.execution_mode == ExecutionMode.PARALLEL
-        if coordinated and not protocol:
-            workflow.upsert_search_attributes([PIPELINE_TRIGGER.value_set(state.trigger.trigger_type.value)])
+        self._parallel = pipeline.execution_mode == ExecutionMode.PARALLEL
         try:
             index, retry = (last - 1 if input.rollback else 0), None
             while index < last:
                 stage = pipeline.stages[index]
-                if handling and self._stop is not None:
+                if self._stop is not None:
                     await self._send_leaving()
                     await self._finish(ExecutionStatus.STOPPED, self._stop_summary(f"before stage '{stage.name}'"))
                     return state
-                decision = await self._enter_stage(stage) if coordinated else None
+                decision = await self._enter_stage(stage)
                 if decision is not None and decision.decision == "Superseded":
                     summary = f"superseded by {decision.superseded_by} while waiting to enter stage '{stage.name}'"
                     await self._finish(ExecutionStatus.SUPERSEDED, summary)
@@ -236,8 +213,7 @@ class PipelineExecutionWorkflow:
                         stage_state.status = StageStatus.SKIPPED if skipped else StageStatus.FAILED
                         stage_state.error = None if skipped else _condition_error(stage_state.conditions[-1])
                         self._upsert_memo(stage_memo(stage_state))
-                        if coordinated:
-                            await self._leave_stage(stage, stage_state.status.value)
+                        await self._leave_stage(stage, stage_state.status.value)
                         if skipped:
                             index += 1
                             continue
@@ -248,8 +224,7 @@ class PipelineExecutionWorkflow:
                             continue  # retried or overridden: enter the stage again
                         raise ApplicationError(summary, type="PipelineExecutionFailed", non_retryable=True)
                 result = await self._run_stage(pipeline, stage, index, values, artifacts, input, retry)
-                if handling:
-                    result = await self._retry_automatically(pipeline, stage, index, values, artifacts, input, result)
+                result = await self._retry_automatically(pipeline, stage, index, values, artifacts, input, result)
                 condition_rollback = False
                 if result.state.status == StageStatus.SUCCEEDED and stage.on_success is not None:
                     outcome = await self._conditions(
@@ -265,19 +240,18 @@ class PipelineExecutionWorkflow:
                         "ON_FAILURE", stage, index, stage.on_failure.conditions, values, artifacts
                     )
                     condition_rollback = outcome == "ROLLBACK"
-                if coordinated:
-                    outcome = result.state.status.value if result.state.status else "Failed"
-                    succeeded = result.state.status == StageStatus.SUCCEEDED
-                    if lean and not self._unlocked and succeeded and index + 1 < last:
-                        self._leaving = self._release(stage, outcome)  # told with the next stage's request
-                        self._current_stage = None
-                    else:
-                        await self._leave_stage(stage, outcome)
+                outcome = result.state.status.value if result.state.status else "Failed"
+                succeeded = result.state.status == StageStatus.SUCCEEDED
+                if not self._parallel and succeeded and index + 1 < last:
+                    self._leaving = self._release(stage, outcome)  # told with the next stage's request
+                    self._current_stage = None
+                else:
+                    await self._leave_stage(stage, outcome)
                 if result.state.status == StageStatus.STOPPED:
                     await self._finish(ExecutionStatus.STOPPED, self._stop_summary(f"in stage '{stage.name}'"))
                     return state
                 if result.state.status != StageStatus.SUCCEEDED:
-                    if handling and stage.on_failure and stage.on_failure.result == FailureResult.SKIP:
+                    if stage.on_failure and stage.on_failure.result == FailureResult.SKIP:
                         state.stages[index].status = StageStatus.SKIPPED
                         self._upsert_memo(stage_memo(state.stages[index]))
                         index += 1
@@ -295,22 +269,20 @@ class PipelineExecutionWorkflow:
                         await self._finish(ExecutionStatus.FAILED, f"{summary}; {note}")
                         raise ApplicationError(summary, type="PipelineExecutionFailed", non_retryable=True)
                     await self._finish(ExecutionStatus.FAILED, summary)
-                    retry = await self._wait_for_manual_retry(pipeline, stage) if handling else None
+                    retry = await self._wait_for_manual_retry(pipeline, stage)
                     if retry is not None:
                         continue  # the same stage again, in the same execution (resumed by the update)
                     raise ApplicationError(summary, type="PipelineExecutionFailed", non_retryable=True)
                 retry = None
-                if coordinated:
-                    self._succeeded_stages.append(stage.name)
-                    workflow.upsert_search_attributes([PIPELINE_STAGES_SUCCEEDED.value_set(self._succeeded_stages)])
+                self._succeeded_stages.append(stage.name)
+                workflow.upsert_search_attributes([PIPELINE_STAGES_SUCCEEDED.value_set(self._succeeded_stages)])
                 index += 1
         except BaseException as err:
             if is_cancelled_exception(err) and not state.status.is_terminal:
                 # Temporal's own cancel is an abandon: the stage child is cancelled with us (its actions'
                 # processes killed); record where we stopped and give back the stage we held or waited for.
-                if coordinated:
-                    await self._send_leaving()  # in case the request that carried it was cancelled
-                if coordinated and self._current_stage is not None:
+                await self._send_leaving()  # in case the request that carried it was cancelled
+                if self._current_stage is not None:
                     await self._leave_stage(self._current_stage, "Stopped")
                 await self._finish(ExecutionStatus.STOPPED, "cancelled through Temporal (abandoned)")
             elif isinstance(err, FailureError) and not state.status.is_terminal:
@@ -483,7 +455,7 @@ class PipelineExecutionWorkflow:
     async def _stage_facts(self, stage_name: str) -> StageLock | None:
         assert self._pipeline is not None
         request = StageFactsRequest(pipeline_name=self._pipeline.name, stage_name=stage_name)
-        if self._unlocked:  # the coordinator does not know: visibility, for executions started after this one
+        if self._parallel:  # the coordinator does not know: visibility, for executions started after this one
             request.execution_mode = ExecutionMode.PARALLEL.value
             request.started_after = workflow.info().start_time
         return await workflow.execute_local_activity(
@@ -706,9 +678,9 @@ class PipelineExecutionWorkflow:
 
     def _upsert_memo(self, fields: dict[str, Any], *, later: bool = False) -> None:
         """Upsert memo fields, with any kept for later; `later` keeps these for the next upsert (or the
-        next wait, `_flush_memo`) when PROTOCOL_PATCH applies: one visibility write instead of two."""
+        next wait, `_flush_memo`): one visibility write instead of two."""
         self._memo_pending |= fields
-        if not (later and self._protocol):
+        if not later:
             self._flush_memo()
 
     def _flush_memo(self) -> None:
@@ -724,7 +696,8 @@ class PipelineExecutionWorkflow:
 
     async def _enter_stage(self, stage: Stage) -> StageEntryDecision | None:
         """Ask the coordinator to enter `stage`; in SUPERSEDED and QUEUED modes wait for its answer
-        (the stage's lock, or being superseded). PARALLEL executions only report the fact."""
+        (the stage's lock, or being superseded). PARALLEL executions enter at once unless the inbound
+        transition is disabled, then wait to be let in."""
         assert self._state is not None and self._pipeline is not None
         state, mode = self._state, self._pipeline.execution_mode
         self._decisions.pop(stage.name, None)
@@ -740,23 +713,18 @@ class PipelineExecutionWorkflow:
             execution_mode=mode.value,
             leaving=self._leaving,
         )
-        if self._unlocked:
+        if self._parallel:
             # Enter at once unless the inbound transition is disabled; then held by the coordinator.
             decision = await self._coordinate("enter_parallel", entry=request)
             if decision is not None:
                 self._current_stage = None  # the coordinator never heard of it: nothing to give back
                 return decision
-        elif self._lean and mode != ExecutionMode.PARALLEL:
+        else:
             # An update: a free stage is entered at once, without waiting for a signal.
             decision = await self._coordinate("enter_stage", entry=request)
             self._leaving = None
             if decision is not None:
                 return decision
-        else:
-            await self._coordinate("request_entry", entry=request)
-            self._leaving = None
-            if mode == ExecutionMode.PARALLEL:
-                return None
         state.waiting_for_stage = stage.name
         self._flush_memo()  # the wait may be long: the memo must be current
         await workflow.wait_condition(lambda: stage.name in self._decisions or self._stop is not None)
@@ -764,14 +732,14 @@ class PipelineExecutionWorkflow:
         if stage.name not in self._decisions:  # stopped while it waited: give up its place in the queue
             await self._leave_stage(stage, WITHDRAWN)
             return StageEntryDecision(stage_name=stage.name, decision=WITHDRAWN)
-        if self._unlocked:
+        if self._parallel:
             self._current_stage = None  # let in at the transition: the coordinator keeps nothing of it
         return self._decisions[stage.name]
 
     async def _leave_stage(self, stage: Stage, outcome: str) -> None:
         """Tell the coordinator the stage is free again (and whether this execution succeeded in it).
         An unlocked (PARALLEL) execution is known to it only while held at a disabled transition."""
-        told = not self._unlocked or self._current_stage is not None
+        told = not self._parallel or self._current_stage is not None
         self._current_stage = None
         if told:
             await self._coordinate("release_stage", release=self._release(stage, outcome))

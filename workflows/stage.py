@@ -50,8 +50,6 @@ with workflow.unsafe.imports_passed_through():
     from conveyor.variables import UnresolvedVariableError, resolve
 
 DEFAULT_APPROVAL_TIMEOUT = timedelta(days=7)
-# Approvals with a policy resolve their approvers (groups, emails, the identity directory) when they open.
-MEMBERSHIP_PATCH = "approval-membership"
 DEFAULT_COMMANDS_TIMEOUT = timedelta(minutes=55)
 DEFAULT_ACTION_TIMEOUT = timedelta(hours=1)
 # Infrastructure failures (a dead worker's heartbeat timeout) are retried; an action's own failure
@@ -543,7 +541,8 @@ class StageWorkflow:
     ) -> ActionOutcome:
         timeout = self._timeout(action, DEFAULT_APPROVAL_TIMEOUT)
         policy = action.conveyor.approval
-        membership = policy is not None and workflow.patched(MEMBERSHIP_PATCH)
+        # An approval with a policy resolves its approvers (groups, emails, the identity directory) when it opens.
+        membership = policy is not None
         if not membership:
             state.token = str(workflow.uuid4())
         state.external_url = configuration.get("ExternalEntityLink")

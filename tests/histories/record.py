@@ -2,9 +2,9 @@
 with `--golden`, the scenarios' normalized final states instead (tests/histories/golden/, compared by
 tests/test_golden_states.py). The scenarios themselves are in `scenarios.py`.
 
-Run once per new scenario. Until 0.1 is cut, a workflow change that breaks replay re-records only the
-affected histories in the same commit (`--coordinator-only` keeps a scenario's execution and stage
-histories as they are); after 0.1 such a change goes behind `workflow.patched` instead.
+Until 0.1 is cut, a workflow change that breaks replay re-records the affected histories in the same
+commit (`--coordinator-only` keeps a scenario's execution and stage histories as they are); from 0.1 on
+such a change goes behind `workflow.patched` instead (README.md here).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ async def record(name: str, conveyor: ConveyorClient, side: Path, *, coordinator
     if not coordinator_only:
         await save(conveyor, run.main.workflow_id, f"{name}.execution.json")
         for stage in state.stages:
-            if stage.status is not None:
+            if any(action.status is not None for action in stage.actions):  # a stage workflow ran
                 stage_id = run.main.stage_workflow_id(stage.stage_name)
                 await save(conveyor, stage_id, f"{name}.stage-{stage.stage_name}.json")
     if run.coordinator:

@@ -26,6 +26,7 @@ from conveyor.model import (
     StageFactsRequest,
     StageLock,
     StoreDocumentInput,
+    nullable,
 )
 from conveyor.settings import Settings
 
@@ -98,7 +99,7 @@ class CoordinationActivities:
         summary = f"coordinator of pipeline {request.pipeline_name}"
         client, task_queue = activity.client(), activity.info().task_queue
         if signal == "enter_stage":
-            start = WithStartWorkflowOperation(
+            start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
                 "Pipeline",
                 coordinator,
                 id=request.pipeline_name,
@@ -108,14 +109,15 @@ class CoordinationActivities:
             )
             update = asyncio.ensure_future(
                 client.execute_update_with_start_workflow(
-                    "enter_stage", payload, start_workflow_operation=start, result_type=StageEntryDecision | None
+                    "enter_stage", payload, start_workflow_operation=start, result_type=nullable(StageEntryDecision)
                 )
             )
             shutdown = asyncio.ensure_future(activity.wait_for_worker_shutdown())
             await asyncio.wait({update, shutdown}, timeout=ENTER_STAGE_UPDATE_WAIT, return_when=FIRST_COMPLETED)
             shutdown.cancel()
             if update.done():
-                return update.result()
+                decision: StageEntryDecision | None = update.result()
+                return decision
             update.cancel()
             await asyncio.gather(update, return_exceptions=True)
             # The cancelled call also settles the start operation: read it, or asyncio logs it as unread.

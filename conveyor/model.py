@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+
+def nullable(model: type[Any]) -> type[Any]:
+    """`model | None` as a `result_type`: Temporal's pydantic converter decodes the union (an activity or
+    update may answer nothing), but the SDK's annotations ask for a class."""
+    return cast(type[Any], model | None)
 
 
 class CamelModel(BaseModel):

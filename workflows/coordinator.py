@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         TransitionChange,
         TransitionState,
         TriggerSync,
+        nullable,
     )
     from conveyor.spec.validation import validate_pipeline
 
@@ -65,7 +66,7 @@ def declaration_digest(canonical: str) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def canonical_declaration(pipeline: dict) -> str:
+def canonical_declaration(pipeline: dict[str, Any]) -> str:
     """Stable JSON of a declaration without its `version`, so re-applying the same content is a no-op."""
     content = {k: v for k, v in pipeline.items() if k != "version"}
     return json.dumps(content, sort_keys=True, separators=(",", ":"))
@@ -294,7 +295,7 @@ class PipelineWorkflow:
         current = self._state.current
         assert current is not None  # the validator refused otherwise
         self._state.handled += 1
-        return await workflow.execute_activity(
+        execution_id: str = await workflow.execute_activity(
             "start_manual_rollback",
             ManualRollbackStart(
                 pipeline_name=self._state.pipeline_name, digest=current.digest, version=current.version, request=request
@@ -302,6 +303,7 @@ class PipelineWorkflow:
             result_type=str,
             start_to_close_timeout=timedelta(minutes=1),
         )
+        return execution_id
 
     @rollback_stage.validator
     def _validate_rollback(self, request: RollbackRequest) -> None:
@@ -377,7 +379,7 @@ class PipelineWorkflow:
         saved: CoordinatorState | None = await workflow.execute_local_activity(
             "saved_coordinator_state",
             self._input.pipeline_name,
-            result_type=CoordinatorState | None,
+            result_type=nullable(CoordinatorState),
             start_to_close_timeout=timedelta(seconds=30),
         )
         if saved is not None:

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import SearchAttributeUpdate, WorkflowIDReusePolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         StageState,
         StageStatus,
         StopRequest,
+        nullable,
     )
     from conveyor.search_attributes import (
         PIPELINE_NAME,
@@ -156,7 +157,7 @@ class PipelineExecutionWorkflow:
         state.pipeline_version = pipeline.version or 1
         state.variables = {v.name: v.default_value or "" for v in pipeline.variables} | input.variables
         state.stages = [initial_stage_state(stage) for stage in pipeline.stages]
-        attributes = [
+        attributes: list[SearchAttributeUpdate[Any]] = [
             PIPELINE_NAME.value_set(pipeline.name),
             PIPELINE_VERSION.value_set(state.pipeline_version),
             PIPELINE_STATUS.value_set(ExecutionStatus.IN_PROGRESS.value),
@@ -458,12 +459,13 @@ class PipelineExecutionWorkflow:
         if self._parallel:  # the coordinator does not know: visibility, for executions started after this one
             request.execution_mode = ExecutionMode.PARALLEL.value
             request.started_after = workflow.info().start_time
-        return await workflow.execute_local_activity(
+        facts: StageLock | None = await workflow.execute_local_activity(
             "stage_facts",
             request,
-            result_type=StageLock | None,
+            result_type=nullable(StageLock),
             start_to_close_timeout=timedelta(seconds=30),
         )
+        return facts
 
     async def _start_automatic_rollback(self, pipeline: Pipeline, stage: Stage, input: ExecutionInput) -> str:
         """As CodePipeline does: a new ROLLBACK execution re-runs the stage with the inputs of the last
@@ -763,7 +765,7 @@ class PipelineExecutionWorkflow:
         self, signal: str, *, entry: StageEntryRequest | None = None, release: StageRelease | None = None
     ) -> StageEntryDecision | None:
         assert self._pipeline is not None
-        return await workflow.execute_local_activity(
+        decision: StageEntryDecision | None = await workflow.execute_local_activity(
             "coordinate",
             CoordinationRequest(
                 pipeline_name=self._pipeline.name,
@@ -772,9 +774,10 @@ class PipelineExecutionWorkflow:
                 entry=entry,
                 release=release,
             ),
-            result_type=StageEntryDecision | None,
+            result_type=nullable(StageEntryDecision),
             start_to_close_timeout=timedelta(seconds=30),
         )
+        return decision
 
     async def _record_failure(self, err: FailureError) -> None:
         """Failed, with the reason, in the state, memo and PipelineStatus; whatever was under way

@@ -526,7 +526,8 @@ class StageWorkflow:
         )
         self._running[action.name] = handle
         try:
-            return await handle
+            outcome: ActionOutcome = await handle
+            return outcome
         finally:
             self._running.pop(action.name, None)
 

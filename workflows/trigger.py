@@ -7,7 +7,7 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from conveyor.model import TriggerFire
+    from conveyor.model import TriggerFire, nullable
 
 
 @workflow.defn(name="PipelineTrigger")
@@ -15,6 +15,7 @@ class PipelineTriggerWorkflow:
     @workflow.run
     async def run(self, fire: TriggerFire) -> str | None:
         """The execution started (PIPELINE/EXECUTION-ID), or None when there was nothing new."""
-        return await workflow.execute_activity(
-            "fire_trigger", fire, result_type=str | None, start_to_close_timeout=timedelta(minutes=2)
+        started: str | None = await workflow.execute_activity(
+            "fire_trigger", fire, result_type=nullable(str), start_to_close_timeout=timedelta(minutes=2)
         )
+        return started

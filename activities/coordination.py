@@ -17,6 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.artifacts import ArtifactError, ArtifactStore
 from conveyor import visibility
 from conveyor.coordinators import SavedStateUnreadable, parse_saved_state, read_coordinator_state
+from conveyor.interface import WorkflowType
 from conveyor.memo import DISABLED_TRANSITIONS_KEY
 from conveyor.model import (
     CoordinationRequest,
@@ -100,7 +101,7 @@ class CoordinationActivities:
         client, task_queue = activity.client(), activity.info().task_queue
         if signal == "enter_stage":
             start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-                "Pipeline",
+                WorkflowType.COORDINATOR.value,
                 coordinator,
                 id=request.pipeline_name,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -129,7 +130,7 @@ class CoordinationActivities:
             # A repeated request is harmless: the coordinator answers it again, by signal.
             signal = "request_entry"
         await client.start_workflow(
-            "Pipeline",
+            WorkflowType.COORDINATOR.value,
             coordinator,
             id=request.pipeline_name,
             task_queue=task_queue,

@@ -32,6 +32,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.artifacts import ArtifactStore
 from conveyor.client import ConveyorClient
+from conveyor.interface import WorkflowType
 from conveyor.model import (
     CoordinatorState,
     SourceRevisionOverride,
@@ -118,7 +119,7 @@ async def _sync(client: Client, task_queue: str, pipeline: str, kind: str, spec:
         return
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
-            "PipelineTrigger",
+            WorkflowType.TRIGGER.value,
             TriggerFire(pipeline_name=pipeline, kind=kind),
             id=f"{pipeline}/trigger-{kind.lower()}",
             task_queue=task_queue,

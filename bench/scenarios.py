@@ -36,9 +36,9 @@ from bench.baseline import BaselineApproval, baseline_input
 from bench.report import geometric_mean, summarize_case
 from bench.worker import build_bench_worker
 from conveyor.client import ConveyorClient
+from conveyor.interface import execution_workflow_id, stage_workflow_id
 from conveyor.model import ApprovalDecision, ApprovalResult, ExecutionState, ExecutionStatus, StageState
 from conveyor.settings import Settings
-from workflows.execution import execution_workflow_id, stage_workflow_id
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 Raw = dict[str, dict[str, list[float]]]

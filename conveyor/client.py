@@ -35,6 +35,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from conveyor import search_attributes as sa
 from conveyor import visibility
 from conveyor.coordinators import SavedStateUnreadable, parse_saved_state, read_coordinator_state
+from conveyor.interface import WorkflowType, execution_workflow_id, split_execution_workflow_id, stage_workflow_id
 from conveyor.memo import state_from_memo
 from conveyor.model import (
     ActionState,
@@ -66,7 +67,6 @@ from conveyor.settings import Settings
 from conveyor.spec.declaration import RETRY_WINDOW_ADVICE
 from conveyor.temporal_status import ClosedByTemporal, close_details, closed_by_temporal, stuck_reason
 from conveyor.visibility import EXECUTIONS, quote
-from workflows.execution import execution_workflow_id, stage_workflow_id
 
 # Derives execution ids from client request tokens: the same token always names the same execution.
 TOKEN_NAMESPACE = uuid.UUID("6b1f2f52-3c57-4b8e-9d7c-2b0f3f6d6e11")
@@ -185,7 +185,7 @@ class ConveyorClient:
         )
         try:
             handle = await self.temporal.start_workflow(
-                "PipelineExecution",
+                WorkflowType.EXECUTION.value,
                 execution_input,
                 id=ref.workflow_id,
                 task_queue=self.settings.task_queue,
@@ -320,8 +320,8 @@ class ConveyorClient:
         """One row of `list`: the recorded status, unless Temporal closed the workflow first (then
         Temporal's), and whether its workflow task is stuck failing (one describe per running row)."""
         attributes = wf.typed_search_attributes
-        name = attributes.get(sa.PIPELINE_NAME) or wf.id.rsplit("/", 1)[0]
-        execution_id = wf.id.rsplit("/", 1)[-1]
+        pipeline_name, execution_id = split_execution_workflow_id(wf.id)
+        name = attributes.get(sa.PIPELINE_NAME) or pipeline_name
         header = (await wf.memo()).get("execution") or {}
         status = attributes.get(sa.PIPELINE_STATUS) or "Unknown"
         note = None
@@ -491,7 +491,7 @@ class ConveyorClient:
         """An update to the pipeline's coordinator, starting it if no run is open (a closed one starts again
         from the state it saved)."""
         operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-            "Pipeline",
+            WorkflowType.COORDINATOR.value,
             CoordinatorInput(
                 pipeline_name=name,
                 execution_mode=execution_mode,

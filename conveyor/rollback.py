@@ -15,6 +15,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from conveyor.interface import WorkflowType
 from conveyor.memo import state_from_memo
 from conveyor.model import (
     ArtifactRef,
@@ -130,7 +131,7 @@ async def start_rollback_execution(
     )
     try:
         await client.start_workflow(
-            "PipelineExecution",
+            WorkflowType.EXECUTION.value,
             execution_input,
             id=f"{name}/{execution_id}",
             task_queue=task_queue,

@@ -15,6 +15,7 @@ from typing import Any
 
 from temporalio.client import Client
 
+from conveyor.interface import split_execution_workflow_id
 from conveyor.memo import EXECUTION_KEY, STAGE_KEY_PREFIX
 from conveyor.model import StageFact, StageState
 
@@ -73,5 +74,7 @@ async def last_succeeded(client: Client, pipeline_name: str, stage_name: str) ->
 def _fact(workflow_id: str, memo: Mapping[str, Any], at: datetime) -> StageFact:
     header = memo.get(EXECUTION_KEY) or {}
     return StageFact(
-        execution_id=workflow_id.rsplit("/", 1)[-1], pipeline_version=int(header.get("pipelineVersion") or 1), at=at
+        execution_id=split_execution_workflow_id(workflow_id)[1],
+        pipeline_version=int(header.get("pipelineVersion") or 1),
+        at=at,
     )

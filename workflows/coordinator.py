@@ -34,6 +34,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from conveyor.interface import WorkflowType, split_execution_workflow_id
     from conveyor.memo import DISABLED_TRANSITIONS_KEY
     from conveyor.model import (
         ApplyRequest,
@@ -72,7 +73,7 @@ def canonical_declaration(pipeline: dict[str, Any]) -> str:
     return json.dumps(content, sort_keys=True, separators=(",", ":"))
 
 
-@workflow.defn(name="Pipeline")
+@workflow.defn(name=WorkflowType.COORDINATOR.value)
 class PipelineWorkflow:
     @workflow.init
     def __init__(self, input: CoordinatorInput) -> None:
@@ -499,4 +500,4 @@ class PipelineWorkflow:
 
 
 def _execution_id(workflow_id: str) -> str:
-    return workflow_id.rsplit("/", 1)[-1]
+    return split_execution_workflow_id(workflow_id)[1]

@@ -26,6 +26,7 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from conveyor.interface import WorkflowType, split_execution_workflow_id, stage_workflow_id
     from conveyor.memo import execution_memo, stage_memo
     from conveyor.model import (
         ActionContext,
@@ -86,15 +87,7 @@ WITHDRAWN = "Withdrawn"
 COMPENSATION_ATTEMPTS = 3
 
 
-def execution_workflow_id(pipeline_name: str, execution_id: str) -> str:
-    return f"{pipeline_name}/{execution_id}"
-
-
-def stage_workflow_id(pipeline_name: str, execution_id: str, stage_name: str) -> str:
-    return f"{pipeline_name}/{execution_id}/{stage_name}"
-
-
-@workflow.defn(name="PipelineExecution")
+@workflow.defn(name=WorkflowType.EXECUTION.value)
 class PipelineExecutionWorkflow:
     def __init__(self) -> None:
         self._state: ExecutionState | None = None
@@ -123,7 +116,7 @@ class PipelineExecutionWorkflow:
         """`raw_input` is an `ExecutionInput` as JSON. It is taken as anything and validated here: an
         input that failed to decode would otherwise retry the first workflow task forever."""
         info = workflow.info()
-        pipeline_name, _, execution_id = info.workflow_id.rpartition("/")
+        pipeline_name, execution_id = split_execution_workflow_id(info.workflow_id)
         self._state = ExecutionState(
             pipeline_name=pipeline_name or info.workflow_id, execution_id=execution_id, started_at=workflow.now()
         )

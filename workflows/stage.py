@@ -19,6 +19,7 @@ from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from conveyor.identities import normalize
+    from conveyor.interface import WorkflowType
     from conveyor.model import (
         ActionAttempt,
         ActionContext,
@@ -100,7 +101,7 @@ class ActionFailed(Exception):
         self.details = ErrorDetails(code=code, message=message)
 
 
-@workflow.defn(name="PipelineStage")
+@workflow.defn(name=WorkflowType.STAGE.value)
 class StageWorkflow:
     @workflow.init
     def __init__(self, input: StageInput) -> None:

@@ -7,10 +7,11 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from conveyor.interface import WorkflowType
     from conveyor.model import TriggerFire, nullable
 
 
-@workflow.defn(name="PipelineTrigger")
+@workflow.defn(name=WorkflowType.TRIGGER.value)
 class PipelineTriggerWorkflow:
     @workflow.run
     async def run(self, fire: TriggerFire) -> str | None:

@@ -16,12 +16,16 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.artifacts import ArtifactError, ArtifactStore
 from conveyor import visibility
-from conveyor.coordinators import SavedStateUnreadable, parse_saved_state, read_coordinator_state
+from conveyor.coordinators import (
+    SavedStateUnreadable,
+    coordinator_input,
+    parse_saved_state,
+    read_coordinator_state,
+)
 from conveyor.interface import WorkflowType
 from conveyor.memo import DISABLED_TRANSITIONS_KEY
 from conveyor.model import (
     CoordinationRequest,
-    CoordinatorInput,
     CoordinatorState,
     StageEntryDecision,
     StageFactsRequest,
@@ -91,12 +95,7 @@ class CoordinationActivities:
             # Held at a disabled transition: the coordinator answers when it is enabled.
             payload = request.entry.model_copy(update={"hold_at_transition": True})
             signal = "enter_stage"
-        coordinator = CoordinatorInput(
-            pipeline_name=request.pipeline_name,
-            execution_mode=request.execution_mode,
-            continue_as_new_every=self.settings.coordinator_continue_as_new_every,
-            idle_minutes=self.settings.coordinator_idle_minutes,
-        )
+        coordinator = coordinator_input(request.pipeline_name, request.execution_mode, self.settings)
         summary = f"coordinator of pipeline {request.pipeline_name}"
         client, task_queue = activity.client(), activity.info().task_queue
         if signal == "enter_stage":

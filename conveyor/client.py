@@ -34,7 +34,12 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from conveyor import search_attributes as sa
 from conveyor import visibility
-from conveyor.coordinators import SavedStateUnreadable, parse_saved_state, read_coordinator_state
+from conveyor.coordinators import (
+    SavedStateUnreadable,
+    coordinator_input,
+    parse_saved_state,
+    read_coordinator_state,
+)
 from conveyor.interface import WorkflowType, execution_workflow_id, split_execution_workflow_id, stage_workflow_id
 from conveyor.memo import state_from_memo
 from conveyor.model import (
@@ -45,7 +50,6 @@ from conveyor.model import (
     ApprovalResult,
     CamelModel,
     ConditionOverride,
-    CoordinatorInput,
     CoordinatorState,
     ErrorDetails,
     ExecutionInput,
@@ -66,6 +70,7 @@ from conveyor.presence import ACCEPT_WITHIN, FINISH_WITHIN, StartUpdate, Unfinis
 from conveyor.settings import Settings
 from conveyor.spec.declaration import RETRY_WINDOW_ADVICE
 from conveyor.temporal_status import ClosedByTemporal, close_details, closed_by_temporal, stuck_reason
+from conveyor.text import utc_time
 from conveyor.visibility import EXECUTIONS, quote
 
 # Derives execution ids from client request tokens: the same token always names the same execution.
@@ -257,7 +262,7 @@ class ConveyorClient:
             return None
         transition = lock.transition
         if not transition.enabled:
-            when = transition.changed_at.strftime("%Y-%m-%d %H:%M:%S UTC") if transition.changed_at else "?"
+            when = utc_time(transition.changed_at) if transition.changed_at else "?"
             why = transition.reason or "no reason given"
             return f"the transition into {stage} was disabled by {transition.changed_by or 'unknown'} at {when}: {why}"
         if lock.holder is not None:
@@ -492,12 +497,7 @@ class ConveyorClient:
         from the state it saved)."""
         operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
             WorkflowType.COORDINATOR.value,
-            CoordinatorInput(
-                pipeline_name=name,
-                execution_mode=execution_mode,
-                continue_as_new_every=self.settings.coordinator_continue_as_new_every,
-                idle_minutes=self.settings.coordinator_idle_minutes,
-            ),
+            coordinator_input(name, execution_mode, self.settings),
             id=name,
             task_queue=self.settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

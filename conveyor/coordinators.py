@@ -16,10 +16,21 @@ from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from conveyor.model import CoordinatorState
+from conveyor.model import CoordinatorInput, CoordinatorState
+from conveyor.settings import Settings
 
 # The store's `get_coordinator_state`: the saved state's JSON text, None if it never closed.
 SavedStateReader = Callable[[str], str | None]
+
+
+def coordinator_input(pipeline: str, execution_mode: str, settings: Settings) -> CoordinatorInput:
+    """How a coordinator starts, whoever starts it (the client's `apply`, an execution's `coordinate`)."""
+    return CoordinatorInput(
+        pipeline_name=pipeline,
+        execution_mode=execution_mode,
+        continue_as_new_every=settings.coordinator_continue_as_new_every,
+        idle_minutes=settings.coordinator_idle_minutes,
+    )
 
 
 class SavedStateUnreadable(ValueError):

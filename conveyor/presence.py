@@ -22,6 +22,8 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowUpdateHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 
+from conveyor.text import utc_time
+
 # How long a worker that is there may take to accept an update (its validator runs at once).
 ACCEPT_WITHIN = timedelta(seconds=5)
 # How long an accepted update's handler may run (an activity, a message to the coordinator) before the
@@ -47,7 +49,7 @@ class WorkerPresence:
     def absence(self) -> str:
         """Why a command refuses to send: names the queue, the server and what to run."""
         since = (
-            f"the last poll was at {self.last_poll:%Y-%m-%d %H:%M:%S} UTC"
+            f"the last poll was at {utc_time(self.last_poll)}"
             if self.last_poll is not None
             else "none has polled it recently"
         )

@@ -12,7 +12,7 @@ README's "Statuses" section documents the mapping.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
@@ -21,7 +21,7 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExec
 from temporalio.service import RPCError
 
 from conveyor.model import ExecutionStatus
-from conveyor.text import shorten
+from conveyor.text import shorten, utc_time
 
 # Events read backwards from the end of a history to find the failure of a stuck workflow task.
 STUCK_SCAN_EVENTS = 100
@@ -61,10 +61,6 @@ def closed_by_temporal(recorded: str | None, temporal: WorkflowExecutionStatus |
 
 def _short(message: str) -> str:
     return shorten(message.strip(), MESSAGE_LIMIT)
-
-
-def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 async def _events_backwards(
@@ -118,7 +114,7 @@ async def stuck_reason(client: Client, description: WorkflowExecutionDescription
             return None  # the last task that ran completed: the retries are timeouts, not a failing task
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
             failure = event.workflow_task_failed_event_attributes.failure
-            since = _when(event.event_time.ToDatetime().replace(tzinfo=None))
+            since = utc_time(event.event_time.ToDatetime(UTC))
             attempt = raw.pending_workflow_task.attempt
             return f"stuck: workflow task failing since {since}: {_short(failure.message)} (attempt {attempt})"
     return None

@@ -5,6 +5,8 @@ Pure (no I/O): activities and workflows use it alike.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 VALUE_LIMIT = 200  # characters of a value (a command, an input) quoted in a message
 
 
@@ -13,3 +15,8 @@ def shorten(value: str, limit: int = VALUE_LIMIT) -> str:
     if len(value) <= limit:
         return value
     return f"{value[:limit]}... ({len(value) - limit} more characters)"
+
+
+def utc_time(moment: datetime) -> str:
+    """A moment as messages show it: `2026-11-20 08:00:00 UTC` (`moment` must carry its time zone)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -34,6 +34,7 @@ from conveyor.model import (
     TransitionState,
 )
 from conveyor.settings import compensation_log_name
+from conveyor.text import utc_time
 
 STYLES = {
     "Succeeded": "green",
@@ -96,10 +97,6 @@ def duration(start: datetime | None, end: datetime | None) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
-def when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def first_line(text: str) -> str:
@@ -216,7 +213,7 @@ def _decision_notes(where: str, action: ActionState) -> list[Text]:
     for d in action.approvals:  # who, from where, when, why
         status = f"Approved ({d.approvals}/{d.quorum})" if d.status == "Pending" else d.status
         why = f": {d.summary}" if d.summary else ""
-        by = f"by {d.by or 'unknown'} via {d.source} at {when(d.decided_at)}"
+        by = f"by {d.by or 'unknown'} via {d.source} at {utc_time(d.decided_at)}"
         notes.append(literal(f"decision {where}: {status} {by}{why}"))
     for refused in action.refused_decisions:  # a signal cannot be refused to its sender: it is told here
         notes.append(literal(f"refused decision {where} (sent as a signal): {refused}", WAITING))
@@ -290,7 +287,7 @@ def _skip_reason(stage: StageState) -> Text | None:
 def _condition(condition: ConditionState) -> Text:
     kind = CONDITION_NAMES.get(condition.kind, condition.kind)
     if condition.status == ConditionStatus.OVERRIDDEN:
-        at = f" at {when(condition.overridden_at)}" if condition.overridden_at else ""
+        at = f" at {utc_time(condition.overridden_at)}" if condition.overridden_at else ""
         why = condition.override_reason or "no reason given"
         return literal(f"{kind} condition overridden by {condition.overridden_by or 'unknown'}{at}: {why}", WAITING)
     if condition.status == ConditionStatus.ERRORED:  # fails the stage whatever the result
@@ -318,9 +315,9 @@ def _window_opening(rule: RuleState) -> str:
     try:
         local = rule.opens_at.astimezone(ZoneInfo(zone_name))
     except (ZoneInfoNotFoundError, ValueError):
-        return when(rule.opens_at)
+        return utc_time(rule.opens_at)
     text = f"{local:%Y-%m-%d %H:%M:%S}, {zone_name}"
-    return text if zone_name == "UTC" else f"{text} ({when(rule.opens_at)})"
+    return text if zone_name == "UTC" else f"{text} ({utc_time(rule.opens_at)})"
 
 
 def _action_details(state: ExecutionState, stage: StageState, action: ActionState) -> Text:
@@ -427,7 +424,7 @@ def _slot(slot: ExecutionSlot | None) -> Text:
 def _transition(transition: TransitionState) -> Text:
     """Who changed the transition, when, and why."""
     who = transition.changed_by or "unknown"
-    at = f" at {when(transition.changed_at)}" if transition.changed_at else ""
+    at = f" at {utc_time(transition.changed_at)}" if transition.changed_at else ""
     if not transition.enabled:
         return literal(f"disabled by {who}{at}: {transition.reason or 'no reason given'}", WAITING)
     if transition.changed_by is None and transition.changed_at is None:

@@ -28,6 +28,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from conveyor.model import ApprovalRequest
 from conveyor.spec.loading import load_model_file
 
 IDENTITIES_ENV = "CONVEYOR_IDENTITIES"
@@ -84,6 +85,22 @@ def normalize(principal: str) -> str:
     if "@" in principal and ":" not in principal and " " not in principal:
         return f"email:{principal.lower()}"
     return principal
+
+
+def decider_names(by: str | None, principals: list[str]) -> set[str]:
+    """Every name a decider is known by: the claimed identity and the names the channel verified."""
+    return {normalize(name) for name in [by or "", *principals] if name}
+
+
+def allowed_deciders(request: ApprovalRequest) -> list[str]:
+    """Who may decide: the snapshot taken when the approval opened (groups and emails resolved), else the
+    approvers as listed."""
+    return request.allowed if request.allowed is not None else [normalize(a) for a in request.approvers]
+
+
+def excluded_deciders(request: ApprovalRequest) -> set[str]:
+    """Who separation of duties keeps out (the starter, the source revision's authors)."""
+    return {normalize(e) for e in request.excluded}
 
 
 def load_directory(path: Path | None = None) -> IdentityDirectory:

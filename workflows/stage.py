@@ -18,7 +18,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
-    from conveyor.identities import normalize
+    from conveyor.identities import allowed_deciders, decider_names, excluded_deciders
     from conveyor.interface import WorkflowType
     from conveyor.model import (
         ActionAttempt,
@@ -220,25 +220,23 @@ class StageWorkflow:
         if request is None:
             return action
         who = decision.by or ""
-        names = _names(decision.by, decision.principals)
+        names = decider_names(decision.by, decision.principals)
         if request.sources is not None and decision.source not in request.sources:
             raise ApplicationError(
                 f"approval '{action.action_name}' does not take decisions from '{decision.source}' "
                 f"(allowed: {', '.join(request.sources)})"
             )
-        # The snapshot taken when the approval opened (groups and emails resolved); before it existed, the list.
-        allowed = request.allowed if request.allowed is not None else [normalize(a) for a in request.approvers]
-        if request.approvers and not names & set(allowed):
+        if request.approvers and not names & set(allowed_deciders(request)):
             raise ApplicationError(
                 f"'{who or 'an unnamed caller'}' may not decide approval '{action.action_name}' "
                 f"(approvers: {', '.join(request.approvers)})"
             )
-        if names & {normalize(e) for e in request.excluded}:
+        if names & excluded_deciders(request):
             raise ApplicationError(
                 f"'{who}' started this execution or wrote its source revision, and may not decide approval "
                 f"'{action.action_name}' (separation of duties)"
             )
-        if any(names & _names(a.by, a.principals) for a in action.approvals):
+        if any(names & decider_names(a.by, a.principals) for a in action.approvals):
             raise ApplicationError(f"'{who}' has already approved '{action.action_name}'; another approver is needed")
         return action
 
@@ -257,7 +255,7 @@ class StageWorkflow:
             source=decision.source,
             approvals=approvals,
             quorum=quorum,
-            principals=sorted(_names(decision.by, decision.principals) - {decision.by or ""}),
+            principals=sorted(decider_names(decision.by, decision.principals) - {decision.by or ""}),
         )
         action.approvals.append(result)
         if final:
@@ -609,11 +607,6 @@ class StageWorkflow:
         if decision.status == "Rejected":
             raise ActionFailed("ApprovalRejected", f"rejected by {decision.by or 'unknown'}: {decision.summary}")
         return ActionOutcome(summary=decision.summary or f"approved by {decision.by or 'unknown'}")
-
-
-def _names(by: str | None, principals: list[str]) -> set[str]:
-    """Every name a decider is known by: the claimed identity and the names the channel verified."""
-    return {normalize(name) for name in [by or "", *principals] if name}
 
 
 def _minutes_text(minutes: int) -> str:

@@ -15,7 +15,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from conveyor.identities import normalize
+from conveyor.identities import allowed_deciders, decider_names, excluded_deciders
 from conveyor.model import (
     ActionState,
     ActionStatus,
@@ -400,10 +400,9 @@ def _approval_waiting(action: ActionState) -> Text:
 def _who_may_decide(request: ApprovalRequest, approved: list[ApprovalResult]) -> str:
     if not request.approvers:
         return "anyone with access" + (" except those below" if request.excluded else "")
-    allowed = request.allowed if request.allowed is not None else [normalize(a) for a in request.approvers]
-    excluded = {normalize(e) for e in request.excluded}
-    decided = {normalize(name) for d in approved for name in [d.by or "", *d.principals] if name}
-    left = [name for name in allowed if name not in excluded and name not in decided]
+    excluded = excluded_deciders(request)
+    decided = {name for d in approved for name in decider_names(d.by, d.principals)}
+    left = [name for name in allowed_deciders(request) if name not in excluded and name not in decided]
     if not left:
         return "nobody left (no approver who has not decided yet is allowed)"
     more = f" and {len(left) - MAX_NAMES_LISTED} more" if len(left) > MAX_NAMES_LISTED else ""

@@ -17,6 +17,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from conveyor.identities import IdentityDirectory, load_directory, normalize
+from conveyor.interface import (
+    Activity,
+)
 from conveyor.model import ApproverQuery, ApproverSnapshot
 from conveyor.slack.web import BOT_TOKEN_ENV, web_client
 from conveyor.spec.validation import DeclarationError
@@ -26,7 +29,7 @@ log = structlog.get_logger("conveyor.approvers")
 _NOT_FOUND = {"user_not_found", "no_such_subteam", "subteam_not_found", "invalid_users"}
 
 
-@activity.defn(name="resolve_approvers")
+@activity.defn(name=Activity.RESOLVE_APPROVERS)
 async def resolve_approvers(query: ApproverQuery) -> ApproverSnapshot:
     try:
         directory = load_directory()

@@ -10,11 +10,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from conveyor import quartz
+from conveyor.interface import (
+    Activity,
+)
 from conveyor.model import RegexCheck, WindowAnswer, WindowCheck
 from conveyor.patterns import PatternError, matches
 
 
-@activity.defn(name="deployment_window")
+@activity.defn(name=Activity.DEPLOYMENT_WINDOW)
 async def deployment_window(check: WindowCheck) -> WindowAnswer:
     try:
         zone = quartz.time_zone(check.time_zone)
@@ -28,7 +31,7 @@ async def deployment_window(check: WindowCheck) -> WindowAnswer:
     return WindowAnswer(inside=False, opens_at=opening.astimezone(check.now.tzinfo) if opening else None)
 
 
-@activity.defn(name="regex_matches")
+@activity.defn(name=Activity.REGEX_MATCHES)
 async def regex_matches(check: RegexCheck) -> bool:
     """RE2 runs in linear time: a hostile pattern cannot stall the worker (a timeout could not stop `re`)."""
     try:

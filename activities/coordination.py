@@ -22,7 +22,14 @@ from conveyor.coordinators import (
     parse_saved_state,
     read_coordinator_state,
 )
-from conveyor.interface import WorkflowType
+from conveyor.interface import (
+    Activity,
+    Coordination,
+    EntryDecision,
+    ExecutionMode,
+    Update,
+    WorkflowType,
+)
 from conveyor.memo import DISABLED_TRANSITIONS_KEY
 from conveyor.model import (
     CoordinationRequest,
@@ -75,7 +82,7 @@ class CoordinationActivities:
         self.store = store
         self.transitions = DisabledTransitions()
 
-    @activity.defn(name="coordinate")
+    @activity.defn(name=Activity.COORDINATE)
     async def coordinate(self, request: CoordinationRequest) -> StageEntryDecision | None:
         """Signal the coordinator, starting it first if needed (signal-with-start): an execution
         started with `temporal workflow start` for a pipeline never applied still gets one.
@@ -83,22 +90,22 @@ class CoordinationActivities:
         has one at once (None: wait for the `stage_decision` signal). The update needs a workflow
         task of the coordinator: if none comes soon (this worker is shutting down, or the coordinator
         is overloaded) the request goes as the `request_entry` signal, answered by signal."""
-        payload = request.release if request.signal == "release_stage" else request.entry
+        payload = request.release if request.signal == Coordination.RELEASE_STAGE else request.entry
         if payload is None:
             raise ApplicationError(f"coordination request '{request.signal}' carries no payload", non_retryable=True)
         signal = request.signal
-        if signal == "enter_parallel":
+        if signal == Coordination.ENTER_PARALLEL:
             assert request.entry is not None
             stage = request.entry.stage_name
             if stage not in await self.transitions.disabled(activity.client(), request.pipeline_name):
-                return StageEntryDecision(stage_name=stage, decision="Enter")
+                return StageEntryDecision(stage_name=stage, decision=EntryDecision.ENTER)
             # Held at a disabled transition: the coordinator answers when it is enabled.
             payload = request.entry.model_copy(update={"hold_at_transition": True})
-            signal = "enter_stage"
+            signal = Coordination.ENTER_STAGE
         coordinator = coordinator_input(request.pipeline_name, request.execution_mode, self.settings)
         summary = f"coordinator of pipeline {request.pipeline_name}"
         client, task_queue = activity.client(), activity.info().task_queue
-        if signal == "enter_stage":
+        if signal == Coordination.ENTER_STAGE:
             start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
                 WorkflowType.COORDINATOR.value,
                 coordinator,
@@ -109,7 +116,10 @@ class CoordinationActivities:
             )
             update = asyncio.ensure_future(
                 client.execute_update_with_start_workflow(
-                    "enter_stage", payload, start_workflow_operation=start, result_type=nullable(StageEntryDecision)
+                    Update.ENTER_STAGE,
+                    payload,
+                    start_workflow_operation=start,
+                    result_type=nullable(StageEntryDecision),
                 )
             )
             shutdown = asyncio.ensure_future(activity.wait_for_worker_shutdown())
@@ -127,7 +137,7 @@ class CoordinationActivities:
             if started.done() and not started.cancelled():
                 started.exception()
             # A repeated request is harmless: the coordinator answers it again, by signal.
-            signal = "request_entry"
+            signal = Coordination.REQUEST_ENTRY
         await client.start_workflow(
             WorkflowType.COORDINATOR.value,
             coordinator,
@@ -139,20 +149,20 @@ class CoordinationActivities:
         )
         return None
 
-    @activity.defn(name="store_document")
+    @activity.defn(name=Activity.STORE_DOCUMENT)
     async def store_document(self, document: StoreDocumentInput) -> None:
         try:
             await asyncio.to_thread(self.store.put_document, document.digest, document.data)
         except ArtifactError as err:
             raise ApplicationError(str(err), type="ArtifactError", non_retryable=True) from None
 
-    @activity.defn(name="save_coordinator_state")
+    @activity.defn(name=Activity.SAVE_COORDINATOR_STATE)
     async def save_coordinator_state(self, state: CoordinatorState) -> None:
         """What a coordinator that closes must not forget, for the run that starts after it."""
         text = state.model_dump_json(exclude_defaults=True)
         await asyncio.to_thread(self.store.put_coordinator_state, state.pipeline_name, text)
 
-    @activity.defn(name="saved_coordinator_state")
+    @activity.defn(name=Activity.SAVED_COORDINATOR_STATE)
     async def saved_coordinator_state(self, pipeline_name: str) -> CoordinatorState | None:
         """The state the pipeline's coordinator saved when it last closed; None if it never closed.
         An unreadable one fails (and is retried): starting empty would silently lift a freeze or
@@ -166,12 +176,12 @@ class CoordinationActivities:
             where = f"coordinators/{pipeline_name}.json in the artifact store"
             raise ApplicationError(f"{err}; fix or remove {where}", type="SavedStateUnreadable") from None
 
-    @activity.defn(name="stage_facts")
+    @activity.defn(name=Activity.STAGE_FACTS)
     async def stage_facts(self, request: StageFactsRequest) -> StageLock | None:
         """A stage's facts from the coordinator (newest entered, last succeeded), None if it has none.
         A PARALLEL execution's question (was the stage entered by an execution started after me?) is
         answered from visibility: PARALLEL executions do not report to the coordinator."""
-        if request.execution_mode == "PARALLEL" and request.started_after is not None:
+        if request.execution_mode == ExecutionMode.PARALLEL and request.started_after is not None:
             newest = await visibility.newest_entered(
                 activity.client(), request.pipeline_name, request.stage_name, started_after=request.started_after
             )
@@ -183,7 +193,7 @@ class CoordinationActivities:
             return None
         return next((s for s in state.stages if s.stage_name == request.stage_name), None)
 
-    @activity.defn(name="closed_workflows")
+    @activity.defn(name=Activity.CLOSED_WORKFLOWS)
     async def closed_workflows(self, workflow_ids: list[str]) -> list[str]:
         """The ids among these whose workflow is no longer running (or no longer exists)."""
         client = activity.client()

@@ -18,6 +18,9 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from conveyor.interface import (
+    Activity,
+)
 from conveyor.model import ApprovalNotice
 
 log = structlog.get_logger("conveyor.notifications")
@@ -54,7 +57,7 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-@activity.defn(name="notify_approval")
+@activity.defn(name=Activity.NOTIFY_APPROVAL)
 async def notify_approval(notice: ApprovalNotice) -> None:
     message = approval_message(notice)
     bound = log.bind(pipeline=notice.pipeline_name, execution=notice.execution_id, action=notice.action_name)

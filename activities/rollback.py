@@ -9,6 +9,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.artifacts import ArtifactStore
+from conveyor.interface import (
+    Activity,
+)
 from conveyor.model import ManualRollbackStart, RollbackStart, TriggerType
 from conveyor.rollback import RollbackRefused, check_rollback, rollback_spec, start_rollback_execution, target_state
 from conveyor.spec.validation import parse_pipeline
@@ -18,7 +21,7 @@ class RollbackActivities:
     def __init__(self, store: ArtifactStore) -> None:
         self.store = store
 
-    @activity.defn(name="start_manual_rollback")
+    @activity.defn(name=Activity.START_MANUAL_ROLLBACK)
     async def start_manual_rollback(self, start: ManualRollbackStart) -> str:
         """`rollback_stage` on the coordinator: check CodePipeline's rules, then start the execution."""
         text = await asyncio.to_thread(self.store.get_document, start.digest)
@@ -42,7 +45,7 @@ class RollbackActivities:
             started_by=request.by,
         )
 
-    @activity.defn(name="start_rollback")
+    @activity.defn(name=Activity.START_ROLLBACK)
     async def start_rollback(self, request: RollbackStart) -> str:
         """After `onFailure: ROLLBACK`: re-run the stage with its last successful execution's inputs."""
         pipeline = parse_pipeline(request.pipeline, "<rollback>")

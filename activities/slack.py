@@ -12,6 +12,10 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from conveyor.interface import (
+    Activity,
+    NoticeKind,
+)
 from conveyor.model import ApprovalNotice, SlackMessageRef
 from conveyor.slack.messages import approval_blocks, fallback_text, reminder_text
 from conveyor.slack.web import BOT_TOKEN_ENV, web_client
@@ -19,7 +23,7 @@ from conveyor.slack.web import BOT_TOKEN_ENV, web_client
 log = structlog.get_logger("conveyor.slack")
 
 
-@activity.defn(name="notify_slack")
+@activity.defn(name=Activity.NOTIFY_SLACK)
 async def notify_slack(notice: ApprovalNotice) -> SlackMessageRef | None:
     slack = web_client()
     if slack is None:
@@ -27,14 +31,14 @@ async def notify_slack(notice: ApprovalNotice) -> SlackMessageRef | None:
     bound = log.bind(pipeline=notice.pipeline_name, execution=notice.execution_id, action=notice.action_name)
     message = notice.slack_message
     try:
-        if notice.kind == "opened" or message is None:
-            if notice.kind == "reminder":
+        if notice.kind == NoticeKind.OPENED or message is None:
+            if notice.kind == NoticeKind.REMINDER:
                 return None  # nothing to remind of: the request itself was never posted
             posted = await slack.chat_postMessage(
                 channel=notice.slack_channel or "", text=fallback_text(notice), blocks=approval_blocks(notice)
             )
             message = SlackMessageRef(channel=str(posted["channel"]), ts=str(posted["ts"]))
-        elif notice.kind == "reminder":
+        elif notice.kind == NoticeKind.REMINDER:
             await slack.chat_postMessage(channel=message.channel, thread_ts=message.ts, text=reminder_text(notice))
         else:
             await slack.chat_update(

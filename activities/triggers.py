@@ -32,7 +32,11 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.artifacts import ArtifactStore
 from conveyor.client import ConveyorClient
-from conveyor.interface import WorkflowType
+from conveyor.interface import (
+    Activity,
+    Query,
+    WorkflowType,
+)
 from conveyor.model import (
     CoordinatorState,
     SourceRevisionOverride,
@@ -56,7 +60,7 @@ class TriggerActivities:
         self.settings = settings
         self.store = store
 
-    @activity.defn(name="sync_triggers")
+    @activity.defn(name=Activity.SYNC_TRIGGERS)
     async def sync_triggers(self, sync: TriggerSync) -> None:
         client = activity.client()
         task_queue = activity.info().task_queue
@@ -69,7 +73,7 @@ class TriggerActivities:
         await _sync(client, task_queue, sync.pipeline_name, "Schedule", cron)
         await _sync(client, task_queue, sync.pipeline_name, "Poll", poll)
 
-    @activity.defn(name="fire_trigger")
+    @activity.defn(name=Activity.FIRE_TRIGGER)
     async def fire_trigger(self, fire: TriggerFire) -> str | None:
         """Start an execution of the pipeline's current version; a poll only when the branch moved."""
         client = activity.client()
@@ -99,7 +103,7 @@ class TriggerActivities:
         return str(ref) if started else None
 
     async def _current(self, client: Client, name: str) -> tuple[dict[str, Any], Pipeline]:
-        state = await client.get_workflow_handle(name).query("state", result_type=CoordinatorState)
+        state = await client.get_workflow_handle(name).query(Query.STATE, result_type=CoordinatorState)
         current = state.current
         if current is None:
             raise ApplicationError(f"pipeline '{name}' has no applied version", non_retryable=True)

@@ -40,7 +40,16 @@ from conveyor.coordinators import (
     parse_saved_state,
     read_coordinator_state,
 )
-from conveyor.interface import WorkflowType, execution_workflow_id, split_execution_workflow_id, stage_workflow_id
+from conveyor.interface import (
+    ExecutionMode,
+    Query,
+    RetryMode,
+    Update,
+    WorkflowType,
+    execution_workflow_id,
+    split_execution_workflow_id,
+    stage_workflow_id,
+)
 from conveyor.memo import state_from_memo
 from conveyor.model import (
     ActionState,
@@ -221,7 +230,7 @@ class ConveyorClient:
         state: ExecutionState | None = None
         if live and description.status == WorkflowExecutionStatus.RUNNING and stuck is None:
             try:
-                state = await handle.query("state", result_type=ExecutionState, rpc_timeout=QUERY_TIMEOUT)
+                state = await handle.query(Query.STATE, result_type=ExecutionState, rpc_timeout=QUERY_TIMEOUT)
             except (TimeoutError, RPCError):
                 state = None  # no worker answering: the memo is the best we have
             if state is not None:
@@ -275,7 +284,7 @@ class ConveyorClient:
                 continue
             try:
                 live = await self.temporal.get_workflow_handle(ref.stage_workflow_id(stage.stage_name)).query(
-                    "state", result_type=StageState, rpc_timeout=QUERY_TIMEOUT
+                    Query.STATE, result_type=StageState, rpc_timeout=QUERY_TIMEOUT
                 )
             except (TimeoutError, RPCError):
                 continue
@@ -387,7 +396,7 @@ class ConveyorClient:
         decision = ApprovalDecision(
             token=token, action_name=action, summary=summary, by=by, source=source, principals=principals or []
         )
-        update = "approve" if approve else "reject"
+        update = Update.APPROVE if approve else Update.REJECT
         try:
             return await self._send_update(
                 stage_workflow, update, decision, ApprovalResult, task_queue=task_queue, update_id=update_id
@@ -431,15 +440,15 @@ class ConveyorClient:
     ) -> ExecutionState:
         """Stop an execution: let running actions finish (default) or abandon them at once."""
         request = StopRequest(reason=reason, abandon=abandon, by=by)
-        return await self._execution_update(ref, "stop", request)
+        return await self._execution_update(ref, Update.STOP, request)
 
     async def retry(
-        self, ref: ExecutionRef, stage: str, *, mode: str = "FAILED_ACTIONS", by: str | None = None
+        self, ref: ExecutionRef, stage: str, *, mode: str = RetryMode.FAILED_ACTIONS, by: str | None = None
     ) -> ExecutionState:
         """Retry the failed stage of an execution whose retry window is open; it resumes the same execution."""
         request = StageRetryRequest(stage_name=stage, retry_mode=mode, by=by)
         try:
-            return await self._execution_update(ref, "retry_stage", request)
+            return await self._execution_update(ref, Update.RETRY_STAGE, request)
         except ExecutionEnded as ended:
             if ended.status != ExecutionStatus.FAILED:
                 raise
@@ -450,7 +459,7 @@ class ConveyorClient:
     ) -> ExecutionState:
         """Let an execution past a stage condition that waits (a deployment window) or failed (beforeEntry)."""
         override = ConditionOverride(stage_name=stage, condition_type=condition_type, reason=reason, by=by)
-        return await self._execution_update(ref, "override_condition", override)
+        return await self._execution_update(ref, Update.OVERRIDE_CONDITION, override)
 
     async def _execution_update(self, ref: ExecutionRef, name: str, payload: Any) -> ExecutionState:
         try:
@@ -468,7 +477,7 @@ class ConveyorClient:
         `stage` with execution `to`'s inputs; CodePipeline's restrictions are refused with a message."""
         request = RollbackRequest(stage_name=stage, target_execution_id=to, by=by)
         try:
-            execution_id = await self._update(pipeline_name, "rollback_stage", request, str)
+            execution_id = await self._update(pipeline_name, Update.ROLLBACK_STAGE, request, str)
         except WorkflowUpdateFailedError as err:
             raise ConveyorError(refusal(err)) from None
         except RPCError as err:
@@ -482,10 +491,10 @@ class ConveyorClient:
     async def apply(self, pipeline: dict[str, Any], *, by: str | None = None) -> ApplyResult:
         """Create or update a registered pipeline; an unchanged declaration keeps its version."""
         name = str(pipeline["name"])
-        mode = str(pipeline.get("executionMode", "SUPERSEDED"))
+        mode = str(pipeline.get("executionMode", ExecutionMode.SUPERSEDED))
         try:
             return await self._update_coordinator(
-                name, mode, "apply", ApplyRequest(pipeline=pipeline, by=by), ApplyResult
+                name, mode, Update.APPLY, ApplyRequest(pipeline=pipeline, by=by), ApplyResult
             )
         except WorkflowUpdateFailedError as err:
             raise ConveyorError(refusal(err)) from None
@@ -540,7 +549,7 @@ class ConveyorClient:
         """The coordinator's state with every stage's facts. A PARALLEL pipeline's executions do not
         report to the coordinator: their newest entry and last success per stage come from visibility."""
         state = await self.pipeline_state(name)
-        if state.execution_mode == "PARALLEL" and state.current is not None:
+        if state.execution_mode == ExecutionMode.PARALLEL and state.current is not None:
             names = state.current.stage_names
             newest = await visibility.newest_entries(self.temporal, name, names)  # one pass for every stage
             succeeded = await asyncio.gather(*(visibility.last_succeeded(self.temporal, name, n) for n in names))
@@ -578,7 +587,7 @@ class ConveyorClient:
         self, name: str, stage: str, *, enabled: bool, reason: str = "", by: str | None = None
     ) -> TransitionState:
         change = TransitionChange(stage_name=stage, reason=reason, by=by)
-        update = "enable_transition" if enabled else "disable_transition"
+        update = Update.ENABLE_TRANSITION if enabled else Update.DISABLE_TRANSITION
         try:
             try:
                 return await self._update(name, update, change, TransitionState)

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from conveyor.interface import ExecutionMode, Query
 from conveyor.model import CoordinatorInput, CoordinatorState
 from conveyor.settings import Settings
 
@@ -23,11 +24,11 @@ from conveyor.settings import Settings
 SavedStateReader = Callable[[str], str | None]
 
 
-def coordinator_input(pipeline: str, execution_mode: str, settings: Settings) -> CoordinatorInput:
+def coordinator_input(pipeline: str, execution_mode: ExecutionMode | str, settings: Settings) -> CoordinatorInput:
     """How a coordinator starts, whoever starts it (the client's `apply`, an execution's `coordinate`)."""
     return CoordinatorInput(
         pipeline_name=pipeline,
-        execution_mode=execution_mode,
+        execution_mode=ExecutionMode(execution_mode),
         continue_as_new_every=settings.coordinator_continue_as_new_every,
         idle_minutes=settings.coordinator_idle_minutes,
     )
@@ -59,7 +60,7 @@ async def read_coordinator_state(
             raise
         running = False  # never ran, or its runs are past the namespace's retention
     if running:
-        live: CoordinatorState = await handle.query("state", result_type=CoordinatorState, rpc_timeout=rpc_timeout)
+        live: CoordinatorState = await handle.query(Query.STATE, result_type=CoordinatorState, rpc_timeout=rpc_timeout)
         return live
     text = await asyncio.to_thread(saved, pipeline)
     return parse_saved_state(pipeline, text) if text is not None else None

@@ -14,6 +14,18 @@ from typing import Any, cast
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from conveyor.interface import (
+    ApprovalOutcome,
+    ApprovalStatus,
+    ConditionKind,
+    Coordination,
+    EntryDecision,
+    ExecutionMode,
+    NoticeKind,
+    ReleaseOutcome,
+    RetryMode,
+)
+
 
 def nullable(model: type[Any]) -> type[Any]:
     """`model | None` as a `result_type`: Temporal's pydantic converter decodes the union (an activity or
@@ -80,6 +92,12 @@ class ConditionStatus(StrEnum):
     @property
     def is_open(self) -> bool:
         return self in (ConditionStatus.PENDING, ConditionStatus.IN_PROGRESS)
+
+
+class CompensationStatus(StrEnum):
+    IN_PROGRESS = "InProgress"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
 
 
 class TriggerType(StrEnum):
@@ -224,7 +242,7 @@ class ApprovalDecision(CamelModel):
 
 class ApprovalResult(CamelModel):
     action_name: str
-    status: str  # Approved | Rejected, or Pending while a quorum is not reached yet
+    status: ApprovalStatus
     summary: str
     by: str | None
     decided_at: datetime
@@ -304,7 +322,7 @@ class CompensationStep(CamelModel):
 
 
 class CompensationState(CamelModel):
-    status: str  # InProgress | Succeeded | Failed
+    status: CompensationStatus
     attempt: int = 1
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -351,7 +369,7 @@ class RuleState(CamelModel):
 class ConditionState(CamelModel):
     """One evaluation of a stage condition (beforeEntry, onSuccess, onFailure) and its rules."""
 
-    kind: str  # BEFORE_ENTRY | ON_SUCCESS | ON_FAILURE
+    kind: ConditionKind
     result: str | None = None  # what a failing condition does: FAIL | SKIP | ROLLBACK
     status: ConditionStatus = ConditionStatus.IN_PROGRESS
     started_at: datetime | None = None
@@ -468,7 +486,7 @@ class StageInput(CamelModel):
     execution_id: str
     stage: dict[str, Any]  # the stage's declaration, already validated by the execution workflow
     attempt: int = 1
-    retry_mode: str | None = None  # FAILED_ACTIONS keeps the actions that succeeded in `previous`
+    retry_mode: RetryMode | None = None  # FAILED_ACTIONS keeps the actions that succeeded in `previous`
     previous: StageResult | None = None
     started_by: str | None = None  # for separation of duties in approvals
     source_authors: list[str] = Field(default_factory=list)
@@ -544,7 +562,7 @@ class StageRelease(CamelModel):
 
     stage_name: str
     execution_id: str
-    outcome: str  # a StageStatus value, or "Withdrawn" for an execution that stopped waiting
+    outcome: ReleaseOutcome
     pipeline_version: int = 1
 
 
@@ -553,7 +571,7 @@ class StageEntryRequest(CamelModel):
 
     stage_name: str
     execution: ExecutionSlot
-    execution_mode: str = "SUPERSEDED"  # the execution's pinned declaration decides
+    execution_mode: ExecutionMode = ExecutionMode.SUPERSEDED  # the execution's pinned declaration decides
     # The stage the execution leaves on its way in (one message per stage boundary), handled first.
     leaving: StageRelease | None = None
     # A PARALLEL execution that found the stage's inbound transition disabled: hold it until enabled.
@@ -565,7 +583,7 @@ class StageEntryDecision(CamelModel):
     """Signal `stage_decision` (coordinator -> execution): enter, or you were superseded."""
 
     stage_name: str
-    decision: str  # "Enter" | "Superseded"
+    decision: EntryDecision
     superseded_by: str | None = None
 
 
@@ -627,7 +645,7 @@ class StageFactsRequest(CamelModel):
 
     pipeline_name: str
     stage_name: str
-    execution_mode: str = "SUPERSEDED"
+    execution_mode: ExecutionMode = ExecutionMode.SUPERSEDED
     started_after: datetime | None = None
 
 
@@ -638,7 +656,7 @@ class StoreDocumentInput(CamelModel):
 
 class CoordinatorState(CamelModel):
     pipeline_name: str
-    execution_mode: str = "SUPERSEDED"
+    execution_mode: ExecutionMode = ExecutionMode.SUPERSEDED
     versions: list[PipelineVersion] = Field(default_factory=list)
     stages: list[StageLock] = Field(default_factory=list)
     handled: int = 0  # messages handled by this run, for the continue-as-new knob
@@ -658,7 +676,7 @@ class CoordinatorState(CamelModel):
 
 class CoordinatorInput(CamelModel):
     pipeline_name: str
-    execution_mode: str = "SUPERSEDED"
+    execution_mode: ExecutionMode = ExecutionMode.SUPERSEDED
     continue_as_new_every: int = Field(default=500, ge=1)  # messages handled per run
     liveness_check_seconds: float = Field(default=2.0, gt=0)  # first check for an ended lock holder
     liveness_check_max_seconds: float = Field(default=60.0, gt=0)  # the interval doubles up to this
@@ -674,10 +692,8 @@ class CoordinationRequest(CamelModel):
     for `enter_stage`, whose answer comes back at once when the stage is free)."""
 
     pipeline_name: str
-    execution_mode: str
-    # "request_entry" | "release_stage" | "enter_stage" (an update) | "enter_parallel" (a PARALLEL
-    # execution: Enter unless the stage's inbound transition is disabled, then as "enter_stage")
-    signal: str
+    execution_mode: ExecutionMode
+    signal: Coordination
     entry: StageEntryRequest | None = None
     release: StageRelease | None = None
 
@@ -732,7 +748,7 @@ class RegexCheck(CamelModel):
 class ApprovalNotice(CamelModel):
     """Input of the `notify_approval` activity: CodePipeline's approval notification, and where to send it."""
 
-    kind: str  # "opened" | "reminder" | "progress" (a decision counted) | "closed"
+    kind: NoticeKind
     pipeline_name: str
     execution_id: str
     stage_name: str
@@ -755,4 +771,4 @@ class ApprovalNotice(CamelModel):
     revisions: list[SourceRevision] = Field(default_factory=list)
     authors: list[str] = Field(default_factory=list)
     approvals: list[ApprovalResult] = Field(default_factory=list)  # accepted so far (progress, outcome)
-    outcome: str | None = None  # closed: Approved | Rejected | TimedOut | Stopped
+    outcome: ApprovalOutcome | None = None  # set when closed

@@ -20,6 +20,10 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from conveyor.interface import (
+        Activity,
+        ConditionKind,
+    )
     from conveyor.model import (
         ActionContext,
         ActionOutcome,
@@ -62,7 +66,7 @@ class ConditionContext:
 
 
 async def evaluate(
-    kind: str, conditions: list[Condition], ctx: ConditionContext, into: list[ConditionState]
+    kind: ConditionKind, conditions: list[Condition], ctx: ConditionContext, into: list[ConditionState]
 ) -> str | None:
     """None when every condition passed (or was overridden); else what follows: the failing
     condition's result, or FAIL for a condition that errored."""
@@ -130,7 +134,7 @@ async def _deployment_window(configuration: dict[str, str], state: RuleState, ct
     cron, zone = configuration["Cron"], configuration.get("TimeZone", "UTC")
     while True:
         answer: WindowAnswer = await workflow.execute_local_activity(
-            "deployment_window",
+            Activity.DEPLOYMENT_WINDOW,
             WindowCheck(cron=cron, time_zone=zone, now=workflow.now()),
             result_type=WindowAnswer,
             start_to_close_timeout=LOCAL,
@@ -162,7 +166,10 @@ async def _variable_check(configuration: dict[str, str]) -> RuleOutcome:
         passed = value in variable
     else:  # MATCHES
         passed = await workflow.execute_local_activity(
-            "regex_matches", RegexCheck(pattern=value, value=variable), result_type=bool, start_to_close_timeout=LOCAL
+            Activity.REGEX_MATCHES,
+            RegexCheck(pattern=value, value=variable),
+            result_type=bool,
+            start_to_close_timeout=LOCAL,
         )
     status = ConditionStatus.SUCCEEDED if passed else ConditionStatus.FAILED
     return RuleOutcome(status, f"'{shorten(variable)}' {operator} '{shorten(value)}': {'true' if passed else 'false'}")

@@ -34,7 +34,17 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from conveyor.interface import WorkflowType, split_execution_workflow_id
+    from conveyor.interface import (
+        Activity,
+        EntryDecision,
+        ExecutionMode,
+        Query,
+        ReleaseOutcome,
+        Signal,
+        Update,
+        WorkflowType,
+        split_execution_workflow_id,
+    )
     from conveyor.memo import DISABLED_TRANSITIONS_KEY
     from conveyor.model import (
         ApplyRequest,
@@ -57,10 +67,6 @@ with workflow.unsafe.imports_passed_through():
         nullable,
     )
     from conveyor.spec.validation import validate_pipeline
-
-ENTER = "Enter"
-SUPERSEDED = "Superseded"
-SUCCEEDED = "Succeeded"
 
 
 def declaration_digest(canonical: str) -> str:
@@ -93,13 +99,13 @@ class PipelineWorkflow:
 
     # --- queries --------------------------------------------------------------------------------
 
-    @workflow.query(name="state")
+    @workflow.query(name=Query.STATE)
     def state(self) -> CoordinatorState:
         return self._state
 
     # --- messages from executions ---------------------------------------------------------------
 
-    @workflow.signal(name="request_entry")
+    @workflow.signal(name=Signal.REQUEST_ENTRY)
     async def request_entry(self, request: StageEntryRequest) -> None:
         await self._until_restored()
         self._request_entry(request)
@@ -111,7 +117,7 @@ class PipelineWorkflow:
         self._check_interval = self._input.liveness_check_seconds  # the queue changed: look again soon
         lock = self._state.stage(request.stage_name)
         slot = request.execution.model_copy(update={"arrived_at": workflow.now()})
-        if request.execution_mode == "PARALLEL":
+        if request.execution_mode == ExecutionMode.PARALLEL:
             if request.hold_at_transition:  # it found the transition disabled: held until enabled
                 if lock.transition.enabled:  # enabled again meanwhile
                     self._let_in(slot, lock)
@@ -128,7 +134,7 @@ class PipelineWorkflow:
         if any(w.execution_id == slot.execution_id for w in lock.waiting):
             return
         lock.waiting.append(slot)
-        if request.execution_mode == "SUPERSEDED" and len(lock.waiting) > 1:
+        if request.execution_mode == ExecutionMode.SUPERSEDED and len(lock.waiting) > 1:
             # At most one execution waits in front of a stage: the newest; the others are superseded.
             newest = max(lock.waiting, key=lambda w: w.started_at)
             for older in [w for w in lock.waiting if w is not newest]:
@@ -136,14 +142,16 @@ class PipelineWorkflow:
                     (
                         older.workflow_id,
                         StageEntryDecision(
-                            stage_name=lock.stage_name, decision=SUPERSEDED, superseded_by=newest.execution_id
+                            stage_name=lock.stage_name,
+                            decision=EntryDecision.SUPERSEDED,
+                            superseded_by=newest.execution_id,
                         ),
                     )
                 )
             lock.waiting = [newest]
         self._admit(lock)
 
-    @workflow.update(name="enter_stage")
+    @workflow.update(name=Update.ENTER_STAGE)
     async def enter_stage(self, request: StageEntryRequest) -> StageEntryDecision | None:
         """`request_entry` answered at once when the answer is already known (the stage is free, or the
         request is superseded); None when the execution must wait for its `stage_decision` signal."""
@@ -161,7 +169,7 @@ class PipelineWorkflow:
         answers = [m[1] for m in produced if for_caller(m)]
         return answers[-1] if answers else None
 
-    @workflow.signal(name="release_stage")
+    @workflow.signal(name=Signal.RELEASE_STAGE)
     async def release_stage(self, release: StageRelease) -> None:
         await self._until_restored()
         self._release_stage(release)
@@ -169,7 +177,7 @@ class PipelineWorkflow:
     def _release_stage(self, release: StageRelease) -> None:
         self._state.handled += 1
         lock = self._state.stage(release.stage_name)
-        if release.outcome == SUCCEEDED:
+        if release.outcome == ReleaseOutcome.SUCCEEDED:
             lock.last_succeeded = StageFact(
                 execution_id=release.execution_id, pipeline_version=release.pipeline_version, at=workflow.now()
             )
@@ -177,7 +185,7 @@ class PipelineWorkflow:
 
     # --- operators ------------------------------------------------------------------------------
 
-    @workflow.update(name="disable_transition")
+    @workflow.update(name=Update.DISABLE_TRANSITION)
     async def disable_transition(self, change: TransitionChange) -> TransitionState:
         await self._until_restored()
         lock = self._state.stage(change.stage_name)
@@ -192,7 +200,7 @@ class PipelineWorkflow:
     def _validate_disable(self, change: TransitionChange) -> None:
         self._check_stage(change.stage_name)
 
-    @workflow.update(name="enable_transition")
+    @workflow.update(name=Update.ENABLE_TRANSITION)
     async def enable_transition(self, change: TransitionChange) -> TransitionState:
         await self._until_restored()
         lock = self._state.stage(change.stage_name)
@@ -234,7 +242,7 @@ class PipelineWorkflow:
                 f"(stages: {', '.join(current.stage_names)})"
             )
 
-    @workflow.update(name="apply")
+    @workflow.update(name=Update.APPLY)
     async def apply(self, request: ApplyRequest) -> ApplyResult:
         await self._until_restored()
         async with self._apply_lock:  # two applies at once get consecutive versions
@@ -247,7 +255,7 @@ class PipelineWorkflow:
             if current is not None and current.digest == digest:
                 return ApplyResult(version=current, changed=False)
             await workflow.execute_activity(
-                "store_document",
+                Activity.STORE_DOCUMENT,
                 StoreDocumentInput(data=canonical, digest=digest),
                 start_to_close_timeout=timedelta(minutes=1),
             )
@@ -261,7 +269,7 @@ class PipelineWorkflow:
             # The pipeline's cron and poll schedules follow its current version.
             extension = pipeline.conveyor
             await workflow.execute_activity(
-                "sync_triggers",
+                Activity.SYNC_TRIGGERS,
                 TriggerSync(
                     pipeline_name=pipeline.name,
                     cron=extension.schedule.cron if extension.schedule else None,
@@ -271,7 +279,7 @@ class PipelineWorkflow:
                 start_to_close_timeout=timedelta(minutes=1),
             )
             self._state.versions.append(version)
-            self._state.execution_mode = pipeline.execution_mode.value
+            self._state.execution_mode = pipeline.execution_mode
             self._state.handled += 1
             workflow.upsert_memo({key: self._memo()[key] for key in ("current", "mode")})
             return ApplyResult(version=version, changed=True)
@@ -287,7 +295,7 @@ class PipelineWorkflow:
                 f"this is pipeline '{self._state.pipeline_name}'; the declaration is named '{report.pipeline.name}'"
             )
 
-    @workflow.update(name="rollback_stage")
+    @workflow.update(name=Update.ROLLBACK_STAGE)
     async def rollback_stage(self, request: RollbackRequest) -> str:
         """Manual rollback: a new ROLLBACK execution re-runs the stage with the target's inputs. The
         target-specific rules (it succeeded there, same version, not itself a rollback) are checked
@@ -297,7 +305,7 @@ class PipelineWorkflow:
         assert current is not None  # the validator refused otherwise
         self._state.handled += 1
         execution_id: str = await workflow.execute_activity(
-            "start_manual_rollback",
+            Activity.START_MANUAL_ROLLBACK,
             ManualRollbackStart(
                 pipeline_name=self._state.pipeline_name, digest=current.digest, version=current.version, request=request
             ),
@@ -312,7 +320,7 @@ class PipelineWorkflow:
             raise ApplicationError(
                 f"pipeline '{self._state.pipeline_name}' has no applied version: `conveyor apply FILE` registers it"
             )
-        if self._state.execution_mode == "PARALLEL":
+        if self._state.execution_mode == ExecutionMode.PARALLEL:
             raise ApplicationError("stage rollback is not available in PARALLEL pipelines")
         self._check_stage(request.stage_name)
 
@@ -378,7 +386,7 @@ class PipelineWorkflow:
     async def _restore(self) -> None:
         """Start from what the last run saved when it closed (nothing, for a new pipeline)."""
         saved: CoordinatorState | None = await workflow.execute_local_activity(
-            "saved_coordinator_state",
+            Activity.SAVED_COORDINATOR_STATE,
             self._input.pipeline_name,
             result_type=nullable(CoordinatorState),
             start_to_close_timeout=timedelta(seconds=30),
@@ -420,7 +428,7 @@ class PipelineWorkflow:
             return False
         try:
             await workflow.execute_local_activity(
-                "save_coordinator_state",
+                Activity.SAVE_COORDINATOR_STATE,
                 self._state,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=3),
@@ -444,13 +452,13 @@ class PipelineWorkflow:
             batch, self._outbox = self._outbox, []
             results = await asyncio.gather(
                 *(
-                    workflow.get_external_workflow_handle(workflow_id).signal("stage_decision", decision)
+                    workflow.get_external_workflow_handle(workflow_id).signal(Signal.STAGE_DECISION, decision)
                     for workflow_id, decision in batch
                 ),
                 return_exceptions=True,
             )
             for (workflow_id, decision), result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException) and decision.decision == ENTER:
+                if isinstance(result, BaseException) and decision.decision == EntryDecision.ENTER:
                     # The execution is gone (terminated while it waited): take the stage back.
                     self._drop(self._state.stage(decision.stage_name), _execution_id(workflow_id))
 
@@ -463,7 +471,7 @@ class PipelineWorkflow:
             if lock.holder and (lock.waiting or not only_waited_for)
         }
         closed: list[str] = await workflow.execute_local_activity(
-            "closed_workflows",
+            Activity.CLOSED_WORKFLOWS,
             sorted(holders),
             result_type=list[str],
             start_to_close_timeout=timedelta(seconds=30),
@@ -493,7 +501,9 @@ class PipelineWorkflow:
             self._let_in(slot, lock)
 
     def _let_in(self, slot: ExecutionSlot, lock: StageLock) -> None:
-        self._outbox.append((slot.workflow_id, StageEntryDecision(stage_name=lock.stage_name, decision=ENTER)))
+        self._outbox.append(
+            (slot.workflow_id, StageEntryDecision(stage_name=lock.stage_name, decision=EntryDecision.ENTER))
+        )
 
     def _fact(self, slot: ExecutionSlot) -> StageFact:
         return StageFact(execution_id=slot.execution_id, pipeline_version=slot.pipeline_version, at=workflow.now())

@@ -26,7 +26,20 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from conveyor.interface import WorkflowType, split_execution_workflow_id, stage_workflow_id
+    from conveyor.interface import (
+        Activity,
+        ConditionKind,
+        Coordination,
+        EntryDecision,
+        Query,
+        ReleaseOutcome,
+        RetryMode,
+        Signal,
+        Update,
+        WorkflowType,
+        split_execution_workflow_id,
+        stage_workflow_id,
+    )
     from conveyor.memo import execution_memo, stage_memo
     from conveyor.model import (
         ActionContext,
@@ -34,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         ArtifactRef,
         CommandsInput,
         CompensationState,
+        CompensationStatus,
         CompensationStep,
         ConditionOverride,
         ConditionState,
@@ -83,7 +97,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.stage import INFRASTRUCTURE_RETRY, StageWorkflow, failure_details, initial_stage_state
 
 
-WITHDRAWN = "Withdrawn"
 COMPENSATION_ATTEMPTS = 3
 
 
@@ -107,7 +120,7 @@ class PipelineExecutionWorkflow:
         self._evaluating: tuple[str, str] | None = None  # (stage, kind) of the conditions under way
         self._overrides: dict[tuple[str, str], ConditionOverride] = {}
 
-    @workflow.query(name="state")
+    @workflow.query(name=Query.STATE)
     def state(self) -> ExecutionState | None:
         return self._state
 
@@ -190,16 +203,16 @@ class PipelineExecutionWorkflow:
                     await self._finish(ExecutionStatus.STOPPED, self._stop_summary(f"before stage '{stage.name}'"))
                     return state
                 decision = await self._enter_stage(stage)
-                if decision is not None and decision.decision == "Superseded":
+                if decision is not None and decision.decision == EntryDecision.SUPERSEDED:
                     summary = f"superseded by {decision.superseded_by} while waiting to enter stage '{stage.name}'"
                     await self._finish(ExecutionStatus.SUPERSEDED, summary)
                     return state
-                if decision is not None and decision.decision == WITHDRAWN:
+                if decision is not None and decision.decision == EntryDecision.WITHDRAWN:
                     await self._finish(ExecutionStatus.STOPPED, self._stop_summary(f"waiting for stage '{stage.name}'"))
                     return state
                 if stage.before_entry is not None:
                     outcome = await self._conditions(
-                        "BEFORE_ENTRY", stage, index, stage.before_entry.conditions, values, artifacts
+                        ConditionKind.BEFORE_ENTRY, stage, index, stage.before_entry.conditions, values, artifacts
                     )
                     if outcome is not None:  # a beforeEntry condition failed: FAIL or SKIP, the stage never runs
                         stage_state = state.stages[index]
@@ -207,7 +220,7 @@ class PipelineExecutionWorkflow:
                         stage_state.status = StageStatus.SKIPPED if skipped else StageStatus.FAILED
                         stage_state.error = None if skipped else _condition_error(stage_state.conditions[-1])
                         self._upsert_memo(stage_memo(stage_state))
-                        await self._leave_stage(stage, stage_state.status.value)
+                        await self._leave_stage(stage, ReleaseOutcome(stage_state.status.value))
                         if skipped:
                             index += 1
                             continue
@@ -222,7 +235,7 @@ class PipelineExecutionWorkflow:
                 condition_rollback = False
                 if result.state.status == StageStatus.SUCCEEDED and stage.on_success is not None:
                     outcome = await self._conditions(
-                        "ON_SUCCESS", stage, index, stage.on_success.conditions, values, artifacts
+                        ConditionKind.ON_SUCCESS, stage, index, stage.on_success.conditions, values, artifacts
                     )
                     if outcome is not None:  # the stage succeeded, but its onSuccess condition did not
                         result.state.status = StageStatus.FAILED
@@ -231,10 +244,10 @@ class PipelineExecutionWorkflow:
                         self._upsert_memo(stage_memo(result.state))
                 elif result.state.status == StageStatus.FAILED and stage.on_failure and stage.on_failure.conditions:
                     outcome = await self._conditions(
-                        "ON_FAILURE", stage, index, stage.on_failure.conditions, values, artifacts
+                        ConditionKind.ON_FAILURE, stage, index, stage.on_failure.conditions, values, artifacts
                     )
                     condition_rollback = outcome == "ROLLBACK"
-                outcome = result.state.status.value if result.state.status else "Failed"
+                outcome = ReleaseOutcome(result.state.status.value) if result.state.status else ReleaseOutcome.FAILED
                 succeeded = result.state.status == StageStatus.SUCCEEDED
                 if not self._parallel and succeeded and index + 1 < last:
                     self._leaving = self._release(stage, outcome)  # told with the next stage's request
@@ -277,7 +290,7 @@ class PipelineExecutionWorkflow:
                 # processes killed); record where we stopped and give back the stage we held or waited for.
                 await self._send_leaving()  # in case the request that carried it was cancelled
                 if self._current_stage is not None:
-                    await self._leave_stage(self._current_stage, "Stopped")
+                    await self._leave_stage(self._current_stage, ReleaseOutcome.STOPPED)
                 await self._finish(ExecutionStatus.STOPPED, "cancelled through Temporal (abandoned)")
             elif isinstance(err, FailureError) and not state.status.is_terminal:
                 # A failure received from an activity or child, or raised for a bad value found at run
@@ -303,7 +316,7 @@ class PipelineExecutionWorkflow:
 
     async def _conditions(
         self,
-        kind: str,
+        kind: ConditionKind,
         stage: Stage,
         index: int,
         conditions: list[Condition],
@@ -346,26 +359,26 @@ class PipelineExecutionWorkflow:
             return None
         return outcome
 
-    @workflow.update(name="override_condition")
+    @workflow.update(name=Update.OVERRIDE_CONDITION)
     def override_condition(self, override: ConditionOverride) -> ExecutionState:
         assert self._state is not None
         self._overrides[(override.stage_name, override.condition_type)] = override
         if self._state.status == ExecutionStatus.FAILED and self._retryable_stage == override.stage_name:
             # A failed beforeEntry condition: the override resumes the execution into the stage.
             self._retry_request = StageRetryRequest(
-                stage_name=override.stage_name, retry_mode="ALL_ACTIONS", by=override.by
+                stage_name=override.stage_name, retry_mode=RetryMode.ALL_ACTIONS, by=override.by
             )
             self._resume(self._retry_request)
         return self._state
 
     @override_condition.validator
     def _validate_override(self, override: ConditionOverride) -> None:
-        if override.condition_type not in ("BEFORE_ENTRY", "ON_SUCCESS"):
+        if override.condition_type not in (ConditionKind.BEFORE_ENTRY, ConditionKind.ON_SUCCESS):
             raise ApplicationError(f"condition type '{override.condition_type}': use BEFORE_ENTRY or ON_SUCCESS")
         key = (override.stage_name, override.condition_type)
         waiting = self._evaluating == key
         failed_before_entry = (
-            override.condition_type == "BEFORE_ENTRY"
+            override.condition_type == ConditionKind.BEFORE_ENTRY
             and self._state is not None
             and self._state.status == ExecutionStatus.FAILED
             and self._retryable_stage == override.stage_name
@@ -403,7 +416,7 @@ class PipelineExecutionWorkflow:
             stage_state = self._state.stage(step.stage_name)
             assert stage_state is not None
             action = next(a for a in stage_state.actions if a.action_name == step.action_name)
-            progress = CompensationState(status="InProgress", started_at=workflow.now())
+            progress = CompensationState(status=CompensationStatus.IN_PROGRESS, started_at=workflow.now())
             action.compensation = progress
             self._upsert_memo(stage_memo(stage_state))
             while True:
@@ -430,7 +443,7 @@ class PipelineExecutionWorkflow:
                         heartbeat_timeout=timedelta(seconds=pipeline.conveyor.heartbeat_timeout_seconds),
                         retry_policy=INFRASTRUCTURE_RETRY,
                     )
-                    progress.status = "Succeeded"
+                    progress.status = CompensationStatus.SUCCEEDED
                     break
                 except ActivityError as err:
                     cause = err.cause
@@ -439,7 +452,7 @@ class PipelineExecutionWorkflow:
                         message=getattr(cause, "message", None) or str(cause or err),
                     )
                     if progress.attempt >= COMPENSATION_ATTEMPTS:
-                        progress.status = "Failed"  # recorded; the remaining compensations still run
+                        progress.status = CompensationStatus.FAILED  # recorded; the remaining compensations still run
                         break
                     await workflow.sleep(timedelta(seconds=2**progress.attempt))
                     progress.attempt += 1
@@ -450,10 +463,10 @@ class PipelineExecutionWorkflow:
         assert self._pipeline is not None
         request = StageFactsRequest(pipeline_name=self._pipeline.name, stage_name=stage_name)
         if self._parallel:  # the coordinator does not know: visibility, for executions started after this one
-            request.execution_mode = ExecutionMode.PARALLEL.value
+            request.execution_mode = ExecutionMode.PARALLEL
             request.started_after = workflow.info().start_time
         facts: StageLock | None = await workflow.execute_local_activity(
-            "stage_facts",
+            Activity.STAGE_FACTS,
             request,
             result_type=nullable(StageLock),
             start_to_close_timeout=timedelta(seconds=30),
@@ -469,7 +482,7 @@ class PipelineExecutionWorkflow:
         if target is None or target.pipeline_version != self._state.pipeline_version:
             return f"no earlier success in '{stage.name}' to roll back to"
         rollback_id: str = await workflow.execute_activity(
-            "start_rollback",
+            Activity.START_ROLLBACK,
             RollbackStart(
                 pipeline=input.pipeline,
                 stage_name=stage.name,
@@ -485,7 +498,7 @@ class PipelineExecutionWorkflow:
 
     # --- stop and retry -----------------------------------------------------------------------------
 
-    @workflow.update(name="stop")
+    @workflow.update(name=Update.STOP)
     async def stop(self, request: StopRequest) -> ExecutionState:
         assert self._state is not None
         self._stop = request
@@ -494,7 +507,7 @@ class PipelineExecutionWorkflow:
             self._state.status_summary = self._stop_summary("")
             workflow.upsert_search_attributes([PIPELINE_STATUS.value_set(ExecutionStatus.STOPPING.value)])
         if self._running_stage is not None:
-            await workflow.get_external_workflow_handle(self._running_stage).signal("stop", request)
+            await workflow.get_external_workflow_handle(self._running_stage).signal(Signal.STOP, request)
         return self._state
 
     @stop.validator
@@ -519,7 +532,7 @@ class PipelineExecutionWorkflow:
         at = f" {where}" if where else ""
         return f"{how}{who}{at}: {self._stop.reason or 'no reason given'}"
 
-    @workflow.update(name="retry_stage")
+    @workflow.update(name=Update.RETRY_STAGE)
     async def retry_stage(self, request: StageRetryRequest) -> ExecutionState:
         assert self._state is not None and self._pipeline is not None
         # CodePipeline's rule: no retry once a newer execution has entered the stage.
@@ -546,7 +559,7 @@ class PipelineExecutionWorkflow:
             raise ApplicationError(f"the retry window of this execution has closed: {RETRY_WINDOW_ADVICE}")
         if request.stage_name != self._retryable_stage:
             raise ApplicationError(f"only the failed stage '{self._retryable_stage}' can be retried")
-        if request.retry_mode not in ("FAILED_ACTIONS", "ALL_ACTIONS"):
+        if request.retry_mode not in tuple(RetryMode):
             raise ApplicationError(f"retry mode '{request.retry_mode}': use FAILED_ACTIONS or ALL_ACTIONS")
         if self._retry_request is not None:
             raise ApplicationError("a retry of this execution is already under way")
@@ -591,7 +604,7 @@ class PipelineExecutionWorkflow:
         on_failure = stage.on_failure
         if on_failure is None or on_failure.result != FailureResult.RETRY:
             return result
-        mode = (on_failure.retry_configuration or RetryConfiguration()).retry_mode.value
+        mode = (on_failure.retry_configuration or RetryConfiguration()).retry_mode
         for _ in range(stage.conveyor.automatic_retries):
             if result.state.status != StageStatus.FAILED or self._stop is not None:
                 break
@@ -634,12 +647,12 @@ class PipelineExecutionWorkflow:
             artifacts=_artifacts_used(stage, artifacts),
             source_revisions=input.source_revisions,
             default_heartbeat_seconds=pipeline.conveyor.heartbeat_timeout_seconds,
-            retry_mode=retry.retry_mode if retry else None,
+            retry_mode=RetryMode(retry.retry_mode) if retry else None,
             started_by=state.started_by,
             source_authors=self._source_authors(),
             source_revisions_seen=list(state.source_revisions),
             artifact_digests={name: ref.digest for name, ref in sorted(artifacts.items())},
-            previous=previous if retry and retry.retry_mode == "FAILED_ACTIONS" else None,
+            previous=previous if retry and retry.retry_mode == RetryMode.FAILED_ACTIONS else None,
         )
         child_id = stage_workflow_id(pipeline.name, state.execution_id, stage.name)
         self._running_stage = child_id
@@ -685,7 +698,7 @@ class PipelineExecutionWorkflow:
 
     # --- the seam with the pipeline's coordinator -------------------------------------------------
 
-    @workflow.signal(name="stage_decision")
+    @workflow.signal(name=Signal.STAGE_DECISION)
     def stage_decision(self, decision: StageEntryDecision) -> None:
         self._decisions[decision.stage_name] = decision
 
@@ -705,18 +718,18 @@ class PipelineExecutionWorkflow:
                 started_at=workflow.info().start_time,
                 pipeline_version=state.pipeline_version,
             ),
-            execution_mode=mode.value,
+            execution_mode=mode,
             leaving=self._leaving,
         )
         if self._parallel:
             # Enter at once unless the inbound transition is disabled; then held by the coordinator.
-            decision = await self._coordinate("enter_parallel", entry=request)
+            decision = await self._coordinate(Coordination.ENTER_PARALLEL, entry=request)
             if decision is not None:
                 self._current_stage = None  # the coordinator never heard of it: nothing to give back
                 return decision
         else:
             # An update: a free stage is entered at once, without waiting for a signal.
-            decision = await self._coordinate("enter_stage", entry=request)
+            decision = await self._coordinate(Coordination.ENTER_STAGE, entry=request)
             self._leaving = None
             if decision is not None:
                 return decision
@@ -725,21 +738,21 @@ class PipelineExecutionWorkflow:
         await workflow.wait_condition(lambda: stage.name in self._decisions or self._stop is not None)
         state.waiting_for_stage = None
         if stage.name not in self._decisions:  # stopped while it waited: give up its place in the queue
-            await self._leave_stage(stage, WITHDRAWN)
-            return StageEntryDecision(stage_name=stage.name, decision=WITHDRAWN)
+            await self._leave_stage(stage, ReleaseOutcome.WITHDRAWN)
+            return StageEntryDecision(stage_name=stage.name, decision=EntryDecision.WITHDRAWN)
         if self._parallel:
             self._current_stage = None  # let in at the transition: the coordinator keeps nothing of it
         return self._decisions[stage.name]
 
-    async def _leave_stage(self, stage: Stage, outcome: str) -> None:
+    async def _leave_stage(self, stage: Stage, outcome: ReleaseOutcome) -> None:
         """Tell the coordinator the stage is free again (and whether this execution succeeded in it).
         An unlocked (PARALLEL) execution is known to it only while held at a disabled transition."""
         told = not self._parallel or self._current_stage is not None
         self._current_stage = None
         if told:
-            await self._coordinate("release_stage", release=self._release(stage, outcome))
+            await self._coordinate(Coordination.RELEASE_STAGE, release=self._release(stage, outcome))
 
-    def _release(self, stage: Stage, outcome: str) -> StageRelease:
+    def _release(self, stage: Stage, outcome: ReleaseOutcome) -> StageRelease:
         assert self._state is not None
         return StageRelease(
             stage_name=stage.name,
@@ -751,18 +764,18 @@ class PipelineExecutionWorkflow:
     async def _send_leaving(self) -> None:
         """A release kept for the next stage's request, when there will be no such request."""
         if self._leaving is not None:
-            await self._coordinate("release_stage", release=self._leaving)
+            await self._coordinate(Coordination.RELEASE_STAGE, release=self._leaving)
             self._leaving = None
 
     async def _coordinate(
-        self, signal: str, *, entry: StageEntryRequest | None = None, release: StageRelease | None = None
+        self, signal: Coordination, *, entry: StageEntryRequest | None = None, release: StageRelease | None = None
     ) -> StageEntryDecision | None:
         assert self._pipeline is not None
         decision: StageEntryDecision | None = await workflow.execute_local_activity(
-            "coordinate",
+            Activity.COORDINATE,
             CoordinationRequest(
                 pipeline_name=self._pipeline.name,
-                execution_mode=self._pipeline.execution_mode.value,
+                execution_mode=self._pipeline.execution_mode,
                 signal=signal,
                 entry=entry,
                 release=release,

@@ -19,7 +19,17 @@ from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from conveyor.identities import allowed_deciders, decider_names, excluded_deciders
-    from conveyor.interface import WorkflowType
+    from conveyor.interface import (
+        Activity,
+        ApprovalOutcome,
+        ApprovalStatus,
+        NoticeKind,
+        Query,
+        RetryMode,
+        Signal,
+        Update,
+        WorkflowType,
+    )
     from conveyor.model import (
         ActionAttempt,
         ActionContext,
@@ -125,7 +135,7 @@ class StageWorkflow:
 
     def _carry_over(self, input: StageInput) -> set[str]:
         """A FAILED_ACTIONS retry keeps what succeeded before: its state, variables and artifacts."""
-        if input.retry_mode != "FAILED_ACTIONS" or input.previous is None:
+        if input.retry_mode != RetryMode.FAILED_ACTIONS or input.previous is None:
             return set()
         carried: set[str] = set()
         namespaces = {a.name: a.namespace for a in self._stage.actions}
@@ -148,35 +158,35 @@ class StageWorkflow:
 
     # --- queries and approval messages ----------------------------------------------------------
 
-    @workflow.query(name="state")
+    @workflow.query(name=Query.STATE)
     def state(self) -> StageState:
         return self._state
 
-    @workflow.update(name="approve")
+    @workflow.update(name=Update.APPROVE)
     async def approve(self, decision: ApprovalDecision) -> ApprovalResult:
-        return self._decide(decision, "Approved")
+        return self._decide(decision, ApprovalStatus.APPROVED)
 
     @approve.validator
     def _validate_approve(self, decision: ApprovalDecision) -> None:
         self._check_decision(decision)
 
-    @workflow.update(name="reject")
+    @workflow.update(name=Update.REJECT)
     async def reject(self, decision: ApprovalDecision) -> ApprovalResult:
-        return self._decide(decision, "Rejected")
+        return self._decide(decision, ApprovalStatus.REJECTED)
 
     @reject.validator
     def _validate_reject(self, decision: ApprovalDecision) -> None:
         self._check_decision(decision)
 
-    @workflow.signal(name="approve")
+    @workflow.signal(name=Signal.APPROVE)
     def approve_signal(self, decision: ApprovalDecision) -> None:
-        self._decide_from_signal(decision, "Approved")
+        self._decide_from_signal(decision, ApprovalStatus.APPROVED)
 
-    @workflow.signal(name="reject")
+    @workflow.signal(name=Signal.REJECT)
     def reject_signal(self, decision: ApprovalDecision) -> None:
-        self._decide_from_signal(decision, "Rejected")
+        self._decide_from_signal(decision, ApprovalStatus.REJECTED)
 
-    @workflow.signal(name="stop")
+    @workflow.signal(name=Signal.STOP)
     def stop(self, request: StopRequest) -> None:
         """From the execution: start nothing new; with `abandon`, cancel what runs now."""
         if self._stop is None or (request.abandon and not self._stop.abandon):
@@ -240,15 +250,17 @@ class StageWorkflow:
             raise ApplicationError(f"'{who}' has already approved '{action.action_name}'; another approver is needed")
         return action
 
-    def _decide(self, decision: ApprovalDecision, status: str) -> ApprovalResult:
+    def _decide(self, decision: ApprovalDecision, status: ApprovalStatus) -> ApprovalResult:
         # Checked again and recorded before any await: two concurrent decisions can never both pass.
         action = self._check_decision(decision)
         quorum = action.approval_request.quorum if action.approval_request else 1
-        approvals = len(action.approvals) + (1 if status == "Approved" else 0)
-        final = status == "Rejected" or approvals >= quorum  # any rejection rejects; approvals need a quorum
+        approvals = len(action.approvals) + (1 if status == ApprovalStatus.APPROVED else 0)
+        final = (
+            status == ApprovalStatus.REJECTED or approvals >= quorum
+        )  # any rejection rejects; approvals need a quorum
         result = ApprovalResult(
             action_name=action.action_name,
-            status=status if final else "Pending",
+            status=status if final else ApprovalStatus.PENDING,
             summary=decision.summary,
             by=decision.by,
             decided_at=workflow.now(),
@@ -263,10 +275,10 @@ class StageWorkflow:
             action.token = None
             self._decisions[action.action_name] = result
         else:
-            self._notify(action.action_name, "progress")
+            self._notify(action.action_name, NoticeKind.PROGRESS)
         return result
 
-    def _decide_from_signal(self, decision: ApprovalDecision, status: str) -> None:
+    def _decide_from_signal(self, decision: ApprovalDecision, status: ApprovalStatus) -> None:
         try:
             self._decide(decision, status)
         except ApplicationError as refused:
@@ -329,7 +341,7 @@ class StageWorkflow:
         policy, request = action.conveyor.approval, state.approval_request
         assert state.token is not None and request is not None
         notice = ApprovalNotice(
-            kind="opened",
+            kind=NoticeKind.OPENED,
             pipeline_name=self._input.pipeline_name,
             execution_id=self._input.execution_id,
             stage_name=self._stage.name,
@@ -352,7 +364,7 @@ class StageWorkflow:
         )
         return notice if notice.notification_arn or notice.webhook_url or notice.slack_channel else None
 
-    def _notify(self, action_name: str, kind: str, outcome: str | None = None) -> None:
+    def _notify(self, action_name: str, kind: NoticeKind, outcome: ApprovalOutcome | None = None) -> None:
         """Send the approval's notifications in the background: their failures are retried and logged,
         and never fail the approval wait. Slack messages go out in order (an update needs the post's ts)."""
         base = self._notices.get(action_name)
@@ -363,11 +375,11 @@ class StageWorkflow:
         assert request is not None
         notice = base.model_copy(update={"kind": kind, "approvals": list(state.approvals), "outcome": outcome})
 
-        async def send(activity: str, previous: asyncio.Task[None] | None) -> None:
+        async def send(activity: Activity, previous: asyncio.Task[None] | None) -> None:
             if previous is not None:
                 await previous
             try:
-                if activity == "notify_slack":
+                if activity == Activity.NOTIFY_SLACK:
                     posted = await workflow.execute_activity(
                         activity,
                         notice.model_copy(update={"slack_message": request.slack_message}),
@@ -384,11 +396,11 @@ class StageWorkflow:
                 state.notification_errors.append(f"{kind}: {getattr(err.cause, 'message', None) or err}")
                 workflow.logger.warning("approval notification failed: %s", err.cause)
 
-        if kind in ("opened", "reminder") and (notice.notification_arn or notice.webhook_url):
-            self._notifications.append(asyncio.create_task(send("notify_approval", None)))
+        if kind in (NoticeKind.OPENED, NoticeKind.REMINDER) and (notice.notification_arn or notice.webhook_url):
+            self._notifications.append(asyncio.create_task(send(Activity.NOTIFY_APPROVAL, None)))
         if notice.slack_channel:
             previous = self._slack[-1] if self._slack else None
-            self._slack.append(asyncio.create_task(send("notify_slack", previous)))
+            self._slack.append(asyncio.create_task(send(Activity.NOTIFY_SLACK, previous)))
 
     def _action_state(self, name: str) -> ActionState:
         return next(a for a in self._state.actions if a.action_name == name)
@@ -564,7 +576,7 @@ class StageWorkflow:
         if membership:
             # Who may decide, resolved once; the token exists only then, so no decision predates the snapshot.
             snapshot = await workflow.execute_activity(
-                "resolve_approvers",
+                Activity.RESOLVE_APPROVERS,
                 ApproverQuery(approvers=request.approvers, excluded=request.excluded),
                 result_type=ApproverSnapshot,
                 start_to_close_timeout=timedelta(seconds=60),
@@ -581,7 +593,7 @@ class StageWorkflow:
         notice = self._open_notice(action, state, configuration, deadline)
         if notice is not None:
             self._notices[action.name] = notice
-            self._notify(action.name, "opened")
+            self._notify(action.name, NoticeKind.OPENED)
         reminder = timedelta(minutes=policy.reminder_minutes) if policy and policy.reminder_minutes else None
         while True:
             remaining = deadline - workflow.now()
@@ -594,17 +606,17 @@ class StageWorkflow:
             except TimeoutError:
                 if reminder is None or workflow.now() >= deadline:
                     state.token = None
-                    self._notify(action.name, "closed", "TimedOut")
+                    self._notify(action.name, NoticeKind.CLOSED, ApprovalOutcome.TIMED_OUT)
                     minutes = int(timeout.total_seconds() // 60)
                     raise ActionFailed("ApprovalTimedOut", f"no decision within {_minutes_text(minutes)}") from None
-                self._notify(action.name, "reminder")
+                self._notify(action.name, NoticeKind.REMINDER)
         if action.name not in self._decisions:  # a stop (wait or abandon) cancels a pending approval
             state.token = None
-            self._notify(action.name, "closed", "Stopped")
+            self._notify(action.name, NoticeKind.CLOSED, ApprovalOutcome.STOPPED)
             raise ActionFailed("ApprovalCancelled", "the execution was stopped while the approval waited")
         decision = self._decisions[action.name]
-        self._notify(action.name, "closed", decision.status)
-        if decision.status == "Rejected":
+        self._notify(action.name, NoticeKind.CLOSED, ApprovalOutcome(decision.status))
+        if decision.status == ApprovalStatus.REJECTED:
             raise ActionFailed("ApprovalRejected", f"rejected by {decision.by or 'unknown'}: {decision.summary}")
         return ActionOutcome(summary=decision.summary or f"approved by {decision.by or 'unknown'}")
 

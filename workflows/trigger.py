@@ -7,7 +7,10 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from conveyor.interface import WorkflowType
+    from conveyor.interface import (
+        Activity,
+        WorkflowType,
+    )
     from conveyor.model import TriggerFire, nullable
 
 
@@ -17,6 +20,6 @@ class PipelineTriggerWorkflow:
     async def run(self, fire: TriggerFire) -> str | None:
         """The execution started (PIPELINE/EXECUTION-ID), or None when there was nothing new."""
         started: str | None = await workflow.execute_activity(
-            "fire_trigger", fire, result_type=nullable(str), start_to_close_timeout=timedelta(minutes=2)
+            Activity.FIRE_TRIGGER, fire, result_type=nullable(str), start_to_close_timeout=timedelta(minutes=2)
         )
         return started

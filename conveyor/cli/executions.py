@@ -45,8 +45,9 @@ from conveyor.cli.render import (
 )
 from conveyor.cli.session import Session, connect_existing, running_session
 from conveyor.client import ConveyorClient, ConveyorError, ExecutionRef
+from conveyor.interface import ApprovalStatus, ConditionKind, RetryMode
 from conveyor.logging import configure_logging
-from conveyor.model import ActionStatus, ExecutionState, ExecutionStatus, SourceRevisionOverride
+from conveyor.model import ActionStatus, CompensationStatus, ExecutionState, ExecutionStatus, SourceRevisionOverride
 from conveyor.presence import WorkerPresence, worker_presence
 from conveyor.settings import action_log_path, compensation_log_name
 from conveyor.spec.declaration import Pipeline
@@ -335,7 +336,7 @@ def retry_stage(
 ) -> None:
     """Retry the failed stage of an execution (within its retry window); the execution resumes."""
     ref = parse_ref(execution)
-    modes = {"failed-actions": "FAILED_ACTIONS", "all-actions": "ALL_ACTIONS"}
+    modes = {"failed-actions": RetryMode.FAILED_ACTIONS, "all-actions": RetryMode.ALL_ACTIONS}
     if mode not in modes:
         raise UsageError(f"--mode '{mode}': use failed-actions or all-actions")
 
@@ -359,7 +360,7 @@ def override_condition(
     """Let an execution past a stage condition: one that waits (a deployment window) or a failed
     beforeEntry condition (within the retry window)."""
     ref = parse_ref(execution)
-    kinds = {"before-entry": "BEFORE_ENTRY", "on-success": "ON_SUCCESS"}
+    kinds = {"before-entry": ConditionKind.BEFORE_ENTRY, "on-success": ConditionKind.ON_SUCCESS}
     if condition not in kinds:
         raise UsageError(f"condition '{condition}': use before-entry or on-success")
 
@@ -439,7 +440,7 @@ async def _action_finished(client: ConveyorClient, ref: ExecutionRef, stage: str
     if state.status.is_terminal:
         return True
     if compensated:
-        return found.compensation is not None and found.compensation.status != "InProgress"
+        return found.compensation is not None and found.compensation.status != CompensationStatus.IN_PROGRESS
     return found.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.ABANDONED)
 
 
@@ -461,7 +462,7 @@ def _decide(
         result = await session.client.decide(
             ref, stage, action, approve=approve, summary=summary, token=token, by=by or who(), source="cli"
         )
-        progress = f" ({result.approvals}/{result.quorum} approvals)" if result.status == "Pending" else ""
+        progress = f" ({result.approvals}/{result.quorum} approvals)" if result.status == ApprovalStatus.PENDING else ""
         say(f"{result.status}{progress} {execution} {stage}/{action} by {result.by}")
         return 0
 

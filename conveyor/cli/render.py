@@ -16,11 +16,13 @@ from rich.table import Table
 from rich.text import Text
 
 from conveyor.identities import allowed_deciders, decider_names, excluded_deciders
+from conveyor.interface import ApprovalStatus, ConditionKind
 from conveyor.model import (
     ActionState,
     ActionStatus,
     ApprovalRequest,
     ApprovalResult,
+    CompensationStatus,
     ConditionState,
     ConditionStatus,
     CoordinatorState,
@@ -50,7 +52,11 @@ STYLES = {
 }
 LOUD = "bold red"
 WAITING = "yellow"
-CONDITION_NAMES = {"BEFORE_ENTRY": "beforeEntry", "ON_SUCCESS": "onSuccess", "ON_FAILURE": "onFailure"}
+CONDITION_NAMES = {
+    ConditionKind.BEFORE_ENTRY: "beforeEntry",
+    ConditionKind.ON_SUCCESS: "onSuccess",
+    ConditionKind.ON_FAILURE: "onFailure",
+}
 MAX_NAMES_LISTED = 10  # of the people who may still decide an approval
 
 # --- literal text ---------------------------------------------------------------------------------
@@ -186,7 +192,7 @@ def _compensation_alarms(state: ExecutionState) -> list[Text]:
     for stage in state.stages:
         for action in stage.actions:
             compensation = action.compensation
-            if compensation is None or compensation.status != "Failed":
+            if compensation is None or compensation.status != CompensationStatus.FAILED:
                 continue
             log = logs_command(state, stage.stage_name, compensation_log_name(action.action_name))
             alarms.append(
@@ -211,7 +217,7 @@ def _approval_notes(state: ExecutionState) -> list[Text]:
 def _decision_notes(where: str, action: ActionState) -> list[Text]:
     notes: list[Text] = []
     for d in action.approvals:  # who, from where, when, why
-        status = f"Approved ({d.approvals}/{d.quorum})" if d.status == "Pending" else d.status
+        status = f"Approved ({d.approvals}/{d.quorum})" if d.status == ApprovalStatus.PENDING else d.status
         why = f": {d.summary}" if d.summary else ""
         by = f"by {d.by or 'unknown'} via {d.source} at {utc_time(d.decided_at)}"
         notes.append(literal(f"decision {where}: {status} {by}{why}"))
@@ -276,7 +282,7 @@ def _skip_reason(stage: StageState) -> Text | None:
         return None
     if stage.error is not None:
         return literal(f"skipped (onFailure: SKIP) after it failed: {stage.error.message}", "dim")
-    failed = next((c for c in reversed(stage.conditions) if c.status == "Failed"), None)
+    failed = next((c for c in reversed(stage.conditions) if c.status == ConditionStatus.FAILED), None)
     if failed is not None:
         return literal(
             f"skipped: its {CONDITION_NAMES.get(failed.kind, failed.kind)} condition failed (result SKIP)", "dim"
@@ -365,9 +371,9 @@ def _compensation(state: ExecutionState, stage: StageState, action: ActionState)
     attempts = plural(compensation.attempt, "attempt")
     error = compensation.error
     last_error = f": {error.code}: {first_line(error.message)}" if error else ""
-    if compensation.status == "Failed":
+    if compensation.status == CompensationStatus.FAILED:
         summary = literal(f"COMPENSATION FAILED after {attempts}{last_error}", LOUD)
-    elif compensation.status == "Succeeded":
+    elif compensation.status == CompensationStatus.SUCCEEDED:
         earlier = f" (after a failed attempt{last_error})" if compensation.attempt > 1 and error else ""
         summary = literal(
             f"compensated: rollback commands succeeded on attempt {compensation.attempt}{earlier}", "green"
@@ -383,7 +389,7 @@ def _compensation(state: ExecutionState, stage: StageState, action: ActionState)
 def _approval_waiting(action: ActionState) -> Text:
     """Progress toward the quorum, who has approved, who may still decide (never someone excluded)."""
     request = action.approval_request or ApprovalRequest()
-    approved = [d for d in action.approvals if d.status in ("Approved", "Pending")]
+    approved = [d for d in action.approvals if d.status in (ApprovalStatus.APPROVED, ApprovalStatus.PENDING)]
     parts = ["waiting for approval"]
     if request.quorum > 1 or approved:
         by = f" (approved by {', '.join(d.by or 'unknown' for d in approved)})" if approved else ""

@@ -27,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from conveyor.client import ConveyorClient, ConveyorError, ExecutionRef, UpdateNotApplied
 from conveyor.identities import IdentityDirectory, load_directory
+from conveyor.interface import ApprovalStatus
 from conveyor.model import ApprovalResult
 from conveyor.slack.messages import (
     APPROVE_ACTION,
@@ -182,9 +183,9 @@ def _verb(approve: bool) -> str:
 
 
 def _counted(result: ApprovalResult) -> str:
-    if result.status == "Pending":
+    if result.status == ApprovalStatus.PENDING:
         return f":ballot_box_with_check: Your approval counted: {result.approvals} of {result.quorum} approvals."
-    if result.status == "Approved":
+    if result.status == ApprovalStatus.APPROVED:
         return ":white_check_mark: Your approval counted: approved, the pipeline moves on."
     return ":x: Your rejection counted: the approval is rejected."
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from conveyor.interface import ApprovalOutcome, ApprovalStatus
 from conveyor.model import ApprovalNotice
 
 APPROVE_ACTION = "conveyor_approve"
@@ -100,17 +101,17 @@ def approval_blocks(notice: ApprovalNotice) -> Blocks:
 
 
 def status_line(notice: ApprovalNotice) -> str:
-    approved = [a for a in notice.approvals if a.status in ("Approved", "Pending")]
+    approved = [a for a in notice.approvals if a.status in (ApprovalStatus.APPROVED, ApprovalStatus.PENDING)]
     names = ", ".join(escape(a.by or "unknown") for a in approved)
-    if notice.outcome == "Approved":
+    if notice.outcome == ApprovalOutcome.APPROVED:
         return f":white_check_mark: *Approved* by {names}"
-    if notice.outcome == "Rejected":
-        rejection = next((a for a in notice.approvals if a.status == "Rejected"), None)
+    if notice.outcome == ApprovalOutcome.REJECTED:
+        rejection = next((a for a in notice.approvals if a.status == ApprovalStatus.REJECTED), None)
         reason = f": {escape(rejection.summary)}" if rejection and rejection.summary else ""
         return f":x: *Rejected* by {escape(rejection.by or 'unknown') if rejection else 'unknown'}{reason}"
-    if notice.outcome == "TimedOut":
+    if notice.outcome == ApprovalOutcome.TIMED_OUT:
         return ":hourglass: *Timed out*: nobody decided before the approval expired"
-    if notice.outcome == "Stopped":
+    if notice.outcome == ApprovalOutcome.STOPPED:
         return ":octagonal_sign: *Stopped*: the execution was stopped while the approval waited"
     progress = f"{len(approved)} of {notice.quorum} approvals"
     return f":hourglass_flowing_sand: Waiting: {progress}" + (f" ({names})" if names else "")

@@ -14,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringC
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 
+from conveyor.interface import ExecutionMode, RetryMode
+
+__all__ = ["ExecutionMode", "RetryMode"]  # declared here too: the declaration's own vocabulary
+
 
 class DeclarationModel(BaseModel):
     model_config = ConfigDict(
@@ -30,12 +34,6 @@ StageOrActionName = Annotated[str, StringConstraints(min_length=1, max_length=10
 ArtifactName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[a-zA-Z0-9_\-]+$")]
 VariableName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9@\-_]+$")]
 NamespaceName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9@\-_]+$")]
-
-
-class ExecutionMode(StrEnum):
-    SUPERSEDED = "SUPERSEDED"
-    QUEUED = "QUEUED"
-    PARALLEL = "PARALLEL"
 
 
 class ActionCategory(StrEnum):
@@ -59,11 +57,6 @@ class FailureResult(StrEnum):
     FAIL = "FAIL"
     RETRY = "RETRY"
     SKIP = "SKIP"
-
-
-class RetryMode(StrEnum):
-    FAILED_ACTIONS = "FAILED_ACTIONS"
-    ALL_ACTIONS = "ALL_ACTIONS"
 
 
 class EnvironmentVariableType(StrEnum):

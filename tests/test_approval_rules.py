@@ -3,7 +3,10 @@ for, the token, sources, approvers, separation of duties, one person counting on
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -478,3 +481,11 @@ def test_notice_channels(
 def test_an_approval_that_notifies_nobody_has_no_notice() -> None:
     state = manual(request=approval_request(None, STAGE_INPUT, {}, None))
     assert book(state).notice(STAGE_INPUT, None, state, {}, NOW) is None
+
+
+def test_the_rules_are_pure() -> None:
+    """No temporalio: the rules run (and are tested) without a server or a workflow sandbox."""
+    probe = "import sys, workflows.approvals; print(sorted(m for m in sys.modules if m.split('.')[0] == 'temporalio'))"
+    root = Path(__file__).resolve().parents[1]  # `python -c` imports from its working directory
+    found = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"

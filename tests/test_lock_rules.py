@@ -4,7 +4,10 @@ facts, and taking a stage back from an ended holder."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -394,3 +397,11 @@ def test_lifecycle_questions(
     assert locks.someone_waits_behind_a_holder() == waits_behind
     assert locks.at_rest() == at_rest
     assert locks.at_rest(but_for_holders=True) == at_rest_but_for_holders
+
+
+def test_the_rules_are_pure() -> None:
+    """No temporalio: the rules run (and are tested) without a server or a workflow sandbox."""
+    probe = "import sys, workflows.locks; print(sorted(m for m in sys.modules if m.split('.')[0] == 'temporalio'))"
+    root = Path(__file__).resolve().parents[1]  # `python -c` imports from its working directory
+    found = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"

@@ -103,7 +103,7 @@ class PipelineExecutionWorkflow:
             index = stages.start
             while index < stages.stop:
                 stage = pipeline.stages[index]
-                ended = await self._enter(stage)  # the lock, the transition; or stopped, superseded, withdrawn
+                ended = await self._enter_stage(stage)  # the lock, the transition; or stopped, superseded, withdrawn
                 if ended is not None:
                     recorder.finished(*ended)
                     return state
@@ -182,7 +182,7 @@ class PipelineExecutionWorkflow:
         self._saga = CompensationSaga(pipeline, self._recorder, self._last_results)
         return pipeline, stages
 
-    async def _enter(self, stage: Stage) -> tuple[ExecutionStatus, str] | None:
+    async def _enter_stage(self, stage: Stage) -> tuple[ExecutionStatus, str] | None:
         """Enter the stage (its lock, its inbound transition); or how the execution ends instead."""
         assert self._gate is not None
         if self._stop is not None:

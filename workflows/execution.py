@@ -5,6 +5,12 @@ messages), then runs each stage as a `PipelineStage` child workflow, in order, h
 variables and artifact references it uses. Keeps a compact, secret-free copy of its state in its
 memo (one key per stage, so each upsert writes only what changed) and `PipelineStatus` in a search
 attribute, so `conveyor status` and `list` work with no worker and after the workflow has closed.
+
+`run` is CodePipeline's state machine: for each stage, enter (lock, transition), gate (beforeEntry), run
+the stage child, judge (onSuccess/onFailure, then the failure policy), leave. Its parts, one job each:
+`StageGate` (the coordinator protocol), `failure_policy` (pure rules), `CompensationSaga`, `Recorder` (the
+only writer of status, memo and search attributes) and `ExecutionScope` (variables and artifacts). They
+are imported through the sandbox's passthrough, like every foundation module: they hold no state.
 """
 
 from __future__ import annotations

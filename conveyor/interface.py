@@ -21,6 +21,7 @@ class WorkflowType(StrEnum):
 
 class Query(StrEnum):
     STATE = "state"  # every workflow: its state (ExecutionState, StageState, CoordinatorState)
+    TRANSITIONS = "transitions"  # PipelineExecution, diagnostic: every status change it recorded
 
 
 class Update(StrEnum):

@@ -45,7 +45,6 @@ with workflow.unsafe.imports_passed_through():
         ActionContext,
         ActionOutcome,
         ArtifactRef,
-        CommandsInput,
         CompensationState,
         CompensationStatus,
         CompensationStep,
@@ -73,6 +72,7 @@ with workflow.unsafe.imports_passed_through():
         StopRequest,
         nullable,
     )
+    from conveyor.providers.registry import compensation_call
     from conveyor.search_attributes import (
         PIPELINE_NAME,
         PIPELINE_STAGES_SUCCEEDED,
@@ -421,25 +421,22 @@ class PipelineExecutionWorkflow:
             self._upsert_memo(stage_memo(stage_state))
             while True:
                 try:
-                    await workflow.execute_activity(
-                        "run_commands",
-                        CommandsInput(
-                            context=ActionContext(
-                                pipeline_name=pipeline.name,
-                                execution_id=self._state.execution_id,
-                                stage_name=step.stage_name,
-                                action_name=compensation_log_name(step.action_name),
-                                stage_attempt=stage_state.attempt,
-                                action_attempt=progress.attempt,
-                            ),
-                            commands=step.commands,
-                            environment=step.environment,
-                            pass_environment=step.pass_environment,
-                            input_artifacts=step.input_artifacts,
-                            timeout_seconds=step.timeout_seconds,
+                    call = compensation_call(
+                        step,
+                        ActionContext(
+                            pipeline_name=pipeline.name,
+                            execution_id=self._state.execution_id,
+                            stage_name=step.stage_name,
+                            action_name=compensation_log_name(step.action_name),
+                            stage_attempt=stage_state.attempt,
+                            action_attempt=progress.attempt,
                         ),
+                    )
+                    await workflow.execute_activity(
+                        call.activity,
+                        call.input,
                         result_type=ActionOutcome,
-                        start_to_close_timeout=timedelta(seconds=step.timeout_seconds + 60),
+                        start_to_close_timeout=call.timeout,
                         heartbeat_timeout=timedelta(seconds=pipeline.conveyor.heartbeat_timeout_seconds),
                         retry_policy=INFRASTRUCTURE_RETRY,
                     )

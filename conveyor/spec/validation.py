@@ -17,10 +17,9 @@ from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
-from conveyor import quartz
-from conveyor.patterns import pattern_problem
 from conveyor.providers.contract import OutputVariables, ProviderContract
 from conveyor.providers.registry import PROVIDERS
+from conveyor.providers.rules import RULES
 from conveyor.spec.declaration import (
     DECISION_SOURCES,
     Action,
@@ -34,7 +33,6 @@ from conveyor.spec.declaration import (
 from conveyor.text import shorten
 from conveyor.variables import (
     PIPELINE_VARIABLES,
-    REFERENCE,
     RESERVED,
     RESERVED_KEYS,
     malformed_references,
@@ -680,60 +678,33 @@ def _rules(pipeline: Pipeline) -> Iterable[RuleSite]:
 
 def rule_value_problems(pipeline: Pipeline) -> list[SpecIssue]:
     """A DeploymentWindow's TimeZone and a VariableCheck MATCHES pattern, checked with what evaluates
-    them at run time (the time-zone database, RE2). A value holding a `#{...}` reference is known only
-    at run time: there, a bad one errors its rule (and fails its stage)."""
+    them at run time (the time-zone database, RE2): each rule contract's `value_check`. A value holding a
+    `#{...}` reference is known only at run time: there, a bad one errors its rule (and fails its stage)."""
     problems: list[SpecIssue] = []
     for where, _, _, rule in _rules(pipeline):
-        provider, configuration = rule.rule_type_id.provider, rule.configuration
-        zone = configuration.get("TimeZone")
-        if provider == "DeploymentWindow" and zone is not None and not REFERENCE.search(zone):
-            try:
-                quartz.time_zone(zone)
-            except quartz.TimeZoneError as err:
-                problems.append(SpecIssue(f"{where}.configuration.TimeZone", str(err)))
-        pattern = configuration.get("Value")
-        matching = provider == "VariableCheck" and configuration.get("Operator") == "MATCHES"
-        if matching and pattern is not None and not REFERENCE.search(pattern):
-            problem = pattern_problem(pattern)
-            if problem:
-                problems.append(SpecIssue(f"{where}.configuration.Value", f"{problem} (MATCHES takes RE2 syntax)"))
+        contract = RULES.get(rule.rule_type_id.provider)
+        if contract is not None:
+            problems += [SpecIssue(f"{where}.{path}", message) for path, message in contract.value_check(rule)]
     return problems
-
-
-RULE_KEYS = {
-    "DeploymentWindow": ({"Cron"}, {"Cron", "TimeZone"}),
-    "VariableCheck": ({"Variable", "Value", "Operator"}, {"Variable", "Value", "Operator"}),
-    "Commands": (set(), set()),
-}
 
 
 def _rule_problems(rule: Rule, where: str, later: str) -> list[SpecIssue]:
     provider = rule.rule_type_id.provider
-    if provider not in RULE_KEYS:
-        supported = ", ".join(RULE_KEYS)
+    contract = RULES.get(provider)
+    if contract is None:
+        supported = ", ".join(RULES)
         return [SpecIssue(f"{where}.ruleTypeId.provider", f"rule '{provider}' {later}; supported: {supported}")]
-    required, allowed = RULE_KEYS[provider]
     problems = [
         SpecIssue(f"{where}.configuration", f"a {provider} rule needs configuration key '{key}'")
-        for key in sorted(required - set(rule.configuration))
+        for key in sorted(contract.required_keys - set(rule.configuration))
     ]
     problems += [
         SpecIssue(f"{where}.configuration.{key}", f"'{key}' is not a configuration key of a {provider} rule")
-        for key in sorted(set(rule.configuration) - allowed)
+        for key in sorted(set(rule.configuration) - contract.allowed_keys)
     ]
-    if provider == "Commands" and not rule.commands:
-        problems.append(SpecIssue(f"{where}.commands", "a Commands rule needs 1 to 50 commands"))
-    if provider == "DeploymentWindow" and "Cron" in rule.configuration:
-        try:
-            quartz.parse(rule.configuration["Cron"])
-        except quartz.CronError as err:
-            problems.append(SpecIssue(f"{where}.configuration.Cron", str(err)))
-    if provider == "VariableCheck":
-        operator = rule.configuration.get("Operator")
-        if operator is not None and operator not in ("EQ", "NE", "CONTAINS", "MATCHES"):
-            problems.append(
-                SpecIssue(f"{where}.configuration.Operator", f"'{operator}': use EQ, NE, CONTAINS or MATCHES")
-            )
+    if contract.needs_commands and not rule.commands:
+        problems.append(SpecIssue(f"{where}.commands", f"a {provider} rule needs 1 to 50 commands"))
+    problems += [SpecIssue(f"{where}.{path}", message) for path, message in contract.check(rule)]
     return problems
 
 

@@ -82,6 +82,24 @@ class Activity(StrEnum):
     REGEX_MATCHES = "regex_matches"
 
 
+class ActionCategory(StrEnum):
+    """An action's category (CodePipeline's actionTypeId.category); provider contracts name theirs."""
+
+    SOURCE = "Source"
+    BUILD = "Build"
+    TEST = "Test"
+    DEPLOY = "Deploy"
+    INVOKE = "Invoke"
+    APPROVAL = "Approval"
+    COMPUTE = "Compute"
+
+
+class ActionOwner(StrEnum):
+    AWS = "AWS"
+    THIRD_PARTY = "ThirdParty"
+    CUSTOM = "Custom"
+
+
 class ExecutionMode(StrEnum):
     """How executions of one pipeline share its stages (CodePipeline's executionMode)."""
 

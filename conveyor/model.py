@@ -319,6 +319,8 @@ class CompensationStep(CamelModel):
     pass_environment: list[str] = Field(default_factory=list)
     input_artifacts: list[ArtifactRef] = Field(default_factory=list)
     timeout_seconds: int = 55 * 60
+    # The provider whose contract runs it (conveyor.providers); steps recorded before contracts were Commands.
+    provider: str = "Commands"
 
 
 class CompensationState(CamelModel):

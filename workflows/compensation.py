@@ -17,12 +17,12 @@ with workflow.unsafe.imports_passed_through():
     from conveyor.model import (
         ActionContext,
         ActionOutcome,
-        CommandsInput,
         CompensationStatus,
         CompensationStep,
         ErrorDetails,
         StageResult,
     )
+    from conveyor.providers.registry import compensation_call
     from conveyor.settings import compensation_log_name
     from conveyor.spec.declaration import Pipeline
     from workflows.recorder import Recorder
@@ -90,18 +90,12 @@ class CompensationSaga:
 
     async def _run_step(self, step: CompensationStep, context: ActionContext) -> None:
         """One attempt of one compensation step (its activity retries only infrastructure failures)."""
+        call = compensation_call(step, context)  # the step's provider says which activity undoes it
         await workflow.execute_activity(
-            "run_commands",
-            CommandsInput(
-                context=context,
-                commands=step.commands,
-                environment=step.environment,
-                pass_environment=step.pass_environment,
-                input_artifacts=step.input_artifacts,
-                timeout_seconds=step.timeout_seconds,
-            ),
+            call.activity,
+            call.input,
             result_type=ActionOutcome,
-            start_to_close_timeout=timedelta(seconds=step.timeout_seconds + 60),
+            start_to_close_timeout=call.timeout,
             heartbeat_timeout=timedelta(seconds=self._pipeline.conveyor.heartbeat_timeout_seconds),
             retry_policy=INFRASTRUCTURE_RETRY,
         )

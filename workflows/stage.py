@@ -18,6 +18,8 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
     from conveyor.interface import (
         Activity,
         ApprovalOutcome,
@@ -41,12 +43,8 @@ with workflow.unsafe.imports_passed_through():
         ApproverQuery,
         ApproverSnapshot,
         ArtifactRef,
-        CommandsInput,
         CompensationStep,
         ErrorDetails,
-        GitSourceInput,
-        NoopInput,
-        OutputArtifactSpec,
         SlackMessageRef,
         SourceRevision,
         StageInput,
@@ -55,6 +53,9 @@ with workflow.unsafe.imports_passed_through():
         StageStatus,
         StopRequest,
     )
+    from conveyor.providers.contract import ActionRequest, ProviderActivity, ProviderContract
+    from conveyor.providers.manual import MANUAL
+    from conveyor.providers.registry import PROVIDERS
     from conveyor.spec.declaration import Action, RetryPolicyExtension, Stage
     from conveyor.variables import UnresolvedVariableError, resolve
     from workflows.approvals import (
@@ -69,9 +70,7 @@ with workflow.unsafe.imports_passed_through():
         timed_out,
     )
 
-DEFAULT_APPROVAL_TIMEOUT = timedelta(days=7)
-DEFAULT_COMMANDS_TIMEOUT = timedelta(minutes=55)
-DEFAULT_ACTION_TIMEOUT = timedelta(hours=1)
+DEFAULT_APPROVAL_TIMEOUT = MANUAL.default_timeout
 # Infrastructure failures (a dead worker's heartbeat timeout) are retried; an action's own failure
 # is raised non-retryable by its activity, so it is not.
 NOTIFICATION_RETRY = RetryPolicy(
@@ -100,9 +99,11 @@ def initial_stage_state(stage: Stage, attempt: int = 0) -> StageState:
     )
 
 
-# Failures a declared retry policy retries; configuration errors (bad provider configuration, a
-# missing artifact or output variable, an unresolvable variable) fail at once.
-TRANSIENT_FAILURES = frozenset({"CommandFailed", "ActionTimeout", "GitError", "ActionError"})
+def _transient(action: Action, error: ErrorDetails) -> bool:
+    """Whether a declared retry policy retries this failure: its provider's transient errors (configuration
+    errors, a missing artifact or output variable, an unresolvable variable fail at once)."""
+    contract = PROVIDERS.get(action.action_type_id.provider)
+    return contract is not None and error.code in contract.retried_failures
 
 
 def _backoff(policy: RetryPolicyExtension, attempt: int) -> timedelta:
@@ -334,7 +335,7 @@ class StageWorkflow:
             if self._stop is not None and (self._stop.abandon or error.code == "ApprovalCancelled"):
                 state.status, state.error, state.finished_at = ActionStatus.ABANDONED, error, workflow.now()
                 return True  # not a failure of the stage: the stop decides what happens next
-            if policy is None or state.attempt >= policy.maximum_attempts or error.code not in TRANSIENT_FAILURES:
+            if policy is None or state.attempt >= policy.maximum_attempts or not _transient(action, error):
                 state.status, state.error, state.finished_at = ActionStatus.FAILED, error, workflow.now()
                 return False
             # A declared retry: record this attempt (status shows each one), back off durably, go again.
@@ -382,67 +383,54 @@ class StageWorkflow:
         return timedelta(minutes=minutes) if minutes else default
 
     async def _dispatch(self, action: Action, state: ActionState) -> ActionOutcome:
+        """Run the action as its provider's contract says: its activity, or (Manual) a wait for a decision."""
         configuration = {key: self._resolve(value) for key, value in action.configuration.items()}
         state.resolved_configuration = configuration
         provider = action.action_type_id.provider
-        if provider == "Manual":
-            return await self._wait_for_approval(action, state, configuration)
-        heartbeat = timedelta(
-            seconds=action.conveyor.heartbeat_timeout_seconds or self._input.default_heartbeat_seconds
-        )
-        context = self._context(action)
-        if provider == "Commands":
-            timeout = self._timeout(action, DEFAULT_COMMANDS_TIMEOUT)
-            commands_input = CommandsInput(
-                context=context,
-                commands=[self._resolve(c) for c in action.commands or []],
-                environment={e.name: self._resolve(e.value) for e in action.environment_variables},
-                pass_environment=list(action.conveyor.pass_environment),
-                input_artifacts=[self._artifact(action, i.name) for i in action.input_artifacts],
-                output_artifacts=[
-                    OutputArtifactSpec(name=o.name, files=o.files or ["**/*"]) for o in action.output_artifacts
-                ],
-                output_variables=list(action.output_variables),
-                timeout_seconds=int(timeout.total_seconds()),
-            )
-            activity_input: object = commands_input
-            activity = "run_commands"
-            if action.conveyor.rollback and action.name not in {c.action_name for c in self._compensations}:
-                # Registered before the action runs: a half-applied action is undone too.
-                self._compensations.append(
-                    CompensationStep(
-                        stage_name=self._stage.name,
-                        action_name=action.name,
-                        sequence=len(self._compensations) + 1,
-                        commands=[self._resolve(c) for c in action.conveyor.rollback],
-                        environment=commands_input.environment,
-                        pass_environment=commands_input.pass_environment,
-                        input_artifacts=commands_input.input_artifacts,
-                        timeout_seconds=commands_input.timeout_seconds,
-                    )
-                )
-            # The activity enforces the action's own timeout; this one only catches a lost worker.
-            timeout += timedelta(minutes=1)
-        elif provider == "Git":
-            override = next((r for r in self._input.source_revisions if r.action_name == action.name), None)
-            activity_input = GitSourceInput(
-                context=context,
-                repository=configuration["RepositoryUrl"],
-                branch=configuration.get("BranchName"),
-                commit=override.revision_value if override else None,
-                output_artifact=action.output_artifacts[0].name if action.output_artifacts else None,
-            )
-            activity, timeout = "git_source", self._timeout(action, DEFAULT_ACTION_TIMEOUT)
-        elif provider == "Noop":
-            activity_input = NoopInput(context=context, output_variables=configuration)
-            activity, timeout = "noop", self._timeout(action, DEFAULT_ACTION_TIMEOUT)
-        else:  # validation refuses unknown providers; this guards a hand-made input
+        contract = PROVIDERS.get(provider)
+        if contract is None:  # validation refuses unknown providers; this guards a hand-made input
             raise ActionFailed("ConfigurationError", f"provider '{provider}' is not supported")
+        run = contract.activity
+        if run is None:  # a durable wait for a decision, not an activity
+            return await self._wait_for_approval(action, state, configuration)
+        override = next((r for r in self._input.source_revisions if r.action_name == action.name), None)
+        request = ActionRequest(
+            action=action,
+            context=self._context(action),
+            configuration=configuration,
+            timeout=self._timeout(action, contract.default_timeout),
+            revision_override=override.revision_value if override else None,
+            resolve=self._resolve,
+            artifact=lambda name: self._artifact(action, name),
+        )
+        activity_input = run.build_input(request)
+        self._register_compensation(contract, request, activity_input)
+        return await self._start(action, run, activity_input, request.timeout, self._heartbeat(action, contract))
+
+    def _heartbeat(self, action: Action, contract: ProviderContract) -> timedelta:
+        if action.conveyor.heartbeat_timeout_seconds:
+            return timedelta(seconds=action.conveyor.heartbeat_timeout_seconds)
+        return contract.heartbeat_timeout or timedelta(seconds=self._input.default_heartbeat_seconds)
+
+    def _register_compensation(
+        self, contract: ProviderContract, request: ActionRequest, activity_input: BaseModel
+    ) -> None:
+        """Registered before the action runs: a half-applied action is undone too."""
+        compensation = contract.compensation
+        if compensation is None or request.action.name in {c.action_name for c in self._compensations}:
+            return
+        step = compensation.register(request, activity_input, len(self._compensations) + 1)
+        if step is not None:
+            self._compensations.append(step)
+
+    async def _start(
+        self, action: Action, run: ProviderActivity, activity_input: BaseModel, timeout: timedelta, heartbeat: timedelta
+    ) -> ActionOutcome:
         handle = workflow.start_activity(
-            activity,
+            run.name,
             activity_input,
             result_type=ActionOutcome,
-            start_to_close_timeout=timeout,
+            start_to_close_timeout=timeout + run.timeout_margin,
             heartbeat_timeout=heartbeat,
             retry_policy=INFRASTRUCTURE_RETRY,
             # An abandoned action is over only when its processes are gone.

@@ -29,9 +29,10 @@ from conveyor.model import (
     ErrorDetails,
     StageInput,
 )
+from conveyor.providers.manual import MANUAL
 from conveyor.spec.declaration import ApprovalPolicy
 
-MANUAL_PROVIDER = "Manual"
+MANUAL_PROVIDER = MANUAL.name
 
 
 class ApprovalRefused(Exception):

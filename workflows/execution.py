@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         StopRequest,
         Transition,
     )
+    from conveyor.providers.registry import PROVIDERS
     from conveyor.spec.declaration import RETRY_WINDOW_ADVICE, Condition, Pipeline, Stage
     from conveyor.spec.validation import format_path, validate_pipeline
     from workflows import failure_policy
@@ -351,14 +352,14 @@ class PipelineExecutionWorkflow:
         return result
 
     def _source_authors(self) -> list[str]:
-        """Who wrote the source revisions (Git sources' AuthorEmail and AuthorName), for separation of duties."""
+        """Who wrote the source revisions (the variables each source's contract names, such as a Git source's
+        AuthorEmail and AuthorName), for separation of duties."""
         authors: set[str] = set()
         for result in self._last_results.values():
             for action in result.state.actions:
-                if action.provider == "Git":
-                    authors.update(
-                        v for k, v in action.output_variables.items() if k in ("AuthorEmail", "AuthorName") and v
-                    )
+                contract = PROVIDERS.get(action.provider)
+                names = contract.author_variables if contract else ()
+                authors.update(value for name, value in action.output_variables.items() if name in names and value)
         return sorted(authors)
 
     # --- stage conditions ------------------------------------------------------------------------

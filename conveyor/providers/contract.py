@@ -137,6 +137,8 @@ class ProviderContract:
     activity: ProviderActivity | None = None  # None only for a provider that waits for approval
     compensation: Compensation | None = None
     waits_for_approval: bool = False  # Manual: a durable wait for a decision, not an activity
+    # Output variables that name who wrote a source revision (a Git source's AuthorEmail): separation of duties.
+    author_variables: tuple[str, ...] = ()
 
     @property
     def retried_failures(self) -> frozenset[str]:

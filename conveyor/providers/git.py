@@ -55,6 +55,7 @@ GIT = ProviderContract(
     artifacts=ArtifactLimits(max_inputs=0, max_outputs=1),
     default_timeout=timedelta(hours=1),
     transient_errors=frozenset({"GitError"}),  # network or server trouble
+    author_variables=("AuthorEmail", "AuthorName"),
     activity=ProviderActivity(
         name=ACTIVITY, input_type=GitSourceInput, build_input=build_input, module="activities.providers.git"
     ),

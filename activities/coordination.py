@@ -14,7 +14,6 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.artifacts import ArtifactError, ArtifactStore
 from conveyor import visibility
 from conveyor.coordinators import (
     SavedStateUnreadable,
@@ -41,6 +40,7 @@ from conveyor.model import (
     nullable,
 )
 from conveyor.settings import Settings
+from conveyor.stores.artifacts import ArtifactError, ArtifactStore
 
 # How long `enter_stage` waits for the coordinator's answer before asking by signal instead.
 ENTER_STAGE_UPDATE_WAIT = 10.0

@@ -30,7 +30,6 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.artifacts import ArtifactStore
 from conveyor.client import ConveyorClient
 from conveyor.interface import (
     Activity,
@@ -48,6 +47,7 @@ from conveyor.model import (
 from conveyor.settings import Settings
 from conveyor.spec.declaration import ActionCategory, Pipeline
 from conveyor.spec.validation import parse_pipeline
+from conveyor.stores.artifacts import ArtifactStore
 from conveyor.variables import PIPELINE_VARIABLES, resolve
 
 

@@ -78,6 +78,7 @@ from conveyor.model import (
 from conveyor.presence import ACCEPT_WITHIN, FINISH_WITHIN, StartUpdate, Unfinished, update_outcome, worker_presence
 from conveyor.settings import Settings
 from conveyor.spec.declaration import RETRY_WINDOW_ADVICE
+from conveyor.stores.artifacts import ArtifactStore, store_from_settings
 from conveyor.temporal_status import ClosedByTemporal, close_details, closed_by_temporal, stuck_reason
 from conveyor.text import utc_time
 from conveyor.visibility import EXECUTIONS, quote
@@ -578,10 +579,8 @@ class ConveyorClient:
         declaration["version"] = chosen.version
         return chosen, declaration
 
-    def _document_store(self) -> Any:
-        from activities.artifacts import store_from_settings  # the same store the workers write
-
-        return store_from_settings(self.settings)
+    def _document_store(self) -> ArtifactStore:
+        return store_from_settings(self.settings)  # the same store the workers write
 
     async def set_transition(
         self, name: str, stage: str, *, enabled: bool, reason: str = "", by: str | None = None

@@ -13,7 +13,6 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.approvers import resolve_approvers
-from activities.artifacts import store_from_settings
 from activities.conditions import deployment_window, regex_matches
 from activities.coordination import CoordinationActivities
 from activities.notifications import notify_approval
@@ -24,6 +23,7 @@ from activities.rollback import RollbackActivities
 from activities.slack import notify_slack
 from activities.triggers import TriggerActivities
 from conveyor.settings import Settings
+from conveyor.stores.artifacts import store_from_settings
 from workflows.coordinator import PipelineWorkflow
 from workflows.execution import PipelineExecutionWorkflow
 from workflows.stage import StageWorkflow

@@ -7,7 +7,6 @@ import builtins
 import contextlib
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,13 +22,8 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateStage,
 )
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from conveyor import search_attributes as sa
@@ -61,7 +55,6 @@ from conveyor.model import (
     ConditionOverride,
     CoordinatorState,
     ErrorDetails,
-    ExecutionInput,
     ExecutionState,
     ExecutionStatus,
     PipelineVersion,
@@ -78,13 +71,12 @@ from conveyor.model import (
 from conveyor.presence import ACCEPT_WITHIN, FINISH_WITHIN, StartUpdate, Unfinished, update_outcome, worker_presence
 from conveyor.settings import Settings
 from conveyor.spec.declaration import RETRY_WINDOW_ADVICE
+from conveyor.starter import start_execution
 from conveyor.stores.artifacts import ArtifactStore, store_from_settings
 from conveyor.temporal_status import ClosedByTemporal, close_details, closed_by_temporal, stuck_reason
 from conveyor.text import utc_time
 from conveyor.visibility import EXECUTIONS, quote
 
-# Derives execution ids from client request tokens: the same token always names the same execution.
-TOKEN_NAMESPACE = uuid.UUID("6b1f2f52-3c57-4b8e-9d7c-2b0f3f6d6e11")
 FIRST_STATE_WAIT = 60.0  # seconds `wait` gives a new execution to record its first state
 QUERY_TIMEOUT = timedelta(seconds=3)
 LIST_DESCRIBES = 8  # describes `list` runs at once (to tell a stuck execution from a running one)
@@ -162,10 +154,6 @@ class ExecutionSummary(CamelModel):
         return ExecutionRef(self.pipeline_name, self.execution_id)
 
 
-def execution_id_for_token(pipeline_name: str, token: str) -> str:
-    return str(uuid.uuid5(TOKEN_NAMESPACE, f"{pipeline_name}/{token}"))
-
-
 class ConveyorClient:
     def __init__(self, client: Client, settings: Settings) -> None:
         self.temporal = client
@@ -185,35 +173,18 @@ class ConveyorClient:
         source_name: str = "<declaration>",
     ) -> tuple[ExecutionRef, bool]:
         """Start an execution; with a token, a repeat returns the existing one. Returns (ref, started)."""
-        name = str(pipeline["name"])
-        execution_id = execution_id_for_token(name, token) if token else str(uuid.uuid4())
-        ref = ExecutionRef(name, execution_id)
-        execution_input = ExecutionInput(
-            pipeline=pipeline,
-            execution_id=execution_id,
-            variables=variables or {},
-            source_revisions=source_revisions or [],
-            client_request_token=token,
+        execution, started = await start_execution(
+            self.temporal,
+            self.settings.task_queue,
+            pipeline,
+            variables=variables,
+            source_revisions=source_revisions,
+            token=token,
             started_by=started_by,
-            trigger=trigger or Trigger(),
+            trigger=trigger,
             source_name=source_name,
         )
-        try:
-            handle = await self.temporal.start_workflow(
-                WorkflowType.EXECUTION.value,
-                execution_input,
-                id=ref.workflow_id,
-                task_queue=self.settings.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=sa_initial(name, pipeline.get("version"), execution_input.trigger),
-                static_summary=f"pipeline {name}",
-            )
-        except WorkflowAlreadyStartedError:
-            return ref, False  # finished earlier with the same token: that is the answer
-        # USE_EXISTING answers a running duplicate with the existing run; the response says which.
-        response = getattr(handle, "_start_workflow_response", None)
-        return ref, bool(getattr(response, "started", True))
+        return ExecutionRef(execution.pipeline_name, execution.execution_id), started
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -730,19 +701,6 @@ def refusal(err: WorkflowUpdateFailedError) -> str:
     while getattr(cause, "cause", None) is not None and not isinstance(cause, ApplicationError):
         cause = getattr(cause, "cause", None)
     return getattr(cause, "message", None) or str(cause or err)
-
-
-def sa_initial(name: str, version: Any, trigger: Trigger) -> TypedSearchAttributes:
-    """Set at start, so `conveyor list PIPELINE` finds an execution before its first task runs (and
-    the execution need not upsert them: every upsert is a visibility write)."""
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(sa.PIPELINE_NAME, name),
-            SearchAttributePair(sa.PIPELINE_STATUS, ExecutionStatus.IN_PROGRESS.value),
-            SearchAttributePair(sa.PIPELINE_VERSION, int(version) if isinstance(version, int) else 1),
-            SearchAttributePair(sa.PIPELINE_TRIGGER, trigger.trigger_type.value),
-        ]
-    )
 
 
 def _parse_time(value: Any) -> datetime | None:

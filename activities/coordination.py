@@ -29,7 +29,7 @@ from conveyor.interface import (
     Update,
     WorkflowType,
 )
-from conveyor.memo import DISABLED_TRANSITIONS_KEY
+from conveyor.memo import coordinator_from_memo
 from conveyor.model import (
     CoordinationRequest,
     CoordinatorState,
@@ -73,7 +73,7 @@ class DisabledTransitions:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return frozenset()  # never applied: nothing disabled
             raise
-        return frozenset((await description.memo()).get(DISABLED_TRANSITIONS_KEY) or [])
+        return frozenset(coordinator_from_memo(await description.memo()).disabled_transitions)
 
 
 class CoordinationActivities:

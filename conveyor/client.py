@@ -44,7 +44,7 @@ from conveyor.interface import (
     split_execution_workflow_id,
     stage_workflow_id,
 )
-from conveyor.memo import state_from_memo
+from conveyor.memo import CoordinatorMemo, coordinator_from_memo, header_from_memo, state_from_memo
 from conveyor.model import (
     ActionState,
     ApplyRequest,
@@ -308,7 +308,7 @@ class ConveyorClient:
         attributes = wf.typed_search_attributes
         pipeline_name, execution_id = split_execution_workflow_id(wf.id)
         name = attributes.get(sa.PIPELINE_NAME) or pipeline_name
-        header = (await wf.memo()).get("execution") or {}
+        header = header_from_memo(await wf.memo())
         status = attributes.get(sa.PIPELINE_STATUS) or "Unknown"
         note = None
         closed = closed_by_temporal(status, wf.status)
@@ -317,22 +317,20 @@ class ConveyorClient:
         elif wf.status == WorkflowExecutionStatus.RUNNING:
             async with describes:
                 note = await self._stuck(wf.id, wf.run_id)
-        started_at = _parse_time(header.get("startedAt")) or wf.start_time
-        finished_at = _parse_time(header.get("finishedAt")) or wf.close_time
+        started_at = (header.started_at if header else None) or wf.start_time
+        finished_at = (header.finished_at if header else None) or wf.close_time
         return ExecutionSummary(
             execution=f"{name}/{execution_id}",
             pipeline_name=name,
             execution_id=execution_id,
             status=status,
             note=note,
-            trigger=attributes.get(sa.PIPELINE_TRIGGER) or (header.get("trigger") or {}).get("triggerType"),
+            trigger=attributes.get(sa.PIPELINE_TRIGGER) or (header.trigger.trigger_type.value if header else None),
             pipeline_version=attributes.get(sa.PIPELINE_VERSION),
             started_at=started_at,
             finished_at=finished_at,
             duration_seconds=(finished_at - started_at).total_seconds() if started_at and finished_at else None,
-            source_revisions=[
-                f"{r.get('actionName')}:{r.get('revisionId')}" for r in header.get("sourceRevisions") or []
-            ],
+            source_revisions=[f"{r.action_name}:{r.revision_id}" for r in header.source_revisions] if header else [],
             temporal_status=wf.status.name if wf.status else "UNKNOWN",
         )
 
@@ -576,12 +574,12 @@ class ConveyorClient:
         except SavedStateUnreadable as err:
             raise ConveyorError(str(err)) from None
 
-    async def pipelines(self) -> builtins.list[tuple[str, dict[str, Any]]]:
-        """Registered pipelines with their memo (current version, execution mode)."""
-        out: builtins.list[tuple[str, dict[str, Any]]] = []
+    async def pipelines(self) -> builtins.list[tuple[str, CoordinatorMemo]]:
+        """Registered pipelines with their coordinator's memo (current version, execution mode)."""
+        out: builtins.list[tuple[str, CoordinatorMemo]] = []
         async for wf in self.temporal.list_workflows("WorkflowType = 'Pipeline' AND ExecutionStatus = 'Running'"):
-            out.append((wf.id, dict(await wf.memo())))
-        return sorted(out)
+            out.append((wf.id, coordinator_from_memo(await wf.memo())))
+        return sorted(out, key=lambda row: row[0])
 
     # --- updates: a worker must take them within seconds -----------------------------------------
 
@@ -701,7 +699,3 @@ def refusal(err: WorkflowUpdateFailedError) -> str:
     while getattr(cause, "cause", None) is not None and not isinstance(cause, ApplicationError):
         cause = getattr(cause, "cause", None)
     return getattr(cause, "message", None) or str(cause or err)
-
-
-def _parse_time(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) else None

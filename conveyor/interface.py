@@ -21,6 +21,7 @@ class WorkflowType(StrEnum):
 
 class Query(StrEnum):
     STATE = "state"  # every workflow: its state (ExecutionState, StageState, CoordinatorState)
+    TRANSITIONS = "transitions"  # PipelineExecution, diagnostic: every status change it recorded
 
 
 class Update(StrEnum):
@@ -79,6 +80,24 @@ class Activity(StrEnum):
     NOTIFY_APPROVAL = "notify_approval"
     DEPLOYMENT_WINDOW = "deployment_window"  # condition rules
     REGEX_MATCHES = "regex_matches"
+
+
+class ActionCategory(StrEnum):
+    """An action's category (CodePipeline's actionTypeId.category); provider contracts name theirs."""
+
+    SOURCE = "Source"
+    BUILD = "Build"
+    TEST = "Test"
+    DEPLOY = "Deploy"
+    INVOKE = "Invoke"
+    APPROVAL = "Approval"
+    COMPUTE = "Compute"
+
+
+class ActionOwner(StrEnum):
+    AWS = "AWS"
+    THIRD_PARTY = "ThirdParty"
+    CUSTOM = "Custom"
 
 
 class ExecutionMode(StrEnum):

@@ -88,13 +88,10 @@ class CoordinatorMemo(CamelModel):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
-def coordinator_memo(state: CoordinatorState) -> dict[str, Any]:
-    """Every key of the coordinator's memo, from its state (a caller may upsert some of them)."""
-    memo = CoordinatorMemo(
-        current=state.current,
-        mode=state.execution_mode,
-        disabled_transitions=sorted(s.stage_name for s in state.stages if not s.transition.enabled),
-    )
+def coordinator_memo(state: CoordinatorState, disabled_transitions: list[str]) -> dict[str, Any]:
+    """Every key of the coordinator's memo, from its state and the lock rules' disabled transitions (a
+    caller may upsert some of the keys)."""
+    memo = CoordinatorMemo(current=state.current, mode=state.execution_mode, disabled_transitions=disabled_transitions)
     return memo.model_dump(mode="json")
 
 

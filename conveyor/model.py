@@ -319,6 +319,8 @@ class CompensationStep(CamelModel):
     pass_environment: list[str] = Field(default_factory=list)
     input_artifacts: list[ArtifactRef] = Field(default_factory=list)
     timeout_seconds: int = 55 * 60
+    # The provider whose contract runs it (conveyor.providers); steps recorded before contracts were Commands.
+    provider: str = "Commands"
 
 
 class CompensationState(CamelModel):
@@ -460,6 +462,28 @@ class ExecutionState(CamelModel):
             if stage.close_unfinished(at, error, stopped=stopped):
                 changed.append(stage)
         return changed
+
+
+# --- State changes ---------------------------------------------------------------------------------
+
+
+class TransitionScope(StrEnum):
+    PIPELINE = "PIPELINE"
+    STAGE = "STAGE"
+    ACTION = "ACTION"
+
+
+class Transition(CamelModel):
+    """One status change of an execution, a stage or an action, as the execution's recorder saw it
+    (diagnostic query `transitions`; issue 18 turns these into events). Kept out of the state and memo."""
+
+    scope: TransitionScope
+    stage_name: str | None = None
+    action_name: str | None = None
+    from_status: ExecutionStatus | StageStatus | ActionStatus | None = None  # None: not started yet
+    to_status: ExecutionStatus | StageStatus | ActionStatus
+    at: datetime
+    reason: str | None = None
 
 
 # --- Stage workflow input and result --------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -16,14 +17,12 @@ from activities.approvers import resolve_approvers
 from activities.conditions import deployment_window, regex_matches
 from activities.coordination import CoordinationActivities
 from activities.notifications import notify_approval
-from activities.providers.commands import CommandsProvider
-from activities.providers.git import GitProvider
-from activities.providers.noop import noop
 from activities.rollback import RollbackActivities
 from activities.slack import notify_slack
 from activities.triggers import TriggerActivities
+from conveyor.providers.registry import PROVIDERS
 from conveyor.settings import Settings
-from conveyor.stores.artifacts import store_from_settings
+from conveyor.stores.artifacts import ArtifactStore, store_from_settings
 from workflows.coordinator import PipelineWorkflow
 from workflows.execution import PipelineExecutionWorkflow
 from workflows.stage import StageWorkflow
@@ -32,17 +31,23 @@ from workflows.trigger import PipelineTriggerWorkflow
 WORKFLOWS: Sequence[type] = (PipelineExecutionWorkflow, StageWorkflow, PipelineWorkflow, PipelineTriggerWorkflow)
 
 
+def provider_activities(settings: Settings, store: ArtifactStore) -> list[Callable[..., Any]]:
+    """The activities of every registered provider: each contract names its activities module, whose
+    `activities(settings, store)` builds them (the foundation's registry never imports activities/)."""
+    modules = sorted({contract.activity.module for contract in PROVIDERS.values() if contract.activity})
+    found: list[Callable[..., Any]] = []
+    for module in modules:
+        found += importlib.import_module(module).activities(settings, store)
+    return found
+
+
 def activities_for(settings: Settings) -> list[Callable[..., Any]]:
     store = store_from_settings(settings)
-    commands = CommandsProvider(settings, store)
-    git = GitProvider(settings, store)
     coordination = CoordinationActivities(settings, store)
     rollbacks = RollbackActivities(store)
     triggers = TriggerActivities(settings, store)
     return [
-        commands.run_commands,
-        git.git_source,
-        noop,
+        *provider_activities(settings, store),
         coordination.coordinate,
         coordination.store_document,
         coordination.closed_workflows,

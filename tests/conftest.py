@@ -20,6 +20,8 @@ from conveyor.payloads import data_converter
 from conveyor.settings import Settings
 from conveyor.worker import build_worker
 
+pytest_plugins = ["tests.aws"]  # the moto server fixtures
+
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -9,7 +9,8 @@ from temporalio.client import WorkflowFailureError
 from temporalio.worker import Worker
 
 from conveyor.client import ConveyorClient, ExecutionRef
-from conveyor.model import ActionStatus, ExecutionStatus, StageStatus
+from conveyor.interface import Query
+from conveyor.model import ActionStatus, ExecutionStatus, StageStatus, Transition, TransitionScope
 from conveyor.settings import action_log_path
 from tests.helpers import pipeline
 
@@ -175,3 +176,36 @@ def test_execution_ref_parsing() -> None:
     assert ExecutionRef.parse("demo/abc") == ExecutionRef("demo", "abc")
     with pytest.raises(Exception, match="PIPELINE/EXECUTION-ID"):
         ExecutionRef.parse("abc")
+
+
+TWO_STAGES = """
+name: transitions
+stages:
+  - name: Build
+    actions: [{name: Compile, provider: Commands, commands: ["true"]}]
+  - name: Deploy
+    actions: [{name: Ship, provider: Commands, commands: ["true"]}]
+"""
+
+
+async def test_transitions_follow_codepipelines_state_machine(conveyor: ConveyorClient, worker: Worker) -> None:
+    ref, _ = await conveyor.start(pipeline(TWO_STAGES))
+    state = await asyncio.wait_for(conveyor.wait(ref), 30)
+    assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+    handle = conveyor.temporal.get_workflow_handle(ref.workflow_id)
+    transitions = await handle.query(Query.TRANSITIONS, result_type=list[Transition])
+    pipeline_, stage, action = TransitionScope.PIPELINE, TransitionScope.STAGE, TransitionScope.ACTION
+    assert [(t.scope, t.stage_name, t.action_name, t.from_status, t.to_status) for t in transitions] == [
+        (pipeline_, None, None, None, ExecutionStatus.IN_PROGRESS),
+        (stage, "Build", None, None, StageStatus.IN_PROGRESS),
+        (action, "Build", "Compile", None, ActionStatus.IN_PROGRESS),
+        (action, "Build", "Compile", ActionStatus.IN_PROGRESS, ActionStatus.SUCCEEDED),
+        (stage, "Build", None, StageStatus.IN_PROGRESS, StageStatus.SUCCEEDED),
+        (stage, "Deploy", None, None, StageStatus.IN_PROGRESS),
+        (action, "Deploy", "Ship", None, ActionStatus.IN_PROGRESS),
+        (action, "Deploy", "Ship", ActionStatus.IN_PROGRESS, ActionStatus.SUCCEEDED),
+        (stage, "Deploy", None, StageStatus.IN_PROGRESS, StageStatus.SUCCEEDED),
+        (pipeline_, None, None, ExecutionStatus.IN_PROGRESS, ExecutionStatus.SUCCEEDED),
+    ]
+    assert [t.at for t in transitions] == sorted(t.at for t in transitions)
+    assert transitions[-1].at == state.finished_at

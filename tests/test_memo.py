@@ -37,6 +37,11 @@ APPLIED = datetime(2026, 11, 29, 8, 9, 10, 123456, tzinfo=UTC)
 VERSION = PipelineVersion(version=2, digest="sha256:" + "a" * 64, applied_at=APPLIED, stage_names=["Build", "Deploy"])
 
 
+def disabled_of(state: CoordinatorState) -> list[str]:
+    """As the lock rules (workflows/locks.py) list them: sorted."""
+    return sorted(s.stage_name for s in state.stages if not s.transition.enabled)
+
+
 def coordinator(*, disabled: list[str], versions: list[PipelineVersion]) -> CoordinatorState:
     locks = [
         StageLock(stage_name=n, transition=TransitionState(enabled=n not in disabled)) for n in ["Deploy", "Build"]
@@ -68,17 +73,17 @@ def coordinator(*, disabled: list[str], versions: list[PipelineVersion]) -> Coor
     ],
 )
 def test_the_coordinators_memo_keeps_its_json(state: CoordinatorState, expected: dict[str, Any]) -> None:
-    memo = coordinator_memo(state)
+    memo = coordinator_memo(state, disabled_of(state))
     assert json.dumps(memo) == json.dumps(expected)  # keys, order and values, as upserted
 
 
 @pytest.mark.parametrize(
     "memo",
     [
-        coordinator_memo(coordinator(disabled=["Deploy"], versions=[VERSION])),
+        coordinator_memo(coordinator(disabled=["Deploy"], versions=[VERSION]), ["Deploy"]),
         {
             k: v
-            for k, v in coordinator_memo(coordinator(disabled=[], versions=[VERSION])).items()
+            for k, v in coordinator_memo(coordinator(disabled=[], versions=[VERSION]), []).items()
             if k != "disabledTransitions"
         },
         {},  # a coordinator whose first apply has not finished
@@ -89,7 +94,7 @@ def test_a_coordinators_memo_reads_back_as_it_was_written(memo: dict[str, Any]) 
 
 
 def test_the_coordinators_memo_reads_as_a_model() -> None:
-    read = coordinator_from_memo(coordinator_memo(coordinator(disabled=["Deploy"], versions=[VERSION])))
+    read = coordinator_from_memo(coordinator_memo(coordinator(disabled=["Deploy"], versions=[VERSION]), ["Deploy"]))
     assert read == CoordinatorMemo(current=VERSION, mode=ExecutionMode.QUEUED, disabled_transitions=["Deploy"])
     assert coordinator_from_memo({}) == CoordinatorMemo()  # nothing disabled, nothing applied
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import boto3
@@ -13,7 +13,6 @@ import pytest
 import pytest_asyncio
 import uvicorn
 from fastapi import FastAPI, Request
-from moto.server import ThreadedMotoServer
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -22,28 +21,17 @@ from conveyor.client import ConveyorClient
 from conveyor.devserver import free_port
 from conveyor.model import ActionStatus, ExecutionStatus
 from conveyor.worker import build_worker
+from tests.aws import Aws
 from tests.helpers import pipeline, waiting_token
 
 HOOK_SECRET = "hook-secret-for-tests"
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A real moto server on loopback; boto3 in the worker reaches it through AWS_ENDPOINT_URL."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for name, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "TEST_HOOK_SECRET": HOOK_SECRET,
-    }.items():
-        monkeypatch.setenv(name, value)
-    yield endpoint
-    server.stop()
+def aws_endpoint(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The session's moto server (tests/aws.py), wiped; the worker's boto3 reaches it through AWS_ENDPOINT_URL."""
+    monkeypatch.setenv("TEST_HOOK_SECRET", HOOK_SECRET)
+    return aws.endpoint
 
 
 @pytest_asyncio.fixture
@@ -85,11 +73,11 @@ stages:
 
 
 async def test_sns_and_signed_webhook_carry_the_approval(
-    conveyor: ConveyorClient, worker: Worker, aws: str, receiver: tuple[str, list]
+    conveyor: ConveyorClient, worker: Worker, aws_endpoint: str, receiver: tuple[str, list]
 ) -> None:
     hook, received = receiver
-    sns = boto3.client("sns", endpoint_url=aws, region_name="us-east-1")
-    sqs = boto3.client("sqs", endpoint_url=aws, region_name="us-east-1")
+    sns = boto3.client("sns", endpoint_url=aws_endpoint, region_name="us-east-1")
+    sqs = boto3.client("sqs", endpoint_url=aws_endpoint, region_name="us-east-1")
     topic = sns.create_topic(Name=f"approvals-{uuid.uuid4().hex[:6]}")["TopicArn"]
     queue = sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:6]}")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -120,7 +108,7 @@ async def test_sns_and_signed_webhook_carry_the_approval(
 
 
 async def test_a_failing_notification_never_fails_the_approval(
-    conveyor: ConveyorClient, worker: Worker, aws: str
+    conveyor: ConveyorClient, worker: Worker, aws_endpoint: str
 ) -> None:
     closed = f"http://127.0.0.1:{free_port()}/nobody-listens"
     ref, _ = await conveyor.start(approval("arn:aws:sns:us-east-1:123456789012:missing-topic", closed))
@@ -132,7 +120,7 @@ async def test_a_failing_notification_never_fails_the_approval(
 
 
 async def test_reminders_until_the_approval_expires(
-    aws: str, receiver: tuple[str, list], time_skipping: tuple[WorkflowEnvironment, ConveyorClient]
+    aws_endpoint: str, receiver: tuple[str, list], time_skipping: tuple[WorkflowEnvironment, ConveyorClient]
 ) -> None:
     hook, received = receiver
     env, conveyor = time_skipping

@@ -12,7 +12,7 @@ Commands action and passes on exit 0. Cron and time-zone arithmetic happen in a 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -36,6 +36,9 @@ with workflow.unsafe.imports_passed_through():
         WindowAnswer,
         WindowCheck,
     )
+    from conveyor.providers.commands import ACTIVITY as COMMANDS_ACTIVITY
+    from conveyor.providers.rules import COMMANDS as COMMANDS_RULE
+    from conveyor.providers.rules import DEPLOYMENT_WINDOW, VARIABLE_CHECK
     from conveyor.spec.declaration import Condition, Rule
     from conveyor.text import shorten
     from conveyor.variables import UnresolvedVariableError, resolve
@@ -115,12 +118,9 @@ async def _rule(rule: Rule, state: RuleState, ctx: ConditionContext) -> RuleOutc
     provider = rule.rule_type_id.provider
     try:
         configuration = {key: resolve(value, ctx.values) for key, value in rule.configuration.items()}
-        if provider == "DeploymentWindow":
-            return await _deployment_window(configuration, state, ctx)
-        if provider == "VariableCheck":
-            return await _variable_check(configuration)
-        if provider == "Commands":
-            return await _commands(rule, ctx)
+        evaluator = EVALUATORS.get(provider)
+        if evaluator is not None:
+            return await evaluator(rule, configuration, state, ctx)
     except UnresolvedVariableError as err:
         return RuleOutcome(ConditionStatus.ERRORED, str(err))
     except FailureError as err:  # a local activity's own failure arrives as its ApplicationError, unwrapped
@@ -130,7 +130,9 @@ async def _rule(rule: Rule, state: RuleState, ctx: ConditionContext) -> RuleOutc
     return RuleOutcome(ConditionStatus.ERRORED, f"rule provider '{provider}' is not supported")
 
 
-async def _deployment_window(configuration: dict[str, str], state: RuleState, ctx: ConditionContext) -> RuleOutcome:
+async def _deployment_window(
+    rule: Rule, configuration: dict[str, str], state: RuleState, ctx: ConditionContext
+) -> RuleOutcome:
     cron, zone = configuration["Cron"], configuration.get("TimeZone", "UTC")
     while True:
         answer: WindowAnswer = await workflow.execute_local_activity(
@@ -156,7 +158,9 @@ async def _deployment_window(configuration: dict[str, str], state: RuleState, ct
             continue  # re-check: the window may have closed again, or opened
 
 
-async def _variable_check(configuration: dict[str, str]) -> RuleOutcome:
+async def _variable_check(
+    rule: Rule, configuration: dict[str, str], state: RuleState, ctx: ConditionContext
+) -> RuleOutcome:
     variable, value, operator = configuration["Variable"], configuration["Value"], configuration["Operator"]
     if operator == "EQ":
         passed = variable == value
@@ -175,14 +179,14 @@ async def _variable_check(configuration: dict[str, str]) -> RuleOutcome:
     return RuleOutcome(status, f"'{shorten(variable)}' {operator} '{shorten(value)}': {'true' if passed else 'false'}")
 
 
-async def _commands(rule: Rule, ctx: ConditionContext) -> RuleOutcome:
+async def _commands(rule: Rule, configuration: dict[str, str], state: RuleState, ctx: ConditionContext) -> RuleOutcome:
     missing = [i.name for i in rule.input_artifacts if i.name not in ctx.artifacts]
     if missing:
         return RuleOutcome(ConditionStatus.ERRORED, f"input artifact '{missing[0]}' is not available")
     timeout = timedelta(minutes=rule.timeout_in_minutes or 55)
     try:
         await workflow.execute_activity(
-            "run_commands",
+            COMMANDS_ACTIVITY,
             CommandsInput(
                 context=ActionContext(
                     pipeline_name=ctx.pipeline_name,
@@ -207,3 +211,12 @@ async def _commands(rule: Rule, ctx: ConditionContext) -> RuleOutcome:
         answered = isinstance(err.cause, ApplicationError) and err.cause.type == "CommandFailed"
         return RuleOutcome(ConditionStatus.FAILED if answered else ConditionStatus.ERRORED, failure_reason(err))
     return RuleOutcome(ConditionStatus.SUCCEEDED, f"{len(rule.commands or [])} commands succeeded")
+
+
+# How each rule type of the registry (conveyor.providers.rules.RULES) is evaluated, keyed by its name.
+Evaluator = Callable[[Rule, dict[str, str], RuleState, ConditionContext], Awaitable[RuleOutcome]]
+EVALUATORS: dict[str, Evaluator] = {
+    DEPLOYMENT_WINDOW.name: _deployment_window,
+    VARIABLE_CHECK.name: _variable_check,
+    COMMANDS_RULE.name: _commands,
+}

@@ -39,7 +39,6 @@ with workflow.unsafe.imports_passed_through():
         EntryDecision,
         ExecutionMode,
         Query,
-        ReleaseOutcome,
         Signal,
         Update,
         WorkflowType,
@@ -51,14 +50,11 @@ with workflow.unsafe.imports_passed_through():
         ApplyResult,
         CoordinatorInput,
         CoordinatorState,
-        ExecutionSlot,
         ManualRollbackStart,
         PipelineVersion,
         RollbackRequest,
         StageEntryDecision,
         StageEntryRequest,
-        StageFact,
-        StageLock,
         StageRelease,
         StoreDocumentInput,
         TransitionChange,
@@ -67,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
         nullable,
     )
     from conveyor.spec.validation import validate_pipeline
+    from workflows.locks import Decision, StageLocks
 
 
 def declaration_digest(canonical: str) -> str:
@@ -91,7 +88,7 @@ class PipelineWorkflow:
         # A continued run gets its state in the input; a started one reads what the last run saved
         # first, and messages wait for it (they arrive with the start).
         self._restored = input.state is not None
-        self._outbox: list[tuple[str, StageEntryDecision]] = []
+        self._outbox: list[Decision] = []
         self._apply_lock = asyncio.Lock()
         self._check_interval = input.liveness_check_seconds
         self._idle_clock: asyncio.Task[None] | None = None  # see _arm_idle_clock
@@ -111,90 +108,51 @@ class PipelineWorkflow:
         self._request_entry(request)
 
     def _request_entry(self, request: StageEntryRequest) -> None:
-        if request.leaving is not None:  # the stage it leaves on its way in, released first
-            self._release_stage(request.leaving)
+        self._outbox += self._entry_decisions(request)
+
+    def _entry_decisions(self, request: StageEntryRequest) -> list[Decision]:
+        if request.leaving is not None:  # the stage it leaves on its way in: one more message handled
+            self._state.handled += 1
         self._state.handled += 1
         self._check_interval = self._input.liveness_check_seconds  # the queue changed: look again soon
-        lock = self._state.stage(request.stage_name)
-        slot = request.execution.model_copy(update={"arrived_at": workflow.now()})
-        if request.execution_mode == ExecutionMode.PARALLEL:
-            if request.hold_at_transition:  # it found the transition disabled: held until enabled
-                if lock.transition.enabled:  # enabled again meanwhile
-                    self._let_in(slot, lock)
-                elif all(h.execution_id != slot.execution_id for h in lock.held):
-                    lock.held.append(slot)
-                return
-            # PARALLEL executions send only the request above; one without `holdAtTransition` (sent by
-            # hand, or by the tests as a probe) leaves only the fact.
-            lock.newest_entered = self._fact(slot)
-            return
-        if lock.holder is not None and lock.holder.execution_id == slot.execution_id:
-            self._let_in(slot, lock)
-            return  # a repeated request (a retried activity): answer it again
-        if any(w.execution_id == slot.execution_id for w in lock.waiting):
-            return
-        lock.waiting.append(slot)
-        if request.execution_mode == ExecutionMode.SUPERSEDED and len(lock.waiting) > 1:
-            # At most one execution waits in front of a stage: the newest; the others are superseded.
-            newest = max(lock.waiting, key=lambda w: w.started_at)
-            for older in [w for w in lock.waiting if w is not newest]:
-                self._outbox.append(
-                    (
-                        older.workflow_id,
-                        StageEntryDecision(
-                            stage_name=lock.stage_name,
-                            decision=EntryDecision.SUPERSEDED,
-                            superseded_by=newest.execution_id,
-                        ),
-                    )
-                )
-            lock.waiting = [newest]
-        self._admit(lock)
+        return self._locks.request_entry(request, workflow.now())
 
     @workflow.update(name=Update.ENTER_STAGE)
     async def enter_stage(self, request: StageEntryRequest) -> StageEntryDecision | None:
         """`request_entry` answered at once when the answer is already known (the stage is free, or the
         request is superseded); None when the execution must wait for its `stage_decision` signal."""
         await self._until_restored()
-        queued = len(self._outbox)
-        self._request_entry(request)
+        produced = self._entry_decisions(request)
         # Only the answers this request produced: one queued before (for a signalled request the
         # activity fell back to) still goes out as a signal.
-        earlier, produced = self._outbox[:queued], self._outbox[queued:]
 
-        def for_caller(message: tuple[str, StageEntryDecision]) -> bool:
+        def for_caller(message: Decision) -> bool:
             return message[0] == request.execution.workflow_id and message[1].stage_name == request.stage_name
 
-        self._outbox = earlier + [m for m in produced if not for_caller(m)]
+        self._outbox += [m for m in produced if not for_caller(m)]
         answers = [m[1] for m in produced if for_caller(m)]
         return answers[-1] if answers else None
 
     @workflow.signal(name=Signal.RELEASE_STAGE)
     async def release_stage(self, release: StageRelease) -> None:
         await self._until_restored()
-        self._release_stage(release)
-
-    def _release_stage(self, release: StageRelease) -> None:
         self._state.handled += 1
-        lock = self._state.stage(release.stage_name)
-        if release.outcome == ReleaseOutcome.SUCCEEDED:
-            lock.last_succeeded = StageFact(
-                execution_id=release.execution_id, pipeline_version=release.pipeline_version, at=workflow.now()
-            )
-        self._drop(lock, release.execution_id)
+        self._outbox += self._locks.release(release, workflow.now())
+
+    @property
+    def _locks(self) -> StageLocks:
+        """The lock rules over the current state (replaced when a started run restores the saved one)."""
+        return StageLocks(self._state)
 
     # --- operators ------------------------------------------------------------------------------
 
     @workflow.update(name=Update.DISABLE_TRANSITION)
     async def disable_transition(self, change: TransitionChange) -> TransitionState:
         await self._until_restored()
-        lock = self._state.stage(change.stage_name)
-        lock.transition = TransitionState(
-            enabled=False, reason=change.reason, changed_by=change.by, changed_at=workflow.now()
-        )
+        transition = self._locks.disable_transition(change, workflow.now())
         self._state.handled += 1
         self._publish_transitions()
-        return lock.transition
+        return transition
 
     @disable_transition.validator
     def _validate_disable(self, change: TransitionChange) -> None:
@@ -203,17 +161,11 @@ class PipelineWorkflow:
     @workflow.update(name=Update.ENABLE_TRANSITION)
     async def enable_transition(self, change: TransitionChange) -> TransitionState:
         await self._until_restored()
-        lock = self._state.stage(change.stage_name)
-        lock.transition = TransitionState(
-            enabled=True, reason=change.reason or None, changed_by=change.by, changed_at=workflow.now()
-        )
+        transition, decisions = self._locks.enable_transition(change, workflow.now())
         self._state.handled += 1
         self._publish_transitions()
-        self._admit(lock)
-        for slot in lock.held:  # PARALLEL executions held at the transition all enter
-            self._let_in(slot, lock)
-        lock.held = []
-        return lock.transition
+        self._outbox += decisions  # the next waiter, and the PARALLEL executions held at the transition
+        return transition
 
     @enable_transition.validator
     def _validate_enable(self, change: TransitionChange) -> None:
@@ -226,7 +178,7 @@ class PipelineWorkflow:
 
     def _memo(self) -> dict[str, Any]:
         """The coordinator's memo: the current version, the execution mode, the disabled transitions."""
-        return coordinator_memo(self._state)
+        return coordinator_memo(self._state, self._locks.disabled_transitions())
 
     def _check_stage(self, name: str) -> None:
         current = self._state.current
@@ -336,7 +288,7 @@ class PipelineWorkflow:
             except TimeoutError:
                 timed_out = self._state.handled == seen  # a message in the same activation counts
             await self._flush_outbox()
-            if timed_out and self._someone_waits_behind_a_holder():
+            if timed_out and self._locks.someone_waits_behind_a_holder():
                 await self._reclaim_abandoned_locks(only_waited_for=True)
                 self._check_interval = min(self._check_interval * 2, input.liveness_check_max_seconds)
                 await self._flush_outbox()
@@ -394,23 +346,13 @@ class PipelineWorkflow:
         self._restored = True
 
     def _liveness_timeout(self) -> timedelta | None:
-        return timedelta(seconds=self._check_interval) if self._someone_waits_behind_a_holder() else None
+        return timedelta(seconds=self._check_interval) if self._locks.someone_waits_behind_a_holder() else None
 
     def _idle(self, *, but_for_holders: bool = False) -> bool:
         """Nothing to keep this workflow running for: no registered version (nor so any schedule or
         trigger), no answer to send, no execution holding (unless `but_for_holders`), waiting or held
         at a stage, no disabled transition."""
-        return (
-            not self._state.versions
-            and not self._outbox
-            and all(
-                (but_for_holders or lock.holder is None)
-                and not lock.waiting
-                and not lock.held
-                and lock.transition.enabled
-                for lock in self._state.stages
-            )
-        )
+        return not self._state.versions and not self._outbox and self._locks.at_rest(but_for_holders=but_for_holders)
 
     async def _saved_and_still_idle(self) -> bool:
         """Save the state for the next run, then tell whether closing now loses nothing. A message handled
@@ -439,9 +381,6 @@ class PipelineWorkflow:
             self._state.handled >= self._input.continue_as_new_every or workflow.info().is_continue_as_new_suggested()
         )
 
-    def _someone_waits_behind_a_holder(self) -> bool:
-        return any(lock.holder is not None and lock.waiting for lock in self._state.stages)
-
     async def _flush_outbox(self) -> None:
         while self._outbox:
             batch, self._outbox = self._outbox, []
@@ -455,53 +394,24 @@ class PipelineWorkflow:
             for (workflow_id, decision), result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException) and decision.decision == EntryDecision.ENTER:
                     # The execution is gone (terminated while it waited): take the stage back.
-                    self._drop(self._state.stage(decision.stage_name), _execution_id(workflow_id))
+                    self._outbox += self._locks.drop(decision.stage_name, _execution_id(workflow_id), workflow.now())
 
     async def _reclaim_abandoned_locks(self, *, only_waited_for: bool) -> None:
         """A holder that ended without releasing (terminated, say) must not block the stage, nor keep
         this workflow running."""
-        holders = {
-            lock.holder.workflow_id
-            for lock in self._state.stages
-            if lock.holder and (lock.waiting or not only_waited_for)
-        }
         closed: list[str] = await workflow.execute_local_activity(
             Activity.CLOSED_WORKFLOWS,
-            sorted(holders),
+            self._locks.holders_to_check(only_waited_for=only_waited_for),
             result_type=list[str],
             start_to_close_timeout=timedelta(seconds=30),
         )
-        for lock in self._state.stages:
-            if lock.holder is not None and lock.holder.workflow_id in closed:
-                workflow.logger.warning(
-                    "stage lock taken back from an ended execution",
-                    extra={"stage": lock.stage_name, "execution": lock.holder.execution_id},
-                )
-                self._drop(lock, lock.holder.execution_id)
-
-    # --- lock bookkeeping -------------------------------------------------------------------------
-
-    def _drop(self, lock: StageLock, execution_id: str) -> None:
-        if lock.holder is not None and lock.holder.execution_id == execution_id:
-            lock.holder = None
-        lock.waiting = [w for w in lock.waiting if w.execution_id != execution_id]
-        lock.held = [h for h in lock.held if h.execution_id != execution_id]
-        self._admit(lock)
-
-    def _admit(self, lock: StageLock) -> None:
-        if lock.holder is None and lock.transition.enabled and lock.waiting:
-            slot = lock.waiting.pop(0)
-            lock.holder = slot
-            lock.newest_entered = self._fact(slot)
-            self._let_in(slot, lock)
-
-    def _let_in(self, slot: ExecutionSlot, lock: StageLock) -> None:
-        self._outbox.append(
-            (slot.workflow_id, StageEntryDecision(stage_name=lock.stage_name, decision=EntryDecision.ENTER))
-        )
-
-    def _fact(self, slot: ExecutionSlot) -> StageFact:
-        return StageFact(execution_id=slot.execution_id, pipeline_version=slot.pipeline_version, at=workflow.now())
+        reclaimed, decisions = self._locks.reclaim(closed, workflow.now())
+        for lock in reclaimed:
+            workflow.logger.warning(
+                "stage lock taken back from an ended execution",
+                extra={"stage": lock.stage_name, "execution": lock.execution_id},
+            )
+        self._outbox += decisions
 
 
 def _execution_id(workflow_id: str) -> str:

@@ -9,7 +9,7 @@ Deterministic: no I/O, no clocks but `workflow.now()`, no randomness but `workfl
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -18,7 +18,8 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
-    from conveyor.identities import allowed_deciders, decider_names, excluded_deciders
+    from pydantic import BaseModel
+
     from conveyor.interface import (
         Activity,
         ApprovalOutcome,
@@ -38,17 +39,12 @@ with workflow.unsafe.imports_passed_through():
         ActionStatus,
         ApprovalDecision,
         ApprovalNotice,
-        ApprovalRequest,
         ApprovalResult,
         ApproverQuery,
         ApproverSnapshot,
         ArtifactRef,
-        CommandsInput,
         CompensationStep,
         ErrorDetails,
-        GitSourceInput,
-        NoopInput,
-        OutputArtifactSpec,
         SlackMessageRef,
         SourceRevision,
         StageInput,
@@ -57,12 +53,24 @@ with workflow.unsafe.imports_passed_through():
         StageStatus,
         StopRequest,
     )
+    from conveyor.providers.contract import ActionRequest, ProviderActivity, ProviderContract
+    from conveyor.providers.manual import MANUAL
+    from conveyor.providers.registry import PROVIDERS
     from conveyor.spec.declaration import Action, RetryPolicyExtension, Stage
     from conveyor.variables import UnresolvedVariableError, resolve
+    from workflows.approvals import (
+        ApprovalBook,
+        ApprovalRefused,
+        apply_snapshot,
+        approval_request,
+        notice_channels,
+        outcome_of,
+        progress_notice,
+        stopped,
+        timed_out,
+    )
 
-DEFAULT_APPROVAL_TIMEOUT = timedelta(days=7)
-DEFAULT_COMMANDS_TIMEOUT = timedelta(minutes=55)
-DEFAULT_ACTION_TIMEOUT = timedelta(hours=1)
+DEFAULT_APPROVAL_TIMEOUT = MANUAL.default_timeout
 # Infrastructure failures (a dead worker's heartbeat timeout) are retried; an action's own failure
 # is raised non-retryable by its activity, so it is not.
 NOTIFICATION_RETRY = RetryPolicy(
@@ -91,9 +99,11 @@ def initial_stage_state(stage: Stage, attempt: int = 0) -> StageState:
     )
 
 
-# Failures a declared retry policy retries; configuration errors (bad provider configuration, a
-# missing artifact or output variable, an unresolvable variable) fail at once.
-TRANSIENT_FAILURES = frozenset({"CommandFailed", "ActionTimeout", "GitError", "ActionError"})
+def _transient(action: Action, error: ErrorDetails) -> bool:
+    """Whether a declared retry policy retries this failure: its provider's transient errors (configuration
+    errors, a missing artifact or output variable, an unresolvable variable fail at once)."""
+    contract = PROVIDERS.get(action.action_type_id.provider)
+    return contract is not None and error.code in contract.retried_failures
 
 
 def _backoff(policy: RetryPolicyExtension, attempt: int) -> timedelta:
@@ -124,7 +134,7 @@ class StageWorkflow:
         self._outputs: dict[str, dict[str, str]] = {}
         self._produced: list[ArtifactRef] = []
         self._revisions: list[SourceRevision] = []
-        self._decisions: dict[str, ApprovalResult] = {}
+        self._approvals = ApprovalBook(self._stage.name, self._state.actions)
         self._stop: StopRequest | None = None
         self._notifications: list[asyncio.Task[None]] = []
         self._slack: list[asyncio.Task[None]] = []  # Slack posts and updates, each after the one before
@@ -195,99 +205,33 @@ class StageWorkflow:
             for handle in self._running.values():
                 handle.cancel()
 
-    def _pending_action(self, decision: ApprovalDecision) -> ActionState:
-        """The approval the decision is for, or ApplicationError saying why there is none."""
-        waiting = [a for a in self._state.actions if a.token is not None]
-        if decision.action_name is None:
-            if len(waiting) != 1:
-                names = ", ".join(a.action_name for a in waiting) or "none"
-                raise ApplicationError(
-                    f"stage '{self._stage.name}' has {len(waiting)} approvals waiting ({names}); "
-                    "name one with actionName"
-                )
-            return waiting[0]
-        action = next((a for a in self._state.actions if a.action_name == decision.action_name), None)
-        if action is None or action.provider != "Manual":
-            raise ApplicationError(f"stage '{self._stage.name}' has no approval action '{decision.action_name}'")
-        if action.approval is not None:
-            raise ApplicationError(
-                f"approval '{action.action_name}' was already decided: {action.approval.status} "
-                f"by {action.approval.by or 'unknown'}"
-            )
-        if action.token is None:
-            raise ApplicationError(f"approval '{action.action_name}' is not waiting for a decision")
-        return action
-
-    def _check_decision(self, decision: ApprovalDecision) -> ActionState:
+    def _check_decision(self, decision: ApprovalDecision) -> None:
         """Refuse (in the update's validator, so nothing is written) what the policy does not allow."""
-        action = self._pending_action(decision)
-        if decision.token != action.token:
-            raise ApplicationError(
-                f"the token does not match approval '{action.action_name}' (stale or mistyped); "
-                "read the current token with `conveyor status`"
-            )
-        request = action.approval_request
-        if request is None:
-            return action
-        who = decision.by or ""
-        names = decider_names(decision.by, decision.principals)
-        if request.sources is not None and decision.source not in request.sources:
-            raise ApplicationError(
-                f"approval '{action.action_name}' does not take decisions from '{decision.source}' "
-                f"(allowed: {', '.join(request.sources)})"
-            )
-        if request.approvers and not names & set(allowed_deciders(request)):
-            raise ApplicationError(
-                f"'{who or 'an unnamed caller'}' may not decide approval '{action.action_name}' "
-                f"(approvers: {', '.join(request.approvers)})"
-            )
-        if names & excluded_deciders(request):
-            raise ApplicationError(
-                f"'{who}' started this execution or wrote its source revision, and may not decide approval "
-                f"'{action.action_name}' (separation of duties)"
-            )
-        if any(names & decider_names(a.by, a.principals) for a in action.approvals):
-            raise ApplicationError(f"'{who}' has already approved '{action.action_name}'; another approver is needed")
-        return action
+        try:
+            self._approvals.check(decision)
+        except ApprovalRefused as refused:
+            raise ApplicationError(refused.message) from None
 
     def _decide(self, decision: ApprovalDecision, status: ApprovalStatus) -> ApprovalResult:
-        # Checked again and recorded before any await: two concurrent decisions can never both pass.
-        action = self._check_decision(decision)
-        quorum = action.approval_request.quorum if action.approval_request else 1
-        approvals = len(action.approvals) + (1 if status == ApprovalStatus.APPROVED else 0)
-        final = (
-            status == ApprovalStatus.REJECTED or approvals >= quorum
-        )  # any rejection rejects; approvals need a quorum
-        result = ApprovalResult(
-            action_name=action.action_name,
-            status=status if final else ApprovalStatus.PENDING,
-            summary=decision.summary,
-            by=decision.by,
-            decided_at=workflow.now(),
-            source=decision.source,
-            approvals=approvals,
-            quorum=quorum,
-            principals=sorted(decider_names(decision.by, decision.principals) - {decision.by or ""}),
-        )
-        action.approvals.append(result)
-        if final:
-            action.approval = result
-            action.token = None
-            self._decisions[action.action_name] = result
-        else:
-            self._notify(action.action_name, NoticeKind.PROGRESS)
-        return result
+        try:
+            return self._record_decision(decision, status)
+        except ApprovalRefused as refused:
+            raise ApplicationError(refused.message) from None
 
     def _decide_from_signal(self, decision: ApprovalDecision, status: ApprovalStatus) -> None:
         try:
-            self._decide(decision, status)
-        except ApplicationError as refused:
+            self._record_decision(decision, status)
+        except ApprovalRefused as refused:
             # A signal cannot be refused to its sender; show the refusal in `status` instead.
-            target = next((a for a in self._state.actions if a.action_name == decision.action_name), None)
-            target = target or next((a for a in self._state.actions if a.provider == "Manual"), None)
-            if target is not None:
-                target.refused_decisions.append(f"{status.lower()[:-1]} by {decision.by or 'unknown'}: {refused}")
+            self._approvals.record_refusal(decision, status, refused)
             workflow.logger.warning("approval signal refused: %s", refused)
+
+    def _record_decision(self, decision: ApprovalDecision, status: ApprovalStatus) -> ApprovalResult:
+        # Checked again and recorded before any await: two concurrent decisions can never both pass.
+        result = self._approvals.decide(decision, status, workflow.now())
+        if result.status == ApprovalStatus.PENDING:  # counted towards the quorum
+            self._notify(result.action_name, NoticeKind.PROGRESS)
+        return result
 
     # --- the stage ------------------------------------------------------------------------------
 
@@ -334,36 +278,6 @@ class StageWorkflow:
             compensations=self._compensations,
         )
 
-    def _open_notice(
-        self, action: Action, state: ActionState, configuration: dict[str, str], expires: datetime
-    ) -> ApprovalNotice | None:
-        """What every notification of this approval says; None when it notifies nobody."""
-        policy, request = action.conveyor.approval, state.approval_request
-        assert state.token is not None and request is not None
-        notice = ApprovalNotice(
-            kind=NoticeKind.OPENED,
-            pipeline_name=self._input.pipeline_name,
-            execution_id=self._input.execution_id,
-            stage_name=self._stage.name,
-            action_name=action.name,
-            token=state.token,
-            expires=expires,
-            custom_data=configuration.get("CustomData"),
-            external_entity_link=configuration.get("ExternalEntityLink"),
-            approvers=request.approvers,
-            quorum=request.quorum,
-            started_by=self._input.started_by,
-            source_revisions=request.source_revisions,
-            artifacts=request.artifacts,
-            notification_arn=configuration.get("NotificationArn"),
-            webhook_url=policy.notify_webhook if policy else None,
-            webhook_secret_env=policy.notify_webhook_secret_env if policy else None,
-            slack_channel=policy.slack_channel if policy else None,
-            revisions=list(self._input.source_revisions_seen),
-            authors=list(self._input.source_authors),
-        )
-        return notice if notice.notification_arn or notice.webhook_url or notice.slack_channel else None
-
     def _notify(self, action_name: str, kind: NoticeKind, outcome: ApprovalOutcome | None = None) -> None:
         """Send the approval's notifications in the background: their failures are retried and logged,
         and never fail the approval wait. Slack messages go out in order (an update needs the post's ts)."""
@@ -373,7 +287,7 @@ class StageWorkflow:
         state = self._action_state(action_name)
         request = state.approval_request
         assert request is not None
-        notice = base.model_copy(update={"kind": kind, "approvals": list(state.approvals), "outcome": outcome})
+        notice = progress_notice(base, kind, state, outcome)
 
         async def send(activity: Activity, previous: asyncio.Task[None] | None) -> None:
             if previous is not None:
@@ -396,11 +310,12 @@ class StageWorkflow:
                 state.notification_errors.append(f"{kind}: {getattr(err.cause, 'message', None) or err}")
                 workflow.logger.warning("approval notification failed: %s", err.cause)
 
-        if kind in (NoticeKind.OPENED, NoticeKind.REMINDER) and (notice.notification_arn or notice.webhook_url):
-            self._notifications.append(asyncio.create_task(send(Activity.NOTIFY_APPROVAL, None)))
-        if notice.slack_channel:
-            previous = self._slack[-1] if self._slack else None
-            self._slack.append(asyncio.create_task(send(Activity.NOTIFY_SLACK, previous)))
+        for channel in notice_channels(notice):
+            if channel == Activity.NOTIFY_SLACK:
+                previous = self._slack[-1] if self._slack else None
+                self._slack.append(asyncio.create_task(send(channel, previous)))
+            else:
+                self._notifications.append(asyncio.create_task(send(channel, None)))
 
     def _action_state(self, name: str) -> ActionState:
         return next(a for a in self._state.actions if a.action_name == name)
@@ -420,7 +335,7 @@ class StageWorkflow:
             if self._stop is not None and (self._stop.abandon or error.code == "ApprovalCancelled"):
                 state.status, state.error, state.finished_at = ActionStatus.ABANDONED, error, workflow.now()
                 return True  # not a failure of the stage: the stop decides what happens next
-            if policy is None or state.attempt >= policy.maximum_attempts or error.code not in TRANSIENT_FAILURES:
+            if policy is None or state.attempt >= policy.maximum_attempts or not _transient(action, error):
                 state.status, state.error, state.finished_at = ActionStatus.FAILED, error, workflow.now()
                 return False
             # A declared retry: record this attempt (status shows each one), back off durably, go again.
@@ -468,67 +383,54 @@ class StageWorkflow:
         return timedelta(minutes=minutes) if minutes else default
 
     async def _dispatch(self, action: Action, state: ActionState) -> ActionOutcome:
+        """Run the action as its provider's contract says: its activity, or (Manual) a wait for a decision."""
         configuration = {key: self._resolve(value) for key, value in action.configuration.items()}
         state.resolved_configuration = configuration
         provider = action.action_type_id.provider
-        if provider == "Manual":
-            return await self._wait_for_approval(action, state, configuration)
-        heartbeat = timedelta(
-            seconds=action.conveyor.heartbeat_timeout_seconds or self._input.default_heartbeat_seconds
-        )
-        context = self._context(action)
-        if provider == "Commands":
-            timeout = self._timeout(action, DEFAULT_COMMANDS_TIMEOUT)
-            commands_input = CommandsInput(
-                context=context,
-                commands=[self._resolve(c) for c in action.commands or []],
-                environment={e.name: self._resolve(e.value) for e in action.environment_variables},
-                pass_environment=list(action.conveyor.pass_environment),
-                input_artifacts=[self._artifact(action, i.name) for i in action.input_artifacts],
-                output_artifacts=[
-                    OutputArtifactSpec(name=o.name, files=o.files or ["**/*"]) for o in action.output_artifacts
-                ],
-                output_variables=list(action.output_variables),
-                timeout_seconds=int(timeout.total_seconds()),
-            )
-            activity_input: object = commands_input
-            activity = "run_commands"
-            if action.conveyor.rollback and action.name not in {c.action_name for c in self._compensations}:
-                # Registered before the action runs: a half-applied action is undone too.
-                self._compensations.append(
-                    CompensationStep(
-                        stage_name=self._stage.name,
-                        action_name=action.name,
-                        sequence=len(self._compensations) + 1,
-                        commands=[self._resolve(c) for c in action.conveyor.rollback],
-                        environment=commands_input.environment,
-                        pass_environment=commands_input.pass_environment,
-                        input_artifacts=commands_input.input_artifacts,
-                        timeout_seconds=commands_input.timeout_seconds,
-                    )
-                )
-            # The activity enforces the action's own timeout; this one only catches a lost worker.
-            timeout += timedelta(minutes=1)
-        elif provider == "Git":
-            override = next((r for r in self._input.source_revisions if r.action_name == action.name), None)
-            activity_input = GitSourceInput(
-                context=context,
-                repository=configuration["RepositoryUrl"],
-                branch=configuration.get("BranchName"),
-                commit=override.revision_value if override else None,
-                output_artifact=action.output_artifacts[0].name if action.output_artifacts else None,
-            )
-            activity, timeout = "git_source", self._timeout(action, DEFAULT_ACTION_TIMEOUT)
-        elif provider == "Noop":
-            activity_input = NoopInput(context=context, output_variables=configuration)
-            activity, timeout = "noop", self._timeout(action, DEFAULT_ACTION_TIMEOUT)
-        else:  # validation refuses unknown providers; this guards a hand-made input
+        contract = PROVIDERS.get(provider)
+        if contract is None:  # validation refuses unknown providers; this guards a hand-made input
             raise ActionFailed("ConfigurationError", f"provider '{provider}' is not supported")
+        run = contract.activity
+        if run is None:  # a durable wait for a decision, not an activity
+            return await self._wait_for_approval(action, state, configuration)
+        override = next((r for r in self._input.source_revisions if r.action_name == action.name), None)
+        request = ActionRequest(
+            action=action,
+            context=self._context(action),
+            configuration=configuration,
+            timeout=self._timeout(action, contract.default_timeout),
+            revision_override=override.revision_value if override else None,
+            resolve=self._resolve,
+            artifact=lambda name: self._artifact(action, name),
+        )
+        activity_input = run.build_input(request)
+        self._register_compensation(contract, request, activity_input)
+        return await self._start(action, run, activity_input, request.timeout, self._heartbeat(action, contract))
+
+    def _heartbeat(self, action: Action, contract: ProviderContract) -> timedelta:
+        if action.conveyor.heartbeat_timeout_seconds:
+            return timedelta(seconds=action.conveyor.heartbeat_timeout_seconds)
+        return contract.heartbeat_timeout or timedelta(seconds=self._input.default_heartbeat_seconds)
+
+    def _register_compensation(
+        self, contract: ProviderContract, request: ActionRequest, activity_input: BaseModel
+    ) -> None:
+        """Registered before the action runs: a half-applied action is undone too."""
+        compensation = contract.compensation
+        if compensation is None or request.action.name in {c.action_name for c in self._compensations}:
+            return
+        step = compensation.register(request, activity_input, len(self._compensations) + 1)
+        if step is not None:
+            self._compensations.append(step)
+
+    async def _start(
+        self, action: Action, run: ProviderActivity, activity_input: BaseModel, timeout: timedelta, heartbeat: timedelta
+    ) -> ActionOutcome:
         handle = workflow.start_activity(
-            activity,
+            run.name,
             activity_input,
             result_type=ActionOutcome,
-            start_to_close_timeout=timeout,
+            start_to_close_timeout=timeout + run.timeout_margin,
             heartbeat_timeout=heartbeat,
             retry_policy=INFRASTRUCTURE_RETRY,
             # An abandoned action is over only when its processes are gone.
@@ -558,21 +460,7 @@ class StageWorkflow:
         if not membership:
             state.token = str(workflow.uuid4())
         state.external_url = configuration.get("ExternalEntityLink")
-        excluded = []
-        if policy is None or not policy.allow_starter:
-            excluded += [self._input.started_by] if self._input.started_by else []
-        if policy is None or not policy.allow_author:
-            excluded += self._input.source_authors
-        request = ApprovalRequest(
-            approvers=list(policy.approvers) if policy else [],
-            quorum=policy.quorum if policy else 1,
-            # Separation of duties applies once a policy names its approvers; without one, anyone may decide.
-            excluded=sorted(set(excluded)) if policy else [],
-            sources=policy.sources if policy else None,
-            artifacts=self._input.artifact_digests | {name: ref.digest for name, ref in self._artifacts.items()},
-            source_revisions=[f"{r.action_name}:{r.revision_id}" for r in self._input.source_revisions_seen],
-            custom_data=configuration.get("CustomData"),
-        )
+        request = approval_request(policy, self._input, self._artifacts, configuration.get("CustomData"))
         if membership:
             # Who may decide, resolved once; the token exists only then, so no decision predates the snapshot.
             snapshot = await workflow.execute_activity(
@@ -583,23 +471,24 @@ class StageWorkflow:
                 retry_policy=NOTIFICATION_RETRY,
                 summary=f"approvers of {self._stage.name}/{action.name}",
             )
-            request.allowed, request.excluded, request.problems = snapshot.allowed, snapshot.excluded, snapshot.problems
-            if request.approvers and not snapshot.allowed:
+            unresolved = apply_snapshot(request, snapshot)
+            if unresolved is not None:
                 state.approval_request = request
-                raise ActionFailed("ApproversUnresolved", "nobody may decide: " + "; ".join(snapshot.problems))
+                raise ActionFailed(unresolved.code, unresolved.message)
             state.token = str(workflow.uuid4())
         state.approval_request = request
         deadline = workflow.now() + timeout
-        notice = self._open_notice(action, state, configuration, deadline)
+        notice = self._approvals.notice(self._input, policy, state, configuration, deadline)
         if notice is not None:
             self._notices[action.name] = notice
             self._notify(action.name, NoticeKind.OPENED)
         reminder = timedelta(minutes=policy.reminder_minutes) if policy and policy.reminder_minutes else None
+        decisions = self._approvals.decisions
         while True:
             remaining = deadline - workflow.now()
             try:
                 await workflow.wait_condition(
-                    lambda: action.name in self._decisions or self._stop is not None,
+                    lambda: action.name in decisions or self._stop is not None,
                     timeout=min(remaining, reminder) if reminder else remaining,
                 )
                 break
@@ -607,25 +496,20 @@ class StageWorkflow:
                 if reminder is None or workflow.now() >= deadline:
                     state.token = None
                     self._notify(action.name, NoticeKind.CLOSED, ApprovalOutcome.TIMED_OUT)
-                    minutes = int(timeout.total_seconds() // 60)
-                    raise ActionFailed("ApprovalTimedOut", f"no decision within {_minutes_text(minutes)}") from None
+                    failure = timed_out(int(timeout.total_seconds() // 60))
+                    raise ActionFailed(failure.code, failure.message) from None
                 self._notify(action.name, NoticeKind.REMINDER)
-        if action.name not in self._decisions:  # a stop (wait or abandon) cancels a pending approval
+        if action.name not in decisions:  # a stop (wait or abandon) cancels a pending approval
             state.token = None
             self._notify(action.name, NoticeKind.CLOSED, ApprovalOutcome.STOPPED)
-            raise ActionFailed("ApprovalCancelled", "the execution was stopped while the approval waited")
-        decision = self._decisions[action.name]
+            failure = stopped()
+            raise ActionFailed(failure.code, failure.message)
+        decision = decisions[action.name]
         self._notify(action.name, NoticeKind.CLOSED, ApprovalOutcome(decision.status))
-        if decision.status == ApprovalStatus.REJECTED:
-            raise ActionFailed("ApprovalRejected", f"rejected by {decision.by or 'unknown'}: {decision.summary}")
-        return ActionOutcome(summary=decision.summary or f"approved by {decision.by or 'unknown'}")
-
-
-def _minutes_text(minutes: int) -> str:
-    if minutes % (24 * 60) == 0:
-        days = minutes // (24 * 60)
-        return f"{days} day{'s' if days != 1 else ''}"
-    return f"{minutes} minutes"
+        outcome = outcome_of(decision)
+        if isinstance(outcome, ErrorDetails):
+            raise ActionFailed(outcome.code, outcome.message)
+        return outcome
 
 
 def failure_details(err: BaseException) -> ErrorDetails:

@@ -30,7 +30,7 @@ import os
 import re
 import shlex
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,6 +48,7 @@ from activities.process import (
     start_process_group,
 )
 from conveyor.model import ActionContext, ActionOutcome, ArtifactRef, CommandsInput
+from conveyor.providers.commands import ACTIVITY
 from conveyor.settings import Settings, action_log_path
 from conveyor.stores.artifacts import ArtifactError, ArtifactStore
 from conveyor.text import shorten
@@ -161,7 +162,7 @@ class CommandsProvider:
         self.settings = settings
         self.store = store
 
-    @activity.defn(name="run_commands")
+    @activity.defn(name=ACTIVITY)
     async def run_commands(self, input: CommandsInput) -> ActionOutcome:
         ctx = input.context
         log = structlog.get_logger().bind(
@@ -382,3 +383,8 @@ def _read_text_or_empty(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
+
+
+def activities(settings: Settings, store: ArtifactStore) -> list[Callable[..., Any]]:
+    """What the worker registers for the Commands contract (conveyor.providers.commands)."""
+    return [CommandsProvider(settings, store).run_commands]

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from temporalio.exceptions import ApplicationError
 from activities.process import kill_process_group, start_process_group
 from activities.providers.commands import workspace_key
 from conveyor.model import ActionOutcome, ArtifactRef, GitSourceInput, SourceRevision
+from conveyor.providers.git import ACTIVITY
 from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactError, ArtifactStore
 from conveyor.text import shorten
@@ -97,7 +98,7 @@ class GitProvider:
         self.settings = settings
         self.store = store
 
-    @activity.defn(name="git_source")
+    @activity.defn(name=ACTIVITY)
     async def git_source(self, input: GitSourceInput) -> ActionOutcome:
         ctx = input.context
         log = structlog.get_logger().bind(
@@ -199,3 +200,8 @@ def _remove_workspace(workspace: Path) -> None:
     shutil.rmtree(workspace, ignore_errors=True)
     with contextlib.suppress(OSError):
         workspace.parent.rmdir()
+
+
+def activities(settings: Settings, store: ArtifactStore) -> list[Callable[..., Any]]:
+    """What the worker registers for the Git contract (conveyor.providers.git)."""
+    return [GitProvider(settings, store).git_source]

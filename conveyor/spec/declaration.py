@@ -14,9 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringC
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 
-from conveyor.interface import ExecutionMode, RetryMode
+from conveyor.interface import ActionCategory, ActionOwner, ExecutionMode, RetryMode
+from conveyor.providers.registry import PROVIDERS
 
-__all__ = ["ExecutionMode", "RetryMode"]  # declared here too: the declaration's own vocabulary
+# Declared here too: the declaration's own vocabulary.
+__all__ = ["ActionCategory", "ActionOwner", "ExecutionMode", "RetryMode"]
 
 
 class DeclarationModel(BaseModel):
@@ -34,22 +36,6 @@ StageOrActionName = Annotated[str, StringConstraints(min_length=1, max_length=10
 ArtifactName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[a-zA-Z0-9_\-]+$")]
 VariableName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9@\-_]+$")]
 NamespaceName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9@\-_]+$")]
-
-
-class ActionCategory(StrEnum):
-    SOURCE = "Source"
-    BUILD = "Build"
-    TEST = "Test"
-    DEPLOY = "Deploy"
-    INVOKE = "Invoke"
-    APPROVAL = "Approval"
-    COMPUTE = "Compute"
-
-
-class ActionOwner(StrEnum):
-    AWS = "AWS"
-    THIRD_PARTY = "ThirdParty"
-    CUSTOM = "Custom"
 
 
 class FailureResult(StrEnum):
@@ -157,7 +143,8 @@ class PipelineExtension(DeclarationModel):
 class ActionTypeId(DeclarationModel):
     category: ActionCategory
     owner: ActionOwner
-    provider: Annotated[str, StringConstraints(min_length=1, max_length=35)]
+    # Examples, not an enum: validation names an unknown provider and what it may have meant.
+    provider: Annotated[str, StringConstraints(min_length=1, max_length=35), Field(examples=list(PROVIDERS))]
     version: Annotated[str, StringConstraints(min_length=1, max_length=9)] = "1"
 
 
@@ -211,7 +198,8 @@ class Action(DeclarationModel):
         json_schema = handler.resolve_ref_schema(super().__get_pydantic_json_schema__(core_schema, handler))
         json_schema["properties"]["provider"] = {
             "type": "string",
-            "description": "Shorthand for actionTypeId (Commands, Manual, Git, Noop); give this or actionTypeId",
+            "description": f"Shorthand for actionTypeId ({', '.join(PROVIDERS)}); give this or actionTypeId",
+            "examples": list(PROVIDERS),  # examples, not an enum: validation names an unknown provider itself
         }
         json_schema["properties"]["category"] = {
             "enum": [c.value for c in ActionCategory],
@@ -333,19 +321,15 @@ class Pipeline(DeclarationModel):
         ]
 
 
-# Shorthand `provider: X` -> canonical actionTypeId, for providers whose category is unambiguous.
-_SHORTHAND: dict[str, tuple[ActionCategory, ActionOwner]] = {
-    "Commands": (ActionCategory.COMPUTE, ActionOwner.AWS),
-    "Manual": (ActionCategory.APPROVAL, ActionOwner.AWS),
-    "Git": (ActionCategory.SOURCE, ActionOwner.CUSTOM),
-    "Noop": (ActionCategory.BUILD, ActionOwner.CUSTOM),
-}
-
-
 def shorthand_action_type(provider: Any, category: Any) -> Any:
+    """`provider: X` -> the canonical actionTypeId: the provider's contract's default category and owner."""
     # A provider that is not a string gets the defaults too, so only the provider itself is reported.
-    known = _SHORTHAND.get(provider) if isinstance(provider, str) else None
-    if known is None:
+    contract = PROVIDERS.get(provider) if isinstance(provider, str) else None
+    if contract is None:
         # Unknown provider: keep what we can, so validation reports the provider by name.
         return {"category": category or "Build", "owner": "Custom", "provider": provider}
-    return {"category": category or known[0].value, "owner": known[1].value, "provider": provider}
+    return {
+        "category": category or contract.default_category.value,
+        "owner": contract.owner.value,
+        "provider": provider,
+    }

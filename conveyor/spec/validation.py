@@ -17,8 +17,9 @@ from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
-from conveyor import quartz
-from conveyor.patterns import pattern_problem
+from conveyor.providers.contract import OutputVariables, ProviderContract
+from conveyor.providers.registry import PROVIDERS
+from conveyor.providers.rules import RULES
 from conveyor.spec.declaration import (
     DECISION_SOURCES,
     Action,
@@ -32,7 +33,6 @@ from conveyor.spec.declaration import (
 from conveyor.text import shorten
 from conveyor.variables import (
     PIPELINE_VARIABLES,
-    REFERENCE,
     RESERVED,
     RESERVED_KEYS,
     malformed_references,
@@ -60,65 +60,6 @@ class DeclarationError(ValueError):
         self.source = source
         self.issues = issues
         super().__init__("\n".join(issue.render(source) for issue in issues))
-
-
-@dataclass(frozen=True)
-class ProviderRule:
-    categories: frozenset[ActionCategory]
-    configuration_keys: frozenset[str] | None  # None: any key
-    required_keys: frozenset[str] = frozenset()
-    output_variables: frozenset[str] | None = None  # None: whatever `outputVariables` declares
-    exports_configuration: bool = False  # its output variables are its configuration (Noop)
-    needs_commands: bool = False
-    max_output_artifacts: int = 5
-    allows_input_artifacts: bool = True
-
-
-GIT_VARIABLES = frozenset(
-    {
-        "CommitId",
-        "BranchName",
-        "CommitMessage",
-        "AuthorDate",
-        "AuthorName",
-        "AuthorEmail",
-        "CommitterDate",
-        "RepositoryName",
-        "FullRepositoryName",
-    }
-)
-
-# The providers this version of Conveyor runs. Anything else is reported by name.
-PROVIDERS: dict[str, ProviderRule] = {
-    "Commands": ProviderRule(
-        categories=frozenset(
-            {ActionCategory.COMPUTE, ActionCategory.BUILD, ActionCategory.TEST, ActionCategory.DEPLOY}
-        ),
-        configuration_keys=frozenset(),
-        needs_commands=True,
-    ),
-    "Git": ProviderRule(
-        categories=frozenset({ActionCategory.SOURCE}),
-        configuration_keys=frozenset({"RepositoryUrl", "BranchName"}),
-        required_keys=frozenset({"RepositoryUrl"}),
-        output_variables=GIT_VARIABLES,
-        max_output_artifacts=1,
-        allows_input_artifacts=False,
-    ),
-    "Manual": ProviderRule(
-        categories=frozenset({ActionCategory.APPROVAL}),
-        configuration_keys=frozenset({"NotificationArn", "CustomData", "ExternalEntityLink"}),
-        output_variables=frozenset(),
-        max_output_artifacts=0,
-        allows_input_artifacts=False,
-    ),
-    "Noop": ProviderRule(
-        categories=frozenset(ActionCategory),
-        configuration_keys=None,
-        output_variables=frozenset(),
-        exports_configuration=True,
-    ),
-}
 
 
 @dataclass
@@ -305,8 +246,8 @@ def _check_providers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
     for si, ai, _stage, action in pipeline.all_actions():
         where = f"stages[{si}].actions[{ai}]"
         type_id = action.action_type_id
-        rule = PROVIDERS.get(type_id.provider)
-        if rule is None:
+        contract = PROVIDERS.get(type_id.provider)
+        if contract is None:
             guess = _closest(type_id.provider, PROVIDERS)
             errors.append(
                 SpecIssue(
@@ -317,97 +258,152 @@ def _check_providers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
                 )
             )
             continue
-        if type_id.category not in rule.categories:
-            allowed = ", ".join(sorted(c.value for c in rule.categories))
+        if type_id.category not in contract.categories:
+            allowed = ", ".join(sorted(c.value for c in contract.categories))
             errors.append(
                 SpecIssue(
                     f"{where}.actionTypeId.category",
                     f"provider '{type_id.provider}' cannot have category '{type_id.category.value}'; use {allowed}",
                 )
             )
-        known = rule.configuration_keys
-        for key in action.configuration if known is not None else ():
-            if known is not None and key not in known:
-                allowed = ", ".join(sorted(known)) or "none"
-                errors.append(
-                    SpecIssue(
-                        f"{where}.configuration.{key}",
-                        f"'{key}' is not a configuration key of provider '{type_id.provider}'; allowed: {allowed}",
-                    )
+        errors += _configuration_issues(contract, action, where)
+        errors += _shape_issues(contract, action, where)
+        errors += _extension_issues(contract, action, where)
+
+
+def _configuration_issues(contract: ProviderContract, action: Action, where: str) -> list[SpecIssue]:
+    """Unknown keys (with what they may have meant), missing required keys, values of the wrong type."""
+    keys = contract.configuration_keys
+    if keys is None:
+        return []
+    issues: list[SpecIssue] = []
+    for name, value in action.configuration.items():
+        key = keys.get(name)
+        if key is None:
+            guess = _closest(name, keys)
+            issues.append(
+                SpecIssue(
+                    f"{where}.configuration.{name}",
+                    f"'{name}' is not a configuration key of provider '{contract.name}'; "
+                    + (f"did you mean '{guess}'? " if guess else "")
+                    + f"allowed: {', '.join(sorted(keys)) or 'none'}",
                 )
-        for key in sorted(rule.required_keys - set(action.configuration)):
-            errors.append(
-                SpecIssue(f"{where}.configuration", f"provider '{type_id.provider}' needs configuration key '{key}'")
             )
-        if rule.needs_commands and not action.commands:
-            errors.append(SpecIssue(f"{where}.commands", f"a '{type_id.provider}' action needs 1 to 50 commands"))
-        if not rule.needs_commands and action.commands:
-            errors.append(SpecIssue(f"{where}.commands", f"provider '{type_id.provider}' does not run commands"))
-        if len(action.output_artifacts) > rule.max_output_artifacts:
-            most = rule.max_output_artifacts
+            continue
+        problem = key.problem(value)
+        if problem:
+            issues.append(SpecIssue(f"{where}.configuration.{name}", problem))
+    for name in sorted(contract.required_keys - set(action.configuration)):
+        issues.append(
+            SpecIssue(f"{where}.configuration", f"provider '{contract.name}' needs configuration key '{name}'")
+        )
+    return issues
+
+
+def _shape_issues(contract: ProviderContract, action: Action, where: str) -> list[SpecIssue]:
+    """Commands, artifact counts and output variables, as the provider takes them."""
+    issues: list[SpecIssue] = []
+    name, limits = contract.name, contract.artifacts
+    if contract.needs_commands and not action.commands:
+        issues.append(SpecIssue(f"{where}.commands", f"a '{name}' action needs 1 to 50 commands"))
+    if not contract.needs_commands and action.commands:
+        issues.append(SpecIssue(f"{where}.commands", f"provider '{name}' does not run commands"))
+    if len(action.output_artifacts) > limits.max_outputs:
+        most = limits.max_outputs
+        issues.append(
+            SpecIssue(
+                f"{where}.outputArtifacts",
+                f"provider '{name}' produces at most {most} output artifact{'s' if most != 1 else ''}"
+                if most
+                else f"provider '{name}' produces no output artifacts; remove 'outputArtifacts'",
+            )
+        )
+    inputs = len(action.input_artifacts)
+    if inputs and limits.max_inputs == 0:
+        issues.append(SpecIssue(f"{where}.inputArtifacts", f"provider '{name}' takes no input artifacts"))
+    elif limits.max_inputs is not None and inputs > limits.max_inputs:
+        most = limits.max_inputs
+        issues.append(
+            SpecIssue(
+                f"{where}.inputArtifacts",
+                f"provider '{name}' takes at most {most} input artifact{'s' if most != 1 else ''}",
+            )
+        )
+    if inputs < limits.min_inputs:
+        least = limits.min_inputs
+        issues.append(
+            SpecIssue(
+                f"{where}.inputArtifacts",
+                f"provider '{name}' needs at least {least} input artifact{'s' if least != 1 else ''}",
+            )
+        )
+    if action.output_variables and contract.output_variables != OutputVariables.DYNAMIC:
+        issues.append(
+            SpecIssue(
+                f"{where}.outputVariables", f"provider '{name}' exports its own variables; remove 'outputVariables'"
+            )
+        )
+    return issues
+
+
+def _extension_issues(contract: ProviderContract, action: Action, where: str) -> list[SpecIssue]:
+    """`conveyor.approval` and `conveyor.rollback`, for the providers that take them; environment variables."""
+    errors: list[SpecIssue] = []
+    policy = action.conveyor.approval
+    if policy is not None:
+        if not contract.waits_for_approval:
+            errors.append(SpecIssue(f"{where}.conveyor.approval", f"an approval policy is for {_approvals()} actions"))
+        for ai_, approver in enumerate(policy.approvers):
+            problem = approver_problem(approver)
+            if problem:
+                errors.append(SpecIssue(f"{where}.conveyor.approval.approvers[{ai_}]", problem))
+        if policy.slack_channel is not None and not re.match(r"^[CG][A-Z0-9]+$", policy.slack_channel):
             errors.append(
                 SpecIssue(
-                    f"{where}.outputArtifacts",
-                    f"provider '{type_id.provider}' produces at most {most} output artifact{'s' if most != 1 else ''}"
-                    if most
-                    else f"provider '{type_id.provider}' produces no output artifacts; remove 'outputArtifacts'",
+                    f"{where}.conveyor.approval.slackChannel",
+                    f"'{policy.slack_channel}' is not a Slack channel id; use the id (e.g. C0123ABCD, "
+                    "in the channel's details), not its name",
                 )
             )
-        if action.input_artifacts and not rule.allows_input_artifacts:
-            errors.append(
-                SpecIssue(f"{where}.inputArtifacts", f"provider '{type_id.provider}' takes no input artifacts")
-            )
-        if action.output_variables and rule.output_variables is not None:
+        groups = any(a.startswith("slack-group:") for a in policy.approvers)
+        if policy.approvers and not groups and policy.quorum > len(policy.approvers):
             errors.append(
                 SpecIssue(
-                    f"{where}.outputVariables",
-                    f"provider '{type_id.provider}' exports its own variables; remove 'outputVariables'",
+                    f"{where}.conveyor.approval.quorum",
+                    f"a quorum of {policy.quorum} needs at least {policy.quorum} approvers; "
+                    f"{len(policy.approvers)} are listed",
                 )
             )
-        policy = action.conveyor.approval
-        if policy is not None:
-            if type_id.provider != "Manual":
-                errors.append(SpecIssue(f"{where}.conveyor.approval", "an approval policy is for 'Manual' actions"))
-            for ai_, approver in enumerate(policy.approvers):
-                problem = approver_problem(approver)
-                if problem:
-                    errors.append(SpecIssue(f"{where}.conveyor.approval.approvers[{ai_}]", problem))
-            if policy.slack_channel is not None and not re.match(r"^[CG][A-Z0-9]+$", policy.slack_channel):
+        for si_, source in enumerate(policy.sources or []):
+            if source not in DECISION_SOURCES:
                 errors.append(
                     SpecIssue(
-                        f"{where}.conveyor.approval.slackChannel",
-                        f"'{policy.slack_channel}' is not a Slack channel id; use the id (e.g. C0123ABCD, "
-                        "in the channel's details), not its name",
+                        f"{where}.conveyor.approval.sources[{si_}]",
+                        f"'{source}' is not a decision source; use {', '.join(DECISION_SOURCES)}",
                     )
                 )
-            groups = any(a.startswith("slack-group:") for a in policy.approvers)
-            if policy.approvers and not groups and policy.quorum > len(policy.approvers):
-                errors.append(
-                    SpecIssue(
-                        f"{where}.conveyor.approval.quorum",
-                        f"a quorum of {policy.quorum} needs at least {policy.quorum} approvers; "
-                        f"{len(policy.approvers)} are listed",
-                    )
+    if action.conveyor.rollback and not (contract.compensation and contract.compensation.takes_rollback_commands):
+        errors.append(SpecIssue(f"{where}.conveyor.rollback", f"rollback commands are for {_rollbacks()} actions"))
+    for ei, env in enumerate(action.environment_variables):
+        if env.type == EnvironmentVariableType.SECRETS_MANAGER:
+            errors.append(
+                SpecIssue(
+                    f"{where}.environmentVariables[{ei}].type",
+                    "SECRETS_MANAGER variables are not supported yet; use 'conveyor.passEnvironment' "
+                    "to pass a secret from the worker's environment",
                 )
-            for si_, source in enumerate(policy.sources or []):
-                if source not in DECISION_SOURCES:
-                    errors.append(
-                        SpecIssue(
-                            f"{where}.conveyor.approval.sources[{si_}]",
-                            f"'{source}' is not a decision source; use {', '.join(DECISION_SOURCES)}",
-                        )
-                    )
-        if action.conveyor.rollback and type_id.provider != "Commands":
-            errors.append(SpecIssue(f"{where}.conveyor.rollback", "rollback commands are for 'Commands' actions"))
-        for ei, env in enumerate(action.environment_variables):
-            if env.type == EnvironmentVariableType.SECRETS_MANAGER:
-                errors.append(
-                    SpecIssue(
-                        f"{where}.environmentVariables[{ei}].type",
-                        "SECRETS_MANAGER variables are not supported yet; use 'conveyor.passEnvironment' "
-                        "to pass a secret from the worker's environment",
-                    )
-                )
+            )
+    return errors
+
+
+def _approvals() -> str:
+    return " or ".join(f"'{c.name}'" for c in PROVIDERS.values() if c.waits_for_approval)
+
+
+def _rollbacks() -> str:
+    return " or ".join(
+        f"'{c.name}'" for c in PROVIDERS.values() if c.compensation and c.compensation.takes_rollback_commands
+    )
 
 
 def _check_artifacts(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
@@ -464,14 +460,8 @@ def _action_texts(action: Action) -> list[tuple[str, str]]:
 
 
 def _exported_variables(action: Action) -> frozenset[str] | None:
-    rule = PROVIDERS.get(action.action_type_id.provider)
-    if rule is None:
-        return None  # unknown provider: already reported
-    if rule.exports_configuration:
-        return frozenset(action.configuration)
-    if rule.output_variables is None:
-        return frozenset(action.output_variables)
-    return rule.output_variables
+    contract = PROVIDERS.get(action.action_type_id.provider)
+    return None if contract is None else contract.exported_variables(action)  # None: already reported
 
 
 def _check_namespaces_and_variables(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
@@ -688,60 +678,33 @@ def _rules(pipeline: Pipeline) -> Iterable[RuleSite]:
 
 def rule_value_problems(pipeline: Pipeline) -> list[SpecIssue]:
     """A DeploymentWindow's TimeZone and a VariableCheck MATCHES pattern, checked with what evaluates
-    them at run time (the time-zone database, RE2). A value holding a `#{...}` reference is known only
-    at run time: there, a bad one errors its rule (and fails its stage)."""
+    them at run time (the time-zone database, RE2): each rule contract's `value_check`. A value holding a
+    `#{...}` reference is known only at run time: there, a bad one errors its rule (and fails its stage)."""
     problems: list[SpecIssue] = []
     for where, _, _, rule in _rules(pipeline):
-        provider, configuration = rule.rule_type_id.provider, rule.configuration
-        zone = configuration.get("TimeZone")
-        if provider == "DeploymentWindow" and zone is not None and not REFERENCE.search(zone):
-            try:
-                quartz.time_zone(zone)
-            except quartz.TimeZoneError as err:
-                problems.append(SpecIssue(f"{where}.configuration.TimeZone", str(err)))
-        pattern = configuration.get("Value")
-        matching = provider == "VariableCheck" and configuration.get("Operator") == "MATCHES"
-        if matching and pattern is not None and not REFERENCE.search(pattern):
-            problem = pattern_problem(pattern)
-            if problem:
-                problems.append(SpecIssue(f"{where}.configuration.Value", f"{problem} (MATCHES takes RE2 syntax)"))
+        contract = RULES.get(rule.rule_type_id.provider)
+        if contract is not None:
+            problems += [SpecIssue(f"{where}.{path}", message) for path, message in contract.value_check(rule)]
     return problems
-
-
-RULE_KEYS = {
-    "DeploymentWindow": ({"Cron"}, {"Cron", "TimeZone"}),
-    "VariableCheck": ({"Variable", "Value", "Operator"}, {"Variable", "Value", "Operator"}),
-    "Commands": (set(), set()),
-}
 
 
 def _rule_problems(rule: Rule, where: str, later: str) -> list[SpecIssue]:
     provider = rule.rule_type_id.provider
-    if provider not in RULE_KEYS:
-        supported = ", ".join(RULE_KEYS)
+    contract = RULES.get(provider)
+    if contract is None:
+        supported = ", ".join(RULES)
         return [SpecIssue(f"{where}.ruleTypeId.provider", f"rule '{provider}' {later}; supported: {supported}")]
-    required, allowed = RULE_KEYS[provider]
     problems = [
         SpecIssue(f"{where}.configuration", f"a {provider} rule needs configuration key '{key}'")
-        for key in sorted(required - set(rule.configuration))
+        for key in sorted(contract.required_keys - set(rule.configuration))
     ]
     problems += [
         SpecIssue(f"{where}.configuration.{key}", f"'{key}' is not a configuration key of a {provider} rule")
-        for key in sorted(set(rule.configuration) - allowed)
+        for key in sorted(set(rule.configuration) - contract.allowed_keys)
     ]
-    if provider == "Commands" and not rule.commands:
-        problems.append(SpecIssue(f"{where}.commands", "a Commands rule needs 1 to 50 commands"))
-    if provider == "DeploymentWindow" and "Cron" in rule.configuration:
-        try:
-            quartz.parse(rule.configuration["Cron"])
-        except quartz.CronError as err:
-            problems.append(SpecIssue(f"{where}.configuration.Cron", str(err)))
-    if provider == "VariableCheck":
-        operator = rule.configuration.get("Operator")
-        if operator is not None and operator not in ("EQ", "NE", "CONTAINS", "MATCHES"):
-            problems.append(
-                SpecIssue(f"{where}.configuration.Operator", f"'{operator}': use EQ, NE, CONTAINS or MATCHES")
-            )
+    if contract.needs_commands and not rule.commands:
+        problems.append(SpecIssue(f"{where}.commands", f"a {provider} rule needs 1 to 50 commands"))
+    problems += [SpecIssue(f"{where}.{path}", message) for path, message in contract.check(rule)]
     return problems
 
 

@@ -1,0 +1,160 @@
+"""The provider contract: everything Conveyor needs to know about an action provider, as data.
+
+Pure and sandbox-safe (the workflows import it): no I/O, no activity code. A provider's activities live in
+activities/providers/, named here by their activity name and their module's dotted path, which only the
+worker (the composition root) imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from conveyor.interface import ActionCategory, ActionOwner
+from conveyor.model import ActionContext, ArtifactRef, CompensationStep
+
+if TYPE_CHECKING:
+    from conveyor.spec.declaration import Action
+
+# Failures of any activity that a declared `conveyor.retry` retries: a lost worker's timeout, an error
+# the activity did not classify. A provider adds its own transient errors to these.
+INFRASTRUCTURE_FAILURES = frozenset({"ActionTimeout", "ActionError"})
+
+
+class OutputVariables(StrEnum):
+    """How a provider's output variables are known at declaration time."""
+
+    FIXED = "fixed"  # the contract lists them (Git)
+    DYNAMIC = "dynamic"  # whatever the action's `outputVariables` lists (Commands; CodeBuild's exported variables)
+    CONFIGURATION = "configuration"  # its configuration keys (Noop)
+
+
+class KeyType(StrEnum):
+    """A configuration value's type. CodePipeline's configuration values are strings: a typed key checks the
+    string's form ("true", "15"), it does not change what the declaration holds."""
+
+    STRING = "string"
+    BOOLEAN = "boolean"  # true or false, any case
+    INTEGER = "integer"  # decimal digits
+
+
+@dataclass(frozen=True)
+class ConfigurationKey:
+    name: str
+    required: bool = False
+    type: KeyType = KeyType.STRING
+
+    def problem(self, value: str) -> str | None:
+        """Why a (literal, unresolved) value does not fit this key's type, or None."""
+        if "#{" in value:  # a variable reference: known at run time only
+            return None
+        if self.type == KeyType.BOOLEAN and value.lower() not in ("true", "false"):
+            return f"'{value}' is not a boolean; use true or false"
+        if self.type == KeyType.INTEGER and not value.isdigit():
+            return f"'{value}' is not a whole number"
+        return None
+
+
+@dataclass(frozen=True)
+class ArtifactLimits:
+    min_inputs: int = 0
+    max_inputs: int | None = None  # None: as many as the declaration lists
+    max_outputs: int = 5
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    """A resolved action, as the stage hands it to a contract's input builder. `resolve` and `artifact`
+    are the stage's own (deterministic): a builder calls them only for what its activity takes, so an
+    unresolvable variable or a missing artifact fails the action exactly where and when it did before."""
+
+    action: Action
+    context: ActionContext
+    configuration: dict[str, str]  # resolved
+    timeout: timedelta  # the action's own: declared, or the contract's default
+    revision_override: str | None  # the execution's source revision override for this action
+    resolve: Callable[[str], str]
+    artifact: Callable[[str], ArtifactRef]
+
+
+@dataclass(frozen=True)
+class ProviderActivity:
+    """The activity that runs an action of the provider."""
+
+    name: str  # its activity type; recorded in histories: never rename
+    input_type: type[BaseModel]
+    build_input: Callable[[ActionRequest], BaseModel]  # pure
+    # The module in activities/providers/ whose `activities(settings, store)` returns the activity functions.
+    module: str
+    # Added to the action's timeout for the activity's start-to-close timeout, when the activity enforces the
+    # action's timeout itself and Temporal's only catches a lost worker.
+    timeout_margin: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True)
+class Compensation:
+    """What undoes an action of the provider: registered (as a CompensationStep, kept in the stage's result)
+    when the action starts, run by the execution with `activity` when the stage is rolled back."""
+
+    activity: str
+    input_type: type[BaseModel]
+    # (request, the action's activity input, sequence) -> the step, or None when the action declares none.
+    register: Callable[[ActionRequest, BaseModel, int], CompensationStep | None]
+    build_input: Callable[[CompensationStep, ActionContext], BaseModel]  # pure
+    timeout_margin: timedelta = timedelta(0)
+    takes_rollback_commands: bool = False  # declared with the action's `conveyor.rollback`
+
+
+@dataclass(frozen=True)
+class ActivityCall:
+    """An activity to run: its name, its input and its start-to-close timeout."""
+
+    activity: str
+    input: BaseModel
+    timeout: timedelta
+
+
+@dataclass(frozen=True)
+class ProviderContract:
+    name: str  # actionTypeId.provider
+    summary: str  # README's "what it does"; `{variables}` stands for the fixed output variables
+    categories: tuple[ActionCategory, ...]
+    default_category: ActionCategory  # for the `provider:` shorthand
+    owner: ActionOwner  # for the `provider:` shorthand
+    configuration: tuple[ConfigurationKey, ...] | None  # None: any key (Noop)
+    default_timeout: timedelta
+    output_variables: OutputVariables = OutputVariables.FIXED
+    fixed_outputs: tuple[str, ...] = ()  # with OutputVariables.FIXED
+    needs_commands: bool = False  # True: 1 to 50 `commands`; False: none allowed
+    artifacts: ArtifactLimits = field(default_factory=ArtifactLimits)
+    heartbeat_timeout: timedelta | None = None  # None: the pipeline's `conveyor.heartbeatTimeoutSeconds`
+    transient_errors: frozenset[str] = frozenset()  # error types a declared `conveyor.retry` retries
+    activity: ProviderActivity | None = None  # None only for a provider that waits for approval
+    compensation: Compensation | None = None
+    waits_for_approval: bool = False  # Manual: a durable wait for a decision, not an activity
+
+    @property
+    def retried_failures(self) -> frozenset[str]:
+        """The error codes a declared retry policy retries; configuration errors fail at once."""
+        return self.transient_errors | INFRASTRUCTURE_FAILURES
+
+    @property
+    def configuration_keys(self) -> Mapping[str, ConfigurationKey] | None:
+        return None if self.configuration is None else {key.name: key for key in self.configuration}
+
+    @property
+    def required_keys(self) -> frozenset[str]:
+        return frozenset(key.name for key in self.configuration or () if key.required)
+
+    def exported_variables(self, action: Action) -> frozenset[str]:
+        """The variables an action of this provider exports, as references to its namespace may use them."""
+        if self.output_variables == OutputVariables.CONFIGURATION:
+            return frozenset(action.configuration)
+        if self.output_variables == OutputVariables.DYNAMIC:
+            return frozenset(action.output_variables)
+        return frozenset(self.fixed_outputs)

@@ -1,0 +1,64 @@
+"""THE provider registry: one line per provider. Everything that depends on which providers exist reads it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+
+from conveyor.interface import ActionCategory
+from conveyor.model import ActionContext, CompensationStep
+from conveyor.providers.commands import COMMANDS
+from conveyor.providers.contract import ActivityCall, OutputVariables, ProviderContract
+from conveyor.providers.git import GIT
+from conveyor.providers.manual import MANUAL
+from conveyor.providers.noop import NOOP
+
+PROVIDERS: Mapping[str, ProviderContract] = {
+    contract.name: contract
+    for contract in (
+        COMMANDS,
+        GIT,
+        MANUAL,
+        NOOP,
+    )
+}
+
+
+def compensation_call(step: CompensationStep, context: ActionContext) -> ActivityCall:
+    """The activity that runs a registered compensation step, by its provider's contract."""
+    compensation = PROVIDERS[step.provider].compensation
+    assert compensation is not None, f"provider '{step.provider}' registers no compensation"
+    return ActivityCall(
+        activity=compensation.activity,
+        input=compensation.build_input(step, context),
+        timeout=timedelta(seconds=step.timeout_seconds) + compensation.timeout_margin,
+    )
+
+
+# --- README's provider table ------------------------------------------------------------------------
+
+REGENERATE = (
+    "PYTHONPATH=$PWD python -c 'from conveyor.providers.registry import provider_table; print(provider_table())'"
+)
+
+
+def provider_table() -> str:
+    """README's "### Providers" table, rendered from the registry (tests/test_providers_registry.py keeps
+    README equal to it)."""
+    rows = ["| provider | category | what it does |", "|---|---|---|"]
+    for contract in PROVIDERS.values():
+        rows.append(f"| `{contract.name}` | {_categories(contract)} | {_summary(contract)} |")
+    return "\n".join(rows)
+
+
+def _categories(contract: ProviderContract) -> str:
+    if set(contract.categories) == set(ActionCategory):
+        return "any"
+    others = [c.value for c in ActionCategory if c in contract.categories and c != contract.default_category]
+    return contract.default_category.value + (f" (also {', '.join(others)})" if others else "")
+
+
+def _summary(contract: ProviderContract) -> str:
+    if contract.output_variables != OutputVariables.FIXED:
+        return contract.summary
+    return contract.summary.replace("{variables}", ", ".join(f"`{name}`" for name in contract.fixed_outputs))

@@ -1,0 +1,89 @@
+"""What follows a stage's result: CodePipeline's failure policy as a pure function.
+
+The execution workflow asks, and applies the answer; nothing here waits, records or talks to Temporal
+(no temporalio import), so every rule is table-tested without a server (tests/test_failure_policy.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from conveyor.model import StageRetryRequest, StageStatus
+from conveyor.spec.declaration import FailureResult, Pipeline, RetryConfiguration, Stage
+
+
+class Next(StrEnum):
+    CONTINUE = "CONTINUE"  # the stage succeeded: on to the next one
+    SKIP = "SKIP"  # the stage counts as Skipped: on to the next one
+    RETRY_AUTOMATICALLY = "RETRY_AUTOMATICALLY"  # onFailure RETRY with automatic retries left
+    WAIT_FOR_MANUAL_RETRY = "WAIT_FOR_MANUAL_RETRY"  # failed, open for `retry_stage` during the retry window
+    ROLL_BACK = "ROLL_BACK"  # failed, and a ROLLBACK execution re-runs the stage
+    FAIL = "FAIL"  # failed, for good
+    STOP = "STOP"  # the stage was stopped: so is the execution
+
+
+@dataclass(frozen=True)
+class Verdict:
+    next: Next
+    compensate: bool = False  # run the compensation saga before anything else follows
+    compensate_earlier_stages: bool = False  # ...across the stages completed before this one too
+
+    @property
+    def failed(self) -> bool:
+        return self.next in (Next.WAIT_FOR_MANUAL_RETRY, Next.ROLL_BACK, Next.FAIL)
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """What the policy judges: the stage's status (Failed when its onSuccess condition failed), and around it."""
+
+    status: StageStatus | None
+    failed_condition: str | None = None  # the result of the onSuccess/onFailure condition that failed
+    retries_left: int = 0  # automatic retries still allowed (none once conditions were evaluated)
+    stopping: bool = False  # a stop was requested
+    rollback_execution: bool = False  # this execution is itself a ROLLBACK execution
+
+
+def after_stage(stage: Stage, pipeline: Pipeline, outcome: StageOutcome) -> Verdict:
+    """What follows a stage that ran (and whose onSuccess/onFailure conditions were evaluated)."""
+    if outcome.status == StageStatus.SUCCEEDED:
+        return Verdict(Next.CONTINUE)
+    if outcome.status == StageStatus.STOPPED:
+        return Verdict(Next.STOP)
+    on_failure = stage.on_failure.result if stage.on_failure else None
+    if on_failure == FailureResult.RETRY and _may_retry(outcome):
+        return Verdict(Next.RETRY_AUTOMATICALLY)
+    if on_failure == FailureResult.SKIP:
+        return Verdict(Next.SKIP)
+    rolls_back = outcome.failed_condition == FailureResult.ROLLBACK or on_failure == FailureResult.ROLLBACK
+    earlier = pipeline.conveyor.compensate_earlier_stages
+    compensate = rolls_back or earlier
+    if rolls_back and not outcome.rollback_execution:
+        return Verdict(Next.ROLL_BACK, compensate=compensate, compensate_earlier_stages=earlier)
+    return Verdict(_failed(pipeline, outcome.stopping), compensate=compensate, compensate_earlier_stages=earlier)
+
+
+def before_entry(pipeline: Pipeline, failed_condition: str, *, stopping: bool = False) -> Verdict:
+    """A beforeEntry condition failed: the stage never runs; SKIP moves on, anything else fails the execution."""
+    if failed_condition == FailureResult.SKIP:
+        return Verdict(Next.SKIP)
+    return Verdict(_failed(pipeline, stopping))
+
+
+def automatic_retry(stage: Stage) -> StageRetryRequest:
+    """The retry onFailure RETRY asks for, in its declared retry mode."""
+    on_failure = stage.on_failure
+    configuration = (on_failure.retry_configuration if on_failure else None) or RetryConfiguration()
+    return StageRetryRequest(stage_name=stage.name, retry_mode=configuration.retry_mode, by="onFailure: RETRY")
+
+
+def _may_retry(outcome: StageOutcome) -> bool:
+    return outcome.status == StageStatus.FAILED and outcome.retries_left > 0 and not outcome.stopping
+
+
+def _failed(pipeline: Pipeline, stopping: bool) -> Next:
+    """A failed execution stays open for its retry window (unless it is being stopped)."""
+    if pipeline.conveyor.retry_window_minutes > 0 and not stopping:
+        return Next.WAIT_FOR_MANUAL_RETRY
+    return Next.FAIL

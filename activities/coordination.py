@@ -14,7 +14,6 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.artifacts import ArtifactError, ArtifactStore
 from conveyor import visibility
 from conveyor.coordinators import (
     SavedStateUnreadable,
@@ -30,7 +29,7 @@ from conveyor.interface import (
     Update,
     WorkflowType,
 )
-from conveyor.memo import DISABLED_TRANSITIONS_KEY
+from conveyor.memo import coordinator_from_memo
 from conveyor.model import (
     CoordinationRequest,
     CoordinatorState,
@@ -41,6 +40,7 @@ from conveyor.model import (
     nullable,
 )
 from conveyor.settings import Settings
+from conveyor.stores.artifacts import ArtifactError, ArtifactStore
 
 # How long `enter_stage` waits for the coordinator's answer before asking by signal instead.
 ENTER_STAGE_UPDATE_WAIT = 10.0
@@ -73,7 +73,7 @@ class DisabledTransitions:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return frozenset()  # never applied: nothing disabled
             raise
-        return frozenset((await description.memo()).get(DISABLED_TRANSITIONS_KEY) or [])
+        return frozenset(coordinator_from_memo(await description.memo()).disabled_transitions)
 
 
 class CoordinationActivities:

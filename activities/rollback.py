@@ -8,13 +8,13 @@ import json
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.artifacts import ArtifactStore
 from conveyor.interface import (
     Activity,
 )
 from conveyor.model import ManualRollbackStart, RollbackStart, TriggerType
 from conveyor.rollback import RollbackRefused, check_rollback, rollback_spec, start_rollback_execution, target_state
 from conveyor.spec.validation import parse_pipeline
+from conveyor.stores.artifacts import ArtifactStore
 
 
 class RollbackActivities:

@@ -30,8 +30,6 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.artifacts import ArtifactStore
-from conveyor.client import ConveyorClient
 from conveyor.interface import (
     Activity,
     Query,
@@ -48,6 +46,8 @@ from conveyor.model import (
 from conveyor.settings import Settings
 from conveyor.spec.declaration import ActionCategory, Pipeline
 from conveyor.spec.validation import parse_pipeline
+from conveyor.starter import start_execution
+from conveyor.stores.artifacts import ArtifactStore
 from conveyor.variables import PIPELINE_VARIABLES, resolve
 
 
@@ -78,10 +78,12 @@ class TriggerActivities:
         """Start an execution of the pipeline's current version; a poll only when the branch moved."""
         client = activity.client()
         declaration, pipeline = await self._current(client, fire.pipeline_name)
-        conveyor = ConveyorClient(client, self.settings.model_copy(update={"task_queue": activity.info().task_queue}))
+        task_queue = activity.info().task_queue
         if fire.kind == "Poll":
             source, branch, commit = await _branch_head(pipeline)
-            ref, started = await conveyor.start(
+            execution, started = await start_execution(
+                client,
+                task_queue,
                 declaration,
                 token=f"poll:{commit}",
                 source_revisions=[SourceRevisionOverride(action_name=source, revision_value=commit)],
@@ -92,15 +94,18 @@ class TriggerActivities:
                 source_name=f"{fire.pipeline_name} (poll)",
             )
         else:
-            ref, started = await conveyor.start(
+            execution, started = await start_execution(
+                client,
+                task_queue,
                 declaration,
                 token=f"schedule:{activity.info().workflow_id}",  # one execution per scheduled run
                 trigger=Trigger(trigger_type=TriggerType.CLOUDWATCH_EVENT, trigger_detail="cron schedule"),
                 started_by="conveyor:schedule",
                 source_name=f"{fire.pipeline_name} (schedule)",
             )
-        activity.logger.info("trigger %s: %s %s", fire.kind, ref, "started" if started else "already started")
-        return str(ref) if started else None
+        workflow_id = execution.workflow_id
+        activity.logger.info("trigger %s: %s %s", fire.kind, workflow_id, "started" if started else "already started")
+        return workflow_id if started else None
 
     async def _current(self, client: Client, name: str) -> tuple[dict[str, Any], Pipeline]:
         state = await client.get_workflow_handle(name).query(Query.STATE, result_type=CoordinatorState)

@@ -7,7 +7,6 @@ import builtins
 import contextlib
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,13 +22,8 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateStage,
 )
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from conveyor import search_attributes as sa
@@ -50,7 +44,7 @@ from conveyor.interface import (
     split_execution_workflow_id,
     stage_workflow_id,
 )
-from conveyor.memo import state_from_memo
+from conveyor.memo import CoordinatorMemo, coordinator_from_memo, header_from_memo, state_from_memo
 from conveyor.model import (
     ActionState,
     ApplyRequest,
@@ -61,7 +55,6 @@ from conveyor.model import (
     ConditionOverride,
     CoordinatorState,
     ErrorDetails,
-    ExecutionInput,
     ExecutionState,
     ExecutionStatus,
     PipelineVersion,
@@ -78,12 +71,12 @@ from conveyor.model import (
 from conveyor.presence import ACCEPT_WITHIN, FINISH_WITHIN, StartUpdate, Unfinished, update_outcome, worker_presence
 from conveyor.settings import Settings
 from conveyor.spec.declaration import RETRY_WINDOW_ADVICE
+from conveyor.starter import start_execution
+from conveyor.stores.artifacts import ArtifactStore, store_from_settings
 from conveyor.temporal_status import ClosedByTemporal, close_details, closed_by_temporal, stuck_reason
 from conveyor.text import utc_time
 from conveyor.visibility import EXECUTIONS, quote
 
-# Derives execution ids from client request tokens: the same token always names the same execution.
-TOKEN_NAMESPACE = uuid.UUID("6b1f2f52-3c57-4b8e-9d7c-2b0f3f6d6e11")
 FIRST_STATE_WAIT = 60.0  # seconds `wait` gives a new execution to record its first state
 QUERY_TIMEOUT = timedelta(seconds=3)
 LIST_DESCRIBES = 8  # describes `list` runs at once (to tell a stuck execution from a running one)
@@ -161,10 +154,6 @@ class ExecutionSummary(CamelModel):
         return ExecutionRef(self.pipeline_name, self.execution_id)
 
 
-def execution_id_for_token(pipeline_name: str, token: str) -> str:
-    return str(uuid.uuid5(TOKEN_NAMESPACE, f"{pipeline_name}/{token}"))
-
-
 class ConveyorClient:
     def __init__(self, client: Client, settings: Settings) -> None:
         self.temporal = client
@@ -184,35 +173,18 @@ class ConveyorClient:
         source_name: str = "<declaration>",
     ) -> tuple[ExecutionRef, bool]:
         """Start an execution; with a token, a repeat returns the existing one. Returns (ref, started)."""
-        name = str(pipeline["name"])
-        execution_id = execution_id_for_token(name, token) if token else str(uuid.uuid4())
-        ref = ExecutionRef(name, execution_id)
-        execution_input = ExecutionInput(
-            pipeline=pipeline,
-            execution_id=execution_id,
-            variables=variables or {},
-            source_revisions=source_revisions or [],
-            client_request_token=token,
+        execution, started = await start_execution(
+            self.temporal,
+            self.settings.task_queue,
+            pipeline,
+            variables=variables,
+            source_revisions=source_revisions,
+            token=token,
             started_by=started_by,
-            trigger=trigger or Trigger(),
+            trigger=trigger,
             source_name=source_name,
         )
-        try:
-            handle = await self.temporal.start_workflow(
-                WorkflowType.EXECUTION.value,
-                execution_input,
-                id=ref.workflow_id,
-                task_queue=self.settings.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=sa_initial(name, pipeline.get("version"), execution_input.trigger),
-                static_summary=f"pipeline {name}",
-            )
-        except WorkflowAlreadyStartedError:
-            return ref, False  # finished earlier with the same token: that is the answer
-        # USE_EXISTING answers a running duplicate with the existing run; the response says which.
-        response = getattr(handle, "_start_workflow_response", None)
-        return ref, bool(getattr(response, "started", True))
+        return ExecutionRef(execution.pipeline_name, execution.execution_id), started
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -336,7 +308,7 @@ class ConveyorClient:
         attributes = wf.typed_search_attributes
         pipeline_name, execution_id = split_execution_workflow_id(wf.id)
         name = attributes.get(sa.PIPELINE_NAME) or pipeline_name
-        header = (await wf.memo()).get("execution") or {}
+        header = header_from_memo(await wf.memo())
         status = attributes.get(sa.PIPELINE_STATUS) or "Unknown"
         note = None
         closed = closed_by_temporal(status, wf.status)
@@ -345,22 +317,20 @@ class ConveyorClient:
         elif wf.status == WorkflowExecutionStatus.RUNNING:
             async with describes:
                 note = await self._stuck(wf.id, wf.run_id)
-        started_at = _parse_time(header.get("startedAt")) or wf.start_time
-        finished_at = _parse_time(header.get("finishedAt")) or wf.close_time
+        started_at = (header.started_at if header else None) or wf.start_time
+        finished_at = (header.finished_at if header else None) or wf.close_time
         return ExecutionSummary(
             execution=f"{name}/{execution_id}",
             pipeline_name=name,
             execution_id=execution_id,
             status=status,
             note=note,
-            trigger=attributes.get(sa.PIPELINE_TRIGGER) or (header.get("trigger") or {}).get("triggerType"),
+            trigger=attributes.get(sa.PIPELINE_TRIGGER) or (header.trigger.trigger_type.value if header else None),
             pipeline_version=attributes.get(sa.PIPELINE_VERSION),
             started_at=started_at,
             finished_at=finished_at,
             duration_seconds=(finished_at - started_at).total_seconds() if started_at and finished_at else None,
-            source_revisions=[
-                f"{r.get('actionName')}:{r.get('revisionId')}" for r in header.get("sourceRevisions") or []
-            ],
+            source_revisions=[f"{r.action_name}:{r.revision_id}" for r in header.source_revisions] if header else [],
             temporal_status=wf.status.name if wf.status else "UNKNOWN",
         )
 
@@ -578,10 +548,8 @@ class ConveyorClient:
         declaration["version"] = chosen.version
         return chosen, declaration
 
-    def _document_store(self) -> Any:
-        from activities.artifacts import store_from_settings  # the same store the workers write
-
-        return store_from_settings(self.settings)
+    def _document_store(self) -> ArtifactStore:
+        return store_from_settings(self.settings)  # the same store the workers write
 
     async def set_transition(
         self, name: str, stage: str, *, enabled: bool, reason: str = "", by: str | None = None
@@ -606,12 +574,12 @@ class ConveyorClient:
         except SavedStateUnreadable as err:
             raise ConveyorError(str(err)) from None
 
-    async def pipelines(self) -> builtins.list[tuple[str, dict[str, Any]]]:
-        """Registered pipelines with their memo (current version, execution mode)."""
-        out: builtins.list[tuple[str, dict[str, Any]]] = []
+    async def pipelines(self) -> builtins.list[tuple[str, CoordinatorMemo]]:
+        """Registered pipelines with their coordinator's memo (current version, execution mode)."""
+        out: builtins.list[tuple[str, CoordinatorMemo]] = []
         async for wf in self.temporal.list_workflows("WorkflowType = 'Pipeline' AND ExecutionStatus = 'Running'"):
-            out.append((wf.id, dict(await wf.memo())))
-        return sorted(out)
+            out.append((wf.id, coordinator_from_memo(await wf.memo())))
+        return sorted(out, key=lambda row: row[0])
 
     # --- updates: a worker must take them within seconds -----------------------------------------
 
@@ -731,20 +699,3 @@ def refusal(err: WorkflowUpdateFailedError) -> str:
     while getattr(cause, "cause", None) is not None and not isinstance(cause, ApplicationError):
         cause = getattr(cause, "cause", None)
     return getattr(cause, "message", None) or str(cause or err)
-
-
-def sa_initial(name: str, version: Any, trigger: Trigger) -> TypedSearchAttributes:
-    """Set at start, so `conveyor list PIPELINE` finds an execution before its first task runs (and
-    the execution need not upsert them: every upsert is a visibility write)."""
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(sa.PIPELINE_NAME, name),
-            SearchAttributePair(sa.PIPELINE_STATUS, ExecutionStatus.IN_PROGRESS.value),
-            SearchAttributePair(sa.PIPELINE_VERSION, int(version) if isinstance(version, int) else 1),
-            SearchAttributePair(sa.PIPELINE_TRIGGER, trigger.trigger_type.value),
-        ]
-    )
-
-
-def _parse_time(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) else None

@@ -15,7 +15,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from conveyor.interface import WorkflowType
+from conveyor.interface import WorkflowType, execution_workflow_id
 from conveyor.memo import state_from_memo
 from conveyor.model import (
     ArtifactRef,
@@ -42,7 +42,7 @@ def rollback_execution_id(failed_execution_id: str, stage: str) -> str:
 
 async def target_state(client: Client, pipeline_name: str, execution_id: str) -> ExecutionState:
     try:
-        description = await client.get_workflow_handle(f"{pipeline_name}/{execution_id}").describe()
+        description = await client.get_workflow_handle(execution_workflow_id(pipeline_name, execution_id)).describe()
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise RollbackRefused(f"execution {pipeline_name}/{execution_id} was not found") from None
@@ -133,7 +133,7 @@ async def start_rollback_execution(
         await client.start_workflow(
             WorkflowType.EXECUTION.value,
             execution_input,
-            id=f"{name}/{execution_id}",
+            id=execution_workflow_id(name, execution_id),
             task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

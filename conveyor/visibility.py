@@ -16,8 +16,8 @@ from typing import Any
 from temporalio.client import Client
 
 from conveyor.interface import split_execution_workflow_id
-from conveyor.memo import EXECUTION_KEY, STAGE_KEY_PREFIX
-from conveyor.model import StageFact, StageState
+from conveyor.memo import header_from_memo, stage_from_memo
+from conveyor.model import StageFact
 
 EXECUTIONS = "WorkflowType = 'PipelineExecution'"
 SCAN_LIMIT = 500  # executions read at most to find a stage's newest entry
@@ -51,8 +51,8 @@ async def newest_entries(
     async for listed in client.list_workflows(query, limit=SCAN_LIMIT):
         memo = await listed.memo()
         for stage_name in stage_names:
-            entry = memo.get(STAGE_KEY_PREFIX + stage_name)
-            entered = StageState.model_validate(entry).started_at if isinstance(entry, dict) else None
+            stage = stage_from_memo(memo, stage_name)
+            entered = stage.started_at if stage else None
             if entered is not None and (stage_name not in newest or entered > newest[stage_name].at):
                 newest[stage_name] = _fact(listed.id, memo, entered)
     return newest
@@ -65,16 +65,16 @@ async def last_succeeded(client: Client, pipeline_name: str, stage_name: str) ->
     )
     async for listed in client.list_workflows(query, limit=1):
         memo = await listed.memo()
-        entry = memo.get(STAGE_KEY_PREFIX + stage_name)
-        finished = StageState.model_validate(entry).finished_at if isinstance(entry, dict) else None
+        stage = stage_from_memo(memo, stage_name)
+        finished = stage.finished_at if stage else None
         return _fact(listed.id, memo, finished or listed.close_time or listed.start_time)
     return None
 
 
 def _fact(workflow_id: str, memo: Mapping[str, Any], at: datetime) -> StageFact:
-    header = memo.get(EXECUTION_KEY) or {}
+    header = header_from_memo(memo)
     return StageFact(
         execution_id=split_execution_workflow_id(workflow_id)[1],
-        pipeline_version=int(header.get("pipelineVersion") or 1),
+        pipeline_version=header.pipeline_version if header else 1,
         at=at,
     )

@@ -14,7 +14,6 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.approvers import resolve_approvers
-from activities.artifacts import ArtifactStore, store_from_settings
 from activities.conditions import deployment_window, regex_matches
 from activities.coordination import CoordinationActivities
 from activities.notifications import notify_approval
@@ -23,6 +22,7 @@ from activities.slack import notify_slack
 from activities.triggers import TriggerActivities
 from conveyor.providers.registry import PROVIDERS
 from conveyor.settings import Settings
+from conveyor.stores.artifacts import ArtifactStore, store_from_settings
 from workflows.coordinator import PipelineWorkflow
 from workflows.execution import PipelineExecutionWorkflow
 from workflows.stage import StageWorkflow

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.artifacts import (
+from conveyor.stores.artifacts import (
     ArtifactError,
     LocalArtifactStore,
     UnsafeArchiveError,

@@ -14,7 +14,6 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.artifacts import LocalArtifactStore
 from activities.process import (
     ProcessGroupRecord,
     kill_recorded_orphans,
@@ -23,6 +22,7 @@ from activities.process import (
 from activities.providers.commands import CommandsProvider
 from conveyor.model import ActionContext, ArtifactRef, CommandsInput, OutputArtifactSpec
 from conveyor.settings import Settings, action_log_path
+from conveyor.stores.artifacts import LocalArtifactStore
 
 CONTEXT = ActionContext(pipeline_name="shop", execution_id="exec-1", stage_name="Build", action_name="Compile")
 

@@ -10,10 +10,10 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.artifacts import LocalArtifactStore
 from activities.providers.git import GitProvider
 from conveyor.model import ActionContext, GitSourceInput
 from conveyor.settings import Settings
+from conveyor.stores.artifacts import LocalArtifactStore
 
 CONTEXT = ActionContext(pipeline_name="shop", execution_id="exec-1", stage_name="Source", action_name="Checkout")
 IDENTITY = ["-c", "user.name=Ada Lovelace", "-c", "user.email=ada@example.com"]

@@ -8,11 +8,11 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.artifacts import LocalArtifactStore
 from activities.providers.commands import CommandsProvider
 from conveyor.model import ActionContext, CommandsInput
 from conveyor.settings import Settings
 from conveyor.spec.validation import validate_pipeline
+from conveyor.stores.artifacts import LocalArtifactStore
 from conveyor.text import shorten
 
 HUGE = 5_000_000

@@ -44,7 +44,7 @@ with workflow.unsafe.imports_passed_through():
         WorkflowType,
         split_execution_workflow_id,
     )
-    from conveyor.memo import DISABLED_TRANSITIONS_KEY
+    from conveyor.memo import DISABLED_TRANSITIONS_KEY, coordinator_memo
     from conveyor.model import (
         ApplyRequest,
         ApplyResult,
@@ -178,12 +178,7 @@ class PipelineWorkflow:
 
     def _memo(self) -> dict[str, Any]:
         """The coordinator's memo: the current version, the execution mode, the disabled transitions."""
-        current = self._state.current
-        return {
-            "current": current.model_dump(mode="json") if current else None,
-            "mode": self._state.execution_mode,
-            DISABLED_TRANSITIONS_KEY: self._locks.disabled_transitions(),
-        }
+        return coordinator_memo(self._state, self._locks.disabled_transitions())
 
     def _check_stage(self, name: str) -> None:
         current = self._state.current

@@ -41,7 +41,6 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.artifacts import ArtifactError, ArtifactStore
 from activities.process import (
     ProcessGroupRecord,
     kill_process_group,
@@ -51,6 +50,7 @@ from activities.process import (
 from conveyor.model import ActionContext, ActionOutcome, ArtifactRef, CommandsInput
 from conveyor.providers.commands import ACTIVITY
 from conveyor.settings import Settings, action_log_path
+from conveyor.stores.artifacts import ArtifactError, ArtifactStore
 from conveyor.text import shorten
 
 HEARTBEAT_SECONDS = 2.0

@@ -24,12 +24,12 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.artifacts import ArtifactError, ArtifactStore
 from activities.process import kill_process_group, start_process_group
 from activities.providers.commands import workspace_key
 from conveyor.model import ActionOutcome, ArtifactRef, GitSourceInput, SourceRevision
 from conveyor.providers.git import ACTIVITY
 from conveyor.settings import Settings
+from conveyor.stores.artifacts import ArtifactError, ArtifactStore
 from conveyor.text import shorten
 
 HEARTBEAT_SECONDS = 2.0

@@ -11,10 +11,10 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.artifacts import ArtifactStore
 from conveyor.model import ActionOutcome, NoopInput
 from conveyor.providers.noop import ACTIVITY
 from conveyor.settings import Settings
+from conveyor.stores.artifacts import ArtifactStore
 
 
 @activity.defn(name=ACTIVITY)

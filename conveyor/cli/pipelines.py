@@ -81,17 +81,17 @@ def pipelines(output: OutputOption = "table") -> None:
         session = await connect_existing(settings())
         rows = await session.client.pipelines()
         if output == "json":
-            console.print_json(json.dumps([{"name": name, **memo} for name, memo in rows]))
+            console.print_json(json.dumps([{"name": name, **memo.as_read()} for name, memo in rows]))
             return 0
         table = Table("Pipeline", "Version", "Mode", "Applied", "By")
         for name, memo in rows:
-            current = memo.get("current") or {}
+            current = memo.current
             table.add_row(
                 literal(name),
-                literal(str(current.get("version", "-"))),
-                literal(str(memo.get("mode", ""))),
-                literal(str(current.get("appliedAt", ""))[:19]),
-                literal(str(current.get("appliedBy") or "")),
+                literal(str(current.version) if current else "-"),
+                literal(memo.mode.value if memo.mode else ""),
+                literal(current.applied_at.isoformat()[:19] if current else ""),  # to the second
+                literal((current.applied_by or "") if current else ""),
             )
         console.print(table)
         return 0

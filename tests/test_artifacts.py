@@ -9,12 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.stores.artifacts import (
-    ArtifactError,
-    LocalArtifactStore,
-    UnsafeArchiveError,
-    safe_extract_zip,
-)
+from conveyor.stores.archive import safe_extract_zip
+from conveyor.stores.artifacts import ArtifactError, LocalArtifactStore, UnsafeArchiveError
 
 
 def make_tree(root: Path) -> Path:

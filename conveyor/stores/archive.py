@@ -33,6 +33,7 @@ import tempfile
 import zipfile
 import zlib
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -58,11 +59,13 @@ _TRIAL = 16 * 1024  # an entry's first bytes, compressed on their own to decide 
 _STORE_RATIO = 0.95  # deflated / raw above this: the entry is STORED (random data, already compressed)
 _IN_MEMORY = 16 * 1024 * 1024  # an entry's output larger than this spills to a temporary file
 _IN_FLIGHT = 64 * 1024 * 1024  # raw bytes submitted to the pool and not yet written (memory bound)
+_PIECE = 4 * 1024 * 1024  # extraction: inflated at most this much at a time
 _INLINE = 8 * 1024 * 1024  # extraction: entries larger than this (compressed) stream in the reading thread
 
 # Zip records (APPNOTE 6.3). Zip64 extensions are written only where a value does not fit.
-_ZIP64_LIMIT = 0xFFFFFFFF
-_ZIP64_COUNT_LIMIT = 0xFFFF
+_ZIP64_LIMIT = 0xFFFFFFFF  # sizes and offsets from this one on go in zip64 records
+_ZIP64_COUNT_LIMIT = 0xFFFF  # entry counts from this one on too
+_MAX32, _MAX16 = 0xFFFFFFFF, 0xFFFF  # what the 32- and 16-bit fields then hold: "see the zip64 record"
 _VERSION_DEFAULT = 20
 _VERSION_ZIP64 = 45
 _MADE_BY_UNIX = 3 << 8
@@ -393,8 +396,8 @@ def _write_entry(out: _HashingWriter, arcname: str, body: _Body) -> _Written:
         _DOS_TIME,
         _DOS_DATE,
         body.crc,
-        _ZIP64_LIMIT if zip64 else body.size,
-        _ZIP64_LIMIT if zip64 else body.raw_size,
+        _MAX32 if zip64 else body.size,
+        _MAX32 if zip64 else body.raw_size,
         len(name),
         len(extra),
     )
@@ -409,13 +412,13 @@ def _central_record(entry: _Written) -> bytes:
     wide: list[int] = []  # the zip64 extra holds, in this order, the values that do not fit
     if raw_size >= _ZIP64_LIMIT:
         wide.append(raw_size)
-        raw_size = _ZIP64_LIMIT
+        raw_size = _MAX32
     if size >= _ZIP64_LIMIT:
         wide.append(size)
-        size = _ZIP64_LIMIT
+        size = _MAX32
     if offset >= _ZIP64_LIMIT:
         wide.append(offset)
-        offset = _ZIP64_LIMIT
+        offset = _MAX32
     extra = struct.pack(f"<HH{len(wide)}Q", 1, 8 * len(wide), *wide) if wide else b""
     version = _VERSION_ZIP64 if wide else _VERSION_DEFAULT
     header = _CENTRAL.pack(
@@ -451,7 +454,7 @@ def _write_central_directory(out: _HashingWriter, written: list[_Written]) -> No
         version = _VERSION_ZIP64
         out.write(_END64.pack(_END64_SIG, 44, _MADE_BY_UNIX | version, version, 0, 0, count, count, size, start))
         out.write(_END64_LOCATOR.pack(_END64_LOCATOR_SIG, 0, end64, 1))
-        count, size, start = min(count, 0xFFFF), min(size, _ZIP64_LIMIT), min(start, _ZIP64_LIMIT)
+        count, size, start = _MAX16, _MAX32, _MAX32
     out.write(_END.pack(_END_SIG, 0, 0, count, count, size, start, 0))
 
 
@@ -476,7 +479,15 @@ def safe_extract_zip(archive: Path, dest: Path, digest: str | None = None) -> No
                 start_dir = zf.start_dir
         except ArtifactError:
             raise
-        except (zipfile.BadZipFile, NotImplementedError, EOFError, ValueError, struct.error, zlib.error, _ISAL_ERROR) as exc:
+        except (
+            zipfile.BadZipFile,
+            NotImplementedError,
+            EOFError,
+            ValueError,
+            struct.error,
+            zlib.error,
+            _ISAL_ERROR,
+        ) as exc:
             raise ArtifactError(f"{archive} is not a valid zip archive: {exc}") from exc
         f.seek(start_dir)
         directory = f.read()  # what the plan was made from; the streamed copy must be the same bytes
@@ -695,15 +706,33 @@ def _inflate(info: zipfile.ZipInfo, data: bytes) -> bytes:
         content = data
     else:
         inflater = isal_zlib.decompressobj(-15)
-        try:
-            content = inflater.decompress(data, info.file_size + 1)
-        except _ISAL_ERROR as exc:
-            raise ArtifactError(f"entry '{info.filename}' is corrupt: {exc}") from None
+        pieces, size = [], 0
+        for piece in _inflated(inflater, data, info):
+            size += len(piece)
+            if size > info.file_size:
+                raise ArtifactError(f"entry '{info.filename}' is corrupt: larger than its declared size")
+            pieces.append(piece)
         if not inflater.eof:
             raise ArtifactError(f"entry '{info.filename}' is corrupt: its data does not end where it should")
+        content = b"".join(pieces)
     if len(content) != info.file_size or isal_zlib.crc32(content) != info.CRC:
         raise ArtifactError(f"entry '{info.filename}' is corrupt: size or CRC mismatch")
     return content
+
+
+def _inflated(inflater: isal_zlib.Decompress, data: bytes, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """What `data` inflates to, `_PIECE` bytes at most at a time (ISA-L may hold output back even when
+    all input was taken, so the loop ends only on a short piece with no input left)."""
+    while True:
+        try:
+            piece = inflater.decompress(data, _PIECE)
+        except _ISAL_ERROR as exc:
+            raise ArtifactError(f"entry '{info.filename}' is corrupt: {exc}") from None
+        data = inflater.unconsumed_tail
+        if piece:
+            yield piece
+        if not data and len(piece) < _PIECE:
+            return
 
 
 def _create(info: zipfile.ZipInfo, path: str) -> int:
@@ -730,15 +759,7 @@ def _write_streamed(reader: _HashingReader, info: zipfile.ZipInfo, path: str) ->
         while remaining:
             data = reader.read_exact(min(_CHUNK, remaining))
             remaining -= len(data)
-            while data:
-                if inflater is None:
-                    piece, data = data, b""
-                else:
-                    try:
-                        piece = inflater.decompress(data, 4 * _CHUNK)
-                    except _ISAL_ERROR as exc:
-                        raise ArtifactError(f"entry '{info.filename}' is corrupt: {exc}") from None
-                    data = inflater.unconsumed_tail
+            for piece in [data] if inflater is None else _inflated(inflater, data, info):
                 written += len(piece)
                 if written > info.file_size:
                     raise ArtifactError(f"entry '{info.filename}' is corrupt: larger than its declared size")

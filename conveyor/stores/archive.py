@@ -490,7 +490,7 @@ def safe_extract_zip(archive: Path, dest: Path, digest: str | None = None) -> No
         ) as exc:
             raise ArtifactError(f"{archive} is not a valid zip archive: {exc}") from exc
         f.seek(start_dir)
-        directory = f.read()  # what the plan was made from; the streamed copy must be the same bytes
+        directory = _digest_of_rest(f)  # what the plan was made from; the streamed copy must be the same bytes
         f.seek(0)
         staging = tempfile.mkdtemp(
             prefix=f".{os.path.basename(root)}.", suffix=".extracting", dir=os.path.dirname(root)
@@ -611,12 +611,20 @@ class _HashingReader:
             self.read_exact(min(_CHUNK, offset - self.position))
 
     def read_rest(self) -> bytes:
-        chunks = []
+        """Read to the end; the SHA-256 of what was read by this call."""
+        rest = hashlib.sha256()
         while chunk := self.f.read(_CHUNK):
             self.sha256.update(chunk)
+            rest.update(chunk)
             self.position += len(chunk)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return rest.digest()
+
+
+def _digest_of_rest(f: BinaryIO) -> bytes:
+    rest = hashlib.sha256()
+    while chunk := f.read(_CHUNK):
+        rest.update(chunk)
+    return rest.digest()
 
 
 def _stream_into(

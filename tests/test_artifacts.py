@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-import conveyor.stores.archive as archive_module
+from conveyor.stores import zipio
 from conveyor.stores.archive import Packed, pack, safe_extract_zip
 from conveyor.stores.artifacts import ArtifactError, LocalArtifactStore, UnsafeArchiveError
 
@@ -204,10 +204,10 @@ def test_incompressible_entries_are_stored_and_text_is_deflated(tmp_path: Path) 
 def test_the_bytes_do_not_depend_on_thread_scheduling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = mixed_tree(tmp_path / "src", files=40)
     first, _ = packed_bytes(src)
-    monkeypatch.setattr(archive_module, "_workers", lambda: 1)  # strictly sequential
+    monkeypatch.setattr(zipio, "workers", lambda: 1)  # strictly sequential
     assert packed_bytes(src)[0] == first
-    monkeypatch.setattr(archive_module, "_workers", lambda: 8)
-    monkeypatch.setattr(archive_module, "_IN_FLIGHT", 1)  # one entry ahead of the writer at most
+    monkeypatch.setattr(zipio, "workers", lambda: 8)
+    monkeypatch.setattr(zipio, "IN_FLIGHT", 1)  # one entry ahead of the writer at most
     assert packed_bytes(src)[0] == first
 
 
@@ -220,8 +220,8 @@ def test_the_digest_is_hashed_while_writing(tmp_path: Path) -> None:
 
 def test_large_entries_spill_stream_and_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The paths for entries larger than memory buffers, exercised with small thresholds."""
-    for name, value in {"_CHUNK": 4096, "_IN_MEMORY": 10_000, "_INLINE": 5_000, "_TRIAL": 1024, "_PIECE": 3000}.items():
-        monkeypatch.setattr(archive_module, name, value)
+    for name, value in {"CHUNK": 4096, "_IN_MEMORY": 10_000, "INLINE": 5_000, "_TRIAL": 1024, "_PIECE": 3000}.items():
+        monkeypatch.setattr(zipio, name, value)
     src = tmp_path / "src"
     src.mkdir()
     rng = random.Random(3)
@@ -238,8 +238,8 @@ def test_large_entries_spill_stream_and_round_trip(tmp_path: Path, monkeypatch: 
 
 
 def test_zip64_records_are_written_where_values_do_not_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(archive_module, "_ZIP64_LIMIT", 1000)  # as if every size and offset were over 4 GiB
-    monkeypatch.setattr(archive_module, "_ZIP64_COUNT_LIMIT", 3)
+    monkeypatch.setattr(zipio, "_ZIP64_LIMIT", 1000)  # as if every size and offset were over 4 GiB
+    monkeypatch.setattr(zipio, "_ZIP64_COUNT_LIMIT", 3)
     src = mixed_tree(tmp_path / "src", files=6, size=2000)
     archive = tmp_path / "a.zip"
     archive.write_bytes(packed_bytes(src)[0])

@@ -300,7 +300,7 @@ def _stream_into(
     links: list[_Planned] = []
     pending: deque[tuple[Future[None], int]] = deque()
     in_flight = 0
-    with ThreadPoolExecutor(max_workers=zipio.workers(), thread_name_prefix="conveyor-extract") as pool:
+    with ThreadPoolExecutor(max_workers=zipio.extract_workers(), thread_name_prefix="conveyor-extract") as pool:
         try:
             for item in sorted(plan, key=lambda p: p.info.header_offset):
                 info = item.info

@@ -301,3 +301,33 @@ def test_an_entry_larger_than_it_declares_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="'zeros' is corrupt"):
         safe_extract_zip(archive, tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_zips_made_elsewhere_are_read(tmp_path: Path) -> None:
+    """An S3 source's zip is stored as it is: data descriptors and directory entries (zipfile writing to a
+    pipe) take the fast path; bzip2 and LZMA entries the slow one, digest checked first."""
+    sink = WriteOnly()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as zf:  # type: ignore[arg-type]
+        zf.mkdir("docs")
+        zf.writestr("docs/readme.md", "read me\n" * 100)
+        with zf.open("app/main.py", "w") as entry:
+            entry.write(b"print('hi')\n" * 100)
+    piped = tmp_path / "piped.zip"
+    piped.write_bytes(bytes(sink.data))
+    with zipfile.ZipFile(piped) as zf:
+        assert all(info.flag_bits & 0x08 for info in zf.infolist() if not info.is_dir())  # data descriptors
+    safe_extract_zip(piped, tmp_path / "piped", digest=f"sha256:{hashlib.sha256(sink.data).hexdigest()}")
+    assert (tmp_path / "piped" / "app" / "main.py").read_bytes() == b"print('hi')\n" * 100
+    assert (tmp_path / "piped" / "docs").is_dir()
+
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("a.txt", "bzip2 " * 1000, compress_type=zipfile.ZIP_BZIP2)
+        zf.writestr("b/c.txt", "lzma " * 1000, compress_type=zipfile.ZIP_LZMA)
+    digest = f"sha256:{hashlib.sha256(other.read_bytes()).hexdigest()}"
+    with pytest.raises(ArtifactError, match="digest mismatch"):
+        safe_extract_zip(other, tmp_path / "refused", digest="sha256:" + "0" * 64)
+    assert list((tmp_path / "refused").iterdir()) == []
+    safe_extract_zip(other, tmp_path / "other", digest=digest)
+    assert (tmp_path / "other" / "a.txt").read_text() == "bzip2 " * 1000
+    assert (tmp_path / "other" / "b" / "c.txt").read_text() == "lzma " * 1000

@@ -172,32 +172,51 @@ def safe_extract_zip(archive: Path, dest: Path, digest: str | None = None) -> No
     root = os.path.realpath(dest)
     with archive.open("rb") as f:
         try:
-            with zipfile.ZipFile(f) as zf:
-                plan = _validate(zf, root)
-                start_dir = zf.start_dir
+            zf = zipfile.ZipFile(f)
+            plan = _validate(zf, root)
         except ArtifactError:
             raise
-        except (
-            zipfile.BadZipFile,
-            NotImplementedError,
-            EOFError,
-            ValueError,
-            struct.error,
-            zlib.error,
-        ) as exc:
+        except (zipfile.BadZipFile, NotImplementedError, EOFError, ValueError, struct.error, zlib.error) as exc:
             raise ArtifactError(f"{archive} is not a valid zip archive: {exc}") from exc
-        f.seek(start_dir)
-        directory = zipio.digest_of_rest(f)  # what the plan was made from; the streamed copy must be the same bytes
-        f.seek(0)
-        staging = tempfile.mkdtemp(
-            prefix=f".{os.path.basename(root)}.", suffix=".extracting", dir=os.path.dirname(root)
-        )
-        try:
-            _stream_into(f, plan, directory, start_dir, staging, digest)
-            _install(staging, root)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        with zf:
+            staging = tempfile.mkdtemp(
+                prefix=f".{os.path.basename(root)}.", suffix=".extracting", dir=os.path.dirname(root)
+            )
+            try:
+                if all(zipio.streamable(item.info) for item in plan):
+                    f.seek(zf.start_dir)
+                    directory = zipio.digest_of_rest(f)  # what the plan was made from: streamed, it must be the same
+                    f.seek(0)
+                    _stream_into(f, plan, directory, zf.start_dir, staging, digest)
+                else:
+                    _extract_with_zipfile(zf, archive, plan, staging, digest)
+                _install(staging, root)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+
+
+def _extract_with_zipfile(
+    zf: zipfile.ZipFile, archive: Path, plan: list[_Planned], staging: str, digest: str | None
+) -> None:
+    """The slow path, for a zip made elsewhere with bzip2 or LZMA entries (Conveyor writes none): the digest
+    is checked first, then each entry is read through zipfile (which stops at its declared size and checks
+    its CRC), one at a time, into the staging directory; symlinks last."""
+    if digest is not None and f"sha256:{sha256_file(archive)}" != digest:
+        raise DigestMismatchError("digest mismatch")
+    for item in sorted(plan, key=lambda p: ("dir", "file", "link").index(p.kind)):
+        path = os.path.join(staging, item.rel)
+        if item.kind == "dir":
+            os.makedirs(path, exist_ok=True)
+        elif item.kind == "link":
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.symlink(item.link_target or "", path)
+        else:
+            try:
+                with os.fdopen(zipio.create_file(item.info, path), "wb") as out, zf.open(item.info) as src:
+                    shutil.copyfileobj(src, out, zipio.CHUNK)
+            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, ValueError) as exc:
+                raise ArtifactError(f"entry '{item.info.filename}' cannot be read: {exc}") from exc
 
 
 @dataclass(frozen=True)

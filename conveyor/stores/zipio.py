@@ -367,6 +367,11 @@ def digest_of_rest(f: BinaryIO) -> bytes:
     return rest.digest()
 
 
+def streamable(info: zipfile.ZipInfo) -> bool:
+    """Read by the fast path: stored or deflate (what Conveyor writes, and what zip tools write by default)."""
+    return info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
+
 def check_entry(info: zipfile.ZipInfo, position: int) -> None:
     if info.flag_bits & _FLAG_ENCRYPTED:
         raise ArtifactError(f"entry '{info.filename}' is encrypted")
@@ -424,7 +429,7 @@ def _inflated(inflater: isal_zlib.Decompress, data: bytes, info: zipfile.ZipInfo
             return
 
 
-def _create(info: zipfile.ZipInfo, path: str) -> int:
+def create_file(info: zipfile.ZipInfo, path: str) -> int:
     """A new file in the (fresh) staging directory: never an existing one, never through a symlink."""
     mode = _EXEC_MODE if (info.external_attr >> 16) & 0o111 else _FILE_MODE
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -435,7 +440,7 @@ def _create(info: zipfile.ZipInfo, path: str) -> int:
 
 def write_whole(info: zipfile.ZipInfo, data: bytes, path: str) -> None:
     content = inflate(info, data)
-    fd = _create(info, path)
+    fd = create_file(info, path)
     with os.fdopen(fd, "wb") as out:
         out.write(content)
 
@@ -444,7 +449,7 @@ def write_streamed(reader: HashingReader, info: zipfile.ZipInfo, path: str) -> N
     """A large entry, inflated and written chunk by chunk as it is read (bounded memory)."""
     inflater = isal_zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
     remaining, written, crc = info.compress_size, 0, 0
-    with os.fdopen(_create(info, path), "wb") as out:
+    with os.fdopen(create_file(info, path), "wb") as out:
         while remaining:
             data = reader.read_exact(min(CHUNK, remaining))
             remaining -= len(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Self
 
 
 class WorkflowType(StrEnum):
@@ -194,6 +195,12 @@ class ExecutionId:
     def workflow_id(self) -> str:
         return execution_workflow_id(self.pipeline_name, self.execution_id)
 
+    def stage_workflow_id(self, stage: str) -> str:
+        return stage_workflow_id(self.pipeline_name, self.execution_id, stage)
+
+    def __str__(self) -> str:
+        return self.workflow_id
+
     @classmethod
-    def parse(cls, workflow_id: str) -> ExecutionId:
+    def parse(cls, workflow_id: str) -> Self:
         return cls(*split_execution_workflow_id(workflow_id))

@@ -61,7 +61,9 @@ def test_shortened_session_names_of_two_executions_differ() -> None:
         (None, None, True, None),
     ],
 )
-def test_the_role_an_action_uses(action_role: str | None, pipeline_role: str | None, aws: bool, expected: str | None) -> None:
+def test_the_role_an_action_uses(
+    action_role: str | None, pipeline_role: str | None, aws: bool, expected: str | None
+) -> None:
     identity = AwsIdentity(role_arn=action_role, pipeline_role_arn=pipeline_role, session_name="conveyor-p-e")
     assert identity.role_for(aws) == expected
 
@@ -118,4 +120,3 @@ def _assumed_s3(aws: Aws):  # type: ignore[no-untyped-def]
         aws_secret_access_key=credentials["SecretAccessKey"],
         aws_session_token=credentials["SessionToken"],
     )
-

@@ -8,7 +8,6 @@ import asyncio
 import io
 import json
 import zipfile
-from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
@@ -25,6 +24,7 @@ from tests.aws import Aws
 from tests.aws_contract import assumed_role_credentials
 from tests.test_cli import cli_env
 from tests.test_cli import conveyor as cli
+from tests.test_ecr_source import push
 
 SECOND_ACCOUNT = "111111111111"
 DEPLOYER = f"arn:aws:iam::{SECOND_ACCOUNT}:role/deployer"
@@ -149,17 +149,35 @@ async def test_polling_starts_an_execution_per_new_ecr_digest(
     aws: Aws, conveyor: ConveyorClient, worker: Worker
 ) -> None:
     aws.client("ecr").create_repository(repositoryName="web")
-    push(aws, "b")
+    push(aws, "latest", "b")
     declaration = {
         "name": "ecr-polled",
         "conveyor": {"poll": {"intervalSeconds": 3600}},
         "stages": [
-            {"name": "Source", "actions": [{"name": "Image", "provider": "ECR", "configuration": {"RepositoryName": "web"},
-                                            "outputArtifacts": [{"name": "Img"}]}]},
-            {"name": "Check", "actions": [{"name": "Read", "provider": "Commands", "inputArtifacts": [{"name": "Img"}],
-                                           "commands": ["grep -q ImageURI imageDetail.json"]}]},
+            {
+                "name": "Source",
+                "actions": [
+                    {
+                        "name": "Image",
+                        "provider": "ECR",
+                        "configuration": {"RepositoryName": "web"},
+                        "outputArtifacts": [{"name": "Img"}],
+                    }
+                ],
+            },
+            {
+                "name": "Check",
+                "actions": [
+                    {
+                        "name": "Read",
+                        "provider": "Commands",
+                        "inputArtifacts": [{"name": "Img"}],
+                        "commands": ["grep -q ImageURI imageDetail.json"],
+                    }
+                ],
+            },
         ],
-    }  # fmt: skip
+    }
     await conveyor.apply(declaration)
     poller = conveyor.temporal.get_schedule_handle("ecr-polled/poll")
     await poller.trigger()
@@ -168,22 +186,11 @@ async def test_polling_starts_an_execution_per_new_ecr_digest(
     assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
     await poller.trigger()
     await executions(conveyor, "ecr-polled", 1)
-    moved = push(aws, "c")
+    moved = push(aws, "latest", "c")
     await poller.trigger()
     rows = await executions(conveyor, "ecr-polled", 2)
     newest = await asyncio.wait_for(conveyor.wait(next(r.ref for r in rows if r.ref != run.ref)), 60)
     assert newest.source_revisions[0].revision_id == moved
-
-
-def push(aws: Aws, layer: str) -> str:
-    manifest = json.dumps(
-        {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1, "digest": "sha256:" + "a" * 64},
-         "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 2, "digest": "sha256:" + layer * 64}]}
-    )  # fmt: skip
-    image = aws.client("ecr").put_image(repositoryName="web", imageManifest=manifest, imageTag="latest")["image"]
-    digest: str = image["imageId"]["imageDigest"]
-    return digest
 
 
 async def executions(conveyor: ConveyorClient, name: str, count: int) -> list[Any]:

@@ -95,6 +95,15 @@ class ActionCategory(StrEnum):
     COMPUTE = "Compute"
 
 
+class RevisionType(StrEnum):
+    """CodePipeline's source revision override types (StartPipelineExecution's `sourceRevisions`)."""
+
+    COMMIT_ID = "COMMIT_ID"
+    IMAGE_DIGEST = "IMAGE_DIGEST"
+    S3_OBJECT_VERSION_ID = "S3_OBJECT_VERSION_ID"
+    S3_OBJECT_KEY = "S3_OBJECT_KEY"
+
+
 class ActionOwner(StrEnum):
     AWS = "AWS"
     THIRD_PARTY = "ThirdParty"

@@ -520,6 +520,7 @@ class StageInput(CamelModel):
     artifacts: list[ArtifactRef] = Field(default_factory=list)  # only those the stage consumes
     source_revisions: list[SourceRevisionOverride] = Field(default_factory=list)
     default_heartbeat_seconds: int = 30
+    pipeline_role_arn: str | None = None  # the declaration's `roleArn` (a worker configured for AWS assumes it)
 
 
 class StageResult(CamelModel):

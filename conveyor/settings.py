@@ -52,6 +52,9 @@ class Settings(BaseModel):
     # Seconds since a worker's last poll within which commands count it as present.
     worker_poll_window: float = DEFAULT_WORKER_POLL_WINDOW
     coordinator_idle_minutes: float = 10.0  # how long a coordinator with nothing to keep waits before it closes
+    # Configured for AWS (CONVEYOR_AWS): the declaration's pipeline-level `roleArn` (and artifact stores) apply.
+    # Off, an imported declaration runs offline on the embedded defaults.
+    aws: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -68,6 +71,7 @@ class Settings(BaseModel):
                 env, "CONVEYOR_WORKER_POLL_WINDOW", DEFAULT_WORKER_POLL_WINDOW, "seconds"
             ),
             coordinator_idle_minutes=_positive_number(env, "CONVEYOR_COORDINATOR_IDLE_MINUTES", 10.0, "minutes"),
+            aws=(env.get("CONVEYOR_AWS", "").lower() in ("1", "true", "yes")),
         )
 
     @property

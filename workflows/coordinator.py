@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         TriggerSync,
         nullable,
     )
+    from conveyor.providers.polling import polled_source
     from conveyor.spec.validation import validate_pipeline
     from workflows.locks import Decision, StageLocks
 
@@ -225,7 +226,10 @@ class PipelineWorkflow:
                     pipeline_name=pipeline.name,
                     cron=extension.schedule.cron if extension.schedule else None,
                     time_zone=extension.schedule.time_zone if extension.schedule else "UTC",
-                    poll_seconds=extension.poll.interval_seconds if extension.poll else None,
+                    # No poll schedule without a source that can be polled (PollForSourceChanges: false opts out).
+                    poll_seconds=extension.poll.interval_seconds
+                    if extension.poll and polled_source(pipeline)
+                    else None,
                 ),
                 start_to_close_timeout=timedelta(minutes=1),
             )

@@ -103,7 +103,9 @@ def _transient(action: Action, error: ErrorDetails) -> bool:
     """Whether a declared retry policy retries this failure: its provider's transient errors (configuration
     errors, a missing artifact or output variable, an unresolvable variable fail at once)."""
     contract = PROVIDERS.get(action.action_type_id.provider)
-    return contract is not None and error.code in contract.retried_failures
+    if contract is None:
+        return False
+    return error.code in contract.for_category(action.action_type_id.category).retried_failures
 
 
 def _backoff(policy: RetryPolicyExtension, attempt: int) -> timedelta:
@@ -387,9 +389,10 @@ class StageWorkflow:
         configuration = {key: self._resolve(value) for key, value in action.configuration.items()}
         state.resolved_configuration = configuration
         provider = action.action_type_id.provider
-        contract = PROVIDERS.get(provider)
-        if contract is None:  # validation refuses unknown providers; this guards a hand-made input
+        registered = PROVIDERS.get(provider)
+        if registered is None:  # validation refuses unknown providers; this guards a hand-made input
             raise ActionFailed("ConfigurationError", f"provider '{provider}' is not supported")
+        contract = registered.for_category(action.action_type_id.category)
         run = contract.activity
         if run is None:  # a durable wait for a decision, not an activity
             return await self._wait_for_approval(action, state, configuration)
@@ -402,6 +405,8 @@ class StageWorkflow:
             revision_override=override.revision_value if override else None,
             resolve=self._resolve,
             artifact=lambda name: self._artifact(action, name),
+            pipeline_role_arn=self._input.pipeline_role_arn,
+            revision_type=override.revision_type if override else None,
         )
         activity_input = run.build_input(request)
         self._register_compensation(contract, request, activity_input)

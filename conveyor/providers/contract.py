@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from conveyor.interface import ActionCategory, ActionOwner
-from conveyor.model import ActionContext, ArtifactRef, CompensationStep
+from conveyor.aws.identity import AwsIdentity, action_identity
+from conveyor.interface import ActionCategory, ActionOwner, RevisionType
+from conveyor.model import ActionContext, ArtifactRef, CamelModel, CompensationStep
 
 if TYPE_CHECKING:
     from conveyor.spec.declaration import Action
@@ -80,6 +81,12 @@ class ActionRequest:
     revision_override: str | None  # the execution's source revision override for this action
     resolve: Callable[[str], str]
     artifact: Callable[[str], ArtifactRef]
+    pipeline_role_arn: str | None = None  # the pipeline's `roleArn` (used only by a worker configured for AWS)
+    revision_type: str | None = None  # the override's revisionType
+
+    def aws_identity(self) -> AwsIdentity:
+        """The identity an AWS-calling action runs as (role ARNs and region: no credentials)."""
+        return action_identity(self.context, self.action.role_arn, self.pipeline_role_arn, self.action.region)
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,32 @@ class ActivityCall:
     timeout: timedelta
 
 
+class PollRequest(CamelModel):
+    """What a source's poll reads: the action's configuration (pipeline variables at their defaults)."""
+
+    pipeline_name: str
+    action_name: str
+    configuration: dict[str, str]
+    identity: AwsIdentity | None = None  # AWS sources: the role and region to read with
+
+
+class PolledRevision(CamelModel):
+    """A source's current revision, as a poll found it: an unseen one starts an execution."""
+
+    revision_id: str
+    detail: str  # the trigger's detail: "main at 1a2b3c4d5e6f", "s3://bucket/key version ..."
+
+
+@dataclass(frozen=True)
+class SourcePoll:
+    """How a source is polled (PollForSourceChanges): `function` in the provider's activities module,
+    `async def <function>(settings, PollRequest) -> PolledRevision`, reads its current revision; the execution
+    started for it carries that revision as an override of `revision_type`."""
+
+    revision_type: RevisionType
+    function: str = "current_revision"
+
+
 @dataclass(frozen=True)
 class ProviderContract:
     name: str  # actionTypeId.provider
@@ -139,6 +172,22 @@ class ProviderContract:
     waits_for_approval: bool = False  # Manual: a durable wait for a decision, not an activity
     # Output variables that name who wrote a source revision (a Git source's AuthorEmail): separation of duties.
     author_variables: tuple[str, ...] = ()
+    # Problems of a configuration that the keys' types cannot say (a key required by another's value): (key, why).
+    configuration_check: Callable[[Mapping[str, str]], list[tuple[str, str]]] | None = None
+    # A source: the revision override types it takes (the first is its own), and how it is polled.
+    revision_types: tuple[RevisionType, ...] = ()
+    poll: SourcePoll | None = None
+    # Contracts of the same provider name for other categories (S3: Source here, Deploy in a variant).
+    variants: tuple[ProviderContract, ...] = ()
+
+    def for_category(self, category: ActionCategory) -> ProviderContract:
+        """The contract an action of this provider and `category` follows."""
+        return next((v for v in self.variants if category in v.categories), self)
+
+    @property
+    def own_categories(self) -> tuple[ActionCategory, ...]:
+        """Its categories less those its variants serve."""
+        return tuple(c for c in self.categories if all(c not in v.categories for v in self.variants))
 
     @property
     def retried_failures(self) -> frozenset[str]:

@@ -266,6 +266,7 @@ def _check_providers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
                     f"provider '{type_id.provider}' cannot have category '{type_id.category.value}'; use {allowed}",
                 )
             )
+        contract = contract.for_category(type_id.category)  # S3: Source and Deploy are two contracts
         errors += _configuration_issues(contract, action, where)
         errors += _shape_issues(contract, action, where)
         errors += _extension_issues(contract, action, where)
@@ -297,6 +298,9 @@ def _configuration_issues(contract: ProviderContract, action: Action, where: str
         issues.append(
             SpecIssue(f"{where}.configuration", f"provider '{contract.name}' needs configuration key '{name}'")
         )
+    if contract.configuration_check is not None:
+        for name, problem in contract.configuration_check(action.configuration):
+            issues.append(SpecIssue(f"{where}.configuration.{name}", f"provider '{contract.name}': {name} {problem}"))
     return issues
 
 
@@ -461,7 +465,9 @@ def _action_texts(action: Action) -> list[tuple[str, str]]:
 
 def _exported_variables(action: Action) -> frozenset[str] | None:
     contract = PROVIDERS.get(action.action_type_id.provider)
-    return None if contract is None else contract.exported_variables(action)  # None: already reported
+    if contract is None:
+        return None  # already reported
+    return contract.for_category(action.action_type_id.category).exported_variables(action)  # None: already reported
 
 
 def _check_namespaces_and_variables(pipeline: Pipeline, errors: list[SpecIssue]) -> None:

@@ -6,13 +6,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Protocol
 
 from conveyor.model import ArtifactRef
 from conveyor.settings import Settings
-from conveyor.stores.archive import ArtifactError, UnsafeArchiveError, pack, unpack
+from conveyor.stores.archive import ArtifactError, UnsafeArchiveError, pack, sha256_file, unpack
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
 _FILE_MODE = 0o644
@@ -31,6 +33,11 @@ class ArtifactStore(Protocol):
     def put(self, name: str, source_dir: Path, files: list[str]) -> ArtifactRef: ...
 
     def extract(self, ref: ArtifactRef, dest: Path) -> None: ...
+
+    # A zip made elsewhere (an S3 source's object), stored as it is; and an artifact's zip, as it is stored.
+    def put_archive(self, name: str, archive: Path) -> ArtifactRef: ...
+
+    def get_archive(self, ref: ArtifactRef, dest: Path) -> None: ...
 
     def put_document(self, digest: str, text: str) -> None: ...
 
@@ -83,6 +90,37 @@ class LocalArtifactStore:
         if not archive.is_file():
             raise ArtifactError(f"artifact '{ref.name}' is missing from the store at {archive}")
         unpack(ref.name, archive, ref.digest, dest)
+
+    def put_archive(self, name: str, archive: Path) -> ArtifactRef:
+        """Store an existing zip unchanged (no re-packing): its digest is that of its bytes. Extraction
+        checks its entries as it checks every artifact's."""
+        if not zipfile.is_zipfile(archive):
+            raise ArtifactError(f"artifact '{name}': {archive.name} is not a zip archive")
+        digest = f"sha256:{sha256_file(archive)}"
+        final = self.path_for(digest)
+        if not final.exists():
+            tmp_dir = self.root / "tmp"
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, suffix=".zip")
+            try:
+                with os.fdopen(fd, "wb") as out, archive.open("rb") as source:
+                    shutil.copyfileobj(source, out, _CHUNK)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp_name, final)
+            except BaseException:
+                Path(tmp_name).unlink(missing_ok=True)
+                raise
+        return ArtifactRef(name=name, digest=digest, location=final.as_uri(), size=final.stat().st_size)
+
+    def get_archive(self, ref: ArtifactRef, dest: Path) -> None:
+        """Copy the artifact's zip to `dest`, refusing it unless its content has the reference's digest."""
+        archive = self.path_for(ref.digest)
+        if not archive.is_file():
+            raise ArtifactError(f"artifact '{ref.name}' is missing from the store at {archive}")
+        shutil.copyfile(archive, dest)
+        if f"sha256:{sha256_file(dest)}" != ref.digest:
+            dest.unlink(missing_ok=True)
+            raise ArtifactError(f"artifact '{ref.name}' is corrupt or was changed: digest mismatch")
 
     # --- documents: pipeline declarations, stored by the digest of their canonical JSON -----------
 

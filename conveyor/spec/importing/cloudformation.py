@@ -187,26 +187,15 @@ class TemplateResolver:
             return book.stand_in(unresolved, where, static=static)
         resource = self.resources.get(name)
         if isinstance(resource, dict):
-            physical = self._physical_name(resource, where, book)
-            if physical is not None:
-                return physical
-            # CloudFormation names it after the stack and the logical id: the logical id is the best default.
-            return book.stand_in(Unresolved(origin, name, name), where, static=static)
+            physical = _name_property(resource)
+            if physical is not None:  # the name the template gives it, as an expression of its own
+                return self.resolve(physical, where.split(" (line")[0], book, static=static)
+            # CloudFormation names it after the stack and the logical id: for a CodeBuild project (which the
+            # local runner finds by the action's ProjectName) the logical id is the best default.
+            default = name if resource.get("Type") == PROJECT_TYPE else None
+            return book.stand_in(Unresolved(origin, name, default), where, static=static)
         book.attention(where, f"{origin}: the template has no parameter or resource '{name}'")
         return book.stand_in(Unresolved(origin, name), where, static=static)
-
-    def _physical_name(self, resource: dict[str, Any], where: str, book: Book) -> str | None:
-        """What `!Ref` of a resource gives when the template names it (`Name`, `BucketName`, ...)."""
-        properties = resource.get("Properties") or {}
-        kind = str(resource.get("Type", "")).rsplit("::", 1)[-1]
-        for key in ("Name", f"{kind}Name"):
-            if key in properties:
-                try:
-                    value = self.resolve(properties[key], where, book, static=True)
-                except Unresolved:
-                    return None
-                return str(value) if isinstance(value, str | int) else None
-        return None
 
     def _sub(self, raw: Intrinsic, where: str, book: Book, static: bool) -> str:
         argument = raw.argument
@@ -234,6 +223,16 @@ class TemplateResolver:
             unresolved = Unresolved(str(raw), f"{name}{second}" if isinstance(second, str) else str(name))
             unresolved.attention = f"{raw.short}: the map keys have no value before the pipeline runs; check it"
             return book.stand_in(unresolved, where, static=static)
+
+
+def _name_property(resource: dict[str, Any]) -> Any:
+    """The property that names a resource (`Name`, `BucketName`, ...), as the template wrote it, or None."""
+    properties = resource.get("Properties") or {}
+    kind = str(resource.get("Type", "")).rsplit("::", 1)[-1]
+    for key in ("Name", f"{kind}Name"):
+        if key in properties:
+            return properties[key]
+    return None
 
 
 def _scalar(value: Any) -> Any:

@@ -137,8 +137,9 @@ class _Mapping:
     def declared_variable(self, raw: dict[str, Any], path: str) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": str(self.static(raw.get("name"), f"{path}.name", "Variable"))}
         for key in ("defaultValue", "description"):
-            if raw.get(key) is not None:
-                entry[key] = as_string(self.static(raw[key], f"{path}.{key}", ""))
+            value = None if raw.get(key) is None else self.static(raw[key], f"{path}.{key}")
+            if value not in (None, NO_VALUE):
+                entry[key] = as_string(value)
         return entry
 
     def stage(self, raw: dict[str, Any], path: str) -> dict[str, Any]:
@@ -244,7 +245,8 @@ class _Mapping:
         if name is None:
             return
         for project in self.projects:
-            if self.text(project.name, f"{project.address}.name") != name:
+            # Resolved apart (its variables are the action's already, or not needed): the name the action names.
+            if self.resolver.resolve(project.name, project.address, Book()) != name:
                 continue
             where = self.at(path)
             if project.buildspec is None:
@@ -259,17 +261,18 @@ class _Mapping:
                 else:
                     self.book.attention(where, f"the buildspec of {project.address} is not text: not carried over")
             if project.image is not None:
-                image = self.resolver.resolve(project.image, f"{project.address}.image", self.book)
-                self.book.note(ReportKind.CODEBUILD, where, f"image {as_string(image)}")
+                self.book.note(ReportKind.CODEBUILD, where, f"image {self.shown(project.image)}")
             for env_name, env_value, env_type in project.environment:
-                text = f"{as_string(self.resolver.resolve(env_name, project.address, self.book))}="
-                text += as_string(self.resolver.resolve(env_value, project.address, self.book))
-                kind = as_string(self.resolver.resolve(env_type, project.address, self.book)) if env_type else ""
-                self.book.note(ReportKind.CODEBUILD, where, f"environment {text}" + (f" ({kind})" if kind else ""))
+                text = f"environment {self.shown(env_name)}={self.shown(env_value)}"
+                self.book.note(ReportKind.CODEBUILD, where, text + (f" ({self.shown(env_type)})" if env_type else ""))
             return
         self.book.note(
             ReportKind.CODEBUILD, self.at(path), f"project '{name}' is not defined in this file: buildspec not carried"
         )
+
+    def shown(self, raw: Any) -> str:
+        """A project's value for the report: a literal as it is, an expression as the template wrote it."""
+        return str(raw) if self.resolver.is_expression(raw) else str(as_string(raw))
 
 
 def as_string(value: Any) -> Any:

@@ -38,6 +38,11 @@ class ImportedPipeline:
     declaration: dict[str, Any]
     lines: list[ReportLine] = field(default_factory=list)
 
+    @property
+    def resource_name(self) -> str:
+        """The resource's own name: `main` of `aws_codepipeline.main`."""
+        return self.resource.rsplit(".", 1)[-1]
+
     def of_kind(self, kind: ReportKind) -> list[ReportLine]:
         return [line for line in self.lines if line.kind == kind]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from typing import Any
 
 import hcl2
@@ -18,8 +19,10 @@ from conveyor.spec.importing.values import Book, Unresolved
 PIPELINE_TYPE = "aws_codepipeline"
 PROJECT_TYPE = "aws_codebuild_project"
 OPTIONS = hcl2.SerializationOptions(
-    with_comments=False, explicit_blocks=False, preserve_heredocs=False, strip_string_quotes=True
+    with_comments=False, explicit_blocks=False, preserve_heredocs=True, strip_string_quotes=True
 )
+# Heredocs are kept as written (python-hcl2's own unwrapping leaves quotes escaped) and unwrapped here.
+HEREDOC = re.compile(r"^<<(-?)([A-Za-z_][A-Za-z0-9_]*)\n(.*?)\n?[ \t]*\2$", re.DOTALL)
 NAME = r"[A-Za-z_][A-Za-z0-9_-]*"
 VARIABLE = re.compile(rf"^var\.({NAME})$")
 LOCAL = re.compile(rf"^local\.({NAME})$")
@@ -41,8 +44,8 @@ def parse(text: str) -> dict[str, Any]:
         parsed: dict[str, Any] = hcl2.loads(text, serialization_options=OPTIONS)
         return parsed
     except UnexpectedInput as exc:
-        found = getattr(exc, "token", None) or getattr(exc, "char", None)
-        what = f"unexpected '{found}'" if found not in (None, "") else "unexpected input"
+        found = str(getattr(exc, "token", None) or getattr(exc, "char", None) or "").strip()
+        what = f"unexpected '{found[:40]}'" if found else "unexpected end of line"
         raise TerraformSyntaxError(f"line {exc.line}, column {exc.column}: invalid HCL: {what}") from None
 
 
@@ -82,6 +85,9 @@ class ModuleResolver:
         return raw
 
     def _template(self, text: str, path: str, book: Book, static: bool) -> Any:
+        if match := HEREDOC.match(text):
+            body = match.group(3) + "\n"
+            text = textwrap.dedent(body) if match.group(1) else body
         parts = _split_template(text)
         if len(parts) == 1 and parts[0][0]:
             return self._expression(parts[0][1], path, book, static)

@@ -75,8 +75,8 @@ def import_(
         try:
             result = import_file(file)
         except DeclarationError as err:
-            for line in str(err).splitlines():
-                say(line, to=errors)
+            for problem in str(err).splitlines():
+                say(problem, to=errors)
             return 1
         chosen = [p for p in result.pipelines if pipeline is None or pipeline in (p.name, p.resource, p.resource_name)]
         if not chosen:
@@ -111,8 +111,8 @@ def import_(
             where = "standard output" if to_stdout else str(target)
             say(f"{file}: {imported.resource} -> {where} (pipeline {imported.name})", to=report)
             for kind in REPORT_ORDER:
-                for line in imported.of_kind(kind):
-                    say(f"  {kind.value:<9} {line.path}: {line.message}", to=report)
+                for entry in imported.of_kind(kind):
+                    say(f"  {kind.value:<9} {entry.path}: {entry.message}", to=report)
         return 0
 
     run_async(convert())

@@ -138,33 +138,35 @@ class TemplateResolver:
         if function == "Fn::Sub":
             return self._sub(raw, where, book, static)
         if function == "Fn::Join" and isinstance(argument, list) and len(argument) == 2:
-            separator, parts = argument[0], self.resolve(argument[1], where, book, static=static)
+            separator, parts = argument[0], self.resolve(argument[1], path, book, static=static)
             if isinstance(parts, list):
                 return str(separator).join(str(_scalar(p)) for p in parts)
-        if function == "Fn::Select" and isinstance(argument, list) and len(argument) == 2:
-            index, items = self.resolve(argument, where, book, static=static)
-            if isinstance(items, list) and str(index).isdigit() and int(index) < len(items):
-                return items[int(index)]
-        if function == "Fn::Split" and isinstance(argument, list) and len(argument) == 2:
-            separator, text = self.resolve(argument, where, book, static=static)
-            if isinstance(text, str) and "#{" not in text:
-                return text.split(str(separator))
+        if function in ("Fn::Select", "Fn::Split") and isinstance(argument, list) and len(argument) == 2:
+            try:  # the list or the text must be known to pick from it or split it
+                first, second = self.resolve(argument, path, book, static=True)
+            except Unresolved:
+                first = second = None
+            if function == "Fn::Select" and isinstance(second, list) and str(first).isdigit():
+                if int(first) < len(second):
+                    return second[int(first)]
+            if function == "Fn::Split" and isinstance(second, str):
+                return second.split(str(first))
         if function == "Fn::If" and isinstance(argument, list) and len(argument) == 3:
             book.attention(where, f"{raw.short} {argument[0]}: took the value for true; check the condition")
-            return self.resolve(argument[1], where, book, static=static)
+            return self.resolve(argument[1], path, book, static=static)
         if function == "Fn::ImportValue":
-            name = self.resolve(argument, where, book, static=True) if not static else argument
+            name = self.resolve(argument, path, book, static=True)
             unresolved = Unresolved(f"!ImportValue {name}", str(name).replace(":", "-"))
             return book.stand_in(unresolved, where, static=static)
         if function == "Fn::FindInMap" and isinstance(argument, list) and len(argument) >= 3:
             return self._find_in_map(raw, where, book, static)
         if function == "Fn::Base64":
-            text = self.resolve(argument, where, book, static=static)
+            text = self.resolve(argument, path, book, static=static)
             if isinstance(text, str) and "#{" not in text:
                 return base64.b64encode(text.encode()).decode()
         unresolved = Unresolved(
             str(raw),
-            path.rsplit(".", 1)[-1],
+            re.sub(r"\[\d+\]$", "", path.rsplit(".", 1)[-1]),
             attention=f"{raw.short} is not evaluated by conveyor import: became a variable; check the value",
         )
         if not static:
@@ -200,7 +202,8 @@ class TemplateResolver:
     def _sub(self, raw: Intrinsic, where: str, book: Book, static: bool) -> str:
         argument = raw.argument
         template, names = (argument[0], argument[1]) if isinstance(argument, list) else (argument, {})
-        local = {key: self.resolve(value, where, book, static=static) for key, value in (names or {}).items()}
+        inner = where.split(" (line")[0]
+        local = {key: self.resolve(value, inner, book, static=static) for key, value in (names or {}).items()}
 
         def part(match: re.Match[str]) -> str:
             name = match.group(1)

@@ -31,8 +31,11 @@ class OutputVariables(StrEnum):
     """How a provider's output variables are known at declaration time."""
 
     FIXED = "fixed"  # the contract lists them (Git)
-    DYNAMIC = "dynamic"  # whatever the action's `outputVariables` lists (Commands; CodeBuild's exported variables)
+    DYNAMIC = "dynamic"  # whatever the action's `outputVariables` lists (Commands)
     CONFIGURATION = "configuration"  # its configuration keys (Noop)
+    # Known only when the action runs (CodeBuild's buildspec `env.exported-variables`): a reference to any key of
+    # its namespace is accepted at declaration time, and fails the referring action if the run did not export it.
+    RUN_TIME = "run_time"
 
 
 class KeyType(StrEnum):
@@ -49,6 +52,9 @@ class ConfigurationKey:
     name: str
     required: bool = False
     type: KeyType = KeyType.STRING
+    # A credential (GitHub's OAuthToken): the declaration may hold only `****`, a variable reference or a
+    # `{{resolve:...}}` reference, never the secret itself (it would be recorded in every execution's history).
+    secret: bool = False
 
     def problem(self, value: str) -> str | None:
         """Why a (literal, unresolved) value does not fit this key's type, or None."""
@@ -202,8 +208,11 @@ class ProviderContract:
     def required_keys(self) -> frozenset[str]:
         return frozenset(key.name for key in self.configuration or () if key.required)
 
-    def exported_variables(self, action: Action) -> frozenset[str]:
-        """The variables an action of this provider exports, as references to its namespace may use them."""
+    def exported_variables(self, action: Action) -> frozenset[str] | None:
+        """The variables an action of this provider exports, as references to its namespace may use them;
+        None when they are known only at run time (any key may be referenced)."""
+        if self.output_variables == OutputVariables.RUN_TIME:
+            return None
         if self.output_variables == OutputVariables.CONFIGURATION:
             return frozenset(action.configuration)
         if self.output_variables == OutputVariables.DYNAMIC:

@@ -122,6 +122,16 @@ class ArtifactRef(CamelModel):
     size: int
 
 
+class ArtifactLocation(CamelModel):
+    """A pipeline's declared S3 artifact store (`artifactStore`, or its region's entry of `artifactStores`), carried to
+    its actions; a worker applies it only when configured for AWS (CONVEYOR_AWS), else it uses its own store."""
+
+    bucket: str
+    prefix: str = ""
+    kms_key: str | None = None  # the declaration's encryptionKey id (SSE-KMS)
+    region: str | None = None  # the artifactStores entry's region
+
+
 class SourceRevisionOverride(CamelModel):
     """CodePipeline's `sourceRevisions` entry of StartPipelineExecution."""
 
@@ -178,6 +188,7 @@ class ActionContext(CamelModel):
     action_name: str
     stage_attempt: int = 1
     action_attempt: int = 1  # a declared retry's attempt (a lost worker's retries are the activity's own)
+    artifact_store: ArtifactLocation | None = None  # the pipeline's declared store for its outputs; None: the worker's
 
     @property
     def idempotency_key(self) -> str:

@@ -188,7 +188,8 @@ class ActionContext(CamelModel):
     action_name: str
     stage_attempt: int = 1
     action_attempt: int = 1  # a declared retry's attempt (a lost worker's retries are the activity's own)
-    artifact_store: ArtifactLocation | None = None  # the pipeline's declared store for its outputs; None: the worker's
+    # The pipeline's declared S3 stores for the action's outputs (conveyor.artifact_locations); empty: the worker's own.
+    artifact_stores: list[ArtifactLocation] = Field(default_factory=list)
 
     @property
     def idempotency_key(self) -> str:
@@ -531,6 +532,7 @@ class StageInput(CamelModel):
     artifacts: list[ArtifactRef] = Field(default_factory=list)  # only those the stage consumes
     source_revisions: list[SourceRevisionOverride] = Field(default_factory=list)
     default_heartbeat_seconds: int = 30
+    artifact_stores: list[ArtifactLocation] = Field(default_factory=list)  # the declaration's S3 stores, if any
 
 
 class StageResult(CamelModel):

@@ -210,7 +210,10 @@ class CommandsProvider:
     async def _collect_outputs(self, input: CommandsInput, workspace: Workspace) -> ActionOutcome:
         variables = await asyncio.to_thread(_read_output_variables, input.output_variables, workspace.env_dump)
         artifacts: list[ArtifactRef] = []
-        store = store_for_outputs(self.store, input.context.artifact_store)
+        try:
+            store = store_for_outputs(self.store, input.context.artifact_stores)
+        except ArtifactError as exc:
+            raise non_retryable(str(exc), "ArtifactError") from exc
         for spec in input.output_artifacts:
             try:
                 artifacts.append(await asyncio.to_thread(store.put, spec.name, workspace.src, spec.files))

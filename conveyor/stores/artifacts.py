@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
+import boto3
+
 from conveyor.model import ArtifactLocation, ArtifactRef
 from conveyor.settings import S3Location, Settings
 from conveyor.stores.archive import ArtifactError, UnsafeArchiveError, pack, unpack
@@ -48,7 +50,7 @@ def store_from_settings(settings: Settings) -> ConfiguredArtifactStore:
     return ConfiguredArtifactStore(settings)
 
 
-def store_for_outputs(store: ArtifactStore, declared: ArtifactLocation | None) -> ArtifactStore:
+def store_for_outputs(store: ArtifactStore, declared: list[ArtifactLocation]) -> ArtifactStore:
     """Where an action's output artifacts go (see ConfiguredArtifactStore.for_outputs); a bare store is used as is."""
     return store.for_outputs(declared) if isinstance(store, ConfiguredArtifactStore) else store
 
@@ -71,19 +73,32 @@ class ConfiguredArtifactStore:
         self._readers: dict[str, S3ArtifactStore] = {}
         self._lock = threading.Lock()
 
-    def for_outputs(self, declared: ArtifactLocation | None) -> ArtifactStore:
+    def for_outputs(self, declared: list[ArtifactLocation]) -> ArtifactStore:
         """Where an action's outputs go: the pipeline's declared S3 store when this worker is configured for AWS
         (Settings.aws), else the configured store (an imported declaration still runs offline)."""
-        if declared is None or not self.settings.aws:
+        if not declared or not self.settings.aws:
             return self
-        key = (declared.bucket, declared.prefix, declared.kms_key, declared.region)
+        chosen = declared[0] if len(declared) == 1 else self._of_worker_region(declared)
+        key = (chosen.bucket, chosen.prefix, chosen.kms_key, chosen.region)
         with self._lock:
             store = self._declared.get(key)
             if store is None:
-                location = S3Location(bucket=declared.bucket, prefix=declared.prefix)
-                store = S3ArtifactStore(location, declared.kms_key, region=declared.region, tmp_dir=self.tmp_dir)
+                location = S3Location(bucket=chosen.bucket, prefix=chosen.prefix)
+                store = S3ArtifactStore(location, chosen.kms_key, region=chosen.region, tmp_dir=self.tmp_dir)
                 self._declared[key] = store
             return store
+
+    @staticmethod
+    def _of_worker_region(declared: list[ArtifactLocation]) -> ArtifactLocation:
+        region = boto3.session.Session().region_name
+        for location in declared:
+            if location.region == region:
+                return location
+        regions = ", ".join(sorted(str(location.region) for location in declared))
+        raise ArtifactError(
+            f"the pipeline declares artifactStores for {regions} but this worker's AWS region is {region or 'unset'}: "
+            "set AWS_DEFAULT_REGION on the worker or the action's region"
+        )
 
     def _tmp(self) -> None:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)

@@ -100,11 +100,7 @@ class ConfiguredArtifactStore:
             "set AWS_DEFAULT_REGION on the worker or the action's region"
         )
 
-    def _tmp(self) -> None:
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-
     def put(self, name: str, source_dir: Path, files: list[str]) -> ArtifactRef:
-        self._tmp()
         return self.default.put(name, source_dir, files)
 
     def extract(self, ref: ArtifactRef, dest: Path) -> None:
@@ -112,7 +108,6 @@ class ConfiguredArtifactStore:
         if parsed is None:
             self.local.extract(ref, dest)
             return
-        self._tmp()
         self._reader(parsed[0]).extract(ref, dest)
 
     def _reader(self, bucket: str) -> S3ArtifactStore:

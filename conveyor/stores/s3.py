@@ -129,6 +129,11 @@ class S3ArtifactStore:
                 self._client = boto3.session.Session().client("s3", region_name=self.region)
             return self._client
 
+    def _tmp_dir(self) -> Path | None:
+        if self.tmp_dir is not None:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return self.tmp_dir
+
     def key(self, relative: str) -> str:
         return f"{self.location.prefix}/{relative}" if self.location.prefix else relative
 
@@ -211,7 +216,7 @@ class S3ArtifactStore:
     # --- artifacts --------------------------------------------------------------------------------
 
     def put(self, name: str, source_dir: Path, files: list[str]) -> ArtifactRef:
-        with tempfile.TemporaryFile("w+b", dir=self.tmp_dir, suffix=".zip") as out:
+        with tempfile.TemporaryFile("w+b", dir=self._tmp_dir(), suffix=".zip") as out:
             packed = pack(name, source_dir, files, out)
             obj = S3Object(self.location.bucket, self.key(artifact_key_suffix(packed.digest)))
             what = f"artifact '{name}'"
@@ -239,7 +244,7 @@ class S3ArtifactStore:
         for another pipeline's bucket is read where it is), check its digest while it streams, then unpack it."""
         obj = self.object_of(ref)
         what = f"artifact '{ref.name}'"
-        with tempfile.NamedTemporaryFile("w+b", dir=self.tmp_dir, suffix=".zip") as out:
+        with tempfile.NamedTemporaryFile("w+b", dir=self._tmp_dir(), suffix=".zip") as out:
             writer = _HashingWriter(out)
             try:
                 self.client.download_fileobj(obj.bucket, obj.key, cast(Any, writer), Config=self.transfer)

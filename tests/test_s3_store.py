@@ -492,3 +492,22 @@ async def test_a_declared_artifact_store_applies_only_when_the_worker_is_configu
     else:
         assert app.location.startswith("file://")  # offline: the embedded default
         assert "Contents" not in aws.client("s3").list_objects_v2(Bucket="declared-bucket")
+
+
+def test_logs_of_an_action_that_left_none_in_the_bucket_is_a_message(aws: Aws, tmp_path: Path) -> None:
+    aws.client("s3").create_bucket(Bucket=BUCKET)
+    store = S3Location(bucket=BUCKET, prefix="ci")
+    env = cli_environment(
+        Settings(data_dir=tmp_path, temporal_address="127.0.0.1:1", artifact_store=store), aws, tmp_path
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor", "logs", "pipe/e-1", "Build", "Compile"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done
+    assert f"no log for pipe/e-1 Build/Compile in s3://{BUCKET}/ci/logs/pipe/e-1/Build/Compile/" in done.stderr
+    assert "another CONVEYOR_ARTIFACT_STORE" in done.stderr and "Traceback" not in done.stderr

@@ -216,15 +216,17 @@ class S3ArtifactStore:
     # --- artifacts --------------------------------------------------------------------------------
 
     def put(self, name: str, source_dir: Path, files: list[str]) -> ArtifactRef:
-        with tempfile.TemporaryFile("w+b", dir=self._tmp_dir(), suffix=".zip") as out:
+        with tempfile.NamedTemporaryFile("w+b", dir=self._tmp_dir(), suffix=".zip") as out:
             packed = pack(name, source_dir, files, out)
+            out.flush()
             obj = S3Object(self.location.bucket, self.key(artifact_key_suffix(packed.digest)))
             what = f"artifact '{name}'"
             if not self._exists(what, obj):  # content-addressed: the same content is already there
-                out.seek(0)
                 try:
-                    self.client.upload_fileobj(
-                        out,
+                    # By file name, not file object: boto3 then reads each part from the file as it sends it
+                    # (from a file object it would buffer every part in flight in memory).
+                    self.client.upload_file(
+                        out.name,
                         obj.bucket,
                         obj.key,
                         ExtraArgs={"ContentType": "application/zip", **self.encryption},

@@ -1,17 +1,18 @@
 """Scheduled and polled starts: Temporal Schedules per pipeline, and what each scheduled run does.
 
 `sync_triggers` makes a pipeline's schedules (`<pipeline>/schedule` for its cron, `<pipeline>/poll`
-for polling its Git source) match the declaration each time a version is applied. Each run of a
+for polling its source) match the declaration each time a version is applied. Each run of a
 schedule starts a small `PipelineTrigger` workflow whose `fire_trigger` activity starts an execution
-of the current version; for a poll, the execution id derives from the commit, so a commit never
-starts twice and the id itself is the durable last-seen marker.
+of the current version; for a poll, the execution id derives from the source's current revision (a Git
+commit, an S3 object version, an ECR image digest: each source's contract names the function that reads it),
+so a revision never starts twice and the id itself is the durable last-seen marker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
-import os
 from datetime import timedelta
 from typing import Any
 
@@ -43,12 +44,13 @@ from conveyor.model import (
     TriggerSync,
     TriggerType,
 )
+from conveyor.providers.contract import PolledRevision, PollRequest, ProviderContract
+from conveyor.providers.polling import poll_request, polled_source
 from conveyor.settings import Settings
-from conveyor.spec.declaration import ActionCategory, Pipeline
+from conveyor.spec.declaration import Pipeline
 from conveyor.spec.validation import parse_pipeline
 from conveyor.starter import start_execution
 from conveyor.stores.artifacts import ArtifactStore
-from conveyor.variables import PIPELINE_VARIABLES, resolve
 
 
 def schedule_id(pipeline: str, kind: str) -> str:
@@ -80,16 +82,29 @@ class TriggerActivities:
         declaration, pipeline = await self._current(client, fire.pipeline_name)
         task_queue = activity.info().task_queue
         if fire.kind == "Poll":
-            source, branch, commit = await _branch_head(pipeline)
+            found = polled_source(pipeline)
+            if found is None:
+                raise ApplicationError(
+                    f"pipeline '{pipeline.name}' has no Source action to poll (Git, S3 or ECR, without "
+                    "PollForSourceChanges: false)",
+                    non_retryable=True,
+                )
+            source, contract = found
+            revision = await self._current_revision(contract, poll_request(pipeline, source))
+            assert contract.poll is not None
             execution, started = await start_execution(
                 client,
                 task_queue,
                 declaration,
-                token=f"poll:{commit}",
-                source_revisions=[SourceRevisionOverride(action_name=source, revision_value=commit)],
-                trigger=Trigger(
-                    trigger_type=TriggerType.POLL_FOR_SOURCE_CHANGES, trigger_detail=f"{branch} at {commit[:12]}"
-                ),
+                token=f"poll:{revision.revision_id}",  # a revision never starts twice
+                source_revisions=[
+                    SourceRevisionOverride(
+                        action_name=source.name,
+                        revision_type=contract.poll.revision_type,
+                        revision_value=revision.revision_id,
+                    )
+                ],
+                trigger=Trigger(trigger_type=TriggerType.POLL_FOR_SOURCE_CHANGES, trigger_detail=revision.detail),
                 started_by="conveyor:poll",
                 source_name=f"{fire.pipeline_name} (poll)",
             )
@@ -106,6 +121,13 @@ class TriggerActivities:
         workflow_id = execution.workflow_id
         activity.logger.info("trigger %s: %s %s", fire.kind, workflow_id, "started" if started else "already started")
         return workflow_id if started else None
+
+    async def _current_revision(self, contract: ProviderContract, request: PollRequest) -> PolledRevision:
+        """The source's current revision, read by the poll function its contract names in its activities module."""
+        assert contract.poll is not None and contract.activity is not None
+        read = getattr(importlib.import_module(contract.activity.module), contract.poll.function)
+        revision: PolledRevision = await read(self.settings, request)
+        return revision
 
     async def _current(self, client: Client, name: str) -> tuple[dict[str, Any], Pipeline]:
         state = await client.get_workflow_handle(name).query(Query.STATE, result_type=CoordinatorState)
@@ -147,29 +169,3 @@ async def _sync(client: Client, task_queue: str, pipeline: str, kind: str, spec:
             return ScheduleUpdate(schedule=schedule)
 
         await handle.update(update)
-
-
-async def _branch_head(pipeline: Pipeline) -> tuple[str, str, str]:
-    """(source action, branch, head commit) of the pipeline's Git source, read with `git ls-remote`."""
-    source = next((a for a in pipeline.stages[0].actions if a.action_type_id.category == ActionCategory.SOURCE), None)
-    if source is None or source.action_type_id.provider != "Git":
-        raise ApplicationError(f"pipeline '{pipeline.name}' has no Git source action to poll", non_retryable=True)
-    defaults = {PIPELINE_VARIABLES: {v.name: v.default_value or "" for v in pipeline.variables}}
-    repository = resolve(source.configuration["RepositoryUrl"], defaults)
-    branch = resolve(source.configuration.get("BranchName", "HEAD"), defaults)
-    ref = branch if branch == "HEAD" else f"refs/heads/{branch}"
-    process = await asyncio.create_subprocess_exec(
-        "git",
-        "ls-remote",
-        repository,
-        ref,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", ""), "GIT_TERMINAL_PROMPT": "0"},
-    )
-    out, err = await process.communicate()
-    line = out.decode().split("\n", 1)[0].split()
-    if process.returncode != 0 or not line:
-        problem = err.decode().strip().splitlines()[0] if err.strip() else f"no branch '{branch}'"
-        raise ApplicationError(f"cannot read {repository} {branch}: {problem}", type="SourceNotFound")
-    return source.name, branch, line[0]

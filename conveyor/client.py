@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from pydantic import Field
 from temporalio.client import (
@@ -35,14 +35,13 @@ from conveyor.coordinators import (
     read_coordinator_state,
 )
 from conveyor.interface import (
+    ExecutionId,
     ExecutionMode,
     Query,
     RetryMode,
     Update,
     WorkflowType,
-    execution_workflow_id,
     split_execution_workflow_id,
-    stage_workflow_id,
 )
 from conveyor.memo import CoordinatorMemo, coordinator_from_memo, header_from_memo, state_from_memo
 from conveyor.model import (
@@ -109,22 +108,11 @@ class UpdateNotApplied(ConveyorError):
 
 
 @dataclass(frozen=True)
-class ExecutionRef:
-    pipeline_name: str
-    execution_id: str
-
-    @property
-    def workflow_id(self) -> str:
-        return execution_workflow_id(self.pipeline_name, self.execution_id)
-
-    def stage_workflow_id(self, stage: str) -> str:
-        return stage_workflow_id(self.pipeline_name, self.execution_id, stage)
-
-    def __str__(self) -> str:
-        return self.workflow_id
+class ExecutionRef(ExecutionId):
+    """An execution a person named (`PIPELINE/EXECUTION-ID`, as `conveyor start` prints it)."""
 
     @classmethod
-    def parse(cls, text: str) -> ExecutionRef:
+    def parse(cls, text: str) -> Self:
         pipeline, sep, execution_id = text.strip().partition("/")
         if not sep or not pipeline or not execution_id or "/" in execution_id:
             raise ConveyorError(

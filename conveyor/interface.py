@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Self
 
 
 class WorkflowType(StrEnum):
@@ -92,6 +93,15 @@ class ActionCategory(StrEnum):
     INVOKE = "Invoke"
     APPROVAL = "Approval"
     COMPUTE = "Compute"
+
+
+class RevisionType(StrEnum):
+    """CodePipeline's source revision override types (StartPipelineExecution's `sourceRevisions`)."""
+
+    COMMIT_ID = "COMMIT_ID"
+    IMAGE_DIGEST = "IMAGE_DIGEST"
+    S3_OBJECT_VERSION_ID = "S3_OBJECT_VERSION_ID"
+    S3_OBJECT_KEY = "S3_OBJECT_KEY"
 
 
 class ActionOwner(StrEnum):
@@ -194,6 +204,12 @@ class ExecutionId:
     def workflow_id(self) -> str:
         return execution_workflow_id(self.pipeline_name, self.execution_id)
 
+    def stage_workflow_id(self, stage: str) -> str:
+        return stage_workflow_id(self.pipeline_name, self.execution_id, stage)
+
+    def __str__(self) -> str:
+        return self.workflow_id
+
     @classmethod
-    def parse(cls, workflow_id: str) -> ExecutionId:
+    def parse(cls, workflow_id: str) -> Self:
         return cls(*split_execution_workflow_id(workflow_id))

@@ -15,7 +15,7 @@ executions, before entering a stage).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -93,6 +93,18 @@ def coordinator_memo(state: CoordinatorState, disabled_transitions: list[str]) -
     caller may upsert some of the keys)."""
     memo = CoordinatorMemo(current=state.current, mode=state.execution_mode, disabled_transitions=disabled_transitions)
     return memo.model_dump(mode="json")
+
+
+CoordinatorMemoField = Literal["current", "mode", "disabled_transitions"]  # CoordinatorMemo's fields
+
+
+def coordinator_memo_fields(
+    state: CoordinatorState, disabled_transitions: list[str], *fields: CoordinatorMemoField
+) -> dict[str, Any]:
+    """Some keys of the coordinator's memo (by field name: `current`, `mode`, `disabled_transitions`), for an
+    upsert that changes only those."""
+    keys = {CoordinatorMemo.model_fields[name].alias or name for name in fields}
+    return {k: v for k, v in coordinator_memo(state, disabled_transitions).items() if k in keys}
 
 
 def coordinator_from_memo(memo: Mapping[str, Any]) -> CoordinatorMemo:

@@ -20,7 +20,7 @@ from activities.notifications import notify_approval
 from activities.rollback import RollbackActivities
 from activities.slack import notify_slack
 from activities.triggers import TriggerActivities
-from conveyor.providers.registry import PROVIDERS
+from conveyor.providers.registry import all_contracts
 from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactStore, store_from_settings
 from workflows.coordinator import PipelineWorkflow
@@ -34,7 +34,7 @@ WORKFLOWS: Sequence[type] = (PipelineExecutionWorkflow, StageWorkflow, PipelineW
 def provider_activities(settings: Settings, store: ArtifactStore) -> list[Callable[..., Any]]:
     """The activities of every registered provider: each contract names its activities module, whose
     `activities(settings, store)` builds them (the foundation's registry never imports activities/)."""
-    modules = sorted({contract.activity.module for contract in PROVIDERS.values() if contract.activity})
+    modules = sorted({contract.activity.module for contract in all_contracts() if contract.activity})
     found: list[Callable[..., Any]] = []
     for module in modules:
         found += importlib.import_module(module).activities(settings, store)

@@ -387,7 +387,7 @@ def test_separation_of_duties_follows_the_policy_flags(
             decision(None, actionName="Nope"),
             ApprovalStatus.REJECTED,
             "A",
-            "rejecte by unknown: why",  # sic: today's text (issue 13 changes no behaviour)
+            "reject by unknown: why",  # was "rejecte": the verb was cut from the status
             id="unknown-name-on-the-first-approval",
         ),
         pytest.param(

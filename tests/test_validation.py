@@ -5,6 +5,7 @@ No Temporal here: everything is pure validation, file reading and two short `con
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -194,7 +195,7 @@ BROKEN: list[tuple[str, Any, str]] = [
     # field rules (pydantic's), made readable
     ("runorder-0", two(cmd(runOrder=0)), f"{A}.runOrder: input should be greater than or equal to 1 (got 0)"),
     ("runorder-1000", two(cmd(runOrder=1000)), f"{A}.runOrder: input should be less than or equal to 999 (got 1000)"),
-    ("unknown-field-typo", two(cmd(runorder=2)), f"{A}.runorder: unknown field 'runorder': {UNKNOWN_FIELD}"),
+    ("unknown-field-typo", two(cmd(runorder=2)), f"{A}.runorder: unknown field 'runorder': did you mean 'runOrder'?"),
     ("missing-name", {"stages": [stage("Build", cmd())]}, "pipeline.yaml: name: required field is missing"),
     (
         "bad-pipeline-name",
@@ -226,13 +227,13 @@ BROKEN: list[tuple[str, Any, str]] = [
         "unsupported-provider",
         two({"name": "Compile", "provider": "CodeBuild", "configuration": {"ProjectName": "orders"}}),
         f"{A}.actionTypeId.provider: provider 'CodeBuild' (Build) is not supported by Conveyor yet; "
-        "supported providers: Commands, Git, Manual, Noop",
+        "supported providers: Commands, ECR, Git, Manual, Noop, S3",
     ),
     (
         "misspelt-provider",
         two({"name": "Compile", "provider": "Comands", "commands": ["make"]}),
         f"{A}.actionTypeId.provider: provider 'Comands' (Build) is not supported by Conveyor yet; "
-        "did you mean 'Commands'? supported providers: Commands, Git, Manual, Noop",
+        "did you mean 'Commands'? supported providers: Commands, ECR, Git, Manual, Noop, S3",
     ),
     (
         "unclosed-reference",
@@ -565,7 +566,7 @@ def test_all_structural_errors_are_reported_at_once() -> None:
     assert errors_of(declaration) == [
         "pipeline.yaml: stages[2].name: stage name 'Build' is already used by stages[1]; stage names must be unique",
         f"{A}.actionTypeId.provider: provider 'CodeBuild' (Build) is not supported by Conveyor yet; "
-        "supported providers: Commands, Git, Manual, Noop",
+        "supported providers: Commands, ECR, Git, Manual, Noop, S3",
         "pipeline.yaml: stages[2].actions[0].commands[0]: '#{variables.Nope}': "
         "pipeline variable 'Nope' is not declared in 'variables'",
     ]
@@ -576,7 +577,7 @@ def test_all_field_errors_are_reported_at_once() -> None:
     assert errors_of(declaration) == [
         "pipeline.yaml: name: required field is missing",
         "pipeline.yaml: stages[0].actions[0].runOrder: input should be greater than or equal to 1 (got 0)",
-        f"pipeline.yaml: stages[0].actions[1].runorder: unknown field 'runorder': {UNKNOWN_FIELD}",
+        "pipeline.yaml: stages[0].actions[1].runorder: unknown field 'runorder': did you mean 'runOrder'?",
     ]
 
 
@@ -838,7 +839,7 @@ def test_cli_validate_bad_file_lists_every_error(cli_runs: Runs, bad_file: Path)
     assert run.stderr.splitlines() == [
         f"{path}: stages[2].name: stage name 'Build' is already used by stages[1]; stage names must be unique",
         f"{path}: stages[1].actions[0].actionTypeId.provider: provider 'CodeBuild' (Build) is not supported by "
-        "Conveyor yet; supported providers: Commands, Git, Manual, Noop",
+        "Conveyor yet; supported providers: Commands, ECR, Git, Manual, Noop, S3",
         f"{path}: stages[2].actions[0].commands[0]: '#{{variables.Nope}}': "
         "pipeline variable 'Nope' is not declared in 'variables'",
     ]
@@ -858,3 +859,155 @@ def test_cli_schema_prints_json_schema(cli_runs: Runs) -> None:
     assert schema["title"] == "Conveyor pipeline declaration"
     assert "stages" in schema["properties"]
     assert schema == json_schema()
+
+
+# --- accepting what CodePipeline accepts (issue 14) ------------------------------------------------
+
+
+def noop(name: str = "Tag", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "provider": "Noop", **extra}
+
+
+def github(token: str) -> dict[str, Any]:
+    """A GitHub version 1 source as get-pipeline prints it (the provider Conveyor does not run yet)."""
+    return {
+        "name": "Checkout",
+        "actionTypeId": {"category": "Source", "owner": "ThirdParty", "provider": "GitHub", "version": "1"},
+        "configuration": {"Owner": "acme", "Repo": "orders", "Branch": "main", "OAuthToken": token},
+        "outputArtifacts": [{"name": "Code"}],
+    }
+
+
+def test_booleans_and_numbers_are_read_as_codepipeline_reads_them() -> None:
+    declaration = two(
+        noop(configuration={"Flag": True, "Off": False, "Count": 1, "Ratio": 1.5, "Text": "1"}),
+        cmd(environmentVariables=[{"name": "DEBUG", "value": True}, {"name": "N", "value": 3}]),
+    )
+    pipeline = parse_pipeline(declaration, SOURCE)
+    tag, make = pipeline.stages[1].actions
+    assert tag.configuration == {"Flag": "true", "Off": "false", "Count": "1", "Ratio": "1.5", "Text": "1"}
+    assert [(e.name, e.value) for e in make.environment_variables] == [("DEBUG", "true"), ("N", "3")]
+
+
+def test_a_rules_configuration_takes_numbers_too() -> None:
+    rule = {"name": "Check", "ruleTypeId": {"provider": "VariableCheck"}}
+    rule["configuration"] = {"Variable": "#{variables.N}", "Value": 3, "Operator": "EQ"}
+    declaration = two(cmd(), variables=[{"name": "N"}])
+    declaration["stages"][1]["beforeEntry"] = {"conditions": [{"result": "FAIL", "rules": [rule]}]}
+    pipeline = parse_pipeline(declaration, SOURCE)
+    assert pipeline.stages[1].before_entry is not None
+    assert pipeline.stages[1].before_entry.conditions[0].rules[0].configuration["Value"] == "3"
+
+
+def test_a_missing_run_order_is_1_and_an_untyped_environment_variable_is_plaintext() -> None:
+    pipeline = parse_pipeline(two(cmd(environmentVariables=[{"name": "STAGE", "value": "prod"}])), SOURCE)
+    action = pipeline.stages[1].actions[0]
+    assert action.run_order == 1
+    assert action.environment_variables[0].type.value == "PLAINTEXT"
+
+
+def test_a_masked_secret_is_accepted_and_says_it_uses_the_configured_credential() -> None:
+    report = validate_pipeline(pipe(stage("Source", github("****")), stage("Build", cmd())))
+    assert not [e for e in report.errors if "OAuthToken" in e.path]
+    assert [w.render(SOURCE) for w in report.warnings] == [
+        "pipeline.yaml: stages[0].actions[0].configuration.OAuthToken: '****' (a secret as get-pipeline prints it) "
+        "uses the credential configured for the worker"
+    ]
+
+
+def test_a_literal_secret_is_refused_without_repeating_it() -> None:
+    report = validate_pipeline(pipe(stage("Source", github("ghp_0123456789abcdef")), stage("Build", cmd())))
+    secret_errors = [e.render(SOURCE) for e in report.errors if "OAuthToken" in e.path]
+    assert secret_errors == [
+        "pipeline.yaml: stages[0].actions[0].configuration.OAuthToken: 'OAuthToken' holds a literal secret: "
+        "a declaration must not; write '****' (or a {{resolve:secretsmanager:...}} reference) and give the "
+        "credential to the worker: its environment or its connections configuration (README: Importing "
+        "CloudFormation and Terraform, Credentials)"
+    ]
+    assert "ghp_" not in "\n".join(e.message for e in report.errors)
+
+
+@pytest.mark.parametrize("token", ["{{resolve:secretsmanager:github:SecretString:token}}", "#{variables.Token}"])
+def test_a_secret_named_by_reference_is_accepted(token: str) -> None:
+    report = validate_pipeline(
+        pipe(stage("Source", github(token)), stage("Build", cmd()), variables=[{"name": "Token"}])
+    )
+    assert not [e for e in report.errors if "OAuthToken" in e.path]
+
+
+def test_a_key_the_contract_marks_secret_is_refused_as_a_literal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conveyor.providers.contract import ConfigurationKey
+    from conveyor.providers.registry import PROVIDERS
+
+    vault = dataclasses.replace(
+        PROVIDERS["Noop"], name="Vault", configuration=(ConfigurationKey("Password", secret=True),)
+    )
+    monkeypatch.setitem(PROVIDERS, "Vault", vault)  # type: ignore[index]
+    action = {"name": "Open", "provider": "Vault", "configuration": {"Password": "hunter2"}}
+    assert errors_of(two(action)) == [
+        f"{A}.configuration.Password: 'Password' holds a literal secret: a declaration must not; write '****' "
+        "(or a {{resolve:secretsmanager:...}} reference) and give the credential to the worker: its environment "
+        "or its connections configuration (README: Importing CloudFormation and Terraform, Credentials)"
+    ]
+    assert errors_of(two({**action, "configuration": {"Password": "****"}})) == []
+
+
+def test_a_namespace_whose_variables_are_known_at_run_time_takes_any_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As CodeBuild's exported variables: `#{BuildVariables.ANY}` is valid at declaration time."""
+    from conveyor.providers.contract import OutputVariables
+    from conveyor.providers.registry import PROVIDERS
+
+    builder = dataclasses.replace(PROVIDERS["Noop"], name="Builder", output_variables=OutputVariables.RUN_TIME)
+    monkeypatch.setitem(PROVIDERS, "Builder", builder)  # type: ignore[index]
+    declaration = pipe(
+        stage("Source", git()),
+        stage("Build", {"name": "Compile", "provider": "Builder", "namespace": "BuildVariables"}),
+        stage("Deploy", cmd("Ship", "echo #{BuildVariables.IMAGE_TAG}")),
+    )
+    assert errors_of(declaration) == []
+    # Commands lists what it exports: a key it does not list is still refused.
+    declaration["stages"][1]["actions"][0] = cmd("Compile", namespace="BuildVariables", outputVariables=["OTHER"])
+    assert errors_of(declaration) == [
+        "pipeline.yaml: stages[2].actions[0].commands[0]: '#{BuildVariables.IMAGE_TAG}': action 'Compile' does not "
+        "export 'IMAGE_TAG' (it exports: OTHER)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("declaration", "expected"),
+    [
+        (two(cmd(), stagse=[]), "pipeline.yaml: stagse: unknown field 'stagse': did you mean 'stages'?"),
+        (
+            two(cmd(conveyor={"timeoutMinute": 5})),
+            f"{A}.conveyor.timeoutMinute: unknown field 'timeoutMinute': did you mean 'timeoutMinutes'?",
+        ),
+        (
+            two(cmd(inputArtifacts=[{"Name": "Code"}])),
+            f"{A}.inputArtifacts[0].Name: unknown field 'Name': did you mean 'name'?",
+        ),
+        (
+            two(cmd(), artifactStores={"us-east-1": {"type": "S3", "location": "b", "encryptionkey": {}}}),
+            "pipeline.yaml: artifactStores.us-east-1.encryptionkey: unknown field 'encryptionkey': "
+            "did you mean 'encryptionKey'?",
+        ),
+        (two(cmd(), colour="red"), f"pipeline.yaml: colour: unknown field 'colour': {UNKNOWN_FIELD}"),
+    ],
+    ids=["top-level", "extension", "artifact", "in-a-mapping", "no-close-name"],
+)
+def test_unknown_fields_name_what_they_may_have_meant(declaration: dict[str, Any], expected: str) -> None:
+    assert expected in errors_of(declaration)
+
+
+def test_a_buildspec_is_only_for_codebuild_actions() -> None:
+    assert errors_of(two(cmd(conveyor={"buildspec": "version: 0.2"}))) == [
+        f"{A}.conveyor.buildspec: a buildspec is for 'CodeBuild' actions"
+    ]
+
+
+def test_the_schema_accepts_booleans_and_numbers_where_codepipeline_does() -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(json_schema())
+    declaration = two(noop(configuration={"Flag": True, "N": 1}), cmd(environmentVariables=[{"name": "D", "value": 1}]))
+    assert list(validator.iter_errors(declaration)) == []
+    assert list(validator.iter_errors(two(noop(configuration={"Flag": {"nested": 1}}))))

@@ -188,7 +188,8 @@ class ApprovalBook:
 
 def refusal_text(decision: ApprovalDecision, status: ApprovalStatus, refused: ApprovalRefused) -> str:
     """How `status` shows a refused signal: `approve by bob: <why>`."""
-    return f"{status.lower()[:-1]} by {decision.by or 'unknown'}: {refused}"
+    verb = {ApprovalStatus.APPROVED: "approve", ApprovalStatus.REJECTED: "reject"}[status]
+    return f"{verb} by {decision.by or 'unknown'}: {refused}"
 
 
 def approval_request(

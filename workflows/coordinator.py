@@ -44,7 +44,7 @@ with workflow.unsafe.imports_passed_through():
         WorkflowType,
         split_execution_workflow_id,
     )
-    from conveyor.memo import DISABLED_TRANSITIONS_KEY, coordinator_memo
+    from conveyor.memo import CoordinatorMemoField, coordinator_memo, coordinator_memo_fields
     from conveyor.model import (
         ApplyRequest,
         ApplyResult,
@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         TriggerSync,
         nullable,
     )
+    from conveyor.providers.polling import polled_source
     from conveyor.spec.validation import validate_pipeline
     from workflows.locks import Decision, StageLocks
 
@@ -174,11 +175,15 @@ class PipelineWorkflow:
     def _publish_transitions(self) -> None:
         """The disabled transitions, in the memo: PARALLEL executions read them with a describe, which
         needs no task of this workflow, so they enter stages without messaging it."""
-        workflow.upsert_memo({DISABLED_TRANSITIONS_KEY: self._memo()[DISABLED_TRANSITIONS_KEY]})
+        workflow.upsert_memo(self._memo("disabled_transitions"))
 
-    def _memo(self) -> dict[str, Any]:
-        """The coordinator's memo: the current version, the execution mode, the disabled transitions."""
-        return coordinator_memo(self._state, self._locks.disabled_transitions())
+    def _memo(self, *fields: CoordinatorMemoField) -> dict[str, Any]:
+        """The coordinator's memo (the current version, the execution mode, the disabled transitions), or
+        only the named fields of it."""
+        disabled = self._locks.disabled_transitions()
+        if fields:
+            return coordinator_memo_fields(self._state, disabled, *fields)
+        return coordinator_memo(self._state, disabled)
 
     def _check_stage(self, name: str) -> None:
         current = self._state.current
@@ -221,14 +226,17 @@ class PipelineWorkflow:
                     pipeline_name=pipeline.name,
                     cron=extension.schedule.cron if extension.schedule else None,
                     time_zone=extension.schedule.time_zone if extension.schedule else "UTC",
-                    poll_seconds=extension.poll.interval_seconds if extension.poll else None,
+                    # No poll schedule without a source that can be polled (PollForSourceChanges: false opts out).
+                    poll_seconds=extension.poll.interval_seconds
+                    if extension.poll and polled_source(pipeline)
+                    else None,
                 ),
                 start_to_close_timeout=timedelta(minutes=1),
             )
             self._state.versions.append(version)
             self._state.execution_mode = pipeline.execution_mode
             self._state.handled += 1
-            workflow.upsert_memo({key: self._memo()[key] for key in ("current", "mode")})
+            workflow.upsert_memo(self._memo("current", "mode"))
             return ApplyResult(version=version, changed=True)
 
     @apply.validator

@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError, FailureE
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from conveyor.artifact_locations import declared_locations
     from conveyor.interface import (
         Activity,
         ConditionKind,
@@ -32,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         Query,
         ReleaseOutcome,
         RetryMode,
+        RevisionType,
         Signal,
         Update,
         WorkflowType,
@@ -321,7 +323,9 @@ class PipelineExecutionWorkflow:
             variables=scope.variables_for(stage),
             artifacts=scope.artifacts_for(stage),
             source_revisions=self._input.source_revisions,
+            pipeline_role_arn=pipeline.role_arn,
             default_heartbeat_seconds=pipeline.conveyor.heartbeat_timeout_seconds,
+            artifact_stores=declared_locations(pipeline),
             retry_mode=RetryMode(retry.retry_mode) if retry else None,
             started_by=state.started_by,
             source_authors=self._source_authors(),
@@ -547,12 +551,20 @@ def _undeclared_overrides(pipeline: Pipeline, input: ExecutionInput, source: str
         for name in input.variables
         if name not in declared
     ]
-    sources = {a.name for a in pipeline.stages[0].actions if a.action_type_id.category.value == "Source"}
-    problems += [
-        f"{source}: sourceRevisions: '{r.action_name}' is not a Source action of the pipeline"
-        for r in input.source_revisions
-        if r.action_name not in sources
-    ]
+    sources = {a.name: a for a in pipeline.stages[0].actions if a.action_type_id.category.value == "Source"}
+    for r in input.source_revisions:
+        action = sources.get(r.action_name)
+        if action is None:
+            problems.append(f"{source}: sourceRevisions: '{r.action_name}' is not a Source action of the pipeline")
+            continue
+        registered = PROVIDERS.get(action.action_type_id.provider)
+        accepted = registered.for_category(action.action_type_id.category).revision_types if registered else ()
+        # COMMIT_ID is also the untyped default (`--source-revision ACTION=VALUE`): the source's own type.
+        if accepted and r.revision_type not in (*accepted, RevisionType.COMMIT_ID):
+            problems.append(
+                f"{source}: sourceRevisions: '{r.action_name}' ({action.action_type_id.provider}) takes a "
+                f"revisionType of {' or '.join(accepted)}, not '{r.revision_type}'"
+            )
     return problems
 
 

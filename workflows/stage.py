@@ -20,6 +20,7 @@ from temporalio.workflow import ActivityCancellationType, ActivityHandle
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
+    from conveyor.artifact_locations import locations_for_action
     from conveyor.interface import (
         Activity,
         ApprovalOutcome,
@@ -103,7 +104,9 @@ def _transient(action: Action, error: ErrorDetails) -> bool:
     """Whether a declared retry policy retries this failure: its provider's transient errors (configuration
     errors, a missing artifact or output variable, an unresolvable variable fail at once)."""
     contract = PROVIDERS.get(action.action_type_id.provider)
-    return contract is not None and error.code in contract.retried_failures
+    if contract is None:
+        return False
+    return error.code in contract.for_category(action.action_type_id.category).retried_failures
 
 
 def _backoff(policy: RetryPolicyExtension, attempt: int) -> timedelta:
@@ -376,6 +379,7 @@ class StageWorkflow:
             action_name=action.name,
             stage_attempt=self._input.attempt,
             action_attempt=self._action_state(action.name).attempt,
+            artifact_stores=locations_for_action(self._input.artifact_stores, action.region),
         )
 
     def _timeout(self, action: Action, default: timedelta) -> timedelta:
@@ -387,9 +391,10 @@ class StageWorkflow:
         configuration = {key: self._resolve(value) for key, value in action.configuration.items()}
         state.resolved_configuration = configuration
         provider = action.action_type_id.provider
-        contract = PROVIDERS.get(provider)
-        if contract is None:  # validation refuses unknown providers; this guards a hand-made input
+        registered = PROVIDERS.get(provider)
+        if registered is None:  # validation refuses unknown providers; this guards a hand-made input
             raise ActionFailed("ConfigurationError", f"provider '{provider}' is not supported")
+        contract = registered.for_category(action.action_type_id.category)
         run = contract.activity
         if run is None:  # a durable wait for a decision, not an activity
             return await self._wait_for_approval(action, state, configuration)
@@ -402,6 +407,8 @@ class StageWorkflow:
             revision_override=override.revision_value if override else None,
             resolve=self._resolve,
             artifact=lambda name: self._artifact(action, name),
+            pipeline_role_arn=self._input.pipeline_role_arn,
+            revision_type=override.revision_type if override else None,
         )
         activity_input = run.build_input(request)
         self._register_compensation(contract, request, activity_input)

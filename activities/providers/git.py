@@ -27,9 +27,10 @@ from temporalio.exceptions import ApplicationError
 from activities.process import kill_process_group, start_process_group
 from activities.providers.commands import workspace_key
 from conveyor.model import ActionOutcome, ArtifactRef, GitSourceInput, SourceRevision
+from conveyor.providers.contract import PolledRevision, PollRequest
 from conveyor.providers.git import ACTIVITY
 from conveyor.settings import Settings
-from conveyor.stores.artifacts import ArtifactError, ArtifactStore
+from conveyor.stores.artifacts import ArtifactError, ArtifactStore, store_for_outputs
 from conveyor.text import shorten
 
 HEARTBEAT_SECONDS = 2.0
@@ -152,7 +153,8 @@ class GitProvider:
             return []
         await asyncio.to_thread(shutil.rmtree, clone_dir / ".git")  # the artifact is the work tree only
         try:
-            ref = await asyncio.to_thread(self.store.put, input.output_artifact, clone_dir, ["**/*"])
+            store = store_for_outputs(self.store, input.context.artifact_stores)
+            ref = await asyncio.to_thread(store.put, input.output_artifact, clone_dir, ["**/*"])
         except ArtifactError as exc:
             raise ApplicationError(str(exc), type="ArtifactError", non_retryable=True) from exc
         return [ref]
@@ -200,6 +202,19 @@ def _remove_workspace(workspace: Path) -> None:
     shutil.rmtree(workspace, ignore_errors=True)
     with contextlib.suppress(OSError):
         workspace.parent.rmdir()
+
+
+async def current_revision(settings: Settings, request: PollRequest) -> PolledRevision:
+    """The poll: the branch's head commit, read with `git ls-remote` (an execution starts for a commit never seen)."""
+    repository = request.configuration["RepositoryUrl"]
+    branch = request.configuration.get("BranchName", "HEAD")
+    ref = branch if branch == "HEAD" else f"refs/heads/{branch}"
+    result = await run_git(["ls-remote", "--", repository, ref], Path.cwd(), git_environment(os.environ))
+    line = result.stdout.split("\n", 1)[0].split()
+    if result.returncode != 0 or not line:
+        problem = result.first_error_line if result.stderr.strip() else f"no branch '{branch}'"
+        raise ApplicationError(f"cannot read {repository} {branch}: {problem}", type="SourceNotFound")
+    return PolledRevision(revision_id=line[0], detail=f"{branch} at {line[0][:12]}")
 
 
 def activities(settings: Settings, store: ArtifactStore) -> list[Callable[..., Any]]:

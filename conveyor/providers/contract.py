@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from conveyor.interface import ActionCategory, ActionOwner
-from conveyor.model import ActionContext, ArtifactRef, CompensationStep
+from conveyor.aws.identity import AwsIdentity, action_identity
+from conveyor.interface import ActionCategory, ActionOwner, RevisionType
+from conveyor.model import ActionContext, ArtifactRef, CamelModel, CompensationStep
 
 if TYPE_CHECKING:
     from conveyor.spec.declaration import Action
@@ -30,8 +31,11 @@ class OutputVariables(StrEnum):
     """How a provider's output variables are known at declaration time."""
 
     FIXED = "fixed"  # the contract lists them (Git)
-    DYNAMIC = "dynamic"  # whatever the action's `outputVariables` lists (Commands; CodeBuild's exported variables)
+    DYNAMIC = "dynamic"  # whatever the action's `outputVariables` lists (Commands)
     CONFIGURATION = "configuration"  # its configuration keys (Noop)
+    # Known only when the action runs (CodeBuild's buildspec `env.exported-variables`): a reference to any key of
+    # its namespace is accepted at declaration time, and fails the referring action if the run did not export it.
+    RUN_TIME = "run_time"
 
 
 class KeyType(StrEnum):
@@ -48,6 +52,9 @@ class ConfigurationKey:
     name: str
     required: bool = False
     type: KeyType = KeyType.STRING
+    # A credential (GitHub's OAuthToken): the declaration may hold only `****`, a variable reference or a
+    # `{{resolve:...}}` reference, never the secret itself (it would be recorded in every execution's history).
+    secret: bool = False
 
     def problem(self, value: str) -> str | None:
         """Why a (literal, unresolved) value does not fit this key's type, or None."""
@@ -80,6 +87,12 @@ class ActionRequest:
     revision_override: str | None  # the execution's source revision override for this action
     resolve: Callable[[str], str]
     artifact: Callable[[str], ArtifactRef]
+    pipeline_role_arn: str | None = None  # the pipeline's `roleArn` (used only by a worker configured for AWS)
+    revision_type: str | None = None  # the override's revisionType
+
+    def aws_identity(self) -> AwsIdentity:
+        """The identity an AWS-calling action runs as (role ARNs and region: no credentials)."""
+        return action_identity(self.context, self.action.role_arn, self.pipeline_role_arn, self.action.region)
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,32 @@ class ActivityCall:
     timeout: timedelta
 
 
+class PollRequest(CamelModel):
+    """What a source's poll reads: the action's configuration (pipeline variables at their defaults)."""
+
+    pipeline_name: str
+    action_name: str
+    configuration: dict[str, str]
+    identity: AwsIdentity | None = None  # AWS sources: the role and region to read with
+
+
+class PolledRevision(CamelModel):
+    """A source's current revision, as a poll found it: an unseen one starts an execution."""
+
+    revision_id: str
+    detail: str  # the trigger's detail: "main at 1a2b3c4d5e6f", "s3://bucket/key version ..."
+
+
+@dataclass(frozen=True)
+class SourcePoll:
+    """How a source is polled (PollForSourceChanges): `function` in the provider's activities module,
+    `async def <function>(settings, PollRequest) -> PolledRevision`, reads its current revision; the execution
+    started for it carries that revision as an override of `revision_type`."""
+
+    revision_type: RevisionType
+    function: str = "current_revision"
+
+
 @dataclass(frozen=True)
 class ProviderContract:
     name: str  # actionTypeId.provider
@@ -139,6 +178,22 @@ class ProviderContract:
     waits_for_approval: bool = False  # Manual: a durable wait for a decision, not an activity
     # Output variables that name who wrote a source revision (a Git source's AuthorEmail): separation of duties.
     author_variables: tuple[str, ...] = ()
+    # Problems of a configuration that the keys' types cannot say (a key required by another's value): (key, why).
+    configuration_check: Callable[[Mapping[str, str]], list[tuple[str, str]]] | None = None
+    # A source: the revision override types it takes (the first is its own), and how it is polled.
+    revision_types: tuple[RevisionType, ...] = ()
+    poll: SourcePoll | None = None
+    # Contracts of the same provider name for other categories (S3: Source here, Deploy in a variant).
+    variants: tuple[ProviderContract, ...] = ()
+
+    def for_category(self, category: ActionCategory) -> ProviderContract:
+        """The contract an action of this provider and `category` follows."""
+        return next((v for v in self.variants if category in v.categories), self)
+
+    @property
+    def own_categories(self) -> tuple[ActionCategory, ...]:
+        """Its categories less those its variants serve."""
+        return tuple(c for c in self.categories if all(c not in v.categories for v in self.variants))
 
     @property
     def retried_failures(self) -> frozenset[str]:
@@ -153,8 +208,11 @@ class ProviderContract:
     def required_keys(self) -> frozenset[str]:
         return frozenset(key.name for key in self.configuration or () if key.required)
 
-    def exported_variables(self, action: Action) -> frozenset[str]:
-        """The variables an action of this provider exports, as references to its namespace may use them."""
+    def exported_variables(self, action: Action) -> frozenset[str] | None:
+        """The variables an action of this provider exports, as references to its namespace may use them;
+        None when they are known only at run time (any key may be referenced)."""
+        if self.output_variables == OutputVariables.RUN_TIME:
+            return None
         if self.output_variables == OutputVariables.CONFIGURATION:
             return frozenset(action.configuration)
         if self.output_variables == OutputVariables.DYNAMIC:

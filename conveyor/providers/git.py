@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conveyor.interface import ActionCategory, ActionOwner
+from conveyor.interface import ActionCategory, ActionOwner, RevisionType
 from conveyor.model import GitSourceInput
 from conveyor.providers.contract import (
     ActionRequest,
@@ -12,6 +12,7 @@ from conveyor.providers.contract import (
     ConfigurationKey,
     ProviderActivity,
     ProviderContract,
+    SourcePoll,
 )
 
 ACTIVITY = "git_source"
@@ -56,6 +57,8 @@ GIT = ProviderContract(
     default_timeout=timedelta(hours=1),
     transient_errors=frozenset({"GitError"}),  # network or server trouble
     author_variables=("AuthorEmail", "AuthorName"),
+    revision_types=(RevisionType.COMMIT_ID,),
+    poll=SourcePoll(revision_type=RevisionType.COMMIT_ID),
     activity=ProviderActivity(
         name=ACTIVITY, input_type=GitSourceInput, build_input=build_input, module="activities.providers.git"
     ),

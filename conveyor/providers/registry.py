@@ -9,17 +9,21 @@ from conveyor.interface import ActionCategory
 from conveyor.model import ActionContext, CompensationStep
 from conveyor.providers.commands import COMMANDS
 from conveyor.providers.contract import ActivityCall, OutputVariables, ProviderContract
+from conveyor.providers.ecr import ECR
 from conveyor.providers.git import GIT
 from conveyor.providers.manual import MANUAL
 from conveyor.providers.noop import NOOP
+from conveyor.providers.s3 import S3
 
 PROVIDERS: Mapping[str, ProviderContract] = {
     contract.name: contract
     for contract in (
         COMMANDS,
+        ECR,
         GIT,
         MANUAL,
         NOOP,
+        S3,
     )
 }
 
@@ -46,15 +50,22 @@ def provider_table() -> str:
     """README's "### Providers" table, rendered from the registry (tests/test_providers_registry.py keeps
     README equal to it)."""
     rows = ["| provider | category | what it does |", "|---|---|---|"]
-    for contract in PROVIDERS.values():
-        rows.append(f"| `{contract.name}` | {_categories(contract)} | {_summary(contract)} |")
+    for registered in PROVIDERS.values():
+        for contract in (registered, *registered.variants):  # a variant: the same name, its own row
+            rows.append(f"| `{contract.name}` | {_categories(contract)} | {_summary(contract)} |")
     return "\n".join(rows)
+
+
+def all_contracts() -> list[ProviderContract]:
+    """Every contract: the registered ones and their variants (other categories of the same provider)."""
+    return [contract for registered in PROVIDERS.values() for contract in (registered, *registered.variants)]
 
 
 def _categories(contract: ProviderContract) -> str:
     if set(contract.categories) == set(ActionCategory):
         return "any"
-    others = [c.value for c in ActionCategory if c in contract.categories and c != contract.default_category]
+    own = contract.own_categories
+    others = [c.value for c in ActionCategory if c in own and c != contract.default_category]
     return contract.default_category.value + (f" (also {', '.join(others)})" if others else "")
 
 

@@ -10,7 +10,16 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 
@@ -19,6 +28,32 @@ from conveyor.providers.registry import PROVIDERS
 
 # Declared here too: the declaration's own vocabulary.
 __all__ = ["ActionCategory", "ActionOwner", "ExecutionMode", "RetryMode"]
+
+
+def as_codepipeline_string(value: Any) -> Any:
+    """A YAML/JSON boolean or number where CodePipeline takes a string, as CodePipeline reads it:
+    `true` -> "true", `1` -> "1". Anything else is left for the field's own check."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _configuration_strings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: as_codepipeline_string(item) for key, item in value.items()}
+    return value
+
+
+# What an editor may accept where CodePipeline takes a string.
+_STRINGLY_SCHEMA: dict[str, Any] = {"type": ["string", "boolean", "number"]}
+# A configuration map: string values, written as strings, booleans or numbers.
+Configuration = Annotated[
+    dict[str, str],
+    BeforeValidator(_configuration_strings),
+    WithJsonSchema({"type": "object", "additionalProperties": _STRINGLY_SCHEMA}),
+]
 
 
 class DeclarationModel(BaseModel):
@@ -90,6 +125,10 @@ class ActionExtension(DeclarationModel):
     retry: RetryPolicyExtension | None = None
     rollback: list[str] = Field(default_factory=list, max_length=50)
     approval: ApprovalPolicy | None = None
+    # A CodeBuild project's inline buildspec, carried over by `conveyor import` from the project defined beside
+    # the pipeline (CloudFormation `Source.BuildSpec`, Terraform `source { buildspec }`): what the local CodeBuild
+    # runner runs for this action instead of the source's buildspec.yml.
+    buildspec: Annotated[str, StringConstraints(min_length=1, max_length=100_000)] | None = None
 
 
 class StageExtension(DeclarationModel):
@@ -159,7 +198,12 @@ class OutputArtifact(DeclarationModel):
 
 class EnvironmentVariable(DeclarationModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-    value: Annotated[str, StringConstraints(max_length=2_000)]
+    value: Annotated[
+        str,
+        StringConstraints(max_length=2_000),
+        BeforeValidator(as_codepipeline_string),
+        WithJsonSchema(_STRINGLY_SCHEMA | {"maxLength": 2_000}),
+    ]
     type: EnvironmentVariableType = EnvironmentVariableType.PLAINTEXT
 
 
@@ -167,7 +211,7 @@ class Action(DeclarationModel):
     name: StageOrActionName
     action_type_id: ActionTypeId
     run_order: int = Field(default=1, ge=1, le=999)
-    configuration: dict[str, str] = Field(default_factory=dict)
+    configuration: Configuration = Field(default_factory=dict)
     commands: list[Annotated[str, StringConstraints(min_length=1, max_length=1_000)]] | None = Field(
         default=None, min_length=1, max_length=50
     )
@@ -221,7 +265,7 @@ class RuleTypeId(DeclarationModel):
 class Rule(DeclarationModel):
     name: StageOrActionName
     rule_type_id: RuleTypeId
-    configuration: dict[str, str] = Field(default_factory=dict)
+    configuration: Configuration = Field(default_factory=dict)
     commands: list[str] | None = None
     input_artifacts: list[InputArtifact] = Field(default_factory=list)
     region: str | None = None

@@ -13,9 +13,9 @@ import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from conveyor.providers.contract import OutputVariables, ProviderContract
 from conveyor.providers.registry import PROVIDERS
@@ -39,6 +39,19 @@ from conveyor.variables import (
     references,
 )
 
+# How `aws codepipeline get-pipeline` prints a secret configuration value: the action uses the credential
+# configured for the worker.
+MASKED_SECRET = "****"
+# CodePipeline's own secret configuration keys, whatever the provider (GitHub version 1's OAuthToken); a
+# provider's contract marks its others (`ConfigurationKey.secret`).
+SECRET_KEYS = frozenset({"OAuthToken"})
+CREDENTIALS_ADVICE = (
+    "write '****' (or a {{resolve:secretsmanager:...}} reference) and give the credential to the worker: "
+    "its environment or its connections configuration (README: Importing CloudFormation and Terraform, "
+    "Credentials)"
+)
+# The one provider a `conveyor.buildspec` is for (the local CodeBuild runner).
+BUILDSPEC_PROVIDER = "CodeBuild"
 MAX_ACTIONS_PER_PIPELINE = 500
 AFTER_EVERY_ACTION = 10**6  # a runOrder later than any action's
 PULL_REQUEST_EVENTS = ("OPEN", "UPDATED", "CLOSED")
@@ -129,9 +142,11 @@ def _from_pydantic(err: Any) -> SpecIssue:
     loc = [part for part in err["loc"] if not (isinstance(part, str) and part.startswith("function-"))]
     kind = err["type"]
     if kind == "extra_forbidden":
-        message = (
-            f"unknown field '{loc[-1]}': check its spelling (CodePipeline's fields are camelCase); "
-            "Conveyor's own settings go under 'conveyor'"
+        guess = _closest(str(loc[-1]), _fields_at(Pipeline, loc[:-1]))
+        message = f"unknown field '{loc[-1]}': " + (
+            f"did you mean '{guess}'?"
+            if guess
+            else "check its spelling (CodePipeline's fields are camelCase); Conveyor's own settings go under 'conveyor'"
         )
     elif kind == "missing":
         message = "required field is missing"
@@ -147,6 +162,44 @@ def _from_pydantic(err: Any) -> SpecIssue:
         if "input" in err and not isinstance(err["input"], (dict, list)):
             message += f" (got {_quoted(err['input'])})"
     return SpecIssue(format_path(loc), message)
+
+
+def _fields_at(model: type[BaseModel], loc: Iterable[Any]) -> list[str]:
+    """The field names (aliases) of the declaration model at `loc` (a pydantic error location), for a
+    "did you mean"; empty when the location does not lead to a model."""
+    annotation: Any = model
+    for part in loc:
+        annotation_before, annotation = annotation, _model_of(annotation)
+        if annotation is None:
+            return []
+        if isinstance(part, int) or _holds_mapping(annotation_before):
+            continue  # an item of a list or a key of a mapping: `_model_of` already looked inside it
+        fields = {info.alias or name: info for name, info in annotation.model_fields.items()}
+        info = fields.get(part)
+        if info is None:
+            return []
+        annotation = info.annotation
+    found = _model_of(annotation)
+    return [] if found is None else [info.alias or name for name, info in found.model_fields.items()]
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation holds: itself, or inside Optional, list, dict or Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = get_origin(annotation)
+    if origin is None:
+        return None
+    for arg in get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _holds_mapping(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    return origin is dict or (origin is not None and any(_holds_mapping(a) for a in get_args(annotation)))
 
 
 def _quoted(value: Any) -> str:
@@ -168,11 +221,39 @@ def _check_structure(pipeline: Pipeline, report: ValidationReport) -> None:
     _check_triggers(pipeline, errors)
     _check_skippable_outputs(pipeline, errors)
     _check_not_yet_supported(pipeline, report)
+    _check_secrets(pipeline, report)
     total = sum(len(stage.actions) for stage in pipeline.stages)
     if total > MAX_ACTIONS_PER_PIPELINE:
         errors.append(
             SpecIssue("stages", f"{total} actions in the pipeline; at most {MAX_ACTIONS_PER_PIPELINE} are allowed")
         )
+
+
+def _check_secrets(pipeline: Pipeline, report: ValidationReport) -> None:
+    """A literal secret in a secret-bearing configuration key is refused (it would be recorded in every
+    execution's history); get-pipeline's `****` is accepted, with a warning saying where the secret comes from.
+    The value itself is never repeated in a message."""
+    for si, ai, _stage, action in pipeline.all_actions():
+        contract = PROVIDERS.get(action.action_type_id.provider)
+        marked = {key.name for key in (contract.configuration or ()) if key.secret} if contract else set()
+        for name, value in action.configuration.items():
+            where = f"stages[{si}].actions[{ai}].configuration.{name}"
+            if value == MASKED_SECRET:
+                report.warnings.append(
+                    SpecIssue(
+                        where,
+                        "'****' (a secret as get-pipeline prints it) uses the credential configured for the worker",
+                    )
+                )
+            elif (name in SECRET_KEYS or name in marked) and not _secret_reference(value):
+                report.errors.append(
+                    SpecIssue(where, f"'{name}' holds a literal secret: a declaration must not; {CREDENTIALS_ADVICE}")
+                )
+
+
+def _secret_reference(value: str) -> bool:
+    """A value that names where a secret is rather than holding it."""
+    return "#{" in value or value.startswith("{{resolve:")
 
 
 def _check_unique_names(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
@@ -266,6 +347,7 @@ def _check_providers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
                     f"provider '{type_id.provider}' cannot have category '{type_id.category.value}'; use {allowed}",
                 )
             )
+        contract = contract.for_category(type_id.category)  # S3: Source and Deploy are two contracts
         errors += _configuration_issues(contract, action, where)
         errors += _shape_issues(contract, action, where)
         errors += _extension_issues(contract, action, where)
@@ -297,6 +379,9 @@ def _configuration_issues(contract: ProviderContract, action: Action, where: str
         issues.append(
             SpecIssue(f"{where}.configuration", f"provider '{contract.name}' needs configuration key '{name}'")
         )
+    if contract.configuration_check is not None:
+        for name, problem in contract.configuration_check(action.configuration):
+            issues.append(SpecIssue(f"{where}.configuration.{name}", f"provider '{contract.name}': {name} {problem}"))
     return issues
 
 
@@ -382,6 +467,8 @@ def _extension_issues(contract: ProviderContract, action: Action, where: str) ->
                         f"'{source}' is not a decision source; use {', '.join(DECISION_SOURCES)}",
                     )
                 )
+    if action.conveyor.buildspec is not None and contract.name != BUILDSPEC_PROVIDER:
+        errors.append(SpecIssue(f"{where}.conveyor.buildspec", f"a buildspec is for '{BUILDSPEC_PROVIDER}' actions"))
     if action.conveyor.rollback and not (contract.compensation and contract.compensation.takes_rollback_commands):
         errors.append(SpecIssue(f"{where}.conveyor.rollback", f"rollback commands are for {_rollbacks()} actions"))
     for ei, env in enumerate(action.environment_variables):
@@ -461,7 +548,9 @@ def _action_texts(action: Action) -> list[tuple[str, str]]:
 
 def _exported_variables(action: Action) -> frozenset[str] | None:
     contract = PROVIDERS.get(action.action_type_id.provider)
-    return None if contract is None else contract.exported_variables(action)  # None: already reported
+    if contract is None:
+        return None  # already reported
+    return contract.for_category(action.action_type_id.category).exported_variables(action)  # None: already reported
 
 
 def _check_namespaces_and_variables(pipeline: Pipeline, errors: list[SpecIssue]) -> None:

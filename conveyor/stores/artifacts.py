@@ -6,13 +6,19 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tempfile
+import threading
+import zipfile
 from pathlib import Path
 from typing import Protocol
 
-from conveyor.model import ArtifactRef
-from conveyor.settings import Settings
-from conveyor.stores.archive import ArtifactError, UnsafeArchiveError, pack, unpack
+import boto3
+
+from conveyor.model import ArtifactLocation, ArtifactRef
+from conveyor.settings import S3Location, Settings
+from conveyor.stores.archive import ArtifactError, UnsafeArchiveError, pack, sha256_file, unpack
+from conveyor.stores.s3 import S3ArtifactStore, parse_object_url
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
 _FILE_MODE = 0o644
@@ -26,11 +32,16 @@ _MAX_LINK_HOPS = 40  # like the kernel's ELOOP limit
 
 
 class ArtifactStore(Protocol):
-    """Where artifacts live; the local directory store and (later) S3 implement it."""
+    """Where artifacts live; the local directory store and S3 (conveyor.stores.s3) implement it."""
 
     def put(self, name: str, source_dir: Path, files: list[str]) -> ArtifactRef: ...
 
     def extract(self, ref: ArtifactRef, dest: Path) -> None: ...
+
+    # A zip made elsewhere (an S3 source's object), stored as it is; and an artifact's zip, as it is stored.
+    def put_archive(self, name: str, archive: Path) -> ArtifactRef: ...
+
+    def get_archive(self, ref: ArtifactRef, dest: Path) -> None: ...
 
     def put_document(self, digest: str, text: str) -> None: ...
 
@@ -41,8 +52,101 @@ class ArtifactStore(Protocol):
     def get_coordinator_state(self, pipeline: str) -> str | None: ...
 
 
-def store_from_settings(settings: Settings) -> ArtifactStore:
-    return LocalArtifactStore(settings.artifacts_dir)
+def store_from_settings(settings: Settings) -> ConfiguredArtifactStore:
+    """The store the settings name (CONVEYOR_ARTIFACT_STORE: S3, else the local one in the data directory)."""
+    return ConfiguredArtifactStore(settings)
+
+
+def store_for_outputs(store: ArtifactStore, declared: list[ArtifactLocation]) -> ArtifactStore:
+    """Where an action's output artifacts go (see ConfiguredArtifactStore.for_outputs); a bare store is used as is."""
+    return store.for_outputs(declared) if isinstance(store, ConfiguredArtifactStore) else store
+
+
+class ConfiguredArtifactStore:
+    """The configured store for writing; for reading, whichever store an ArtifactRef's location names.
+
+    A reader follows the ref (`file://` -> the local store, by digest; `s3://bucket/key` -> that object), not its own
+    configuration, so a retry, a rollback or the next stage on another worker finds the artifact where it was put.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.local = LocalArtifactStore(settings.artifacts_dir)
+        self.tmp_dir = settings.data_dir / "tmp"
+        self.default: LocalArtifactStore | S3ArtifactStore = self.local
+        if settings.artifact_store is not None:
+            self.default = S3ArtifactStore(settings.artifact_store, settings.artifact_kms_key, tmp_dir=self.tmp_dir)
+        self._declared: dict[tuple[str, str, str | None, str | None], S3ArtifactStore] = {}
+        self._readers: dict[str, S3ArtifactStore] = {}
+        self._lock = threading.Lock()
+
+    def for_outputs(self, declared: list[ArtifactLocation]) -> ArtifactStore:
+        """Where an action's outputs go: the pipeline's declared S3 store when this worker is configured for AWS
+        (Settings.aws), else the configured store (an imported declaration still runs offline)."""
+        if not declared or not self.settings.aws:
+            return self
+        chosen = declared[0] if len(declared) == 1 else self._of_worker_region(declared)
+        key = (chosen.bucket, chosen.prefix, chosen.kms_key, chosen.region)
+        with self._lock:
+            store = self._declared.get(key)
+            if store is None:
+                location = S3Location(bucket=chosen.bucket, prefix=chosen.prefix)
+                store = S3ArtifactStore(location, chosen.kms_key, region=chosen.region, tmp_dir=self.tmp_dir)
+                self._declared[key] = store
+            return store
+
+    @staticmethod
+    def _of_worker_region(declared: list[ArtifactLocation]) -> ArtifactLocation:
+        region = boto3.session.Session().region_name
+        for location in declared:
+            if location.region == region:
+                return location
+        regions = ", ".join(sorted(str(location.region) for location in declared))
+        raise ArtifactError(
+            f"the pipeline declares artifactStores for {regions} but this worker's AWS region is {region or 'unset'}: "
+            "set AWS_DEFAULT_REGION on the worker or the action's region"
+        )
+
+    def put(self, name: str, source_dir: Path, files: list[str]) -> ArtifactRef:
+        return self.default.put(name, source_dir, files)
+
+    def extract(self, ref: ArtifactRef, dest: Path) -> None:
+        parsed = parse_object_url(ref.location)
+        if parsed is None:
+            self.local.extract(ref, dest)
+            return
+        self._reader(parsed[0]).extract(ref, dest)
+
+    def put_archive(self, name: str, archive: Path) -> ArtifactRef:
+        return self.default.put_archive(name, archive)
+
+    def get_archive(self, ref: ArtifactRef, dest: Path) -> None:
+        parsed = parse_object_url(ref.location)
+        if parsed is None:
+            self.local.get_archive(ref, dest)
+            return
+        self._reader(parsed[0]).get_archive(ref, dest)
+
+    def _reader(self, bucket: str) -> S3ArtifactStore:
+        if isinstance(self.default, S3ArtifactStore) and self.default.location.bucket == bucket:
+            return self.default
+        with self._lock:
+            reader = self._readers.get(bucket)
+            if reader is None:
+                reader = self._readers[bucket] = S3ArtifactStore(S3Location(bucket=bucket), tmp_dir=self.tmp_dir)
+            return reader
+
+    def put_document(self, digest: str, text: str) -> None:
+        self.default.put_document(digest, text)
+
+    def get_document(self, digest: str) -> str:
+        return self.default.get_document(digest)
+
+    def put_coordinator_state(self, pipeline: str, text: str) -> None:
+        self.default.put_coordinator_state(pipeline, text)
+
+    def get_coordinator_state(self, pipeline: str) -> str | None:
+        return self.default.get_coordinator_state(pipeline)
 
 
 class LocalArtifactStore:
@@ -83,6 +187,37 @@ class LocalArtifactStore:
         if not archive.is_file():
             raise ArtifactError(f"artifact '{ref.name}' is missing from the store at {archive}")
         unpack(ref.name, archive, ref.digest, dest)
+
+    def put_archive(self, name: str, archive: Path) -> ArtifactRef:
+        """Store an existing zip unchanged (no re-packing): its digest is that of its bytes. Extraction
+        checks its entries as it checks every artifact's."""
+        if not zipfile.is_zipfile(archive):
+            raise ArtifactError(f"artifact '{name}': {archive.name} is not a zip archive")
+        digest = f"sha256:{sha256_file(archive)}"
+        final = self.path_for(digest)
+        if not final.exists():
+            tmp_dir = self.root / "tmp"
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, suffix=".zip")
+            try:
+                with os.fdopen(fd, "wb") as out, archive.open("rb") as source:
+                    shutil.copyfileobj(source, out, _CHUNK)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp_name, final)
+            except BaseException:
+                Path(tmp_name).unlink(missing_ok=True)
+                raise
+        return ArtifactRef(name=name, digest=digest, location=final.as_uri(), size=final.stat().st_size)
+
+    def get_archive(self, ref: ArtifactRef, dest: Path) -> None:
+        """Copy the artifact's zip to `dest`, refusing it unless its content has the reference's digest."""
+        archive = self.path_for(ref.digest)
+        if not archive.is_file():
+            raise ArtifactError(f"artifact '{ref.name}' is missing from the store at {archive}")
+        shutil.copyfile(archive, dest)
+        if f"sha256:{sha256_file(dest)}" != ref.digest:
+            dest.unlink(missing_ok=True)
+            raise ArtifactError(f"artifact '{ref.name}' is corrupt or was changed: digest mismatch")
 
     # --- documents: pipeline declarations, stored by the digest of their canonical JSON -----------
 
@@ -141,4 +276,12 @@ class LocalArtifactStore:
             return None
 
 
-__all__ = ["ArtifactError", "ArtifactStore", "LocalArtifactStore", "UnsafeArchiveError", "store_from_settings"]
+__all__ = [
+    "ArtifactError",
+    "ArtifactStore",
+    "ConfiguredArtifactStore",
+    "LocalArtifactStore",
+    "UnsafeArchiveError",
+    "store_for_outputs",
+    "store_from_settings",
+]

@@ -1,0 +1,154 @@
+"""boto3 sessions for the identity an action runs as, and AWS errors turned into action errors.
+
+The worker's own credentials come from boto3's standard chain (environment, shared files, container or instance
+roles); endpoints from `AWS_ENDPOINT_URL` and its per-service variants, which boto3 reads itself. A role is
+assumed through STS with the execution's session name and the credentials are kept in this worker process only,
+until shortly before they expire: they never enter an activity's input or result, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+from temporalio.exceptions import ApplicationError
+
+from conveyor.aws.identity import AwsIdentity
+from conveyor.settings import Settings
+from conveyor.text import shorten
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecr import ECRClient
+    from mypy_boto3_s3 import S3Client
+
+ROLE_DURATION_SECONDS = 3600
+REFRESH_BEFORE = timedelta(minutes=5)  # an assumed role is assumed again this long before it expires
+
+ACCESS_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
+TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+    }
+)
+# Errors whose AWS message may quote the request's signature material: only their code is shown.
+_SIGNATURE_CODES = frozenset({"SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidClientTokenId", "InvalidToken"})
+_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b")
+
+
+@dataclass(frozen=True)
+class _Assumed:
+    session: boto3.session.Session
+    expires: datetime
+
+
+class AwsSessions:
+    """One per worker: sessions per (role, session name, region), roles assumed once and reused until they are
+    close to expiry."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._assumed: dict[tuple[str, str, str | None], _Assumed] = {}
+        self._lock = threading.Lock()
+
+    def s3(self, identity: AwsIdentity, action: str) -> S3Client:
+        return self.session(identity, action).client("s3")
+
+    def ecr(self, identity: AwsIdentity, action: str) -> ECRClient:
+        return self.session(identity, action).client("ecr")
+
+    def role(self, identity: AwsIdentity) -> str | None:
+        return identity.role_for(self.settings.aws)
+
+    def session(self, identity: AwsIdentity, action: str) -> boto3.session.Session:
+        """The session to call AWS with for `action` (blocking: call it from a thread)."""
+        role = self.role(identity)
+        if role is None:
+            return boto3.session.Session(region_name=identity.region)
+        key = (role, identity.session_name, identity.region)
+        with self._lock:
+            cached = self._assumed.get(key)
+            if cached is not None and cached.expires - REFRESH_BEFORE > datetime.now(UTC):
+                return cached.session
+        assumed = self._assume(role, identity, action)
+        with self._lock:
+            self._assumed[key] = assumed
+        return assumed.session
+
+    def _assume(self, role: str, identity: AwsIdentity, action: str) -> _Assumed:
+        sts = boto3.session.Session(region_name=identity.region).client("sts")
+        with aws_errors(action, "sts:AssumeRole", None, target=role):
+            response = sts.assume_role(
+                RoleArn=role, RoleSessionName=identity.session_name, DurationSeconds=ROLE_DURATION_SECONDS
+            )
+        credentials = response["Credentials"]
+        session = boto3.session.Session(
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials["SessionToken"],
+            region_name=identity.region,
+        )
+        expires = credentials["Expiration"]
+        return _Assumed(session, expires if expires.tzinfo else expires.replace(tzinfo=UTC))
+
+
+@contextmanager
+def aws_errors(action: str, call: str, role: str | None, *, target: str | None = None) -> Iterator[None]:
+    """AWS failures of `call` (e.g. `s3:PutObject`) as the action's errors: AccessDenied (non-retryable) naming
+    the action, the role and the call; throttling and 5xx as AwsUnavailable (retryable); a missing resource as
+    AwsNotFound and anything else as AwsError (both non-retryable). Messages carry no credentials."""
+    who = f"role {role}" if role else "the worker's credentials"
+    on = f" on {target}" if target else ""
+    try:
+        yield
+    except ClientError as err:
+        error = err.response.get("Error", {})
+        code = str(error.get("Code") or "")
+        status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code in ACCESS_DENIED_CODES or status == 403 or code in _SIGNATURE_CODES:
+            detail = "" if code in ACCESS_DENIED_CODES or not code else f" ({code})"
+            raise ApplicationError(
+                f"action '{action}': access denied calling {call}{on} as {who}{detail}",
+                type="AccessDenied",
+                non_retryable=True,
+            ) from None
+        message = "" if code in _SIGNATURE_CODES else _KEY_ID.sub("****", str(error.get("Message") or ""))
+        text = f"action '{action}': {call}{on} failed as {who}: {code or status}" + (
+            f": {shorten(message, 300)}" if message else ""
+        )
+        if code in TRANSIENT_CODES or status >= 500:
+            raise ApplicationError(text, type="AwsUnavailable") from None
+        not_found = status == 404 or code.startswith("NoSuch") or code.endswith("NotFoundException")
+        raise ApplicationError(text, type="AwsNotFound" if not_found else "AwsError", non_retryable=True) from None
+    except NoCredentialsError:
+        raise ApplicationError(
+            f"action '{action}': no AWS credentials for {call}: give the worker some through boto3's standard chain "
+            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance or container role)",
+            type="AwsCredentials",
+            non_retryable=True,
+        ) from None
+    except EndpointConnectionError as err:
+        raise ApplicationError(
+            f"action '{action}': {call} could not reach {err.kwargs.get('endpoint_url', 'AWS')}", type="AwsUnavailable"
+        ) from None
+    except BotoCoreError as err:
+        text = _KEY_ID.sub("****", str(err))
+        raise ApplicationError(f"action '{action}': {call} failed: {shorten(text, 300)}", type="AwsError") from None

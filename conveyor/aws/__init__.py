@@ -1,0 +1,1 @@
+"""What the foundation knows about AWS: which identity an action uses (pure; the sessions are activities')."""

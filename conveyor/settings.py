@@ -39,6 +39,20 @@ def _positive_number(env: Mapping[str, str], name: str, default: float, unit: st
     return value
 
 
+def _non_negative_number(env: Mapping[str, str], name: str, default: float, unit: str) -> float:
+    """A finite number of at least 0 from the environment, or SettingsError naming the variable."""
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise SettingsError(f"{name}='{raw}': write a number of {unit} of at least 0, e.g. {name}={default:g}")
+    return value
+
+
 class Settings(BaseModel):
     """Process-wide settings; every field has an environment variable."""
 
@@ -55,6 +69,10 @@ class Settings(BaseModel):
     # Configured for AWS (CONVEYOR_AWS): the declaration's pipeline-level `roleArn` (and artifact stores) apply.
     # Off, an imported declaration runs offline on the embedded defaults.
     aws: bool = False
+    # Garbage collection (conveyor.gc): closed executions are retained this long after they closed, and
+    # nothing is removed that was used (stored, found, read) more recently than the minimum age.
+    retain_days: float = 30.0
+    gc_min_age_minutes: float = 60.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -72,6 +90,8 @@ class Settings(BaseModel):
             ),
             coordinator_idle_minutes=_positive_number(env, "CONVEYOR_COORDINATOR_IDLE_MINUTES", 10.0, "minutes"),
             aws=(env.get("CONVEYOR_AWS", "").lower() in ("1", "true", "yes")),
+            retain_days=_non_negative_number(env, "CONVEYOR_RETAIN_DAYS", 30.0, "days"),
+            gc_min_age_minutes=_positive_number(env, "CONVEYOR_GC_MIN_AGE_MINUTES", 60.0, "minutes"),
         )
 
     @property

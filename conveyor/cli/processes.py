@@ -26,6 +26,7 @@ from conveyor.connection import (
     retention,
 )
 from conveyor.devserver import EmbeddedServer
+from conveyor.gc_schedule import SCHEDULE_ID, ensure_gc_schedule
 from conveyor.logging import configure_logging
 
 # --- long-lived processes -----------------------------------------------------------------------------
@@ -88,6 +89,8 @@ async def _worker(min_retention_days: int) -> int:
                 say(f"  {line}", to=errors)
             return 1
     say(f"Worker on {resolve_address(config)} namespace {config.temporal_namespace} task queue {config.task_queue}")
+    if await ensure_gc_schedule(temporal, config.task_queue):
+        say(f"Created the daily garbage collection schedule '{SCHEDULE_ID}' (see `conveyor gc --schedule`)")
     await run_worker(temporal, config)
     return 0
 

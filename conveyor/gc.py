@@ -14,6 +14,7 @@ entry's last use and `delete` checks it again, so an artifact packed a moment ag
 that no state names yet, or one a put has just deduplicated against, is never removed. Logs of
 executions no longer retained and workspaces a killed worker left behind go by the same minimum age.
 
+Only executions of the task queue (`CONVEYOR_TASK_QUEUE`) count: their workers write this store.
 Used by `conveyor gc` (in the command's process) and by the `collect_garbage` activity (the daily
 schedule, conveyor.gc_schedule).
 """
@@ -41,10 +42,10 @@ from conveyor.memo import state_from_memo
 from conveyor.model import CamelModel, ExecutionState, StageState, StageStatus
 from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactStore, StoredKind, StoreEntry
-from conveyor.visibility import EXECUTIONS
+from conveyor.visibility import EXECUTIONS, quote
 
 QUERY_TIMEOUT = timedelta(seconds=5)
-COORDINATORS = f"WorkflowType = '{WorkflowType.COORDINATOR.value}'"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class GcKind(StrEnum):
@@ -99,16 +100,13 @@ class GcReport(CamelModel):
         )
 
 
-class GcRefused(RuntimeError):
-    """Garbage collection cannot know what an open execution needs; nothing was removed."""
-
-
 @dataclass
 class Marks:
     executions: set[tuple[str, str]] = field(default_factory=set)  # (pipeline, execution id) retained
     open_executions: set[str] = field(default_factory=set)  # execution ids whose workflow is open
     artifacts: set[str] = field(default_factory=set)
     documents: set[str] | None = field(default_factory=set)  # None: unknown, keep every document
+    keep_used_since: datetime | None = None  # a running stage's outputs are unknown: keep what it may have stored
     notes: list[str] = field(default_factory=list)
 
 
@@ -118,7 +116,8 @@ async def collect_garbage(
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(minutes=settings.gc_min_age_minutes)
     entries = await asyncio.to_thread(lambda: list(store.entries()))  # before the mark: see the module docstring
-    marks = await mark(client, store, retain_since=now - timedelta(days=settings.retain_days))
+    retain_since = now - timedelta(days=settings.retain_days)
+    marks = await mark(client, store, settings.task_queue, retain_since=retain_since)
     removed = await asyncio.to_thread(sweep, store, settings, entries, marks, cutoff=cutoff, dry_run=dry_run)
     return GcReport(dry_run=dry_run, removed=removed, retained_executions=len(marks.executions), notes=marks.notes)
 
@@ -138,11 +137,13 @@ class _Listed:
         return self.workflow.status == WorkflowExecutionStatus.RUNNING
 
 
-async def mark(client: Client, store: ArtifactStore, *, retain_since: datetime) -> Marks:
+async def mark(client: Client, store: ArtifactStore, task_queue: str, *, retain_since: datetime) -> Marks:
+    """The executions of `task_queue` (whose workers write this store) that are retained, and what they use."""
     marks = Marks()
+    on_queue = f" AND TaskQueue = '{quote(task_queue)}'"
     listed: dict[tuple[str, str], _Listed] = {}
     newest_success: dict[tuple[str, str], _Listed] = {}  # (pipeline, stage) -> rollback target
-    async for wf in client.list_workflows(EXECUTIONS):
+    async for wf in client.list_workflows(EXECUTIONS + on_queue):
         pipeline, execution_id = split_execution_workflow_id(wf.id)
         pipeline = wf.typed_search_attributes.get(sa.PIPELINE_NAME) or pipeline
         item = _Listed(pipeline, execution_id, wf, state_from_memo(await wf.memo()))
@@ -160,7 +161,7 @@ async def mark(client: Client, store: ArtifactStore, *, retain_since: datetime) 
     marks.executions |= {(item.pipeline, item.execution_id) for item in newest_success.values()}
 
     pipelines = {pipeline for pipeline, _ in listed}
-    async for wf in client.list_workflows(COORDINATORS):
+    async for wf in client.list_workflows(f"WorkflowType = '{WorkflowType.COORDINATOR.value}'" + on_queue):
         pipelines.add(wf.id)
     for pipeline in sorted(pipelines):
         await _mark_coordinator(client, store, pipeline, marks)
@@ -174,7 +175,7 @@ async def mark(client: Client, store: ArtifactStore, *, retain_since: datetime) 
         found = listed.get(key)
         if found is None or found.state is None:
             continue  # past the namespace's retention: nothing left that could use its artifacts
-        state = await _live(client, found) if found.is_open else found.state
+        state = await _live(client, found, marks) if found.is_open else found.state
         marks.artifacts |= set(referenced_digests(state))
     return marks
 
@@ -196,9 +197,10 @@ async def _mark_coordinator(client: Client, store: ArtifactStore, pipeline: str,
             marks.executions.add((pipeline, lock.last_succeeded.execution_id))
 
 
-async def _live(client: Client, item: _Listed) -> ExecutionState:
+async def _live(client: Client, item: _Listed, marks: Marks) -> ExecutionState:
     """An open execution's state with its stages in progress read from their workflows: the memo has a
-    stage's actions only once the stage ends, and an approval can wait for days after a build packed."""
+    stage's actions only once the stage ends, and an approval can wait for days after a build packed.
+    A stage that does not answer (no worker, a stuck workflow task) keeps every entry used since it began."""
     assert item.state is not None
     state = item.state.model_copy(deep=True)
     for index, stage in enumerate(state.stages):
@@ -206,15 +208,16 @@ async def _live(client: Client, item: _Listed) -> ExecutionState:
             continue
         workflow_id = stage_workflow_id(item.pipeline, item.execution_id, stage.stage_name)
         try:
-            live = await client.get_workflow_handle(workflow_id).query(
+            state.stages[index] = await client.get_workflow_handle(workflow_id).query(
                 Query.STATE, result_type=StageState, rpc_timeout=QUERY_TIMEOUT
             )
         except (RPCError, TimeoutError) as err:
-            raise GcRefused(
-                f"execution {item.pipeline}/{item.execution_id} is in stage {stage.stage_name}, whose state did not "
-                f"answer ({err}): nothing was removed; run gc while a worker runs"
-            ) from None
-        state.stages[index] = live
+            since = stage.started_at or _EPOCH
+            marks.keep_used_since = min(marks.keep_used_since or since, since)
+            marks.notes.append(
+                f"execution {item.pipeline}/{item.execution_id} is in stage {stage.stage_name}, which did not answer "
+                f"({err}): every artifact used since {since.isoformat()} kept"
+            )
     return state
 
 
@@ -242,6 +245,8 @@ def sweep(
     for entry in entries:
         marked = marks.artifacts if entry.kind == StoredKind.ARTIFACT else marks.documents
         if marked is None or entry.digest in marked or entry.last_used >= cutoff:
+            continue
+        if entry.kind == StoredKind.ARTIFACT and marks.keep_used_since and entry.last_used >= marks.keep_used_since:
             continue
         if dry_run or store.delete(entry, unused_since=cutoff):
             removed.append(Removed(kind=GcKind(entry.kind.value), name=entry.digest, size=entry.size))

@@ -12,8 +12,7 @@ from temporalio.service import RPCError
 from conveyor.cli.common import app, console, errors, fail, run_async, say, settings
 from conveyor.cli.render import literal, plural
 from conveyor.cli.session import connect_existing
-from conveyor.client import ConveyorError
-from conveyor.gc import GcKind, GcRefused, GcReport, collect_garbage
+from conveyor.gc import GcKind, GcReport, collect_garbage
 from conveyor.gc_schedule import DEFAULT_CRON, SCHEDULE_ID, ensure_gc_schedule
 from conveyor.stores.artifacts import store_from_settings
 
@@ -43,10 +42,7 @@ async def _gc(dry_run: bool) -> int:
     config = settings()
     session = await connect_existing(config)
     store = await asyncio.to_thread(store_from_settings, config)
-    try:
-        report = await collect_garbage(session.client.temporal, config, store, dry_run=dry_run)
-    except GcRefused as refused:
-        raise ConveyorError(str(refused)) from None
+    report = await collect_garbage(session.client.temporal, config, store, dry_run=dry_run)
     print_report(report)
     return 0
 

@@ -122,6 +122,16 @@ class ArtifactRef(CamelModel):
     size: int
 
 
+class ArtifactLocation(CamelModel):
+    """A pipeline's declared S3 artifact store (`artifactStore`, or its region's entry of `artifactStores`), carried to
+    its actions; a worker applies it only when configured for AWS (CONVEYOR_AWS), else it uses its own store."""
+
+    bucket: str
+    prefix: str = ""
+    kms_key: str | None = None  # the declaration's encryptionKey id (SSE-KMS)
+    region: str | None = None  # the artifactStores entry's region
+
+
 class SourceRevisionOverride(CamelModel):
     """CodePipeline's `sourceRevisions` entry of StartPipelineExecution."""
 
@@ -178,6 +188,8 @@ class ActionContext(CamelModel):
     action_name: str
     stage_attempt: int = 1
     action_attempt: int = 1  # a declared retry's attempt (a lost worker's retries are the activity's own)
+    # The pipeline's declared S3 stores for the action's outputs (conveyor.artifact_locations); empty: the worker's own.
+    artifact_stores: list[ArtifactLocation] = Field(default_factory=list)
 
     @property
     def idempotency_key(self) -> str:
@@ -521,6 +533,7 @@ class StageInput(CamelModel):
     source_revisions: list[SourceRevisionOverride] = Field(default_factory=list)
     default_heartbeat_seconds: int = 30
     pipeline_role_arn: str | None = None  # the declaration's `roleArn` (a worker configured for AWS assumes it)
+    artifact_stores: list[ArtifactLocation] = Field(default_factory=list)  # the declaration's S3 stores, if any
 
 
 class StageResult(CamelModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -53,6 +54,38 @@ def _non_negative_number(env: Mapping[str, str], name: str, default: float, unit
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A true/false switch from the environment, or SettingsError naming the variable."""
+    raw = env.get(name, "").strip()
+    if raw.lower() in ("", "0", "false", "no", "off"):
+        return False
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name}='{raw}': write true or false, e.g. {name}=true")
+
+
+class S3Location(BaseModel):
+    """A bucket and a key prefix (no leading or trailing slash) in S3."""
+
+    bucket: str
+    prefix: str = ""
+
+
+# The rules S3 puts on bucket names (3-63 lowercase letters, digits, dots and hyphens).
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+def parse_s3_url(name: str, raw: str) -> S3Location:
+    """`s3://bucket[/prefix]` -> S3Location, or SettingsError naming the variable `name`."""
+    example = f"{name}=s3://my-bucket/conveyor"
+    if not raw.startswith("s3://"):
+        raise SettingsError(f"{name}='{raw}': write an S3 URL, e.g. {example} (or leave it unset for the local store)")
+    bucket, _, prefix = raw.removeprefix("s3://").partition("/")
+    if not _BUCKET_RE.fullmatch(bucket):
+        raise SettingsError(f"{name}='{raw}': '{bucket}' is not a valid S3 bucket name, e.g. {example}")
+    return S3Location(bucket=bucket, prefix=prefix.strip("/"))
+
+
 class Settings(BaseModel):
     """Process-wide settings; every field has an environment variable."""
 
@@ -66,8 +99,9 @@ class Settings(BaseModel):
     # Seconds since a worker's last poll within which commands count it as present.
     worker_poll_window: float = DEFAULT_WORKER_POLL_WINDOW
     coordinator_idle_minutes: float = 10.0  # how long a coordinator with nothing to keep waits before it closes
-    # Configured for AWS (CONVEYOR_AWS): the declaration's pipeline-level `roleArn` (and artifact stores) apply.
-    # Off, an imported declaration runs offline on the embedded defaults.
+    artifact_store: S3Location | None = None  # None: the local store in the data directory
+    artifact_kms_key: str | None = None  # SSE-KMS key id/ARN/alias for the S3 store; None: the bucket's default
+    # The worker is configured for AWS: a declaration's artifactStore(s) and roleArn apply (offline they are ignored).
     aws: bool = False
     # Garbage collection (conveyor.gc): closed executions are retained this long after they closed, and
     # nothing is removed that was used (stored, found, read) more recently than the minimum age.
@@ -89,7 +123,9 @@ class Settings(BaseModel):
                 env, "CONVEYOR_WORKER_POLL_WINDOW", DEFAULT_WORKER_POLL_WINDOW, "seconds"
             ),
             coordinator_idle_minutes=_positive_number(env, "CONVEYOR_COORDINATOR_IDLE_MINUTES", 10.0, "minutes"),
-            aws=(env.get("CONVEYOR_AWS", "").lower() in ("1", "true", "yes")),
+            artifact_store=_artifact_store(env),
+            artifact_kms_key=_artifact_kms_key(env),
+            aws=_flag(env, "CONVEYOR_AWS"),
             retain_days=_non_negative_number(env, "CONVEYOR_RETAIN_DAYS", 30.0, "days"),
             gc_min_age_minutes=_positive_number(env, "CONVEYOR_GC_MIN_AGE_MINUTES", 60.0, "minutes"),
         )
@@ -105,6 +141,23 @@ class Settings(BaseModel):
     @property
     def workspaces_dir(self) -> Path:
         return self.data_dir / "workspaces"
+
+
+def _artifact_store(env: Mapping[str, str]) -> S3Location | None:
+    raw = env.get("CONVEYOR_ARTIFACT_STORE", "").strip()
+    return parse_s3_url("CONVEYOR_ARTIFACT_STORE", raw) if raw else None
+
+
+def _artifact_kms_key(env: Mapping[str, str]) -> str | None:
+    raw = env.get("CONVEYOR_ARTIFACT_KMS_KEY", "").strip()
+    if raw and not env.get("CONVEYOR_ARTIFACT_STORE", "").strip():
+        raise SettingsError(
+            f"CONVEYOR_ARTIFACT_KMS_KEY='{raw}' applies to the S3 artifact store only: set CONVEYOR_ARTIFACT_STORE "
+            "(e.g. s3://my-bucket/conveyor) or unset CONVEYOR_ARTIFACT_KMS_KEY"
+        )
+    if any(c.isspace() for c in raw):
+        raise SettingsError(f"CONVEYOR_ARTIFACT_KMS_KEY='{raw}': write a KMS key id, ARN or alias/NAME (no spaces)")
+    return raw or None
 
 
 def action_log_path(logs_dir: Path, pipeline: str, execution_id: str, stage: str, action: str) -> Path:

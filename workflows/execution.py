@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError, FailureE
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from conveyor.artifact_locations import declared_locations
     from conveyor.interface import (
         Activity,
         ConditionKind,
@@ -324,6 +325,7 @@ class PipelineExecutionWorkflow:
             source_revisions=self._input.source_revisions,
             pipeline_role_arn=pipeline.role_arn,
             default_heartbeat_seconds=pipeline.conveyor.heartbeat_timeout_seconds,
+            artifact_stores=declared_locations(pipeline),
             retry_mode=RetryMode(retry.retry_mode) if retry else None,
             started_by=state.started_by,
             source_authors=self._source_authors(),

@@ -20,6 +20,7 @@ from temporalio.workflow import ActivityCancellationType, ActivityHandle
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
+    from conveyor.artifact_locations import locations_for_action
     from conveyor.interface import (
         Activity,
         ApprovalOutcome,
@@ -378,6 +379,7 @@ class StageWorkflow:
             action_name=action.name,
             stage_attempt=self._input.attempt,
             action_attempt=self._action_state(action.name).attempt,
+            artifact_stores=locations_for_action(self._input.artifact_stores, action.region),
         )
 
     def _timeout(self, action: Action, default: timedelta) -> timedelta:

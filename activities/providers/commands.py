@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import structlog
 from pydantic import ValidationError
@@ -49,8 +49,9 @@ from activities.process import (
 )
 from conveyor.model import ActionContext, ActionOutcome, ArtifactRef, CommandsInput
 from conveyor.providers.commands import ACTIVITY
-from conveyor.settings import Settings, action_log_path
-from conveyor.stores.artifacts import ArtifactError, ArtifactStore
+from conveyor.settings import Settings
+from conveyor.stores.artifacts import ArtifactError, ArtifactStore, store_for_outputs
+from conveyor.stores.logs import LOG_FLUSH_SECONDS, ActionLogName, ActionLogWriter, attempt_label, open_action_log
 from conveyor.text import shorten
 
 HEARTBEAT_SECONDS = 2.0
@@ -179,10 +180,10 @@ class CommandsProvider:
             await asyncio.to_thread(self._prepare_workspace, input, workspace)
             env = build_environment(input, workspace, os.environ)
             await asyncio.to_thread(workspace.script.write_text, render_script(input.commands, workspace))
-            log_path = action_log_path(
-                self.settings.logs_dir, ctx.pipeline_name, ctx.execution_id, ctx.stage_name, ctx.action_name
-            )
-            await _run_script(input, workspace, env, log_path, attempt, log)
+            log_name = ActionLogName(ctx.pipeline_name, ctx.execution_id, ctx.stage_name, ctx.action_name)
+            log_label = attempt_label(attempt, activity.info().attempt)
+            log_file = await asyncio.to_thread(open_action_log, self.settings, log_name, log_label)
+            await _run_script(input, workspace, env, log_file, attempt, log)
             outcome = await self._collect_outputs(input, workspace)
         finally:
             await asyncio.to_thread(_remove_workspace, workspace)
@@ -209,9 +210,13 @@ class CommandsProvider:
     async def _collect_outputs(self, input: CommandsInput, workspace: Workspace) -> ActionOutcome:
         variables = await asyncio.to_thread(_read_output_variables, input.output_variables, workspace.env_dump)
         artifacts: list[ArtifactRef] = []
+        try:
+            store = store_for_outputs(self.store, input.context.artifact_stores)
+        except ArtifactError as exc:
+            raise non_retryable(str(exc), "ArtifactError") from exc
         for spec in input.output_artifacts:
             try:
-                artifacts.append(await asyncio.to_thread(self.store.put, spec.name, workspace.src, spec.files))
+                artifacts.append(await asyncio.to_thread(store.put, spec.name, workspace.src, spec.files))
             except ArtifactError as exc:
                 raise non_retryable(str(exc), "ArtifactError") from exc
         return ActionOutcome(
@@ -265,11 +270,9 @@ def _read_output_variables(names: list[str], env_dump: Path) -> dict[str, str]:
 
 
 async def _run_script(
-    input: CommandsInput, workspace: Workspace, env: dict[str, str], log_path: Path, attempt: int, log: Any
+    input: CommandsInput, workspace: Workspace, env: dict[str, str], log_file: ActionLogWriter, attempt: int, log: Any
 ) -> None:
     """Run the script in its own process group; raise ApplicationError unless it exits 0."""
-    await asyncio.to_thread(log_path.parent.mkdir, parents=True, exist_ok=True)
-    log_file = await asyncio.to_thread(open, log_path, "a", encoding="utf-8")
     try:
         await _write_lines(log_file, [f"[conveyor] attempt {attempt} started {datetime.now(UTC).isoformat()}"])
         proc = await start_process_group(["bash", str(workspace.script)], cwd=workspace.src, env=env)
@@ -277,13 +280,20 @@ async def _run_script(
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         pump = asyncio.create_task(_pump_output(proc, log_file, tail))
         beat = asyncio.create_task(_heartbeat_forever(record))
+        flusher = asyncio.create_task(_flush_log_forever(log_file))
         try:
             await _wait_or_kill(proc, pump, record.pgid, input.timeout_seconds, log)
         finally:
             beat.cancel()
             pump.cancel()
+            flusher.cancel()
     finally:
-        await asyncio.to_thread(log_file.close)
+        # Shielded: a cancelled action's log is still completed in the store. A store that cannot take the log's
+        # end does not change the action's result (the worker's own log says so).
+        try:
+            await asyncio.shield(asyncio.to_thread(log_file.close))
+        except Exception as exc:
+            log.warning("commands.log_close_failed", error=str(exc))
     if proc.returncode != 0:
         raise await _command_failure(input.commands, workspace, proc.returncode, list(tail))
 
@@ -339,7 +349,19 @@ async def _heartbeat_forever(record: ProcessGroupRecord) -> None:
         await asyncio.sleep(interval)
 
 
-async def _pump_output(proc: asyncio.subprocess.Process, log_file: IO[str], tail: collections.deque[str]) -> None:
+async def _flush_log_forever(log_file: ActionLogWriter) -> None:
+    """Readers on other hosts see the output within seconds (the S3 log is uploaded in chunks)."""
+    while True:
+        await asyncio.sleep(LOG_FLUSH_SECONDS)
+        try:
+            await asyncio.to_thread(log_file.flush)
+        except Exception as exc:  # the store is briefly unreachable: the buffer is kept for the next flush
+            structlog.get_logger().warning("commands.log_flush_failed", error=str(exc))
+
+
+async def _pump_output(
+    proc: asyncio.subprocess.Process, log_file: ActionLogWriter, tail: collections.deque[str]
+) -> None:
     """Copy the merged output to the log, whole lines at a time, flushed so `tail -f` sees them."""
     assert proc.stdout is not None
     pending = b""
@@ -351,17 +373,10 @@ async def _pump_output(proc: asyncio.subprocess.Process, log_file: IO[str], tail
         await _write_lines(log_file, [pending.decode("utf-8", errors="replace")], tail)
 
 
-async def _write_lines(log_file: IO[str], lines: list[str], tail: collections.deque[str] | None = None) -> None:
+async def _write_lines(log_file: ActionLogWriter, lines: list[str], tail: collections.deque[str] | None = None) -> None:
     if tail is not None:
         tail.extend(lines)
-
-    def write() -> None:
-        if log_file.closed:  # a copier cut short by a stuck pipe; the attempt is over
-            return
-        log_file.write("".join(f"{line}\n" for line in lines))
-        log_file.flush()
-
-    await asyncio.to_thread(write)
+    await asyncio.to_thread(log_file.write, "".join(f"{line}\n" for line in lines))
 
 
 async def _command_failure(

@@ -20,7 +20,7 @@ from conveyor.model import ActionOutcome, SourceRevision
 from conveyor.providers.contract import PolledRevision, PollRequest
 from conveyor.providers.ecr import ACTIVITY, DEFAULT_TAG, IMAGE_DETAIL_FILE, EcrSourceInput
 from conveyor.settings import Settings
-from conveyor.stores.artifacts import ArtifactError, ArtifactStore
+from conveyor.stores.artifacts import ArtifactError, ArtifactStore, store_for_outputs
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr.type_defs import ImageDetailTypeDef
@@ -55,7 +55,8 @@ class EcrProvider:
             (workspace / "out").mkdir()
             (workspace / "out" / IMAGE_DETAIL_FILE).write_text(json.dumps(document, indent=4) + "\n")
             try:
-                artifacts.append(self.store.put(input.output_artifact, workspace / "out", [IMAGE_DETAIL_FILE]))
+                outputs = store_for_outputs(self.store, input.context.artifact_stores)
+                artifacts.append(outputs.put(input.output_artifact, workspace / "out", [IMAGE_DETAIL_FILE]))
             except ArtifactError as exc:
                 raise ApplicationError(str(exc), type="ArtifactError", non_retryable=True) from exc
         digest, uri = document["ImageDigest"], document["ImageURI"]

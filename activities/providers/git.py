@@ -30,7 +30,7 @@ from conveyor.model import ActionOutcome, ArtifactRef, GitSourceInput, SourceRev
 from conveyor.providers.contract import PolledRevision, PollRequest
 from conveyor.providers.git import ACTIVITY
 from conveyor.settings import Settings
-from conveyor.stores.artifacts import ArtifactError, ArtifactStore
+from conveyor.stores.artifacts import ArtifactError, ArtifactStore, store_for_outputs
 from conveyor.text import shorten
 
 HEARTBEAT_SECONDS = 2.0
@@ -153,7 +153,8 @@ class GitProvider:
             return []
         await asyncio.to_thread(shutil.rmtree, clone_dir / ".git")  # the artifact is the work tree only
         try:
-            ref = await asyncio.to_thread(self.store.put, input.output_artifact, clone_dir, ["**/*"])
+            store = store_for_outputs(self.store, input.context.artifact_stores)
+            ref = await asyncio.to_thread(store.put, input.output_artifact, clone_dir, ["**/*"])
         except ArtifactError as exc:
             raise ApplicationError(str(exc), type="ArtifactError", non_retryable=True) from exc
         return [ref]

@@ -27,7 +27,7 @@ from conveyor.providers.s3 import (
     expand_object_key,
 )
 from conveyor.settings import Settings
-from conveyor.stores.artifacts import ArtifactError, ArtifactStore
+from conveyor.stores.artifacts import ArtifactError, ArtifactStore, store_for_outputs
 
 # The object metadata CodePipeline reads a source revision's summary from.
 SUMMARY_METADATA = "codepipeline-artifact-revision-summary"
@@ -91,7 +91,11 @@ class S3Provider:
         artifacts = []
         if input.output_artifact:
             try:
-                artifacts.append(self.store.put_archive(input.output_artifact, archive))
+                artifacts.append(
+                    store_for_outputs(self.store, input.context.artifact_stores).put_archive(
+                        input.output_artifact, archive
+                    )
+                )
             except ArtifactError as exc:
                 raise ApplicationError(str(exc), type="ArtifactError", non_retryable=True) from exc
         etag = response.get("ETag", "").strip('"')

@@ -49,10 +49,13 @@ from conveyor.interface import ApprovalStatus, ConditionKind, RetryMode
 from conveyor.logging import configure_logging
 from conveyor.model import ActionStatus, CompensationStatus, ExecutionState, ExecutionStatus, SourceRevisionOverride
 from conveyor.presence import WorkerPresence, worker_presence
-from conveyor.settings import action_log_path, compensation_log_name
+from conveyor.settings import compensation_log_name
 from conveyor.spec.declaration import Pipeline
 from conveyor.spec.loading import load_pipeline
 from conveyor.spec.validation import parse_pipeline
+from conveyor.stores.archive import ArtifactError
+from conveyor.stores.logs import ActionLogName, ActionLogReader, action_log_reader
+from conveyor.stores.s3 import StoreUnavailableError
 
 # --- running pipelines ------------------------------------------------------------------------------
 
@@ -400,37 +403,43 @@ def logs(
     action: Annotated[str, typer.Argument()],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the action ends")] = False,
 ) -> None:
-    """Print an action's log (from the data directory the workers write to)."""
+    """Print an action's log (from the store the workers write to: the data directory or CONVEYOR_ARTIFACT_STORE)."""
     run_async(_logs(execution, stage, action, follow))
 
 
 async def _logs(execution: str, stage: str, action: str, follow: bool) -> int:
     config = settings()
     ref = parse_ref(execution)
-    path = action_log_path(config.logs_dir, ref.pipeline_name, ref.execution_id, stage, action)
+    reader = action_log_reader(config, ActionLogName(ref.pipeline_name, ref.execution_id, stage, action))
     session = await connect_existing(config) if follow else None
-    position = 0
     while True:
-        if path.exists():
-            with path.open("rb") as handle:
-                handle.seek(position)
-                chunk = handle.read()
-                position += len(chunk)
-            if chunk:
-                sys.stdout.write(chunk.decode("utf-8", "replace"))
-                sys.stdout.flush()
+        _print_bytes(await asyncio.to_thread(_read_log, reader, ref, stage, action))
         if session is None:
-            if not path.exists():
+            if not await asyncio.to_thread(reader.found):
+                configured = "CONVEYOR_ARTIFACT_STORE" if config.artifact_store else "CONVEYOR_DATA_DIR"
                 raise ConveyorError(
-                    f"no log for {ref} {stage}/{action} in {config.logs_dir}: the action has not started, "
-                    "or it ran on a worker with another CONVEYOR_DATA_DIR"
+                    f"no log for {ref} {stage}/{action} in {reader.where}: the action has not started, "
+                    f"or it ran on a worker with another {configured}"
                 )
             return 0
         if await _action_finished(session.client, ref, stage, action):
-            follow_once_more = path.exists() and path.stat().st_size > position
-            if not follow_once_more:
-                return 0
+            # Every chunk is in the store before the action's result is: what is left is read once more.
+            _print_bytes(await asyncio.to_thread(_read_log, reader, ref, stage, action))
+            return 0
         await asyncio.sleep(0.5)
+
+
+def _read_log(reader: ActionLogReader, ref: ExecutionRef, stage: str, action: str) -> bytes:
+    try:
+        return reader.read_new()
+    except (ArtifactError, StoreUnavailableError) as exc:
+        raise ConveyorError(f"cannot read the log of {ref} {stage}/{action}: {exc}") from None
+
+
+def _print_bytes(chunk: bytes) -> None:
+    if chunk:
+        sys.stdout.write(chunk.decode("utf-8", "replace"))
+        sys.stdout.flush()
 
 
 async def _action_finished(client: ConveyorClient, ref: ExecutionRef, stage: str, action: str) -> bool:

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,9 +17,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
-from conveyor.model import ArtifactRef
-from conveyor.settings import Settings
+import boto3
+
+from conveyor.model import ArtifactLocation, ArtifactRef
+from conveyor.settings import S3Location, Settings
 from conveyor.stores.archive import ArtifactError, UnsafeArchiveError, pack, sha256_file, unpack
+from conveyor.stores.s3 import S3ArtifactStore, parse_object_url
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
 _FILE_MODE = 0o644
@@ -49,7 +53,7 @@ class StoreEntry:
 
 
 class ArtifactStore(Protocol):
-    """Where artifacts live; the local directory store and (later) S3 implement it.
+    """Where artifacts live; the local directory store and S3 (conveyor.stores.s3) implement it.
 
     For garbage collection (conveyor.gc) every store also lists its entries with their last use, and
     deletes one only if it was not used since a given time; a store hit (a put that finds the digest
@@ -82,8 +86,111 @@ class ArtifactStore(Protocol):
     def delete(self, entry: StoreEntry, *, unused_since: datetime) -> bool: ...  # False: used since, or gone
 
 
-def store_from_settings(settings: Settings) -> ArtifactStore:
-    return LocalArtifactStore(settings.artifacts_dir)
+def store_from_settings(settings: Settings) -> ConfiguredArtifactStore:
+    """The store the settings name (CONVEYOR_ARTIFACT_STORE: S3, else the local one in the data directory)."""
+    return ConfiguredArtifactStore(settings)
+
+
+def store_for_outputs(store: ArtifactStore, declared: list[ArtifactLocation]) -> ArtifactStore:
+    """Where an action's output artifacts go (see ConfiguredArtifactStore.for_outputs); a bare store is used as is."""
+    return store.for_outputs(declared) if isinstance(store, ConfiguredArtifactStore) else store
+
+
+class ConfiguredArtifactStore:
+    """The configured store for writing; for reading, whichever store an ArtifactRef's location names.
+
+    A reader follows the ref (`file://` -> the local store, by digest; `s3://bucket/key` -> that object), not its own
+    configuration, so a retry, a rollback or the next stage on another worker finds the artifact where it was put.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.local = LocalArtifactStore(settings.artifacts_dir)
+        self.tmp_dir = settings.data_dir / "tmp"
+        self.default: LocalArtifactStore | S3ArtifactStore = self.local
+        if settings.artifact_store is not None:
+            self.default = S3ArtifactStore(settings.artifact_store, settings.artifact_kms_key, tmp_dir=self.tmp_dir)
+        self._declared: dict[tuple[str, str, str | None, str | None], S3ArtifactStore] = {}
+        self._readers: dict[str, S3ArtifactStore] = {}
+        self._lock = threading.Lock()
+
+    def for_outputs(self, declared: list[ArtifactLocation]) -> ArtifactStore:
+        """Where an action's outputs go: the pipeline's declared S3 store when this worker is configured for AWS
+        (Settings.aws), else the configured store (an imported declaration still runs offline)."""
+        if not declared or not self.settings.aws:
+            return self
+        chosen = declared[0] if len(declared) == 1 else self._of_worker_region(declared)
+        key = (chosen.bucket, chosen.prefix, chosen.kms_key, chosen.region)
+        with self._lock:
+            store = self._declared.get(key)
+            if store is None:
+                location = S3Location(bucket=chosen.bucket, prefix=chosen.prefix)
+                store = S3ArtifactStore(location, chosen.kms_key, region=chosen.region, tmp_dir=self.tmp_dir)
+                self._declared[key] = store
+            return store
+
+    @staticmethod
+    def _of_worker_region(declared: list[ArtifactLocation]) -> ArtifactLocation:
+        region = boto3.session.Session().region_name
+        for location in declared:
+            if location.region == region:
+                return location
+        regions = ", ".join(sorted(str(location.region) for location in declared))
+        raise ArtifactError(
+            f"the pipeline declares artifactStores for {regions} but this worker's AWS region is {region or 'unset'}: "
+            "set AWS_DEFAULT_REGION on the worker or the action's region"
+        )
+
+    def put(self, name: str, source_dir: Path, files: list[str]) -> ArtifactRef:
+        return self.default.put(name, source_dir, files)
+
+    def extract(self, ref: ArtifactRef, dest: Path) -> None:
+        parsed = parse_object_url(ref.location)
+        if parsed is None:
+            self.local.extract(ref, dest)
+            return
+        self._reader(parsed[0]).extract(ref, dest)
+
+    def put_archive(self, name: str, archive: Path) -> ArtifactRef:
+        return self.default.put_archive(name, archive)
+
+    def get_archive(self, ref: ArtifactRef, dest: Path) -> None:
+        parsed = parse_object_url(ref.location)
+        if parsed is None:
+            self.local.get_archive(ref, dest)
+            return
+        self._reader(parsed[0]).get_archive(ref, dest)
+
+    def _reader(self, bucket: str) -> S3ArtifactStore:
+        if isinstance(self.default, S3ArtifactStore) and self.default.location.bucket == bucket:
+            return self.default
+        with self._lock:
+            reader = self._readers.get(bucket)
+            if reader is None:
+                reader = self._readers[bucket] = S3ArtifactStore(S3Location(bucket=bucket), tmp_dir=self.tmp_dir)
+            return reader
+
+    def put_document(self, digest: str, text: str) -> None:
+        self.default.put_document(digest, text)
+
+    def get_document(self, digest: str) -> str:
+        return self.default.get_document(digest)
+
+    def put_coordinator_state(self, pipeline: str, text: str) -> None:
+        self.default.put_coordinator_state(pipeline, text)
+
+    def get_coordinator_state(self, pipeline: str) -> str | None:
+        return self.default.get_coordinator_state(pipeline)
+
+    # Garbage collection sweeps the configured store (a pipeline's declared stores are not swept).
+    def entries(self) -> Iterator[StoreEntry]:
+        return self.default.entries()
+
+    def touch(self, kind: StoredKind, digest: str) -> bool:
+        return self.default.touch(kind, digest)
+
+    def delete(self, entry: StoreEntry, *, unused_since: datetime) -> bool:
+        return self.default.delete(entry, unused_since=unused_since)
 
 
 class LocalArtifactStore:
@@ -263,9 +370,11 @@ def _refresh(path: Path) -> bool:
 __all__ = [
     "ArtifactError",
     "ArtifactStore",
+    "ConfiguredArtifactStore",
     "LocalArtifactStore",
     "StoreEntry",
     "StoredKind",
     "UnsafeArchiveError",
+    "store_for_outputs",
     "store_from_settings",
 ]

@@ -11,6 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,15 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from conveyor.client import ConveyorClient
-from conveyor.gc import GcKind, GcReport, GcSummary, collect_garbage
+from conveyor.gc import GcKind, GcReport, GcSummary, Marks, collect_garbage, sweep
 from conveyor.gc_schedule import SCHEDULE_ID, ensure_gc_schedule
 from conveyor.interface import WorkflowType
 from conveyor.model import ExecutionState, ExecutionStatus
-from conveyor.settings import Settings
-from conveyor.stores.artifacts import LocalArtifactStore
+from conveyor.settings import S3Location, Settings
+from conveyor.stores.artifacts import LocalArtifactStore, StoredKind
+from conveyor.stores.s3 import S3ArtifactStore
 from conveyor.worker import build_worker
+from tests.aws import Aws
 from tests.helpers import pipeline, waiting_token
 from tests.test_cli import cli_env
 from tests.test_cli import conveyor as run_cli
@@ -223,7 +226,7 @@ async def test_delete_keeps_an_entry_used_after_it_was_listed(gc_settings: Setti
     digest = artifact(tmp_path, store, "raced")
     age(gc_settings.artifacts_dir)
     (entry,) = [e for e in store.entries() if e.digest == digest]
-    cutoff = entry.last_used.__class__.fromtimestamp(time.time() - 3600, entry.last_used.tzinfo)
+    cutoff = datetime.fromtimestamp(time.time() - 3600, UTC)
     assert artifact(tmp_path, store, "raced") == digest  # the hit, after the listing
     assert store.delete(entry, unused_since=cutoff) is False
     assert store.path_for(digest).is_file()
@@ -286,3 +289,37 @@ async def test_the_daily_schedule_runs_gc_on_a_worker(
         await schedule.delete()
     assert summary.removed == {GcKind.ARTIFACT: 1} and summary.bytes_freed > 0
     assert not store.path_for(digest).exists()
+
+
+def test_the_s3_store_lists_refreshes_and_deletes_its_entries(aws: Aws, gc_settings: Settings, tmp_path: Path) -> None:
+    """The same operations on S3 (moto): entries with their last use (LastModified, or a newer used-marker), a
+    store hit writing the marker, delete re-checking both; the sweep keeps what is marked."""
+    aws.client("s3").create_bucket(Bucket="gc-bucket")
+    store = S3ArtifactStore(S3Location(bucket="gc-bucket", prefix="ci"), tmp_dir=tmp_path / "tmp")
+
+    def put(content: str) -> str:
+        source = tmp_path / f"src-{uuid.uuid4().hex[:8]}"
+        source.mkdir()
+        (source / "f.txt").write_text(content)
+        return store.put("App", source, ["**/*"]).digest
+
+    kept, hit, unused = put("kept"), put("hit"), put("unused")
+    orphan_document = f"sha256:{hashlib.sha256(b'{}').hexdigest()}"
+    store.put_document(orphan_document, "{}")
+    time.sleep(1.1)  # S3 times have a second's resolution
+    cutoff = datetime.now(UTC)
+    time.sleep(1.1)
+    assert put("hit") == hit  # a store hit after the cutoff
+    entries = list(store.entries())
+    assert {(e.kind, e.digest) for e in entries} == {
+        *((StoredKind.ARTIFACT, d) for d in (kept, hit, unused)),
+        (StoredKind.DOCUMENT, orphan_document),
+    }
+    assert next(e for e in entries if e.digest == hit).last_used >= cutoff
+    marks = Marks(artifacts={kept})
+    report = sweep(store, gc_settings, entries, marks, cutoff=cutoff, dry_run=False)
+    assert {item.name for item in report} == {unused, orphan_document}
+    assert {e.digest for e in store.entries()} == {kept, hit}
+    stale = next(e for e in entries if e.digest == kept)
+    assert store.touch(StoredKind.ARTIFACT, kept) and not store.delete(stale, unused_since=cutoff)  # used since
+    assert not store.touch(StoredKind.ARTIFACT, unused)  # gone

@@ -11,9 +11,7 @@ import tempfile
 import threading
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -22,6 +20,7 @@ import boto3
 from conveyor.model import ArtifactLocation, ArtifactRef
 from conveyor.settings import S3Location, Settings
 from conveyor.stores.archive import ArtifactError, UnsafeArchiveError, pack, sha256_file, unpack
+from conveyor.stores.entries import StoredKind, StoreEntry
 from conveyor.stores.s3 import S3ArtifactStore, parse_object_url
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
@@ -33,23 +32,6 @@ _DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _PIPELINE_NAME_RE = re.compile(r"^[A-Za-z0-9.@\-_]{1,100}$")  # the declaration's rule: no path separators
 _MAX_LINK_HOPS = 40  # like the kernel's ELOOP limit
-
-
-class StoredKind(StrEnum):
-    """What a store entry is: an artifact's archive or a pipeline declaration (document)."""
-
-    ARTIFACT = "artifact"
-    DOCUMENT = "document"
-
-
-@dataclass(frozen=True)
-class StoreEntry:
-    """One content-addressed entry, as garbage collection sees it (conveyor.gc)."""
-
-    kind: StoredKind
-    digest: str  # "sha256:<hex>"
-    size: int
-    last_used: datetime  # stored, or last found already there (a deduplicated put) or read
 
 
 class ArtifactStore(Protocol):

@@ -42,6 +42,7 @@ from conveyor.memo import state_from_memo
 from conveyor.model import CamelModel, ExecutionState, StageState, StageStatus
 from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactStore, StoredKind, StoreEntry
+from conveyor.stores.logs import s3_log_store
 from conveyor.visibility import EXECUTIONS, quote
 
 QUERY_TIMEOUT = timedelta(seconds=5)
@@ -251,6 +252,7 @@ def sweep(
         if dry_run or store.delete(entry, unused_since=cutoff):
             removed.append(Removed(kind=GcKind(entry.kind.value), name=entry.digest, size=entry.size))
     removed += _sweep_logs(settings, marks, cutoff, dry_run)
+    removed += _sweep_s3_logs(settings, marks, cutoff, dry_run)
     removed += _sweep_workspaces(settings, marks, cutoff, dry_run)
     return removed
 
@@ -265,6 +267,22 @@ def _sweep_logs(settings: Settings, marks: Marks, cutoff: datetime, dry_run: boo
                 continue
             removed += _remove_tree(settings, GcKind.LOG, execution_dir, cutoff, dry_run)
     return removed  # an empty pipeline directory stays: a worker may be creating a log in it
+
+
+def _sweep_s3_logs(settings: Settings, marks: Marks, cutoff: datetime, dry_run: bool) -> list[Removed]:
+    """logs/<pipeline>/<execution>/ in the S3 store: removed once the execution is no longer retained and none of
+    its log objects changed since the cutoff (a log still being written is never removed)."""
+    store = s3_log_store(settings)
+    if store is None:
+        return []
+    removed: list[Removed] = []
+    for (pipeline, execution_id), logs in sorted(store.execution_logs().items()):
+        if (pipeline, execution_id) in marks.executions or (logs.last_modified and logs.last_modified >= cutoff):
+            continue
+        if not dry_run:
+            store.delete_keys(logs.keys)
+        removed.append(Removed(kind=GcKind.LOG, name=store.url(f"logs/{pipeline}/{execution_id}/"), size=logs.size))
+    return removed
 
 
 def _sweep_workspaces(settings: Settings, marks: Marks, cutoff: datetime, dry_run: bool) -> list[Removed]:

@@ -26,6 +26,7 @@ from conveyor.interface import WorkflowType
 from conveyor.model import ExecutionState, ExecutionStatus
 from conveyor.settings import S3Location, Settings
 from conveyor.stores.artifacts import LocalArtifactStore, StoredKind
+from conveyor.stores.logs import ActionLogName, attempt_label, open_action_log, s3_log_store
 from conveyor.stores.s3 import S3ArtifactStore
 from conveyor.worker import build_worker
 from tests.aws import Aws
@@ -323,3 +324,31 @@ def test_the_s3_store_lists_refreshes_and_deletes_its_entries(aws: Aws, gc_setti
     stale = next(e for e in entries if e.digest == kept)
     assert store.touch(StoredKind.ARTIFACT, kept) and not store.delete(stale, unused_since=cutoff)  # used since
     assert not store.touch(StoredKind.ARTIFACT, unused)  # gone
+
+
+def test_action_logs_in_the_s3_store_go_with_their_execution(aws: Aws, gc_settings: Settings) -> None:
+    """Logs chunked into S3 (conveyor logs from any host): an execution that is no longer retained loses them once
+    none changed since the cutoff; a retained execution's, and a log written after the cutoff, stay."""
+    aws.client("s3").create_bucket(Bucket="gc-logs")
+    settings = gc_settings.model_copy(update={"artifact_store": S3Location(bucket="gc-logs", prefix="ci")})
+
+    def write(execution_id: str) -> None:
+        log = open_action_log(settings, ActionLogName("shop", execution_id, "Build", "Compile"), attempt_label(1, 1))
+        log.write("x" * 100 + "\n")
+        log.close()
+
+    write("gone")
+    write("retained")
+    time.sleep(1.1)  # S3 times have a second's resolution
+    cutoff = datetime.now(UTC)
+    time.sleep(1.1)
+    write("fresh")
+    store = s3_log_store(settings)
+    assert store is not None
+    marks = Marks(executions={("shop", "retained")})
+    dry = sweep(store, settings, [], marks, cutoff=cutoff, dry_run=True)
+    assert [(item.kind, item.name) for item in dry] == [(GcKind.LOG, "s3://gc-logs/ci/logs/shop/gone/")]
+    assert set(store.execution_logs()) == {("shop", "gone"), ("shop", "retained"), ("shop", "fresh")}  # dry run
+    removed = sweep(store, settings, [], marks, cutoff=cutoff, dry_run=False)
+    assert [item.name for item in removed] == ["s3://gc-logs/ci/logs/shop/gone/"] and removed[0].size > 100
+    assert set(store.execution_logs()) == {("shop", "retained"), ("shop", "fresh")}

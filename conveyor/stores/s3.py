@@ -22,7 +22,7 @@ import tempfile
 import threading
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -38,6 +38,7 @@ from conveyor.stores.entries import StoredKind, StoreEntry
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 _DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 _PIPELINE_NAME_RE = re.compile(r"^[A-Za-z0-9.@\-_]{1,100}$")  # the declaration's rule: no path separators
@@ -104,6 +105,15 @@ class S3Object:
 
     def __str__(self) -> str:
         return s3_url(self.bucket, self.key)
+
+
+@dataclass
+class ExecutionLogs:
+    """One execution's action log objects in the store."""
+
+    keys: list[str] = field(default_factory=list)
+    size: int = 0
+    last_modified: datetime | None = None
 
 
 class S3ArtifactStore:
@@ -366,6 +376,30 @@ class S3ArtifactStore:
                 yield from cast(list[dict[str, Any]], page.get("Contents", []))
         except (ClientError, BotoCoreError) as exc:
             raise self.error("the store's listing", self.object(relative_prefix), exc) from None
+
+    def execution_logs(self) -> dict[tuple[str, str], ExecutionLogs]:
+        """The action logs under `logs/`, by (pipeline, execution): their keys, bytes and last change."""
+        found: dict[tuple[str, str], ExecutionLogs] = {}
+        start = len(self.key("logs/"))
+        for item in self._listing("logs/"):
+            key = str(item["Key"])
+            parts = key[start:].split("/")
+            if len(parts) < 3:
+                continue
+            logs = found.setdefault((parts[0], parts[1]), ExecutionLogs())
+            logs.keys.append(key)
+            logs.size += int(item["Size"])
+            logs.last_modified = max(logs.last_modified or item["LastModified"], item["LastModified"])
+        return found
+
+    def delete_keys(self, keys: list[str]) -> None:
+        """Delete objects by full key, a thousand per request (S3's limit)."""
+        for first in range(0, len(keys), 1000):
+            batch: list[ObjectIdentifierTypeDef] = [{"Key": key} for key in keys[first : first + 1000]]
+            try:
+                self.client.delete_objects(Bucket=self.location.bucket, Delete={"Objects": batch, "Quiet": True})
+            except (ClientError, BotoCoreError) as exc:
+                raise self.error("the store's logs", self.object_at(keys[first]), exc) from None
 
     def entries(self) -> Iterator[StoreEntry]:
         for kind, prefix in self._PREFIXES.items():

@@ -18,6 +18,7 @@ class WorkflowType(StrEnum):
     STAGE = "PipelineStage"  # one attempt of a stage, a child of its execution
     COORDINATOR = "Pipeline"  # one per pipeline: versions, stage locks, transitions, facts
     TRIGGER = "PipelineTrigger"  # what a schedule or poll starts
+    GC = "ConveyorGc"  # what the daily garbage collection schedule starts
 
 
 class Query(StrEnum):
@@ -81,6 +82,7 @@ class Activity(StrEnum):
     NOTIFY_APPROVAL = "notify_approval"
     DEPLOYMENT_WINDOW = "deployment_window"  # condition rules
     REGEX_MATCHES = "regex_matches"
+    COLLECT_GARBAGE = "collect_garbage"
 
 
 class ActionCategory(StrEnum):

@@ -40,6 +40,20 @@ def _positive_number(env: Mapping[str, str], name: str, default: float, unit: st
     return value
 
 
+def _non_negative_number(env: Mapping[str, str], name: str, default: float, unit: str) -> float:
+    """A finite number of at least 0 from the environment, or SettingsError naming the variable."""
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise SettingsError(f"{name}='{raw}': write a number of {unit} of at least 0, e.g. {name}={default:g}")
+    return value
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
     """A true/false switch from the environment, or SettingsError naming the variable."""
     raw = env.get(name, "").strip()
@@ -89,6 +103,10 @@ class Settings(BaseModel):
     artifact_kms_key: str | None = None  # SSE-KMS key id/ARN/alias for the S3 store; None: the bucket's default
     # The worker is configured for AWS: a declaration's artifactStore(s) and roleArn apply (offline they are ignored).
     aws: bool = False
+    # Garbage collection (conveyor.gc): closed executions are retained this long after they closed, and
+    # nothing is removed that was used (stored, found, read) more recently than the minimum age.
+    retain_days: float = 30.0
+    gc_min_age_minutes: float = 60.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -108,6 +126,8 @@ class Settings(BaseModel):
             artifact_store=_artifact_store(env),
             artifact_kms_key=_artifact_kms_key(env),
             aws=_flag(env, "CONVEYOR_AWS"),
+            retain_days=_non_negative_number(env, "CONVEYOR_RETAIN_DAYS", 30.0, "days"),
+            gc_min_age_minutes=_positive_number(env, "CONVEYOR_GC_MIN_AGE_MINUTES", 60.0, "minutes"),
         )
 
     @property

@@ -16,6 +16,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.approvers import resolve_approvers
 from activities.conditions import deployment_window, regex_matches
 from activities.coordination import CoordinationActivities
+from activities.gc import GcActivities
 from activities.notifications import notify_approval
 from activities.rollback import RollbackActivities
 from activities.slack import notify_slack
@@ -25,10 +26,17 @@ from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactStore, store_from_settings
 from workflows.coordinator import PipelineWorkflow
 from workflows.execution import PipelineExecutionWorkflow
+from workflows.gc import GarbageCollectionWorkflow
 from workflows.stage import StageWorkflow
 from workflows.trigger import PipelineTriggerWorkflow
 
-WORKFLOWS: Sequence[type] = (PipelineExecutionWorkflow, StageWorkflow, PipelineWorkflow, PipelineTriggerWorkflow)
+WORKFLOWS: Sequence[type] = (
+    PipelineExecutionWorkflow,
+    StageWorkflow,
+    PipelineWorkflow,
+    PipelineTriggerWorkflow,
+    GarbageCollectionWorkflow,
+)
 
 
 def provider_activities(settings: Settings, store: ArtifactStore) -> list[Callable[..., Any]]:
@@ -46,6 +54,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
     coordination = CoordinationActivities(settings, store)
     rollbacks = RollbackActivities(store)
     triggers = TriggerActivities(settings, store)
+    gc = GcActivities(settings, store)
     return [
         *provider_activities(settings, store),
         coordination.coordinate,
@@ -58,6 +67,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         rollbacks.start_manual_rollback,
         triggers.sync_triggers,
         triggers.fire_trigger,
+        gc.collect_garbage,
         deployment_window,
         regex_matches,
         resolve_approvers,

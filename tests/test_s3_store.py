@@ -171,8 +171,10 @@ def test_a_second_put_of_the_same_tree_does_not_upload(recorder: Recorder, tmp_p
     second = store.put("Build", make_tree(tmp_path / "two"), ["**/*"])
     assert first == second
     key = f"artifacts/sha256/{hex_of(first)[:2]}/{hex_of(first)}.zip"
-    assert len(recorder.to("HEAD", key)) == 2
+    # The first put finds nothing; the second finds it, marks it used for garbage collection and looks again.
+    assert len(recorder.to("HEAD", key)) == 3
     assert len(recorder.to("PUT", key)) == 1
+    assert len(recorder.to("PUT", f"gc/used/artifacts/{hex_of(first)[:2]}/{hex_of(first)}")) == 1
 
 
 def test_sse_kms_is_requested_on_every_write(recorder: Recorder, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from temporalio.service import RPCError
 
 from conveyor.cli.common import (
     app,
@@ -26,6 +27,7 @@ from conveyor.connection import (
     retention,
 )
 from conveyor.devserver import EmbeddedServer
+from conveyor.gc_schedule import SCHEDULE_ID, ensure_gc_schedule
 from conveyor.logging import configure_logging
 
 # --- long-lived processes -----------------------------------------------------------------------------
@@ -88,6 +90,11 @@ async def _worker(min_retention_days: int) -> int:
                 say(f"  {line}", to=errors)
             return 1
     say(f"Worker on {resolve_address(config)} namespace {config.temporal_namespace} task queue {config.task_queue}")
+    try:
+        if await ensure_gc_schedule(temporal, config.task_queue):
+            say(f"Created the daily garbage collection schedule '{SCHEDULE_ID}' (see `conveyor gc --schedule`)")
+    except RPCError as err:  # e.g. no permission to create schedules: the worker still runs
+        say(f"warning: could not create the schedule '{SCHEDULE_ID}' ({err.message}); run `conveyor gc`", to=errors)
     await run_worker(temporal, config)
     return 0
 

@@ -10,6 +10,8 @@ import shutil
 import tempfile
 import threading
 import zipfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -18,6 +20,7 @@ import boto3
 from conveyor.model import ArtifactLocation, ArtifactRef
 from conveyor.settings import S3Location, Settings
 from conveyor.stores.archive import ArtifactError, UnsafeArchiveError, pack, sha256_file, unpack
+from conveyor.stores.entries import StoredKind, StoreEntry
 from conveyor.stores.s3 import S3ArtifactStore, parse_object_url
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
@@ -32,7 +35,13 @@ _MAX_LINK_HOPS = 40  # like the kernel's ELOOP limit
 
 
 class ArtifactStore(Protocol):
-    """Where artifacts live; the local directory store and S3 (conveyor.stores.s3) implement it."""
+    """Where artifacts live; the local directory store and S3 (conveyor.stores.s3) implement it.
+
+    For garbage collection (conveyor.gc) every store also lists its entries with their last use, and
+    deletes one only if it was not used since a given time; a store hit (a put that finds the digest
+    already stored, an extract, a read) refreshes the entry's last use, so deduplication never races a
+    delete: gc removes only entries unused for its minimum age.
+    """
 
     def put(self, name: str, source_dir: Path, files: list[str]) -> ArtifactRef: ...
 
@@ -50,6 +59,13 @@ class ArtifactStore(Protocol):
     def put_coordinator_state(self, pipeline: str, text: str) -> None: ...
 
     def get_coordinator_state(self, pipeline: str) -> str | None: ...
+
+    # Garbage collection: artifacts and documents (never coordinators' saved states).
+    def entries(self) -> Iterator[StoreEntry]: ...
+
+    def touch(self, kind: StoredKind, digest: str) -> bool: ...  # False: not stored
+
+    def delete(self, entry: StoreEntry, *, unused_since: datetime) -> bool: ...  # False: used since, or gone
 
 
 def store_from_settings(settings: Settings) -> ConfiguredArtifactStore:
@@ -148,6 +164,16 @@ class ConfiguredArtifactStore:
     def get_coordinator_state(self, pipeline: str) -> str | None:
         return self.default.get_coordinator_state(pipeline)
 
+    # Garbage collection sweeps the configured store (a pipeline's declared stores are not swept).
+    def entries(self) -> Iterator[StoreEntry]:
+        return self.default.entries()
+
+    def touch(self, kind: StoredKind, digest: str) -> bool:
+        return self.default.touch(kind, digest)
+
+    def delete(self, entry: StoreEntry, *, unused_since: datetime) -> bool:
+        return self.default.delete(entry, unused_since=unused_since)
+
 
 class LocalArtifactStore:
     """Archives under `root/sha256/<hex[:2]>/<hex>.zip`, named by their own digest."""
@@ -172,7 +198,7 @@ class LocalArtifactStore:
                 digest = pack(name, source_dir, files, out).digest
             final = self.path_for(digest)
             final.parent.mkdir(parents=True, exist_ok=True)
-            if final.exists():
+            if _refresh(final):
                 tmp_path.unlink()  # same content already stored
             else:
                 os.replace(tmp_path, final)  # atomic: readers never see a partial archive
@@ -184,7 +210,7 @@ class LocalArtifactStore:
     def extract(self, ref: ArtifactRef, dest: Path) -> None:
         # The path comes from the digest, not from `location`, so a reference can't point elsewhere.
         archive = self.path_for(ref.digest)
-        if not archive.is_file():
+        if not _refresh(archive):
             raise ArtifactError(f"artifact '{ref.name}' is missing from the store at {archive}")
         unpack(ref.name, archive, ref.digest, dest)
 
@@ -195,7 +221,7 @@ class LocalArtifactStore:
             raise ArtifactError(f"artifact '{name}': {archive.name} is not a zip archive")
         digest = f"sha256:{sha256_file(archive)}"
         final = self.path_for(digest)
-        if not final.exists():
+        if not _refresh(final):
             tmp_dir = self.root / "tmp"
             tmp_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, suffix=".zip")
@@ -212,7 +238,7 @@ class LocalArtifactStore:
     def get_archive(self, ref: ArtifactRef, dest: Path) -> None:
         """Copy the artifact's zip to `dest`, refusing it unless its content has the reference's digest."""
         archive = self.path_for(ref.digest)
-        if not archive.is_file():
+        if not _refresh(archive):
             raise ArtifactError(f"artifact '{ref.name}' is missing from the store at {archive}")
         shutil.copyfile(archive, dest)
         if f"sha256:{sha256_file(dest)}" != ref.digest:
@@ -230,7 +256,7 @@ class LocalArtifactStore:
         if f"sha256:{hashlib.sha256(data).hexdigest()}" != digest:
             raise ArtifactError(f"document content does not match its digest {digest}")
         final = self.document_path(digest)
-        if final.exists():
+        if _refresh(final):
             return
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=final.parent, suffix=".tmp")
@@ -240,6 +266,7 @@ class LocalArtifactStore:
 
     def get_document(self, digest: str) -> str:
         path = self.document_path(digest)
+        _refresh(path)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -275,12 +302,60 @@ class LocalArtifactStore:
         except FileNotFoundError:
             return None
 
+    # --- garbage collection: a file's mtime is its entry's last use ----------------------------------
+
+    def _entry_path(self, kind: StoredKind, digest: str) -> Path:
+        return self.path_for(digest) if kind == StoredKind.ARTIFACT else self.document_path(digest)
+
+    def entries(self) -> Iterator[StoreEntry]:
+        for kind, top, suffix in (
+            (StoredKind.ARTIFACT, self.root / "sha256", ".zip"),
+            (StoredKind.DOCUMENT, self.root / "documents" / "sha256", ".json"),
+        ):
+            for path in sorted(top.glob(f"??/*{suffix}")):
+                if not _DIGEST_RE.match(f"sha256:{path.stem}"):
+                    continue
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue  # deleted since the listing
+                yield StoreEntry(kind, f"sha256:{path.stem}", st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def touch(self, kind: StoredKind, digest: str) -> bool:
+        return _refresh(self._entry_path(kind, digest))
+
+    def delete(self, entry: StoreEntry, *, unused_since: datetime) -> bool:
+        """Moved aside first, then its last use checked again: a put that refreshed it before the move is
+        seen here (the entry is put back), and one after it finds nothing and stores its own copy."""
+        path = self._entry_path(entry.kind, entry.digest)
+        aside = path.with_name(path.name + ".gc")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return False
+        if os.stat(aside).st_mtime >= unused_since.timestamp():
+            os.replace(aside, path)  # used since it was listed: keep it (a new copy is the same bytes)
+            return False
+        aside.unlink()
+        return True
+
+
+def _refresh(path: Path) -> bool:
+    """A store hit: the entry's last use becomes now. False when it is not stored (or gc just took it)."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True
+
 
 __all__ = [
     "ArtifactError",
     "ArtifactStore",
     "ConfiguredArtifactStore",
     "LocalArtifactStore",
+    "StoreEntry",
+    "StoredKind",
     "UnsafeArchiveError",
     "store_for_outputs",
     "store_from_settings",

@@ -4,7 +4,9 @@ Keys (under the prefix):
 - `artifacts/sha256/<hex[:2]>/<hex>.zip`: archives, named by their own digest (an existing key is not uploaded again);
 - `documents/sha256/<hex[:2]>/<hex>.json`: pipeline declarations, by the digest of their canonical JSON;
 - `coordinators/<pipeline>.json`: the state a pipeline's coordinator saved when it last closed;
-- `logs/...`: action logs (conveyor.stores.logs).
+- `logs/...`: action logs (conveyor.stores.logs);
+- `gc/used/<artifacts|documents>/<hex[:2]>/<hex>`: empty markers whose LastModified is an entry's last use after it
+  was stored (a store hit writes one: cheaper than copying a large archive onto itself), read by garbage collection.
 
 Nothing is held whole in memory: an archive is packed into a temporary file and uploaded from it with boto3's managed
 transfer (multipart above its threshold); a download streams into a temporary file through a hashing writer, and a
@@ -19,7 +21,9 @@ import re
 import tempfile
 import threading
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,9 +34,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from conveyor.model import ArtifactRef
 from conveyor.settings import S3Location
 from conveyor.stores.archive import ArtifactError, pack, sha256_file, unpack
+from conveyor.stores.entries import StoredKind, StoreEntry
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 _DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 _PIPELINE_NAME_RE = re.compile(r"^[A-Za-z0-9.@\-_]{1,100}$")  # the declaration's rule: no path separators
@@ -99,6 +105,15 @@ class S3Object:
 
     def __str__(self) -> str:
         return s3_url(self.bucket, self.key)
+
+
+@dataclass
+class ExecutionLogs:
+    """One execution's action log objects in the store."""
+
+    keys: list[str] = field(default_factory=list)
+    size: int = 0
+    last_modified: datetime | None = None
 
 
 class S3ArtifactStore:
@@ -231,7 +246,9 @@ class S3ArtifactStore:
     def _upload(self, name: str, archive: Path, digest: str, size: int) -> ArtifactRef:
         obj = S3Object(self.location.bucket, self.key(artifact_key_suffix(digest)))
         what = f"artifact '{name}'"
-        if not self._exists(what, obj):  # content-addressed: the same content is already there
+        # Content-addressed: the same content may be there already; a hit marks it used, then checks it is still
+        # there (garbage collection may have taken it just before the mark).
+        if not (self._exists(what, obj) and self._mark_used(StoredKind.ARTIFACT, digest) and self._exists(what, obj)):
             try:
                 # By file name, not file object: boto3 then reads each part from the file as it sends it
                 # (from a file object it would buffer every part in flight in memory).
@@ -270,6 +287,8 @@ class S3ArtifactStore:
     def _download(self, ref: ArtifactRef, out: Any) -> None:
         obj = self.object_of(ref)
         what = f"artifact '{ref.name}'"
+        if obj.key == self.key(artifact_key_suffix(ref.digest)) and obj.bucket == self.location.bucket:
+            self._mark_used(StoredKind.ARTIFACT, ref.digest)
         writer = _HashingWriter(out)
         try:
             self.client.download_fileobj(obj.bucket, obj.key, cast(Any, writer), Config=self.transfer)
@@ -302,12 +321,13 @@ class S3ArtifactStore:
             raise ArtifactError(f"document content does not match its digest {digest}")
         obj = self._document(digest)
         what = f"pipeline declaration {digest}"
-        if not self._exists(what, obj):
+        if not (self._exists(what, obj) and self._mark_used(StoredKind.DOCUMENT, digest) and self._exists(what, obj)):
             self.put_bytes(what, obj, data, "application/json")
 
     def get_document(self, digest: str) -> str:
         obj = self._document(digest)
         what = f"pipeline declaration {digest}"
+        self._mark_used(StoredKind.DOCUMENT, digest)
         data = self.get_bytes(what, obj)
         if data is None:
             raise ArtifactError(f"{what} is missing from the store: {obj} does not exist")
@@ -331,6 +351,100 @@ class S3ArtifactStore:
         """None when the coordinator never closed (or never ran)."""
         data = self.get_bytes(f"the saved state of pipeline '{pipeline}'", self._coordinator_state(pipeline))
         return None if data is None else data.decode("utf-8")
+
+    # --- garbage collection: an entry's last use is the newer of its LastModified and its marker's -------------
+
+    _PREFIXES = {StoredKind.ARTIFACT: "artifacts/sha256/", StoredKind.DOCUMENT: "documents/sha256/"}
+    _SUFFIXES = {StoredKind.ARTIFACT: ".zip", StoredKind.DOCUMENT: ".json"}
+
+    def _marker(self, kind: StoredKind, digest: str) -> S3Object:
+        hex_digest = _hex(digest)
+        return self.object(f"gc/used/{kind.value}s/{hex_digest[:2]}/{hex_digest}")
+
+    def _entry(self, kind: StoredKind, digest: str) -> S3Object:
+        hex_digest = _hex(digest)
+        return self.object(f"{self._PREFIXES[kind]}{hex_digest[:2]}/{hex_digest}{self._SUFFIXES[kind]}")
+
+    def _mark_used(self, kind: StoredKind, digest: str) -> bool:
+        self.put_bytes(f"the last use of {digest}", self._marker(kind, digest), b"", "application/octet-stream")
+        return True
+
+    def _listing(self, relative_prefix: str) -> Iterator[dict[str, Any]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.location.bucket, Prefix=self.key(relative_prefix)):
+                yield from cast(list[dict[str, Any]], page.get("Contents", []))
+        except (ClientError, BotoCoreError) as exc:
+            raise self.error("the store's listing", self.object(relative_prefix), exc) from None
+
+    def execution_logs(self) -> dict[tuple[str, str], ExecutionLogs]:
+        """The action logs under `logs/`, by (pipeline, execution): their keys, bytes and last change."""
+        found: dict[tuple[str, str], ExecutionLogs] = {}
+        start = len(self.key("logs/"))
+        for item in self._listing("logs/"):
+            key = str(item["Key"])
+            parts = key[start:].split("/")
+            if len(parts) < 3:
+                continue
+            logs = found.setdefault((parts[0], parts[1]), ExecutionLogs())
+            logs.keys.append(key)
+            logs.size += int(item["Size"])
+            logs.last_modified = max(logs.last_modified or item["LastModified"], item["LastModified"])
+        return found
+
+    def delete_keys(self, keys: list[str]) -> None:
+        """Delete objects by full key, a thousand per request (S3's limit)."""
+        for first in range(0, len(keys), 1000):
+            batch: list[ObjectIdentifierTypeDef] = [{"Key": key} for key in keys[first : first + 1000]]
+            try:
+                self.client.delete_objects(Bucket=self.location.bucket, Delete={"Objects": batch, "Quiet": True})
+            except (ClientError, BotoCoreError) as exc:
+                raise self.error("the store's logs", self.object_at(keys[first]), exc) from None
+
+    def entries(self) -> Iterator[StoreEntry]:
+        for kind, prefix in self._PREFIXES.items():
+            used = {
+                str(item["Key"]).rsplit("/", 1)[-1]: item["LastModified"]
+                for item in self._listing(f"gc/used/{kind.value}s/")
+            }
+            for item in self._listing(prefix):
+                name = str(item["Key"]).rsplit("/", 1)[-1]
+                hex_digest = name.removesuffix(self._SUFFIXES[kind])
+                if not _DIGEST_RE.match(f"sha256:{hex_digest}"):
+                    continue
+                last = max(item["LastModified"], used.get(hex_digest, item["LastModified"]))
+                yield StoreEntry(kind, f"sha256:{hex_digest}", int(item["Size"]), last)
+
+    def touch(self, kind: StoredKind, digest: str) -> bool:
+        obj = self._entry(kind, digest)
+        return self._exists(str(obj), obj) and self._mark_used(kind, digest)
+
+    def _last_modified(self, obj: S3Object) -> datetime | None:
+        try:
+            answer = self.client.head_object(Bucket=obj.bucket, Key=obj.key)
+        except (ClientError, BotoCoreError) as exc:
+            if _missing(exc):
+                return None
+            raise self.error(str(obj), obj, exc) from None
+        return answer["LastModified"]
+
+    def delete(self, entry: StoreEntry, *, unused_since: datetime) -> bool:
+        """Deleted only if neither the object nor its marker changed since `unused_since`, checked just before.
+        S3 has no atomic rename: a put that marks the entry used between that check and the delete (milliseconds,
+        on an entry unused for the minimum age) finds it gone on its second look and uploads it again."""
+        obj, marker = self._entry(entry.kind, entry.digest), self._marker(entry.kind, entry.digest)
+        stored = self._last_modified(obj)
+        if stored is None:
+            return False
+        used = self._last_modified(marker)
+        if max(stored, used or stored) >= unused_since:
+            return False
+        try:
+            self.client.delete_object(Bucket=obj.bucket, Key=obj.key)
+            self.client.delete_object(Bucket=marker.bucket, Key=marker.key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self.error(str(obj), obj, exc) from None
+        return True
 
 
 __all__ = ["S3ArtifactStore", "StoreUnavailableError", "artifact_key_suffix", "parse_object_url", "s3_url"]

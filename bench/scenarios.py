@@ -33,6 +33,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle
 
 from bench.baseline import BaselineApproval, baseline_input
+from bench.handoff import handoff
 from bench.report import geometric_mean, summarize_case
 from bench.worker import build_bench_worker
 from conveyor.client import ConveyorClient
@@ -802,4 +803,5 @@ SCENARIOS: dict[str, Callable[[BenchContext], Awaitable[dict[str, Any]]]] = {
     "recovery": recovery,
     "throughput": throughput,
     "approvals": approvals,
+    "handoff": handoff,
 }

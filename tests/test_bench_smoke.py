@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ("overhead", "big", "recovery")
+SCENARIOS = ("overhead", "big", "recovery", "handoff")
 
 
 @pytest.mark.timeout(150)

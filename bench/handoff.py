@@ -133,9 +133,8 @@ def _same_tree(src: Path, dest: Path) -> None:
 @contextlib.contextmanager
 def _moto_s3(work: Path) -> Iterator[Callable[[], _Store]]:
     """A moto server subprocess (so it does not share this process's GIL) and a factory of S3 stores on it."""
-    from conveyor.stores.s3 import S3ArtifactStore
-
     from conveyor.settings import S3Location
+    from conveyor.stores.s3 import S3ArtifactStore
 
     port = free_port()
     log = (work / "moto.log").open("wb")

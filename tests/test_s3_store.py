@@ -202,7 +202,9 @@ def test_an_artifact_above_the_threshold_is_uploaded_in_parts(recorder: Recorder
     src.mkdir()
     (src / "blob.bin").write_bytes(os.urandom(11 * 1024 * 1024))  # incompressible: the zip is as big
     mib5 = 5 * 1024 * 1024  # S3's smallest part
-    transfer = TransferConfig(multipart_threshold=mib5, multipart_chunksize=mib5, max_concurrency=2)
+    # One part at a time: moto's recorder appends each request to its file unlocked, so parts recorded
+    # concurrently can interleave their lines (the upload itself would be fine).
+    transfer = TransferConfig(multipart_threshold=mib5, multipart_chunksize=mib5, max_concurrency=1)
     store = S3ArtifactStore(S3Location(bucket=BUCKET), KMS_KEY, transfer=transfer, tmp_dir=tmp_path)
 
     ref = store.put("Big", src, ["**/*"])

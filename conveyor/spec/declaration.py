@@ -8,7 +8,7 @@ extension place: the `conveyor` object on a pipeline, stage or action (see the *
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -114,6 +114,14 @@ class ApprovalPolicy(DeclarationModel):
     slack_channel: str | None = None  # the channel id the request message is posted to (C0123ABCD)
 
 
+class CodeBuildExtension(DeclarationModel):
+    """`conveyor.codebuild` on a CodeBuild action: which runner, and a buildspec other than the source's."""
+
+    runner: Literal["local", "aws"] = "local"
+    buildspec: Annotated[str, StringConstraints(min_length=1, max_length=100_000)] | None = None  # inline YAML
+    buildspec_path: str | None = None  # a path in the primary input artifact (default buildspec.yml)
+
+
 class ActionExtension(DeclarationModel):
     """`conveyor:` on an action: what CodePipeline's declaration cannot say."""
 
@@ -129,6 +137,7 @@ class ActionExtension(DeclarationModel):
     # the pipeline (CloudFormation `Source.BuildSpec`, Terraform `source { buildspec }`): what the local CodeBuild
     # runner runs for this action instead of the source's buildspec.yml.
     buildspec: Annotated[str, StringConstraints(min_length=1, max_length=100_000)] | None = None
+    codebuild: CodeBuildExtension | None = None
 
 
 class StageExtension(DeclarationModel):

@@ -227,6 +227,30 @@ class NoopInput(CamelModel):
     output_variables: dict[str, str] = Field(default_factory=dict)
 
 
+class BuildPhaseStatus(StrEnum):
+    """A CodeBuild phase's outcome (CodeBuild's own StatusType names)."""
+
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    FAULT = "FAULT"
+    TIMED_OUT = "TIMED_OUT"
+    IN_PROGRESS = "IN_PROGRESS"
+    STOPPED = "STOPPED"
+
+
+class BuildPhase(CamelModel):
+    """One phase of a build (CodeBuild's INSTALL, PRE_BUILD, BUILD, POST_BUILD, ...), shown by `status`."""
+
+    name: str
+    status: BuildPhaseStatus
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+# A failed build's phases travel in its ApplicationError's details as {PHASES_DETAIL: [BuildPhase, ...]}.
+PHASES_DETAIL = "phases"
+
+
 class ActionOutcome(CamelModel):
     """What a successful action hands back to the workflow."""
 
@@ -235,6 +259,7 @@ class ActionOutcome(CamelModel):
     summary: str | None = None
     external_url: str | None = None
     source_revision: SourceRevision | None = None
+    phases: list[BuildPhase] = Field(default_factory=list)  # a build's phases (CodeBuild)
 
 
 # --- Approvals ------------------------------------------------------------------------------------
@@ -367,6 +392,7 @@ class ActionState(CamelModel):
     resolved_configuration: dict[str, str] = Field(default_factory=dict)
     output_variables: dict[str, str] = Field(default_factory=dict)
     output_artifacts: list[ArtifactRef] = Field(default_factory=list)
+    phases: list[BuildPhase] = Field(default_factory=list)  # a build's phases (CodeBuild), its last attempt's
 
 
 class RuleState(CamelModel):

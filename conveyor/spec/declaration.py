@@ -114,12 +114,23 @@ class ApprovalPolicy(DeclarationModel):
     slack_channel: str | None = None  # the channel id the request message is posted to (C0123ABCD)
 
 
+class CodeBuildVariable(DeclarationModel):
+    """One of the project's environment variables (CodeBuild's EnvironmentVariable: name, value, type)."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    value: str
+    type: Literal["PLAINTEXT", "PARAMETER_STORE", "SECRETS_MANAGER"] = "PLAINTEXT"
+
+
 class CodeBuildExtension(DeclarationModel):
     """`conveyor.codebuild` on a CodeBuild action: which runner, and a buildspec other than the source's."""
 
     runner: Literal["local", "aws"] = "local"
     buildspec: Annotated[str, StringConstraints(min_length=1, max_length=100_000)] | None = None  # inline YAML
     buildspec_path: str | None = None  # a path in the primary input artifact (default buildspec.yml)
+    # The CodeBuild project's own environment variables (what the project defines in AWS), below the action's
+    # EnvironmentVariables and above the buildspec's env.
+    environment: list[CodeBuildVariable] = Field(default_factory=list, max_length=200)
 
 
 class ActionExtension(DeclarationModel):

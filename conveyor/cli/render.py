@@ -329,6 +329,7 @@ def _window_opening(rule: RuleState) -> str:
 def _action_details(state: ExecutionState, stage: StageState, action: ActionState) -> Text:
     parts = [_action_outcome(action)]
     parts += _action_attempts(action)
+    parts += _build_phases(action)
     parts += _compensation(state, stage, action)
     parts += [literal(f"notification failed: {error}", WAITING) for error in action.notification_errors]
     return lines([p for p in parts if p.plain])
@@ -344,6 +345,17 @@ def _action_outcome(action: ActionState) -> Text:
         why = f": {decided.summary}" if decided.summary else ""
         return literal(f"{decided.status} by {decided.by or 'unknown'}{why}")
     return literal(action.summary or "")
+
+
+def _build_phases(action: ActionState) -> list[Text]:
+    """A build's phases (CodeBuild), one line each: "phase BUILD FAILED 3.2s"."""
+    return [
+        literal(
+            f"phase {p.name} {p.status} {duration(p.started_at, p.finished_at)}".rstrip(),
+            STYLES.get(p.status.title(), ""),
+        )
+        for p in action.phases
+    ]
 
 
 def _action_attempts(action: ActionState) -> list[Text]:

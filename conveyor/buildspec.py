@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 DEFAULT_BUILDSPEC = "buildspec.yml"
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 PHASE_NAMES = ("install", "pre_build", "build", "post_build")  # in the order CodeBuild runs them
 
 
@@ -150,7 +151,7 @@ class Buildspec(SpecModel):
 def load_buildspec(text: str, source: str) -> Buildspec:
     """The buildspec in `text` (YAML); `source` names it in errors (a path in the input, or the declaration)."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)  # noqa: S506 (a safe loader: libyaml's when available)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -153,9 +153,9 @@ class LocalRunner:
         refs = []
         for index, name in enumerate(input.output_artifacts):
             staging = workspace.meta / "artifacts" / name
-            files = await asyncio.to_thread(_stage_artifact, spec, name, index, workspace.src, staging)
+            root, files = await asyncio.to_thread(_stage_artifact, spec, name, index, workspace.src, staging)
             try:
-                refs.append(await asyncio.to_thread(store.put, name, staging, files))
+                refs.append(await asyncio.to_thread(store.put, name, root, files))
             except ArtifactError as exc:
                 raise non_retryable(str(exc), "ArtifactError") from exc
         return refs
@@ -443,9 +443,10 @@ def _save_cache(spec: Buildspec, cache: Path, workspace: Workspace) -> int:
     return len(files)
 
 
-def _stage_artifact(spec: Buildspec, name: str, index: int, src: Path, staging: Path) -> list[str]:
-    """Copy the files of output artifact `name` (a secondary artifact of that identifier, or the primary for the
-    first output) to `staging`, as CodeBuild lays them out; returns the patterns to pack."""
+def _stage_artifact(spec: Buildspec, name: str, index: int, src: Path, staging: Path) -> tuple[Path, list[str]]:
+    """Where the files of output artifact `name` (a secondary artifact of that identifier, or the primary for the
+    first output) are, laid out as CodeBuild lays them out, and the patterns to pack: the base directory itself
+    when nothing is excluded or flattened, else a copy in `staging`."""
     artifacts = spec.artifacts
     chosen = artifacts.secondary_artifacts.get(name) if artifacts else None
     if chosen is None and artifacts is not None and index == 0 and artifacts.files:
@@ -463,6 +464,8 @@ def _stage_artifact(spec: Buildspec, name: str, index: int, src: Path, staging: 
             f"output artifact '{name}': base-directory '{chosen.base_directory}' is not a directory of the build",
             "ArtifactError",
         )
+    if not chosen.exclude_paths and not chosen.discard_paths:
+        return base, chosen.files  # the store reports a pattern that matches nothing
     excluded = set(matching_files(base, chosen.exclude_paths))
     selected = [rel for rel in matching_files(base, chosen.files) if rel not in excluded]
     if not selected:
@@ -471,4 +474,4 @@ def _stage_artifact(spec: Buildspec, name: str, index: int, src: Path, staging: 
         target = staging / (PurePosixPath(rel).name if chosen.discard_paths else rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(base / rel, target, follow_symlinks=False)
-    return ["**/*"]
+    return staging, ["**/*"]

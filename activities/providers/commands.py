@@ -60,6 +60,7 @@ TIMEOUT_GRACE_SECONDS = 5.0
 STRAGGLER_GRACE_SECONDS = 2.0  # background processes still running after the last command
 OUTPUT_DRAIN_SECONDS = 5.0
 EXIT_POLL_SECONDS = 0.05
+REAP_POLL_SECONDS = 0.005  # after the pidfd said bash exited (EXIT_POLL_SECONDS without a pidfd)
 OUTPUT_VARIABLES_LIMIT = 122880  # bytes of names + values, CodePipeline's limit
 TAIL_LINES = 10
 TAIL_LINE_LIMIT = 500  # characters of each output line quoted in a failure
@@ -349,10 +350,34 @@ async def _leader_exit(proc: asyncio.subprocess.Process) -> None:
     """Wait for bash itself to exit.
 
     Not `proc.wait()`: asyncio only returns from it once every pipe is closed, and a background
-    child of the commands can keep the output pipe open forever.
+    child of the commands can keep the output pipe open forever. A pidfd (Linux) tells the moment
+    bash exits; asyncio's child watcher then reaps it within a few milliseconds.
     """
+    interval = EXIT_POLL_SECONDS
+    with contextlib.suppress(OSError, AttributeError, NotImplementedError):
+        await _pidfd_readable(proc.pid)
+        interval = REAP_POLL_SECONDS
     while proc.returncode is None:
-        await asyncio.sleep(EXIT_POLL_SECONDS)
+        await asyncio.sleep(interval)
+
+
+async def _pidfd_readable(pid: int) -> None:
+    fd = os.pidfd_open(pid)
+    try:
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
 
 
 async def _drain(pump: asyncio.Task[None]) -> None:

@@ -560,6 +560,7 @@ class StageInput(CamelModel):
     default_heartbeat_seconds: int = 30
     pipeline_role_arn: str | None = None  # the declaration's `roleArn` (a worker configured for AWS assumes it)
     artifact_stores: list[ArtifactLocation] = Field(default_factory=list)  # the declaration's S3 stores, if any
+    codebuild_runner: str | None = None  # the pipeline's `conveyor.codebuildRunner`
 
 
 class StageResult(CamelModel):

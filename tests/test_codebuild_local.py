@@ -8,6 +8,7 @@ import asyncio
 import json
 import shlex
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -406,3 +407,52 @@ async def test_parameter_store_and_secrets_manager_values_reach_the_build_masked
     for record in records:
         for value in (PARAMETER, SECRET, ACTION_SECRET):
             assert value not in record
+
+
+async def test_runner_per_action_over_per_pipeline(
+    conveyor: ConveyorClient, worker: Worker, settings: Settings
+) -> None:
+    """`conveyor.codebuildRunner` on the pipeline picks the runner of CodeBuild actions that name none."""
+    name = unique("cb-runner")
+    spec = {"version": 0.2, "phases": {"build": {"commands": ["echo ran-locally"]}}}
+    declaration = build_pipeline(name, spec, {"configuration": configuration(name)})
+    declaration["conveyor"] = {"codebuildRunner": "aws"}
+    declaration["stages"][1]["actions"][0]["conveyor"] = {"codebuild": {"runner": "local"}}
+    ref, state = await run(conveyor, declaration)
+    assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+    assert "ran-locally\n" in build_log(settings, ref)
+    del declaration["stages"][1]["actions"][0]["conveyor"]
+    ref, state = await run(conveyor, declaration)
+    assert state.status == ExecutionStatus.FAILED  # the aws runner: no such project here
+    assert not action_log_path(settings.logs_dir, name, ref.execution_id, "Build", "Compile").exists()
+
+
+async def test_resolved_source_version_is_the_sources_commit(
+    conveyor: ConveyorClient, worker: Worker, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    spec = {
+        "version": 0.2,
+        "env": {"exported-variables": ["SEEN"]},
+        "phases": {"build": {"commands": ['export SEEN="$CODEBUILD_RESOLVED_SOURCE_VERSION"']}},
+    }
+    (repo / "buildspec.yml").write_text(yaml.safe_dump(spec))
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "first"]):
+        process = await asyncio.create_subprocess_exec(*git, *args)
+        assert await process.wait() == 0
+    process = await asyncio.create_subprocess_exec(*git, "rev-parse", "HEAD", stdout=asyncio.subprocess.PIPE)
+    commit = (await process.communicate())[0].decode().strip()
+    name = unique("cb-rev")
+    checkout = {
+        "name": "Checkout",
+        "provider": "Git",
+        "configuration": {"RepositoryUrl": str(repo), "BranchName": "main"},
+        "outputArtifacts": [{"name": "Src"}],
+    }
+    declaration = build_pipeline(name, None, {"configuration": configuration(name)})
+    declaration["stages"][0]["actions"] = [checkout]
+    _, state = await run(conveyor, declaration)
+    assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+    assert compile_state(state).output_variables == {"SEEN": commit}

@@ -413,6 +413,8 @@ class StageWorkflow:
             artifact=lambda name: self._artifact(action, name),
             pipeline_role_arn=self._input.pipeline_role_arn,
             revision_type=override.revision_type if override else None,
+            codebuild_runner=self._input.codebuild_runner,
+            source_revisions=(*self._input.source_revisions_seen, *self._revisions),
         )
         activity_input = run.build_input(request)
         self._register_compensation(contract, request, activity_input)

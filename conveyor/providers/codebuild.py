@@ -106,13 +106,17 @@ def build_input(request: ActionRequest) -> CodeBuildInput:
     inputs.sort(key=lambda ref: ref.name != primary)  # stable: the primary first, the others as declared
     extension = action.conveyor
     codebuild = extension.codebuild
+    runner = (codebuild.runner if codebuild else None) or request.codebuild_runner or CodeBuildRunner.LOCAL
+    # CODEBUILD_RESOLVED_SOURCE_VERSION: known when the execution has one source (an artifact does not say which
+    # source action made it).
+    revisions = {revision.revision_id for revision in request.source_revisions}
     # A Conveyor override (a path, or inline) wins over the imported project's buildspec.
     path = codebuild.buildspec_path if codebuild else None
     buildspec = None if path else (codebuild.buildspec if codebuild else None) or extension.buildspec
     return CodeBuildInput(
         context=request.context,
         identity=request.aws_identity(),
-        runner=CodeBuildRunner(extension.codebuild.runner) if extension.codebuild else CodeBuildRunner.LOCAL,
+        runner=CodeBuildRunner(runner),
         project_name=configuration["ProjectName"],
         input_artifacts=inputs,
         output_artifacts=[o.name for o in action.output_artifacts],
@@ -124,6 +128,7 @@ def build_input(request: ActionRequest) -> CodeBuildInput:
         buildspec=buildspec,
         buildspec_path=path,
         timeout_seconds=int(request.timeout.total_seconds()),
+        source_version=revisions.pop() if len(revisions) == 1 else None,
     )
 
 

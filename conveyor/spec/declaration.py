@@ -125,7 +125,7 @@ class CodeBuildVariable(DeclarationModel):
 class CodeBuildExtension(DeclarationModel):
     """`conveyor.codebuild` on a CodeBuild action: which runner, and a buildspec other than the source's."""
 
-    runner: Literal["local", "aws"] = "local"
+    runner: Literal["local", "aws"] | None = None  # None: the pipeline's `conveyor.codebuildRunner`, else local
     buildspec: Annotated[str, StringConstraints(min_length=1, max_length=100_000)] | None = None  # inline YAML
     buildspec_path: str | None = None  # a path in the primary input artifact (default buildspec.yml)
     # The CodeBuild project's own environment variables (what the project defines in AWS), below the action's
@@ -194,6 +194,8 @@ class PipelineExtension(DeclarationModel):
     retry_window_minutes: int = Field(default=DEFAULT_RETRY_WINDOW_MINUTES, ge=0, le=60 * 24 * 30)
     # A saga across stages: when a stage fails, the stages completed before it are compensated too.
     compensate_earlier_stages: bool = False
+    # The CodeBuild runner of the pipeline's CodeBuild actions that name none (`conveyor.codebuild.runner`).
+    codebuild_runner: Literal["local", "aws"] | None = None
 
 
 # --- CodePipeline's own declaration --------------------------------------------------------------

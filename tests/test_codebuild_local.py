@@ -16,6 +16,7 @@ import yaml
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.codebuild.local import _masker
 from conveyor.buildspec import BuildspecError, load_buildspec
 from conveyor.client import ConveyorClient, ExecutionRef
 from conveyor.devserver import EmbeddedServer
@@ -277,6 +278,13 @@ async def test_abort_skips_later_phases_and_a_missing_buildspec_is_named(
     error = compile_state(state).error
     assert error is not None and error.code == "ConfigurationError"
     assert error.message.startswith("buildspec 'buildspec.yml' not found in the primary input artifact 'Src'")
+    spec["env"] = {"shell": "powershell.exe"}
+    _, state = await run(conveyor, build_pipeline(name, spec, {"configuration": configuration(name)}))
+    error = compile_state(state).error
+    assert error is not None and error.message == (
+        "buildspec 'buildspec.yml' (primary input): env.shell 'powershell.exe' cannot run on the local runner; "
+        "use bash or sh (or the aws runner)"
+    )
 
 
 async def test_buildspec_sources_in_order(conveyor: ConveyorClient, worker: Worker, settings: Settings) -> None:
@@ -456,3 +464,11 @@ async def test_resolved_source_version_is_the_sources_commit(
     _, state = await run(conveyor, declaration)
     assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
     assert compile_state(state).output_variables == {"SEEN": commit}
+
+
+def test_every_line_of_a_multi_line_secret_is_masked() -> None:
+    key = "-----BEGIN KEY-----\nAAAAsecretline1\nBBBBsecretline2\n-----END KEY-----"
+    mask = _masker([key, "tok3n"])
+    assert mask("x tok3n y") == "x *** y"
+    assert [mask(line) for line in key.splitlines()] == ["***"] * 4
+    assert mask("nothing here") == "nothing here"

@@ -166,9 +166,16 @@ class LocalRunner:
 
 def _buildspec(input: CodeBuildInput, workspace: Workspace) -> Buildspec:
     """The override or imported buildspec, else the file in the primary input (`buildspec_path`, buildspec.yml)."""
+    spec, source = _load(input, workspace)
+    _check_shell(spec, source)
+    return spec
+
+
+def _load(input: CodeBuildInput, workspace: Workspace) -> tuple[Buildspec, str]:
     try:
         if input.buildspec is not None and input.buildspec_path is None:
-            return load_buildspec(input.buildspec, f"of action '{input.context.action_name}' (conveyor)")
+            source = f"of action '{input.context.action_name}' (conveyor)"
+            return load_buildspec(input.buildspec, source), source
         rel = input.buildspec_path or DEFAULT_BUILDSPEC
         path = _inside(workspace.src, rel)
         if path is None or not path.is_file():
@@ -178,7 +185,8 @@ def _buildspec(input: CodeBuildInput, workspace: Workspace) -> Buildspec:
                 + ": add it to the source, or set conveyor.codebuild.buildspec (inline) or .buildspecPath",
                 "ConfigurationError",
             )
-        return load_buildspec(path.read_text(errors="replace"), f"'{rel}' (primary input)")
+        source = f"'{rel}' (primary input)"
+        return load_buildspec(path.read_text(errors="replace"), source), source
     except BuildspecError as err:
         raise non_retryable(str(err), "ConfigurationError") from None
 
@@ -191,8 +199,24 @@ def _inside(root: Path, rel: str) -> Path | None:
     return root.joinpath(*parts)
 
 
+BASH_SHELLS = frozenset({"bash", "/bin/bash", "/usr/bin/bash"})
+SH_SHELLS = frozenset({"sh", "/bin/sh"})  # run with bash: a superset for the commands buildspecs hold
+
+
+def _check_shell(spec: Buildspec, source: str) -> None:
+    shell = spec.env.shell
+    if shell is not None and shell not in BASH_SHELLS | SH_SHELLS:
+        raise non_retryable(
+            f"buildspec {source}: env.shell '{shell}' cannot run on the local runner; use bash or sh "
+            "(or the aws runner)",
+            "ConfigurationError",
+        )
+
+
 def _not_applied(spec: Buildspec) -> list[str]:
     keys = spec.not_applied_locally()
+    if spec.env.shell in SH_SHELLS:
+        keys.append(f"env.shell {spec.env.shell} (run with bash)")
     line = _NOT_LOCAL + (f"; not applied locally: {', '.join(keys)}" if keys else "")
     return [line + " (README: CodeBuild, what `local` cannot do)"]
 
@@ -277,8 +301,11 @@ def _value(variable: BuildVariable, secrets: Mapping[str, str]) -> str:
 
 
 def _masker(values: list[str]) -> Callable[[str], str]:
-    """Each secret value replaced by `***` wherever it appears, longest first (one may contain another)."""
-    ordered = sorted({v for v in values if v}, key=len, reverse=True)
+    """Each secret value replaced by `***` wherever it appears, longest first (one may contain another). The log
+    is masked line by line, so each line of a multi-line value (a key in PEM) is masked too."""
+    pieces = {v for v in values if v} | {line.strip() for v in values for line in v.splitlines()[1:] if line.strip()}
+    pieces |= {line.strip() for v in values if "\n" in v for line in v.splitlines()[:1] if line.strip()}
+    ordered = sorted(pieces, key=len, reverse=True)
     if not ordered:
         return lambda line: line
     pattern = re.compile("|".join(re.escape(v) for v in ordered))
@@ -415,11 +442,14 @@ def _restore_cache(spec: Buildspec, cache: Path, workspace: Workspace) -> list[s
         return notes
     if not cache.is_dir():
         return [*notes, "[conveyor] cache: miss (nothing cached yet for this project)"]
-    files = matching_files(cache, kept)
-    for rel in files:
-        target = workspace.src / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(cache / rel, target, follow_symlinks=False)
+    try:
+        files = matching_files(cache, kept)
+        for rel in files:
+            target = workspace.src / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(cache / rel, target, follow_symlinks=False)
+    except OSError as err:  # another build of the project replaced the cache meanwhile: build without it
+        return [*notes, f"[conveyor] cache: not restored ({err.strerror}); the build runs without it"]
     return [*notes, f"[conveyor] cache: hit, {len(files)} files restored"]
 
 

@@ -14,19 +14,25 @@ from typing import Any
 import pytest
 import yaml
 from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 from activities.codebuild.local import _masker
+from activities.providers.codebuild import CodeBuildProvider
+from conveyor.aws.identity import AwsIdentity
 from conveyor.buildspec import BuildspecError, load_buildspec
 from conveyor.client import ConveyorClient, ExecutionRef
 from conveyor.devserver import EmbeddedServer
 from conveyor.interface import stage_workflow_id
-from conveyor.model import BuildPhaseStatus, ExecutionState, ExecutionStatus
+from conveyor.model import ActionContext, BuildPhaseStatus, ExecutionState, ExecutionStatus
+from conveyor.providers.codebuild import CodeBuildInput
 from conveyor.settings import Settings, action_log_path
 from conveyor.spec.validation import validate_pipeline
+from conveyor.stores.artifacts import LocalArtifactStore
 from tests.aws import Aws
 from tests.test_cli import cli_env
 from tests.test_cli import conveyor as cli
+from tests.test_commands_provider import Heartbeats, live_in_group, wait_for_members
 
 
 def unique(name: str) -> str:
@@ -378,6 +384,7 @@ async def test_parameter_store_and_secrets_manager_values_reach_the_build_masked
                 "commands": [
                     f'test "$TOKEN" = {PARAMETER} && test "$DB_PASSWORD" = {SECRET} && test "$DB_USER" = app',
                     f'test "$FROM_ACTION" = {ACTION_SECRET}',
+                    'test -z "${AWS_SECRET_ACCESS_KEY:-}"',  # the worker's own credentials stay out (clean env)
                     'echo "token=$TOKEN password=$DB_PASSWORD action=$FROM_ACTION"',
                     'echo "again:$TOKEN:end"',
                 ]
@@ -472,3 +479,28 @@ def test_every_line_of_a_multi_line_secret_is_masked() -> None:
     assert mask("x tok3n y") == "x *** y"
     assert [mask(line) for line in key.splitlines()] == ["***"] * 4
     assert mask("nothing here") == "nothing here"
+
+
+async def test_cancellation_kills_the_builds_process_group_and_removes_its_workspace(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    store = LocalArtifactStore(settings.artifacts_dir)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.txt").write_text("app")
+    spec = {"version": 0.2, "phases": {"build": {"commands": ["sleep 300 & sleep 301"]}}}
+    input = CodeBuildInput(
+        context=ActionContext(pipeline_name="p", execution_id="e", stage_name="Build", action_name="Compile"),
+        identity=AwsIdentity(session_name="p"),
+        project_name="p",
+        input_artifacts=[store.put("Src", tmp_path / "src", ["**/*"])],
+        buildspec=yaml.safe_dump(spec),
+    )
+    env = ActivityEnvironment()
+    beats = Heartbeats(env)
+    task = asyncio.create_task(env.run(CodeBuildProvider(settings, store).codebuild, input))
+    record = await beats.first_record()
+    await wait_for_members(record.pgid, 3)
+    env.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert live_in_group(record.pgid) == []
+    assert list(settings.workspaces_dir.iterdir()) == []

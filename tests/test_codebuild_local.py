@@ -284,6 +284,10 @@ async def test_abort_skips_later_phases_and_a_missing_buildspec_is_named(
     error = compile_state(state).error
     assert error is not None and error.code == "ConfigurationError"
     assert error.message.startswith("buildspec 'buildspec.yml' not found in the primary input artifact 'Src'")
+    batch = build_pipeline(name, None, {"configuration": configuration(name, BatchEnabled="true")})
+    _, state = await run(conveyor, batch)
+    error = compile_state(state).error
+    assert error is not None and error.message.startswith("BatchEnabled: the local runner does not run batch builds")
     spec["env"] = {"shell": "powershell.exe"}
     _, state = await run(conveyor, build_pipeline(name, spec, {"configuration": configuration(name)}))
     error = compile_state(state).error

@@ -74,6 +74,12 @@ class LocalRunner:
             pipeline=ctx.pipeline_name, execution=ctx.execution_id, stage=ctx.stage_name, action=ctx.action_name
         )
         await kill_previous_attempt_orphans(log)
+        if input.batch_enabled:
+            raise non_retryable(
+                "BatchEnabled: the local runner does not run batch builds; set it to false or use the aws runner "
+                "(conveyor.codebuild.runner: aws)",
+                "ConfigurationError",
+            )
         attempt = ctx.action_attempt
         workspace = Workspace(
             self.settings.workspaces_dir / workspace_key(ctx) / f"attempt-{attempt}-{activity.info().attempt}"

@@ -70,6 +70,7 @@ class CodeBuildInput(CamelModel):
     buildspec_path: str | None = None  # a path in the primary input (default: buildspec.yml at its root)
     timeout_seconds: int = 60 * 60
     source_version: str | None = None  # the primary input's source revision (CODEBUILD_RESOLVED_SOURCE_VERSION)
+    batch_enabled: bool = False  # `BatchEnabled`: a batch build (the buildspec's `batch`)
 
 
 def environment_variables(text: str | None) -> list[BuildVariable]:
@@ -129,6 +130,7 @@ def build_input(request: ActionRequest) -> CodeBuildInput:
         buildspec_path=path,
         timeout_seconds=int(request.timeout.total_seconds()),
         source_version=revisions.pop() if len(revisions) == 1 else None,
+        batch_enabled=configuration.get("BatchEnabled", "").strip().lower() == "true",
     )
 
 

@@ -123,11 +123,13 @@ def load_connections(path: Path | None) -> dict[str, Connection]:
         raise ConnectionsError(f"connections file {path}: cannot read it ({err.strerror or err})") from None
     try:
         raw: Any = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConnectionsError(
-            f"connections file {path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {first}"
-        ) from None
+    except ValueError as err:
+        raise ConnectionsError(f"connections file {path}: not valid JSON: {err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConnectionsError(f"connections file {path}: not valid YAML{where}: {problem}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

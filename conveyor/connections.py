@@ -1,7 +1,9 @@
 """Where a Git-hosted source (CodeStarSourceConnection, GitHub, CodeCommit) is cloned from, and with which credential.
 
 Worker configuration, never part of a declaration: a YAML (or JSON) mapping, read from the file
-`CONVEYOR_CONNECTIONS` names, else `<data dir>/connections.yaml` when it exists. Each key matches actions:
+`CONVEYOR_CONNECTIONS` names, else (for the worker `conveyor run FILE` brings up) a `connections.yaml` beside
+FILE, else `<data dir>/connections.yaml` when it exists; a relative path in it is relative to the file's
+directory. Each key matches actions:
 an exact ConnectionArn first, then a provider name, then `*`. Without a matching entry the defaults apply
 (github.com for CodeStarSourceConnection and GitHub, AWS's CodeCommit endpoint with the AWS credential chain).
 
@@ -140,13 +142,27 @@ def load_connections(path: Path | None) -> dict[str, Connection]:
     entries: dict[str, Connection] = {}
     for key, value in raw.items():
         try:
-            entries[str(key)] = Connection.model_validate(value if value is not None else {})
+            entry = Connection.model_validate(value if value is not None else {})
         except ValidationError as err:
             problem = err.errors()[0]
             where = ".".join(str(part) for part in (key, *problem["loc"]))
             message = problem["msg"].removeprefix("Value error, ")
             raise ConnectionsError(f"connections file {path}: {where}: {message}") from None
+        if entry.url is not None and _relative_path(entry.url):
+            entry = entry.model_copy(update={"url": str(path.parent.absolute() / entry.url)})
+        entries[str(key)] = entry
     return entries
+
+
+def _relative_path(url: str) -> bool:
+    """A relative local path (no scheme, no `host:path`): relative to the connections file's directory."""
+    return ":" not in url and not url.startswith(("/", "~"))
+
+
+def beside(pipeline_file: Path) -> Path | None:
+    """The `connections.yaml` beside a pipeline file, if there is one (`conveyor run FILE`'s own worker)."""
+    candidate = pipeline_file.parent / DEFAULT_FILE_NAME
+    return candidate if candidate.is_file() else None
 
 
 def resolve_connection(

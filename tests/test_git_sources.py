@@ -15,6 +15,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import ActivityEnvironment
 
 from activities.providers.git_sources import HostedGitSources, git_credentials
@@ -41,6 +42,7 @@ from tests.test_cli import conveyor as cli
 from tests.test_schedules import executions
 from tests.test_webhooks import deliver, push, service  # noqa: F401 - `service` is a fixture used here
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "codestar-source" / "pipeline.yaml"
 CONTEXT = ActionContext(pipeline_name="shop", execution_id="exec-1", stage_name="Source", action_name="Checkout")
 ARN = "arn:aws:codestar-connections:eu-west-1:111122223333:connection/abc-123"
 TOKEN = "ghp_FAKEtokenNeverToBeSeen0123456789"
@@ -443,6 +445,24 @@ stages:
 # --- triggers: polling and the GitHub webhook --------------------------------------------------------------
 
 
+def source_pipeline(name: str, owner: str, provider: str, configuration: str) -> dict:
+    return pipeline(
+        f"""
+name: {name}
+stages:
+  - name: Source
+    actions:
+      - name: Checkout
+        actionTypeId: {{category: Source, owner: {owner}, provider: {provider}, version: "1"}}
+        configuration: {configuration}
+        outputArtifacts: [{{name: Code}}]
+  - name: Build
+    actions:
+      - {{name: Check, provider: Commands, inputArtifacts: [{{name: Code}}], commands: ["test -f app.txt"]}}
+"""
+    )
+
+
 def codestar_pipeline(name: str, *, detect: str | None = None, poll: bool = False, repo: str = "my-org/app") -> dict:
     detect_line = f", DetectChanges: '{detect}'" if detect else ""
     poll_line = "conveyor: {poll: {intervalSeconds: 3600}}" if poll else ""
@@ -489,8 +509,6 @@ async def test_polling_a_codestar_source_starts_once_per_new_commit(
 
         quiet = codestar_pipeline("quiet", poll=True, detect="false")  # DetectChanges false: no poll schedule
         await conveyor.apply(quiet)
-        from temporalio.service import RPCError
-
         with pytest.raises(RPCError):
             await temporal_client.get_schedule_handle(f"{quiet['name']}/poll").describe()
         await poller.delete()
@@ -509,12 +527,19 @@ async def test_the_github_webhook_starts_codestar_pipelines_of_its_repository(
     path = connections(tmp_path / "c.yaml", f'"*": {{url: "{hosted.root}/{{FullRepositoryId}}.git"}}\n')
     hooked = codestar_pipeline("hooked")
     detached = codestar_pipeline("detached", detect="false")
+    github = source_pipeline(
+        "github-v1",
+        "ThirdParty",
+        "GitHub",
+        "{Owner: my-org, Repo: app, Branch: main, OAuthToken: '****', PollForSourceChanges: 'false'}",
+    )
+    codecommit = source_pipeline("codecommit", "AWS", "CodeCommit", "{RepositoryName: app, BranchName: main}")
     event = push("refs/heads/main", head, ["app.txt"]) | {"repository": {"full_name": "My-Org/App"}}
     async with (
         build_worker(temporal_client, settings.model_copy(update={"connections_file": path})),
         httpx.AsyncClient() as http,
     ):
-        for declaration in (hooked, detached):
+        for declaration in (hooked, detached, github, codecommit):
             await conveyor.apply(declaration)
         other_repo = event | {"repository": {"full_name": "my-org/other"}}
         ignored = await deliver(http, f"{service}/webhooks/github/{hooked['name']}", "push", other_repo)
@@ -527,9 +552,35 @@ async def test_the_github_webhook_starts_codestar_pipelines_of_its_repository(
         assert off.json()["started"] is False  # DetectChanges: false
         started = await deliver(http, f"{service}/webhooks/github/{hooked['name']}", "push", event)
         assert started.status_code == 202 and started.json()["started"] is True, started.text
-        (row,) = await executions(conveyor, hooked["name"], 1)
-        state = await asyncio.wait_for(conveyor.wait(row.ref), 60)
-    assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
-    assert state.trigger.trigger_type == TriggerType.WEBHOOK_V2
-    assert state.source_revisions[0].revision_id == head
+        by_webhook = await deliver(http, f"{service}/webhooks/github/{github['name']}", "push", event)
+        assert by_webhook.json()["started"] is True  # GitHub v1: PollForSourceChanges false, events by webhook
+        never = await deliver(http, f"{service}/webhooks/github/{codecommit['name']}", "push", event)
+        assert never.json()["started"] is False  # CodeCommit's changes are not GitHub deliveries
+        states = []
+        for declaration in (hooked, github):
+            (row,) = await executions(conveyor, declaration["name"], 1)
+            states.append(await asyncio.wait_for(conveyor.wait(row.ref), 60))
+    for state in states:
+        assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+        assert state.trigger.trigger_type == TriggerType.WEBHOOK_V2
+        assert state.source_revisions[0].revision_id == head
     assert await conveyor.list(detached["name"]) == []
+    assert await conveyor.list(codecommit["name"]) == []
+
+
+async def test_run_uses_the_connections_file_beside_the_pipeline(
+    tmp_path: Path, hosted: Hosted, settings: Settings, server: EmbeddedServer
+) -> None:
+    """The example's way: `conveyor run FILE` brings up a worker that reads FILE's neighbour connections.yaml,
+    whose relative paths are relative to it."""
+    example = tmp_path / "example"
+    example.mkdir()
+    (example / "pipeline.yaml").write_text(EXAMPLE.read_text())
+    hosted.root = example / "repos"
+    hosted.create("my-org/conveyor", {"README.md": "hello\n"}, "Example commit")
+    arn = next(line for line in (EXAMPLE.parent / "connections.yaml").read_text().splitlines() if line.startswith('"'))
+    connections(example / "connections.yaml", f'{arn}\n  url: "repos/{{FullRepositoryId}}.git"\n')
+    env = cli_env(settings.data_dir, server.address, settings.task_queue)
+    done = await cli("run", str(example / "pipeline.yaml"), "--worker", env=env, timeout=90)
+    assert done.code == 0, str(done)
+    assert "Example commit" in done.out and hosted.head("my-org/conveyor") in done.out

@@ -150,6 +150,10 @@ def load_connections(path: Path | None) -> dict[str, Connection]:
             raise ConnectionsError(f"connections file {path}: {where}: {message}") from None
         if entry.url is not None and _relative_path(entry.url):
             entry = entry.model_copy(update={"url": str(path.parent.absolute() / entry.url)})
+        credential = entry.credential
+        if credential is not None and credential.file is not None and not credential.file.expanduser().is_absolute():
+            located = credential.model_copy(update={"file": path.parent.absolute() / credential.file})
+            entry = entry.model_copy(update={"credential": located})
         entries[str(key)] = entry
     return entries
 

@@ -340,6 +340,16 @@ async def test_a_token_from_the_environment_reaches_the_server_only_through_git(
     (artifact,) = result.output_artifacts
     with zipfile.ZipFile(provider.store.path_for(artifact.digest)) as zf:  # type: ignore[attr-defined]
         assert all(TOKEN.encode() not in zf.read(name) for name in zf.namelist())
+    seen.clear()
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "token").write_text(TOKEN + "\n")
+    monkeypatch.delenv("GITHUB_TOKEN")
+    from_file = connections(
+        tmp_path / "file.yaml",
+        f'GitHub: {{url: "{url}/{{Owner}}/{{Repo}}.git", credential: {{file: secrets/token}}}}\n',  # relative to it
+    )
+    await ActivityEnvironment().run(sources(tmp_path, from_file).github_source, github)
+    assert seen == [("x-access-token", TOKEN)] * len(seen) and seen
     without = connections(tmp_path / "none.yaml", f'GitHub: {{url: "{url}/{{Owner}}/{{Repo}}.git"}}\n')
     with pytest.raises(ApplicationError, match="could not clone"):
         await ActivityEnvironment().run(sources(tmp_path, without).github_source, github)

@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import ActivityEnvironment
 
-from activities.providers.git_sources import HostedGitSources, git_credentials
+from activities.providers.git_sources import ENV_HELPER, HostedGitSources, git_credentials
 from conveyor.client import ConveyorClient
 from conveyor.connections import (
     ConnectionsError,
@@ -287,6 +287,15 @@ async def test_a_missing_credential_fails_the_action_clearly(
     bad = connections(tmp_path / "bad.yaml", "CodeStarSourceConnection: {url: 3, credential: {aws: maybe}}\n")
     with pytest.raises(ApplicationError, match=rf"connections file {bad}: CodeStarSourceConnection\.url"):
         await ActivityEnvironment().run(sources(tmp_path, bad).codestar_connection_source, codestar_input())
+
+
+def test_a_token_is_in_gits_environment_only_never_in_its_arguments() -> None:
+    connection = ResolvedConnection(url="https://h/o/r.git", credential=Credential(env="GH"), matched="GitHub")
+    found = git_credentials(connection, {"GH": TOKEN}, "here", lambda _: None)
+    assert found.options == ("-c", "credential.helper=", "-c", f"credential.helper={ENV_HELPER}")
+    assert all(TOKEN not in option for option in found.options)  # what a process listing shows
+    assert dict(found.env) == {"CONVEYOR_GIT_USERNAME": "x-access-token", "CONVEYOR_GIT_TOKEN": TOKEN}
+    assert found.scrub(f"fatal: {TOKEN} refused") == "fatal: **** refused"
 
 
 def test_aws_credentials_name_the_missing_tool() -> None:

@@ -30,6 +30,7 @@ from conveyor.settings import Settings, action_log_path
 from conveyor.spec.validation import validate_pipeline
 from conveyor.stores.artifacts import LocalArtifactStore
 from tests.aws import Aws
+from tests.helpers import waiting_token
 from tests.test_cli import cli_env
 from tests.test_cli import conveyor as cli
 from tests.test_commands_provider import Heartbeats, live_in_group, wait_for_members
@@ -508,3 +509,50 @@ async def test_cancellation_kills_the_builds_process_group_and_removes_its_works
         await task
     assert live_in_group(record.pgid) == []
     assert list(settings.workspaces_dir.iterdir()) == []
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "codebuild-release"
+
+
+async def test_the_codebuild_release_example_runs_with_one_command(
+    tmp_path: Path, conveyor: ConveyorClient, settings: Settings, server: EmbeddedServer
+) -> None:
+    """The example as a user runs it (`conveyor run FILE`, approving from elsewhere), its connection mapped to a
+    repository holding the example's buildspecs, as this checkout does."""
+    repo = tmp_path / "repo"
+    (repo / "examples" / "codebuild-release").mkdir(parents=True)
+    for name in ("buildspec.yml", "deployspec.yml"):
+        (repo / "examples" / "codebuild-release" / name).write_text((EXAMPLE / name).read_text())
+    (repo / "README.md").write_text("the example's repository\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "release"]):
+        assert (await (await asyncio.create_subprocess_exec(*git, *args)).wait()) == 0
+    example = tmp_path / "example"
+    example.mkdir()
+    (example / "pipeline.yaml").write_text((EXAMPLE / "pipeline.yaml").read_text())
+    (example / "connections.yaml").write_text(
+        (EXAMPLE / "connections.yaml").read_text().replace('url: "../.."', f'url: "{repo}"')
+    )
+    deploy = tmp_path / "deployed"
+    env = cli_env(settings.data_dir, server.address, settings.task_queue)
+    running = asyncio.create_task(
+        cli("run", str(example / "pipeline.yaml"), "--worker", "--var", f"DeployRoot={deploy}", env=env, timeout=120)
+    )
+
+    async def waiting() -> ExecutionRef:
+        while True:
+            for summary in await conveyor.list("codebuild-release"):
+                state = await conveyor.state(summary.ref)
+                stage = state.stage("Approval")
+                if stage and any(a.token for a in stage.actions):
+                    return summary.ref
+            await asyncio.sleep(0.3)
+
+    ref = await asyncio.wait_for(waiting(), 60)
+    token = await waiting_token(conveyor, ref, "Approval", "ApproveRelease")
+    await conveyor.decide(ref, "Approval", "ApproveRelease", approve=True, token=token, by="tester")
+    done = await running
+    assert done.code == 0, str(done)
+    release = (deploy / "RELEASE.txt").read_text()
+    assert release.startswith("conveyor-example 1.") and "from commit " in release
+    assert (deploy / "README.md").read_text() == "the example's repository\n"

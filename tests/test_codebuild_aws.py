@@ -20,11 +20,16 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
+from activities.providers.codebuild import CodeBuildProvider
+from conveyor.aws.identity import AwsIdentity
 from conveyor.client import ConveyorClient
-from conveyor.model import ExecutionState, ExecutionStatus
-from conveyor.settings import Settings
-from conveyor.stores.artifacts import store_from_settings
+from conveyor.model import ActionContext, ArtifactRef, ExecutionState, ExecutionStatus
+from conveyor.providers.codebuild import CodeBuildInput, CodeBuildRunner
+from conveyor.settings import S3Location, Settings
+from conveyor.stores.artifacts import ConfiguredArtifactStore, store_from_settings
 from conveyor.worker import build_worker
 from tests.aws import Aws
 from tests.aws_contract import CodeBuildScript, ScriptedBuild
@@ -290,3 +295,88 @@ async def test_a_worker_killed_after_starting_the_build_is_followed_by_one_that_
 
 def _success_fields() -> dict[str, object]:
     return {"exported": SUCCESS.exported, "artifacts": SUCCESS.artifacts}
+
+
+# --- the runner on its own (no workflow) --------------------------------------------------------------------------
+
+CONTEXT = ActionContext(pipeline_name="app", execution_id="exec-1", stage_name="Build", action_name="Compile")
+
+
+def runner_input(source: ArtifactRef, project: str = PROJECT) -> CodeBuildInput:
+    return CodeBuildInput(
+        context=CONTEXT,
+        identity=AwsIdentity(session_name="conveyor-app-exec-1"),
+        runner=CodeBuildRunner.AWS,
+        project_name=project,
+        input_artifacts=[source],
+        output_artifacts=["Out"],
+    )
+
+
+def local_source(store: ConfiguredArtifactStore, tmp_path: Path) -> ArtifactRef:
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "app.txt").write_text("app\n")
+    return store.local.put("Src", root, ["**/*"])
+
+
+def s3_settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data", artifact_store=S3Location(bucket=BUCKET, prefix="ci"), codebuild_poll_seconds=0.01
+    )
+
+
+async def test_an_input_in_the_local_store_is_uploaded_to_the_s3_store_before_the_build(
+    codebuild: CodeBuildScript, aws: Aws, tmp_path: Path
+) -> None:
+    """Contract test: a file:// input becomes an S3 source override in the configured S3 store."""
+    codebuild.outcome = ScriptedBuild(artifacts={"Out": zipped("out.txt", "out\n")})
+    settings = s3_settings(tmp_path)
+    store = ConfiguredArtifactStore(settings)
+    source = local_source(store, tmp_path)
+    assert source.location.startswith("file://")
+    outcome = await ActivityEnvironment().run(CodeBuildProvider(settings, store).codebuild, runner_input(source))
+    (request,) = codebuild.starts
+    bucket, key = request["sourceLocationOverride"].split("/", 1)
+    assert (bucket, key) == (
+        BUCKET,
+        f"ci/artifacts/sha256/{source.digest.removeprefix('sha256:')[:2]}/{source.digest.removeprefix('sha256:')}.zip",
+    )
+    assert aws.client("s3").head_object(Bucket=bucket, Key=key)["ContentLength"] == source.size
+    assert request["artifactsOverride"]["path"].startswith("ci/codebuild/")
+    (out,) = outcome.output_artifacts
+    assert out.location.startswith(f"s3://{BUCKET}/ci/artifacts/sha256/")
+
+
+async def test_without_an_s3_store_the_action_is_refused_before_any_call(
+    codebuild: CodeBuildScript, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    store = ConfiguredArtifactStore(settings)
+    with pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(
+            CodeBuildProvider(settings, store).codebuild, runner_input(local_source(store, tmp_path))
+        )
+    assert raised.value.type == "ConfigurationError" and raised.value.non_retryable
+    assert "artifact store is local: set CONVEYOR_ARTIFACT_STORE=s3://" in raised.value.message
+    assert codebuild.starts == []
+
+
+async def test_a_missing_project_and_a_missing_output_are_clear_errors(
+    codebuild: CodeBuildScript, tmp_path: Path
+) -> None:
+    """Contract test: an unknown project (found by the first call, the lookup); a build that uploaded no artifact for an output."""
+    settings = s3_settings(tmp_path)
+    store = ConfiguredArtifactStore(settings)
+    source = local_source(store, tmp_path)
+    provider = CodeBuildProvider(settings, store)
+    with pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(provider.codebuild, runner_input(source, project="no-such-project"))
+    assert raised.value.type == "AwsNotFound"
+    assert "action 'Compile': codebuild:ListBuildsForProject on no-such-project failed" in raised.value.message
+    assert "project/no-such-project does not exist" in raised.value.message
+    codebuild.outcome = ScriptedBuild(artifacts={})
+    with pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(provider.codebuild, runner_input(source))
+    assert raised.value.type == "ArtifactError"
+    assert "the build succeeded but wrote no output artifact 'Out'" in raised.value.message

@@ -264,7 +264,7 @@ async def test_a_worker_killed_after_starting_the_build_is_followed_by_one_that_
             await wait_for(codebuild.start_held.is_set, 60, "StartBuild to be served")
         else:
             await wait_for(lambda: _in_phase(codebuild, "BUILD"), 60, "the build to reach its BUILD phase")
-            await asyncio.sleep(0.5)  # its heartbeat (the build id) reaches the server
+            await _heartbeat_recorded(temporal_client, f"{ref.pipeline_name}/{ref.execution_id}/Build")
         first.kill()
         first.wait(10)
     finally:
@@ -291,6 +291,17 @@ async def test_a_worker_killed_after_starting_the_build_is_followed_by_one_that_
         assert codebuild.lookups == lookups_before  # ... or took the build id from the heartbeat
         assert f"following build {build_id} (started by an earlier attempt)" in log
     assert compile_action(state).output_variables == {"IMAGE_TAG": "v42"}
+
+
+async def _heartbeat_recorded(temporal_client: Client, stage_workflow_id: str) -> None:
+    """Until the server holds the activity's heartbeat details (the SDK sends beats in batches)."""
+    handle = temporal_client.get_workflow_handle(stage_workflow_id)
+    for _ in range(100):
+        pending = (await handle.describe()).raw_description.pending_activities
+        if pending and pending[0].heartbeat_details.payloads:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the build id never reached the activity's heartbeat")
 
 
 def _success_fields() -> dict[str, object]:
@@ -365,7 +376,8 @@ async def test_without_an_s3_store_the_action_is_refused_before_any_call(
 async def test_a_missing_project_and_a_missing_output_are_clear_errors(
     codebuild: CodeBuildScript, tmp_path: Path
 ) -> None:
-    """Contract test: an unknown project (found by the first call, the lookup); a build that uploaded no artifact for an output."""
+    """Contract test: an unknown project (the first call, the lookup, finds out); a build that uploaded no artifact
+    for one of the action's outputs."""
     settings = s3_settings(tmp_path)
     store = ConfiguredArtifactStore(settings)
     source = local_source(store, tmp_path)

@@ -89,30 +89,24 @@ class AwsRunner:
 
     async def _run(self, input: CodeBuildInput, build_log: _BuildLog, log: Any) -> ActionOutcome:
         store = self._s3_store(input)
-        codebuild = await asyncio.to_thread(self._codebuild, input)
         build_id = _heartbeat_build_id()
-        if build_id is not None:
-            await build_log.write(f"[conveyor] following build {build_id} (started by an earlier attempt)")
-        else:
-            since = activity.info().scheduled_time - LOOKUP_MARGIN
-            build_id = await asyncio.to_thread(self._find_started_build, codebuild, input, since)
-            if build_id is not None:
-                await build_log.write(f"[conveyor] found build {build_id} started by an earlier attempt")
-        if build_id is None:
-            build_id = await asyncio.to_thread(self._start_build, codebuild, input, store)
-            log.info("codebuild.started", build=build_id)
-            await build_log.write(f"[conveyor] started build {build_id} of project {input.project_name}")
-        details = BuildHeartbeat(build_id=build_id).model_dump(mode="json", by_alias=True)
-        activity.heartbeat(details)
-        beat = asyncio.create_task(_heartbeat_forever(details))
+        beat = _Heartbeat(build_id)
+        beating = asyncio.create_task(beat.forever())  # also while inputs upload: a large one takes a while
         try:
-            build = await self._follow(codebuild, input, build_id, build_log)
-        except asyncio.CancelledError:
-            log.warning("codebuild.cancelled", build=build_id)
-            await asyncio.shield(self._stop(codebuild, input, build_id, build_log))
-            raise
+            codebuild = await asyncio.to_thread(self._codebuild, input)
+            if build_id is not None:
+                await build_log.write(f"[conveyor] following build {build_id} (started by an earlier attempt)")
+            else:
+                build_id = await self._find_or_start(codebuild, input, store, build_log, log)
+                beat.follow(build_id)
+            try:
+                build = await self._follow(codebuild, input, build_id, build_log)
+            except asyncio.CancelledError:
+                log.warning("codebuild.cancelled", build=build_id)
+                await asyncio.shield(self._stop(codebuild, input, build_id, build_log))
+                raise
         finally:
-            beat.cancel()
+            beating.cancel()
         if build.get("buildStatus") != "SUCCEEDED":
             raise _refused(f"action '{input.context.action_name}': {failure_message(build)}", "BuildFailed")
         artifacts = await asyncio.to_thread(self._collect_artifacts, input, store)
@@ -156,6 +150,27 @@ class AwsRunner:
         )
 
     # --- one build per action attempt -----------------------------------------------------------------
+
+    async def _find_or_start(
+        self, codebuild: CodeBuildClient, input: CodeBuildInput, store: S3ArtifactStore, build_log: _BuildLog, log: Any
+    ) -> str:
+        since = activity.info().scheduled_time - LOOKUP_MARGIN
+        found = await asyncio.to_thread(self._find_started_build, codebuild, input, since)
+        if found is not None:
+            await build_log.write(f"[conveyor] found build {found} started by an earlier attempt")
+            return found
+        # A cancellation arriving while StartBuild is on its way must not leave the build running unseen.
+        starting = asyncio.ensure_future(asyncio.to_thread(self._start_build, codebuild, input, store))
+        try:
+            build_id = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                started = await starting
+                await self._stop(codebuild, input, started, build_log)
+            raise
+        log.info("codebuild.started", build=build_id)
+        await build_log.write(f"[conveyor] started build {build_id} of project {input.project_name}")
+        return build_id
 
     def _find_started_build(self, codebuild: CodeBuildClient, input: CodeBuildInput, since: datetime) -> str | None:
         """The build an earlier activity of this attempt started (its marker variable), among the project's builds
@@ -350,9 +365,23 @@ def _heartbeat_build_id() -> str | None:
         return None
 
 
-async def _heartbeat_forever(details: dict[str, Any]) -> None:
-    timeout = activity.info().heartbeat_timeout
-    interval = HEARTBEAT_SECONDS if timeout is None else max(0.1, min(HEARTBEAT_SECONDS, timeout.total_seconds() / 3))
-    while True:
-        activity.heartbeat(details)
-        await asyncio.sleep(interval)
+class _Heartbeat:
+    """Beats well inside the heartbeat timeout; once a build is known, every beat carries its id."""
+
+    def __init__(self, build_id: str | None) -> None:
+        self.details: list[dict[str, Any]] = []
+        if build_id is not None:
+            self.follow(build_id)
+
+    def follow(self, build_id: str) -> None:
+        self.details = [BuildHeartbeat(build_id=build_id).model_dump(mode="json", by_alias=True)]
+        activity.heartbeat(*self.details)
+
+    async def forever(self) -> None:
+        timeout = activity.info().heartbeat_timeout
+        interval = (
+            HEARTBEAT_SECONDS if timeout is None else max(0.1, min(HEARTBEAT_SECONDS, timeout.total_seconds() / 3))
+        )
+        while True:
+            activity.heartbeat(*self.details)
+            await asyncio.sleep(interval)

@@ -174,7 +174,6 @@ def test_the_report_names_what_needs_attention_with_its_path() -> None:
     providers = attention[len(expected) :]
     assert [p.split(" conveyor validate: ")[1].split(" (")[0] for p in providers] == [
         "provider 'GitHub'",
-        "provider 'CodeBuild'",
         "provider 'CloudFormation'",
     ]
 

@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from rich.console import Console
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.providers.codebuild import CodeBuildProvider
 from conveyor.aws.identity import AwsIdentity
+from conveyor.cli.render import execution_table
 from conveyor.client import ConveyorClient
 from conveyor.model import ActionContext, ArtifactRef, ExecutionState, ExecutionStatus
 from conveyor.providers.codebuild import CodeBuildInput, CodeBuildRunner
@@ -185,6 +187,9 @@ async def test_a_build_gets_its_inputs_as_s3_overrides_and_its_variables_and_suc
     out = worker_settings.data_dir / "report"
     store_from_settings(worker_settings).extract(report, out)
     assert (out / "report.txt").read_text() == "ok\n"
+    shown = io.StringIO()
+    Console(file=shown, width=2000, color_system=None).print(execution_table(state))
+    assert f"link: {build['logs']['deepLink']}" in shown.getvalue()  # `conveyor status` shows the build's log link
     log = await asyncio.to_thread(_action_log, worker_settings, ref.execution_id, ref.pipeline_name)
     assert f"started build {build['id']} of project {PROJECT}" in log
     assert "phase BUILD SUCCEEDED" in log and f"build logs: {build['logs']['deepLink']}" in log
@@ -208,6 +213,7 @@ async def test_a_build_failing_in_its_build_phase_fails_the_action_naming_the_ph
     assert f"build {build_id} FAILED in phase BUILD: COMMAND_EXECUTION_ERROR: Reason: exit status 2" in (
         action.error.message
     )
+    assert "; build logs: https://console.aws.amazon.com/cloudwatch/" in action.error.message
     assert len(codebuild.starts) == 1  # a failed build is not started again
 
 

@@ -108,7 +108,9 @@ class AwsRunner:
         finally:
             beating.cancel()
         if build.get("buildStatus") != "SUCCEEDED":
-            raise _refused(f"action '{input.context.action_name}': {failure_message(build)}", "BuildFailed")
+            link = build.get("logs", {}).get("deepLink")
+            where = f"; build logs: {link}" if link else ""
+            raise _refused(f"action '{input.context.action_name}': {failure_message(build)}{where}", "BuildFailed")
         artifacts = await asyncio.to_thread(self._collect_artifacts, input, store)
         log.info("codebuild.succeeded", build=build_id)
         return ActionOutcome(

@@ -85,8 +85,8 @@ class TriggerActivities:
             found = polled_source(pipeline)
             if found is None:
                 raise ApplicationError(
-                    f"pipeline '{pipeline.name}' has no Source action to poll (Git, S3 or ECR, without "
-                    "PollForSourceChanges: false)",
+                    f"pipeline '{pipeline.name}' has no Source action to poll (one whose provider can be polled, "
+                    "without PollForSourceChanges: false or DetectChanges: false)",
                     non_retryable=True,
                 )
             source, contract = found

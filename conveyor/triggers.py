@@ -11,7 +11,17 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from conveyor.spec.declaration import GitFilter, GitPullRequestFilter, GitPushFilter, Pipeline, PipelineTrigger
+from conveyor.interface import ActionCategory
+from conveyor.providers.git_sources import HostedGit, branch_of, detects_changes, webhook_repository
+from conveyor.spec.declaration import (
+    Action,
+    GitConfiguration,
+    GitFilter,
+    GitPullRequestFilter,
+    GitPushFilter,
+    Pipeline,
+    PipelineTrigger,
+)
 
 # GitHub pull_request actions -> CodePipeline's pull request events
 PULL_REQUEST_EVENTS = {
@@ -32,6 +42,7 @@ class GitEvent:
     files: frozenset[str] = field(default_factory=frozenset)
     pull_request_event: str | None = None  # OPEN | UPDATED | CLOSED
     summary: str = ""
+    repository: str | None = None  # owner/repo, as the payload names it
 
 
 @lru_cache(maxsize=512)
@@ -87,12 +98,63 @@ def _pull_request_matches(event: GitEvent, flt: GitPullRequestFilter) -> bool:
     return True
 
 
+def _same_repository(action: Action, event: GitEvent) -> bool:
+    """False when both the source and the event name a repository, and not the same one (GitHub's names are
+    case-insensitive); a source that names none (Git's RepositoryUrl) takes any delivery to its pipeline."""
+    declared = webhook_repository(action.action_type_id.provider, action.configuration)
+    return declared is None or event.repository is None or declared.lower() == event.repository.lower()
+
+
+def _source_action(pipeline: Pipeline, name: str) -> Action | None:
+    return next((a for a in pipeline.stages[0].actions if a.name == name), None)
+
+
 def matching_trigger(pipeline: Pipeline, event: GitEvent) -> PipelineTrigger | None:
-    """The first trigger whose filters accept the event, or None: the event starts nothing."""
-    for trigger in pipeline.triggers:
+    """The first trigger whose filters accept the event, or None: the event starts nothing. A pipeline without
+    `triggers` gets CodePipeline's default change detection (`default_trigger`)."""
+    triggers = pipeline.triggers
+    if not triggers:
+        default = default_trigger(pipeline, event)
+        triggers = [default] if default else []
+    for trigger in triggers:
         git = trigger.git_configuration
+        source = _source_action(pipeline, git.source_action_name)
+        if source is not None and not _same_repository(source, event):
+            continue
         filters = git.push if event.kind == "push" else git.pull_request
         matches = _push_matches if event.kind == "push" else _pull_request_matches
         if any(matches(event, f) for f in filters):  # type: ignore[arg-type]
             return trigger
+    return None
+
+
+# Sources a GitHub delivery can start by default (CodeCommit's changes come as EventBridge events: not received).
+WEBHOOK_PROVIDERS = frozenset({"Git", HostedGit.CODESTAR.value, HostedGit.GITHUB.value})
+
+
+def default_trigger(pipeline: Pipeline, event: GitEvent) -> PipelineTrigger | None:
+    """No `triggers`: as CodePipeline does, a push to a Source action's branch starts the pipeline; the first
+    source of the delivery's repository that a webhook can start and that has not turned change detection off
+    (a CodeStarSourceConnection's `DetectChanges: false`; GitHub version 1's webhook is its own resource, so
+    `PollForSourceChanges` does not stop it). Declared triggers replace this, as CodePipeline's do."""
+    for action in pipeline.stages[0].actions:
+        provider = action.action_type_id.provider
+        if action.action_type_id.category != ActionCategory.SOURCE or provider not in WEBHOOK_PROVIDERS:
+            continue
+        if provider == HostedGit.CODESTAR and not detects_changes(HostedGit.CODESTAR, action.configuration):
+            continue
+        branch = (
+            action.configuration.get("BranchName")
+            if provider == "Git"
+            else branch_of(HostedGit(provider), action.configuration)
+        )
+        if not branch or not _same_repository(action, event):
+            continue
+        return PipelineTrigger(
+            provider_type="CodeStarSourceConnection",
+            git_configuration=GitConfiguration(
+                source_action_name=action.name,
+                push=[GitPushFilter.model_validate({"branches": {"includes": [branch]}})],
+            ),
+        )
     return None

@@ -29,7 +29,9 @@ from conveyor.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "examples" / "hello-release" / "pipeline.yaml"
 APPROVAL = ROOT / "examples" / "approval-release" / "pipeline.yaml"
-CONFIG_VARIABLES = ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "CONVEYOR_TASK_QUEUE", "CONVEYOR_DATA_DIR")
+CONFIG_VARIABLES = (
+    "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "CONVEYOR_TASK_QUEUE", "CONVEYOR_DATA_DIR", "CONVEYOR_CONNECTIONS",
+)  # fmt: skip
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 

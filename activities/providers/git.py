@@ -16,7 +16,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.process import kill_process_group, start_process_group
 from activities.providers.commands import workspace_key
-from conveyor.model import ActionOutcome, ArtifactRef, GitSourceInput, SourceRevision
+from conveyor.model import ActionContext, ActionOutcome, ArtifactRef, GitSourceInput, SourceRevision
 from conveyor.providers.contract import PolledRevision, PollRequest
 from conveyor.providers.git import ACTIVITY
 from conveyor.settings import Settings
@@ -92,6 +92,112 @@ async def run_git(args: list[str], cwd: Path, env: Mapping[str, str]) -> GitResu
     return GitResult(proc.returncode or 0, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """How git authenticates a clone: `-c` options (a credential helper that reads the secret from git's own
+    environment, never the secret itself), the environment entries holding it, and the values to scrub from
+    anything git prints."""
+
+    options: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "****")
+        return text
+
+
+NO_CREDENTIALS = Credentials()
+
+
+@dataclass(frozen=True)
+class CloneRequest:
+    """One source clone: where from, which revision, and what the artifact holds."""
+
+    context: ActionContext
+    repository: str  # a local path or a URL git understands (never with a credential in it)
+    branch: str | None
+    commit: str | None  # a source revision override wins over the branch head
+    output_artifact: str | None
+    keep_git: bool = False  # the artifact holds the clone with its `.git` (CODEBUILD_CLONE_REF)
+    credentials: Credentials = NO_CREDENTIALS
+
+
+@dataclass(frozen=True)
+class Commit:
+    """The checked-out commit, as git log reports it."""
+
+    sha: str
+    author_name: str
+    author_email: str
+    author_date: str
+    committer_date: str
+    message: str
+
+    @property
+    def summary(self) -> str:
+        return self.message.splitlines()[0] if self.message else self.sha
+
+
+@dataclass(frozen=True)
+class Cloned:
+    commit: Commit
+    branch: str
+    artifacts: list[ArtifactRef]
+
+
+async def clone_source(settings: Settings, store: ArtifactStore, request: CloneRequest, log: Any) -> Cloned:
+    """Clone into a fresh workspace of the action attempt, check out the revision, pack the artifact; the
+    workspace is removed whatever happens. Heartbeats while it works."""
+    ctx = request.context
+    workspace = settings.workspaces_dir / workspace_key(ctx) / f"attempt-{activity.info().attempt}"
+    beat = asyncio.create_task(_heartbeat_forever())
+    try:
+        await asyncio.to_thread(_fresh_dir, workspace)
+        return await _fetch(store, request, workspace / "repo", log)
+    finally:
+        beat.cancel()
+        await asyncio.to_thread(_remove_workspace, workspace)
+
+
+async def _fetch(store: ArtifactStore, request: CloneRequest, clone_dir: Path, log: Any) -> Cloned:
+    if request.commit and request.commit.startswith("-"):
+        raise ApplicationError(
+            f"commit {shorten(request.commit)!r} is not a revision", type="SourceNotFound", non_retryable=True
+        )
+    env = git_environment(os.environ) | dict(request.credentials.env)
+    log.info("git.cloning", repository=request.repository, branch=request.branch, commit=request.commit)
+    clone = [*request.credentials.options, "clone", "--quiet"]
+    if request.branch and not request.commit:
+        clone += ["--branch", request.branch, "--single-branch"]
+    await _git([*clone, "--", request.repository, str(clone_dir)], clone_dir.parent, env, request, "clone")
+    branch = request.branch
+    if not branch:
+        head = await _git(["symbolic-ref", "--short", "HEAD"], clone_dir, env, request, "find the default branch of")
+        branch = head.stdout.strip()
+    if request.commit:
+        checkout = ["checkout", "--quiet", "--detach", request.commit, "--"]
+        await _git(checkout, clone_dir, env, request, f"check out commit {shorten(request.commit)!r} of")
+    facts = await _git(["log", "-1", f"--format={_LOG_FORMAT}"], clone_dir, env, request, "read the commit of")
+    commit = _parse_commit(facts.stdout)
+    return Cloned(commit=commit, branch=branch, artifacts=await _pack(store, request, clone_dir))
+
+
+async def _pack(store: ArtifactStore, request: CloneRequest, clone_dir: Path) -> list[ArtifactRef]:
+    if not request.output_artifact:
+        return []
+    if not request.keep_git:
+        await asyncio.to_thread(shutil.rmtree, clone_dir / ".git")  # the artifact is the work tree only
+    try:
+        outputs = store_for_outputs(store, request.context.artifact_stores)
+        ref = await asyncio.to_thread(outputs.put, request.output_artifact, clone_dir, ["**/*"])
+    except ArtifactError as exc:
+        raise ApplicationError(str(exc), type="ArtifactError", non_retryable=True) from exc
+    return [ref]
+
+
 class GitProvider:
     """Activities of the Git source provider; one instance per worker."""
 
@@ -105,83 +211,59 @@ class GitProvider:
         log = structlog.get_logger().bind(
             pipeline=ctx.pipeline_name, execution=ctx.execution_id, stage=ctx.stage_name, action=ctx.action_name
         )
-        workspace = self.settings.workspaces_dir / workspace_key(ctx) / f"attempt-{activity.info().attempt}"
-        beat = asyncio.create_task(_heartbeat_forever())
-        try:
-            await asyncio.to_thread(_fresh_dir, workspace)
-            outcome = await self._fetch(input, workspace / "repo", log)
-        finally:
-            beat.cancel()
-            await asyncio.to_thread(_remove_workspace, workspace)
-        log.info("git.fetched", commit=outcome.output_variables["CommitId"])
-        return outcome
-
-    async def _fetch(self, input: GitSourceInput, clone_dir: Path, log: Any) -> ActionOutcome:
-        if input.commit and input.commit.startswith("-"):
-            raise ApplicationError(
-                f"commit {shorten(input.commit)!r} is not a revision", type="SourceNotFound", non_retryable=True
-            )
-        env = git_environment(os.environ)
-        log.info("git.cloning", repository=input.repository, branch=input.branch, commit=input.commit)
-        clone = ["clone", "--quiet"]
-        if input.branch and not input.commit:
-            clone += ["--branch", input.branch, "--single-branch"]
-        await _git([*clone, "--", input.repository, str(clone_dir)], clone_dir.parent, env, input, "clone")
-        branch = input.branch
-        if not branch:
-            head = await _git(["symbolic-ref", "--short", "HEAD"], clone_dir, env, input, "find the default branch of")
-            branch = head.stdout.strip()
-        if input.commit:
-            checkout = ["checkout", "--quiet", "--detach", input.commit, "--"]
-            await _git(checkout, clone_dir, env, input, f"check out commit {shorten(input.commit)!r} of")
-        facts = await _git(["log", "-1", f"--format={_LOG_FORMAT}"], clone_dir, env, input, "read the commit of")
-        variables = _commit_variables(facts.stdout, input.repository, branch)
-        artifacts = await self._pack(input, clone_dir)
-        message = variables["CommitMessage"]
-        summary = message.splitlines()[0] if message else variables["CommitId"]
-        return ActionOutcome(
-            output_variables=variables,
-            output_artifacts=artifacts,
-            summary=summary,
-            source_revision=SourceRevision(
-                action_name=input.context.action_name, revision_id=variables["CommitId"], revision_summary=summary
-            ),
+        request = CloneRequest(
+            context=ctx,
+            repository=input.repository,
+            branch=input.branch,
+            commit=input.commit,
+            output_artifact=input.output_artifact,
         )
-
-    async def _pack(self, input: GitSourceInput, clone_dir: Path) -> list[ArtifactRef]:
-        if not input.output_artifact:
-            return []
-        await asyncio.to_thread(shutil.rmtree, clone_dir / ".git")  # the artifact is the work tree only
-        try:
-            store = store_for_outputs(self.store, input.context.artifact_stores)
-            ref = await asyncio.to_thread(store.put, input.output_artifact, clone_dir, ["**/*"])
-        except ArtifactError as exc:
-            raise ApplicationError(str(exc), type="ArtifactError", non_retryable=True) from exc
-        return [ref]
+        cloned = await clone_source(self.settings, self.store, request, log)
+        variables = _commit_variables(cloned.commit, input.repository, cloned.branch)
+        log.info("git.fetched", commit=cloned.commit.sha)
+        return source_outcome(ctx, cloned, variables)
 
 
-async def _git(args: list[str], cwd: Path, env: Mapping[str, str], input: GitSourceInput, what: str) -> GitResult:
+def source_outcome(context: ActionContext, cloned: Cloned, variables: dict[str, str]) -> ActionOutcome:
+    """A Git source's outcome: its variables, its artifact, and the commit as the execution's source revision."""
+    summary = cloned.commit.summary
+    return ActionOutcome(
+        output_variables=variables,
+        output_artifacts=cloned.artifacts,
+        summary=summary,
+        source_revision=SourceRevision(
+            action_name=context.action_name, revision_id=cloned.commit.sha, revision_summary=summary
+        ),
+    )
+
+
+async def _git(args: list[str], cwd: Path, env: Mapping[str, str], request: CloneRequest, what: str) -> GitResult:
     """Run git; a failure becomes SourceNotFound (non-retryable) or a retryable GitError."""
     result = await run_git(args, cwd, env)
     if result.returncode == 0:
         return result
-    target = f"{shorten(input.repository)!r}" + (f" (branch {shorten(input.branch)!r})" if input.branch else "")
-    message = f"git could not {what} {target}: {shorten(result.first_error_line, 500)}"
+    target = f"{shorten(request.repository)!r}" + (f" (branch {shorten(request.branch)!r})" if request.branch else "")
+    line = request.credentials.scrub(result.first_error_line)
+    message = f"git could not {what} {target}: {shorten(line, 500)}"
     if any(marker in result.stderr.lower() for marker in _NOT_FOUND_MARKERS):
         raise ApplicationError(message, type="SourceNotFound", non_retryable=True)
     raise ApplicationError(message, type="GitError")  # network or server trouble: worth a retry
 
 
-def _commit_variables(log_output: str, repository: str, branch: str) -> dict[str, str]:
+def _parse_commit(log_output: str) -> Commit:
     sha, author_name, author_email, author_date, committer_date, message = log_output.split("\x00", 5)
+    return Commit(sha.strip(), author_name, author_email, author_date, committer_date, message.strip())
+
+
+def _commit_variables(commit: Commit, repository: str, branch: str) -> dict[str, str]:
     return {
-        "CommitId": sha.strip(),
+        "CommitId": commit.sha,
         "BranchName": branch,
-        "CommitMessage": message.strip(),
-        "AuthorDate": author_date,
-        "AuthorName": author_name,
-        "AuthorEmail": author_email,
-        "CommitterDate": committer_date,
+        "CommitMessage": commit.message,
+        "AuthorDate": commit.author_date,
+        "AuthorName": commit.author_name,
+        "AuthorEmail": commit.author_email,
+        "CommitterDate": commit.committer_date,
         "RepositoryName": repository_name(repository),
         "FullRepositoryName": repository,
     }
@@ -204,17 +286,21 @@ def _remove_workspace(workspace: Path) -> None:
         workspace.parent.rmdir()
 
 
-async def current_revision(settings: Settings, request: PollRequest) -> PolledRevision:
-    """The poll: the branch's head commit, read with `git ls-remote` (an execution starts for a commit never seen)."""
-    repository = request.configuration["RepositoryUrl"]
-    branch = request.configuration.get("BranchName", "HEAD")
+async def branch_head(repository: str, branch: str, credentials: Credentials = NO_CREDENTIALS) -> PolledRevision:
+    """A branch's head commit, read with `git ls-remote` (what a poll compares with the commits it has seen)."""
     ref = branch if branch == "HEAD" else f"refs/heads/{branch}"
-    result = await run_git(["ls-remote", "--", repository, ref], Path.cwd(), git_environment(os.environ))
+    env = git_environment(os.environ) | dict(credentials.env)
+    result = await run_git([*credentials.options, "ls-remote", "--", repository, ref], Path.cwd(), env)
     line = result.stdout.split("\n", 1)[0].split()
     if result.returncode != 0 or not line:
-        problem = result.first_error_line if result.stderr.strip() else f"no branch '{branch}'"
+        problem = credentials.scrub(result.first_error_line) if result.stderr.strip() else f"no branch '{branch}'"
         raise ApplicationError(f"cannot read {repository} {branch}: {problem}", type="SourceNotFound")
     return PolledRevision(revision_id=line[0], detail=f"{branch} at {line[0][:12]}")
+
+
+async def current_revision(settings: Settings, request: PollRequest) -> PolledRevision:
+    """The poll: the branch's head commit (an execution starts for a commit never seen)."""
+    return await branch_head(request.configuration["RepositoryUrl"], request.configuration.get("BranchName", "HEAD"))
 
 
 def activities(settings: Settings, store: ArtifactStore) -> list[Callable[..., Any]]:

@@ -45,6 +45,7 @@ from conveyor.cli.render import (
 )
 from conveyor.cli.session import Session, connect_existing, running_session
 from conveyor.client import ConveyorClient, ConveyorError, ExecutionRef
+from conveyor.connections import beside
 from conveyor.interface import ApprovalStatus, ConditionKind, RetryMode
 from conveyor.logging import configure_logging
 from conveyor.model import ActionStatus, CompensationStatus, ExecutionState, ExecutionStatus, SourceRevisionOverride
@@ -108,6 +109,9 @@ async def _run(
         pipeline, data, source = await resolve_target(target, None)
         check_overrides(pipeline, variables, revisions)
     config = settings()
+    if is_file_target(target) and config.connections_file is None:
+        # The worker this command brings up clones Git-hosted sources as the connections.yaml beside the file says.
+        config = config.model_copy(update={"connections_file": beside(Path(target))})
     configure_logging("WARNING", sdk_level="ERROR")
     async with running_session(config, with_worker=with_worker) as session:
         if not is_file_target(target):

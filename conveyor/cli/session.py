@@ -8,13 +8,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 
-from temporalio.worker import Worker
-
 from conveyor.client import ConveyorClient
 from conveyor.connection import TemporalUnavailableError, connect
 from conveyor.devserver import EmbeddedServer, running_server_address
 from conveyor.settings import Settings
-from conveyor.worker import build_worker
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 # On Ctrl-C, running activities get this long to notice cancellation and kill their processes.
@@ -55,9 +52,12 @@ async def running_session(settings: Settings, *, with_worker: bool | None = None
         embedded = EmbeddedServer(settings, headless=True)
         temporal = await embedded.start()
         session = Session(ConveyorClient(temporal, settings), embedded.address, embedded)
-    worker: Worker | None = None
     try:
         if with_worker if with_worker is not None else embedded is not None:
+            # Imported here: every workflow and activity (and their libraries) load only for a command that runs a
+            # worker, so the others start in a fraction of the time.
+            from conveyor.worker import build_worker
+
             worker = build_worker(session.client.temporal, settings, graceful_shutdown_timeout=WORKER_SHUTDOWN_GRACE)
             async with worker:
                 yield session

@@ -10,18 +10,24 @@ from conveyor.providers.registry import PROVIDERS
 from conveyor.spec.declaration import Action, Pipeline
 from conveyor.variables import PIPELINE_VARIABLES, resolve
 
+# A source saying `false` to one of these is not polled (CodeStarSourceConnection's DetectChanges also stops
+# webhook starts: conveyor/service/app.py).
+DETECTION_OFF_KEYS = ("PollForSourceChanges", "DetectChanges")
 POLL_SESSION = "poll"  # the STS session name's "execution" part for a poll's reads
 
 
 def polled_source(pipeline: Pipeline) -> tuple[Action, ProviderContract] | None:
-    """The first Source action whose provider can be polled and that does not say `PollForSourceChanges: false`."""
+    """The first Source action whose provider can be polled and that does not turn change detection off
+    (`PollForSourceChanges: false`, or a CodeStarSourceConnection's `DetectChanges: false`)."""
     for action in pipeline.stages[0].actions:
         type_id = action.action_type_id
         registered = PROVIDERS.get(type_id.provider)
         if type_id.category != ActionCategory.SOURCE or registered is None:
             continue
         contract = registered.for_category(type_id.category)
-        if contract.poll is not None and action.configuration.get("PollForSourceChanges", "").lower() != "false":
+        if contract.poll is not None and not any(
+            action.configuration.get(key, "").lower() == "false" for key in DETECTION_OFF_KEYS
+        ):
             return action, contract
     return None
 

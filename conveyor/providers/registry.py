@@ -12,6 +12,7 @@ from conveyor.providers.commands import COMMANDS
 from conveyor.providers.contract import ActivityCall, OutputVariables, ProviderContract
 from conveyor.providers.ecr import ECR
 from conveyor.providers.git import GIT
+from conveyor.providers.git_sources import CODECOMMIT, CODESTAR_SOURCE_CONNECTION, GITHUB
 from conveyor.providers.manual import MANUAL
 from conveyor.providers.noop import NOOP
 from conveyor.providers.s3 import S3
@@ -20,9 +21,12 @@ PROVIDERS: Mapping[str, ProviderContract] = {
     contract.name: contract
     for contract in (
         CODEBUILD,
+        CODECOMMIT,
+        CODESTAR_SOURCE_CONNECTION,
         COMMANDS,
         ECR,
         GIT,
+        GITHUB,
         MANUAL,
         NOOP,
         S3,

@@ -28,7 +28,6 @@ from conveyor.service.github import (
     signature_valid,
 )
 from conveyor.slack.app import SlackOptions, create_slack_app
-from conveyor.spec.declaration import ActionCategory, GitConfiguration, GitPushFilter, Pipeline, PipelineTrigger
 from conveyor.spec.validation import parse_pipeline
 from conveyor.triggers import GitEvent, matching_trigger
 
@@ -135,7 +134,7 @@ def create_app(
         except ConveyorError as err:
             return _error(404, str(err))
         registered = parse_pipeline(declaration, pipeline)
-        trigger = matching_trigger(_with_default_trigger(registered), event)
+        trigger = matching_trigger(registered, event)
         if trigger is None:
             log.info("webhook.filtered", pipeline=pipeline, kind=kind, delivery=delivery)
             return JSONResponse({"started": False, "reason": "no trigger filter matched"}, 200)
@@ -178,21 +177,3 @@ def _sender(data: Any) -> str:
 def _describe(event: GitEvent) -> str:
     where = f"tag {event.tag}" if event.tag else f"branch {event.branch}"
     return f"{where} at {event.commit[:12]}"
-
-
-def _with_default_trigger(pipeline: Pipeline) -> Pipeline:
-    """No `triggers`: as CodePipeline does, a push to the Git source action's branch starts it."""
-    if pipeline.triggers:
-        return pipeline
-    sources = [a for a in pipeline.stages[0].actions if a.action_type_id.category == ActionCategory.SOURCE]
-    if not sources or not sources[0].configuration.get("BranchName"):
-        return pipeline
-    branch = sources[0].configuration["BranchName"]
-    default = PipelineTrigger(
-        provider_type="CodeStarSourceConnection",
-        git_configuration=GitConfiguration(
-            source_action_name=sources[0].name,
-            push=[GitPushFilter.model_validate({"branches": {"includes": [branch]}})],
-        ),
-    )
-    return pipeline.model_copy(update={"triggers": [default]})

@@ -28,7 +28,12 @@ class Sender(_Lenient):
     login: str = "unknown"
 
 
+class Repository(_Lenient):
+    full_name: str | None = None  # owner/repo
+
+
 class PushPayload(_Lenient):
+    repository: Repository | None = None
     ref: str
     after: str
     deleted: bool = False
@@ -50,6 +55,7 @@ class PullRequest(_Lenient):
 
 
 class PullRequestPayload(_Lenient):
+    repository: Repository | None = None
     action: str
     pull_request: PullRequest
     sender: Sender = Field(default_factory=Sender)
@@ -81,6 +87,7 @@ def push_event(payload: PushPayload) -> GitEvent | None:
         tag=tag,
         files=frozenset(files),
         summary=message[0] if message else "",
+        repository=payload.repository.full_name if payload.repository else None,
     )
 
 
@@ -95,6 +102,7 @@ def pull_request_event(payload: PullRequestPayload) -> GitEvent | None:
         branch=pr.base.ref,
         pull_request_event=event,
         summary=f"#{pr.number} {pr.title}",
+        repository=payload.repository.full_name if payload.repository else None,
     )
 
 

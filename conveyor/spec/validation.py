@@ -216,6 +216,7 @@ def _check_structure(pipeline: Pipeline, report: ValidationReport) -> None:
     _check_source_placement(pipeline, report)
     _check_providers(pipeline, errors)
     _check_artifacts(pipeline, errors)
+    _check_clone_ref_consumers(pipeline, errors)
     _check_namespaces_and_variables(pipeline, errors)
     _check_failure_modes(pipeline, errors)
     _check_triggers(pipeline, errors)
@@ -528,6 +529,28 @@ def _check_artifacts(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
                     else:
                         message += f"; stages[{psi}].actions[{pai}] produces it in a later stage"
                 errors.append(SpecIssue(f"stages[{si}].actions[{ai}].inputArtifacts[{ii}]", message))
+
+
+def _check_clone_ref_consumers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
+    """CodePipeline's rule: a CODEBUILD_CLONE_REF artifact (a clone with `.git`) is consumed by CodeBuild only."""
+    clone_refs = {
+        out.name: action.name
+        for _, _, _, action in pipeline.all_actions()
+        if action.configuration.get("OutputArtifactFormat") == "CODEBUILD_CLONE_REF"
+        for out in action.output_artifacts
+    }
+    for si, ai, _stage, action in pipeline.all_actions():
+        if action.action_type_id.provider == "CodeBuild":
+            continue
+        for ii, inp in enumerate(action.input_artifacts):
+            if inp.name in clone_refs:
+                errors.append(
+                    SpecIssue(
+                        f"stages[{si}].actions[{ai}].inputArtifacts[{ii}]",
+                        f"artifact '{inp.name}' is a CODEBUILD_CLONE_REF clone from '{clone_refs[inp.name]}', which "
+                        "only a CodeBuild action can consume; set that source's OutputArtifactFormat to CODE_ZIP",
+                    )
+                )
 
 
 def _closest(name: str, known: Iterable[str]) -> str | None:

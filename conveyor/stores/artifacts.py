@@ -15,8 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-import boto3
-
 from conveyor.model import ArtifactLocation, ArtifactRef
 from conveyor.settings import S3Location, Settings
 from conveyor.stores.archive import ArtifactError, UnsafeArchiveError, pack, sha256_file, unpack
@@ -113,6 +111,8 @@ class ConfiguredArtifactStore:
 
     @staticmethod
     def _of_worker_region(declared: list[ArtifactLocation]) -> ArtifactLocation:
+        import boto3  # here: slow to import, and needed only for a pipeline with per-region stores
+
         region = boto3.session.Session().region_name
         for location in declared:
             if location.region == region:

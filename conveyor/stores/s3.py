@@ -27,8 +27,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import boto3
-from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from conveyor.model import ArtifactRef
@@ -37,6 +35,7 @@ from conveyor.stores.archive import ArtifactError, pack, sha256_file, unpack
 from conveyor.stores.entries import StoredKind, StoreEntry
 
 if TYPE_CHECKING:
+    from boto3.s3.transfer import TransferConfig
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
@@ -131,7 +130,7 @@ class S3ArtifactStore:
         self.location = location
         self.kms_key = kms_key
         self.region = region
-        self.transfer = transfer or TransferConfig()
+        self._transfer = transfer
         self.tmp_dir = tmp_dir  # where archives are packed and downloaded (None: the system's temp dir)
         self._client: S3Client | None = None
         self._lock = threading.Lock()
@@ -142,8 +141,18 @@ class S3ArtifactStore:
     def client(self) -> S3Client:
         with self._lock:  # boto3 clients are thread-safe, their creation is not
             if self._client is None:
+                import boto3  # here: boto3 takes a good part of a second to import, and most commands never need it
+
                 self._client = boto3.session.Session().client("s3", region_name=self.region)
             return self._client
+
+    @property
+    def transfer(self) -> TransferConfig:
+        if self._transfer is None:
+            from boto3.s3.transfer import TransferConfig
+
+            self._transfer = TransferConfig()
+        return self._transfer
 
     def _tmp_dir(self) -> Path | None:
         if self.tmp_dir is not None:

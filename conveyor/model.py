@@ -227,6 +227,15 @@ class NoopInput(CamelModel):
     output_variables: dict[str, str] = Field(default_factory=dict)
 
 
+class BuildPhase(CamelModel):
+    """One phase of a build (CodeBuild's phases: INSTALL, BUILD, ...), as `status` shows it."""
+
+    name: str
+    status: str | None = None  # CodeBuild's phaseStatus (SUCCEEDED, FAILED, ...); None while it runs
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
 class ActionOutcome(CamelModel):
     """What a successful action hands back to the workflow."""
 
@@ -235,6 +244,7 @@ class ActionOutcome(CamelModel):
     summary: str | None = None
     external_url: str | None = None
     source_revision: SourceRevision | None = None
+    phases: list[BuildPhase] = Field(default_factory=list)  # a build's phases (CodeBuild)
 
 
 # --- Approvals ------------------------------------------------------------------------------------
@@ -367,6 +377,7 @@ class ActionState(CamelModel):
     resolved_configuration: dict[str, str] = Field(default_factory=dict)
     output_variables: dict[str, str] = Field(default_factory=dict)
     output_artifacts: list[ArtifactRef] = Field(default_factory=list)
+    phases: list[BuildPhase] = Field(default_factory=list)  # a build's phases (CodeBuild)
 
 
 class RuleState(CamelModel):

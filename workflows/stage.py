@@ -355,6 +355,7 @@ class StageWorkflow:
         state.external_url = outcome.external_url
         state.output_variables = outcome.output_variables
         state.output_artifacts = outcome.output_artifacts
+        state.phases = outcome.phases
         if action.namespace:
             self._values[action.namespace] = outcome.output_variables
             self._outputs[action.namespace] = outcome.output_variables

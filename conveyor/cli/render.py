@@ -328,6 +328,8 @@ def _window_opening(rule: RuleState) -> str:
 
 def _action_details(state: ExecutionState, stage: StageState, action: ActionState) -> Text:
     parts = [_action_outcome(action)]
+    if action.external_url:  # a build's log (CodeBuild's deep link), an approval's ExternalEntityLink
+        parts.append(literal(f"link: {action.external_url}"))
     parts += _action_attempts(action)
     parts += _compensation(state, stage, action)
     parts += [literal(f"notification failed: {error}", WAITING) for error in action.notification_errors]

@@ -228,7 +228,7 @@ class NoopInput(CamelModel):
 
 
 class BuildPhaseStatus(StrEnum):
-    """A CodeBuild phase's outcome (CodeBuild's own StatusType names)."""
+    """A CodeBuild phase's outcome (CodeBuild's own StatusType names), as the local runner reports them."""
 
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
@@ -239,10 +239,10 @@ class BuildPhaseStatus(StrEnum):
 
 
 class BuildPhase(CamelModel):
-    """One phase of a build (CodeBuild's INSTALL, PRE_BUILD, BUILD, POST_BUILD, ...), shown by `status`."""
+    """One phase of a build (CodeBuild's phases: INSTALL, BUILD, ...), as `status` shows it."""
 
     name: str
-    status: BuildPhaseStatus
+    status: str | None = None  # CodeBuild's phaseStatus (SUCCEEDED, FAILED, ...: BuildPhaseStatus); None while it runs
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -392,7 +392,7 @@ class ActionState(CamelModel):
     resolved_configuration: dict[str, str] = Field(default_factory=dict)
     output_variables: dict[str, str] = Field(default_factory=dict)
     output_artifacts: list[ArtifactRef] = Field(default_factory=list)
-    phases: list[BuildPhase] = Field(default_factory=list)  # a build's phases (CodeBuild), its last attempt's
+    phases: list[BuildPhase] = Field(default_factory=list)  # a build's phases (CodeBuild)
 
 
 class RuleState(CamelModel):

@@ -107,6 +107,7 @@ class Settings(BaseModel):
     # nothing is removed that was used (stored, found, read) more recently than the minimum age.
     retain_days: float = 30.0
     gc_min_age_minutes: float = 60.0
+    codebuild_poll_seconds: float = 5.0  # how often the `aws` CodeBuild runner asks for its build's state
     # Where Git-hosted sources clone from and with which credential (conveyor/connections.py); None: the
     # data directory's connections.yaml if present, else the defaults.
     connections_file: Path | None = None
@@ -131,6 +132,7 @@ class Settings(BaseModel):
             aws=_flag(env, "CONVEYOR_AWS"),
             retain_days=_non_negative_number(env, "CONVEYOR_RETAIN_DAYS", 30.0, "days"),
             gc_min_age_minutes=_positive_number(env, "CONVEYOR_GC_MIN_AGE_MINUTES", 60.0, "minutes"),
+            codebuild_poll_seconds=_positive_number(env, "CONVEYOR_CODEBUILD_POLL_SECONDS", 5.0, "seconds"),
             connections_file=Path(env["CONVEYOR_CONNECTIONS"]).expanduser()
             if env.get("CONVEYOR_CONNECTIONS")
             else None,

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from moto.codebuild.models import CodeBuildBackend
+from moto.codebuild.responses import CodeBuildResponse
+from moto.core.utils import iso_8601_datetime_with_milliseconds
+from moto.s3.models import s3_backends
 from moto.sts.models import sts_backends
+from moto.utilities.utils import get_partition
 
 
 def assumed_role_credentials(account: str) -> list[tuple[str, str, str, str]]:
@@ -12,3 +23,138 @@ def assumed_role_credentials(account: str) -> list[tuple[str, str, str, str]]:
         (role.session_name, role.access_key_id, role.secret_access_key, role.session_token)
         for role in sts_backends[account]["aws"].assumed_roles
     ]
+
+
+# --- CodeBuild ---------------------------------------------------------------------------------------------------
+# moto's CodeBuild drops StartBuild's overrides (environment variables, sources, secondary artifacts) and finishes
+# every build as SUCCEEDED on the first BatchGetBuilds. CodeBuildScript keeps what StartBuild was sent on the stored
+# build, and plays each build through CodeBuild's phases one phase per BatchGetBuilds, to the end a test scripts.
+
+BUILD_PHASES = (
+    "PROVISIONING",
+    "DOWNLOAD_SOURCE",
+    "INSTALL",
+    "PRE_BUILD",
+    "BUILD",
+    "POST_BUILD",
+    "UPLOAD_ARTIFACTS",
+    "FINALIZING",
+)
+
+
+@dataclass
+class ScriptedBuild:
+    """How every build started while the script is installed ends."""
+
+    status: str = "SUCCEEDED"  # or FAILED, FAULT, TIMED_OUT
+    failed_phase: str = "BUILD"  # where a build that does not succeed fails
+    message: str = "Error while executing command: make. Reason: exit status 2"
+    exported: dict[str, str] = field(default_factory=dict)  # exportedEnvironmentVariables of a succeeded build
+    artifacts: dict[str, bytes] = field(default_factory=dict)  # artifactIdentifier -> the zip the build uploads
+    pause_at: str | None = None  # the build stays IN_PROGRESS in this phase until `release` is set
+
+
+@dataclass
+class CodeBuildScript:
+    """Scripted CodeBuild in the in-process moto server; its counters are moto's record of the requests it served."""
+
+    outcome: ScriptedBuild = field(default_factory=ScriptedBuild)
+    starts: list[dict[str, Any]] = field(default_factory=list)  # every StartBuild request body, as sent
+    lookups: int = 0  # ListBuildsForProject calls
+    polls: int = 0  # BatchGetBuilds calls
+    stops: list[str] = field(default_factory=list)  # StopBuild's build ids
+    hold_start: threading.Event | None = None  # set: StartBuild's answer waits until it is set (the build exists)
+    start_held: threading.Event = field(default_factory=threading.Event)  # a StartBuild is being held
+    release: threading.Event = field(default_factory=threading.Event)
+    builds: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> moto's stored build
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> CodeBuildScript:
+        script = self
+        original_start = CodeBuildResponse.start_build
+
+        def start_build(response: CodeBuildResponse) -> Any:
+            body = json.loads(response.body)
+            script.starts.append(body)
+            result = original_start(response)
+            build = response.codebuild_backend.build_metadata[body["projectName"]].build_metadata
+            _apply_overrides(build, body)
+            script.builds[build["id"]] = build
+            if script.hold_start is not None:
+                script.start_held.set()
+                script.hold_start.wait(60)
+            return result
+
+        def batch_get_builds(backend: CodeBuildBackend, ids: list[str]) -> list[dict[str, Any]]:
+            script.polls += 1
+            found = [script.builds[i] for i in ids if i in script.builds]
+            for build in found:
+                script._advance(backend, build)
+            return found
+
+        def list_builds_for_project(backend: CodeBuildBackend, project_name: str) -> list[str]:
+            script.lookups += 1
+            return list(reversed(backend.build_history.get(project_name, [])))  # newest first, as CodeBuild
+
+        def stop_build(backend: CodeBuildBackend, build_id: str) -> dict[str, Any]:
+            script.stops.append(build_id)
+            build = script.builds[build_id]
+            if not build["buildComplete"]:
+                last = build["phases"][-1]
+                last.setdefault("phaseStatus", "STOPPED")
+                last.setdefault("endTime", iso_8601_datetime_with_milliseconds())
+                _complete(build, "STOPPED")
+            return build
+
+        monkeypatch.setattr(CodeBuildResponse, "start_build", start_build)
+        monkeypatch.setattr(CodeBuildBackend, "batch_get_builds", batch_get_builds)
+        monkeypatch.setattr(CodeBuildBackend, "list_builds_for_project", list_builds_for_project)
+        monkeypatch.setattr(CodeBuildBackend, "stop_build", stop_build)
+        return self
+
+    def _advance(self, backend: CodeBuildBackend, build: dict[str, Any]) -> None:
+        """One step: end the running phase (or fail the build in it), or start the next one."""
+        if build["buildComplete"]:
+            return
+        outcome, now, last = self.outcome, iso_8601_datetime_with_milliseconds(), build["phases"][-1]
+        if "phaseStatus" not in last:
+            if last["phaseType"] == outcome.pause_at and not self.release.is_set():
+                return
+            failed = outcome.status != "SUCCEEDED" and last["phaseType"] == outcome.failed_phase
+            last.update(phaseStatus="FAILED" if failed else "SUCCEEDED", endTime=now, durationInSeconds=1)
+            if failed:
+                last["contexts"] = [{"statusCode": "COMMAND_EXECUTION_ERROR", "message": outcome.message}]
+                _complete(build, outcome.status)
+            return
+        done = last["phaseType"]
+        if done == BUILD_PHASES[-1]:
+            build["exportedEnvironmentVariables"] = [{"name": k, "value": v} for k, v in outcome.exported.items()]
+            self._upload_artifacts(backend, build)
+            _complete(build, "SUCCEEDED")
+            return
+        following = BUILD_PHASES[BUILD_PHASES.index(done) + 1] if done in BUILD_PHASES else BUILD_PHASES[0]
+        build["phases"].append({"phaseType": following, "startTime": now})
+        build["currentPhase"] = following
+
+    def _upload_artifacts(self, backend: CodeBuildBackend, build: dict[str, Any]) -> None:
+        s3 = s3_backends[backend.account_id][get_partition(backend.region_name)]
+        for artifact in [build.get("artifacts") or {}, *build.get("secondaryArtifacts", [])]:
+            data = self.outcome.artifacts.get(artifact.get("artifactIdentifier") or artifact.get("name", ""))
+            if data is not None and artifact.get("type") == "S3":
+                s3.put_object(artifact["location"], f"{artifact['path']}/{artifact['name']}", data)
+
+
+def _apply_overrides(build: dict[str, Any], body: dict[str, Any]) -> None:
+    """Keep on the stored build what StartBuild was sent and moto drops."""
+    build["environment"]["environmentVariables"] = body.get("environmentVariablesOverride", [])
+    if "sourceTypeOverride" in body:
+        build["source"] = {"type": body["sourceTypeOverride"], "location": body.get("sourceLocationOverride")}
+    build["secondarySources"] = body.get("secondarySourcesOverride", [])
+    build["secondaryArtifacts"] = body.get("secondaryArtifactsOverride", [])
+    if "timeoutInMinutesOverride" in body:
+        build["timeoutInMinutes"] = body["timeoutInMinutesOverride"]
+
+
+def _complete(build: dict[str, Any], status: str) -> None:
+    now = iso_8601_datetime_with_milliseconds()
+    build["phases"].append({"phaseType": "COMPLETED", "startTime": now})
+    build.update(buildStatus=status, buildComplete=True, currentPhase="COMPLETED", endTime=now)

@@ -173,7 +173,7 @@ def test_the_report_names_what_needs_attention_with_its_path() -> None:
     assert attention[: len(expected)] == expected
     providers = attention[len(expected) :]
     assert [p.split(" conveyor validate: ")[1].split(" (")[0] for p in providers] == [
-        "provider 'CloudFormation'",  # CodeBuild and GitHub are supported now
+        "provider 'CloudFormation'",
     ]
 
 

@@ -225,8 +225,8 @@ BROKEN: list[tuple[str, Any, str]] = [
     # providers
     (
         "unsupported-provider",
-        two({"name": "Compile", "provider": "Lambda", "configuration": {"ProjectName": "orders"}}),
-        f"{A}.actionTypeId.provider: provider 'Lambda' (Build) is not supported by Conveyor yet; "
+        two({"name": "Compile", "provider": "Jenkins", "configuration": {"ProjectName": "orders"}}),
+        f"{A}.actionTypeId.provider: provider 'Jenkins' (Build) is not supported by Conveyor yet; "
         "supported providers: CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, ECR, Git, GitHub, Manual, "
         "Noop, S3",
     ),
@@ -234,8 +234,8 @@ BROKEN: list[tuple[str, Any, str]] = [
         "misspelt-provider",
         two({"name": "Compile", "provider": "Comands", "commands": ["make"]}),
         f"{A}.actionTypeId.provider: provider 'Comands' (Build) is not supported by Conveyor yet; "
-        "did you mean 'Commands'? supported providers: CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, ECR, "
-        "Git, GitHub, Manual, Noop, S3",
+        "did you mean 'Commands'? supported providers: CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, "
+        "ECR, Git, GitHub, Manual, Noop, S3",
     ),
     (
         "unclosed-reference",
@@ -562,12 +562,12 @@ def test_valid_baseline_has_no_errors() -> None:
 def test_all_structural_errors_are_reported_at_once() -> None:
     declaration = pipe(
         stage("Source", git()),
-        stage("Build", {"name": "Compile", "provider": "Lambda"}),
+        stage("Build", {"name": "Compile", "provider": "Jenkins"}),
         stage("Build", cmd("Ship", "echo #{variables.Nope}")),
     )
     assert errors_of(declaration) == [
         "pipeline.yaml: stages[2].name: stage name 'Build' is already used by stages[1]; stage names must be unique",
-        f"{A}.actionTypeId.provider: provider 'Lambda' (Build) is not supported by Conveyor yet; "
+        f"{A}.actionTypeId.provider: provider 'Jenkins' (Build) is not supported by Conveyor yet; "
         "supported providers: CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, ECR, Git, GitHub, Manual, "
         "Noop, S3",
         "pipeline.yaml: stages[2].actions[0].commands[0]: '#{variables.Nope}': "
@@ -789,7 +789,7 @@ stages:
   - name: Build
     actions:
       - name: Compile
-        provider: Lambda
+        provider: Jenkins
   - name: Build
     actions:
       - name: Ship
@@ -841,7 +841,7 @@ def test_cli_validate_bad_file_lists_every_error(cli_runs: Runs, bad_file: Path)
     assert "Traceback" not in run.stdout + run.stderr
     assert run.stderr.splitlines() == [
         f"{path}: stages[2].name: stage name 'Build' is already used by stages[1]; stage names must be unique",
-        f"{path}: stages[1].actions[0].actionTypeId.provider: provider 'Lambda' (Build) is not supported by "
+        f"{path}: stages[1].actions[0].actionTypeId.provider: provider 'Jenkins' (Build) is not supported by "
         "Conveyor yet; supported providers: CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, ECR, Git, "
         "GitHub, Manual, Noop, S3",
         f"{path}: stages[2].actions[0].commands[0]: '#{{variables.Nope}}': "

@@ -328,6 +328,8 @@ def _window_opening(rule: RuleState) -> str:
 
 def _action_details(state: ExecutionState, stage: StageState, action: ActionState) -> Text:
     parts = [_action_outcome(action)]
+    if action.external_url:  # a build's log (CodeBuild's deep link), an approval's ExternalEntityLink
+        parts.append(literal(f"link: {action.external_url}"))
     parts += _action_attempts(action)
     parts += _build_phases(action)
     parts += _compensation(state, stage, action)
@@ -349,13 +351,12 @@ def _action_outcome(action: ActionState) -> Text:
 
 def _build_phases(action: ActionState) -> list[Text]:
     """A build's phases (CodeBuild), one line each: "phase BUILD FAILED 3.2s"."""
-    return [
-        literal(
-            f"phase {p.name} {p.status} {duration(p.started_at, p.finished_at)}".rstrip(),
-            STYLES.get(p.status.title(), ""),
-        )
-        for p in action.phases
-    ]
+    shown = []
+    for phase in action.phases:
+        status = phase.status or "IN_PROGRESS"
+        text = f"phase {phase.name} {status} {duration(phase.started_at, phase.finished_at)}".rstrip()
+        shown.append(literal(text, STYLES.get(status.title(), "")))
+    return shown
 
 
 def _action_attempts(action: ActionState) -> list[Text]:

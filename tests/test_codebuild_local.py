@@ -443,8 +443,11 @@ async def test_runner_per_action_over_per_pipeline(
     assert "ran-locally\n" in build_log(settings, ref)
     del declaration["stages"][1]["actions"][0]["conveyor"]
     ref, state = await run(conveyor, declaration)
-    assert state.status == ExecutionStatus.FAILED  # the aws runner: no such project here
-    assert not action_log_path(settings.logs_dir, name, ref.execution_id, "Build", "Compile").exists()
+    assert state.status == ExecutionStatus.FAILED  # the aws runner: it needs an S3 store and a real project
+    error = compile_state(state).error
+    assert error is not None and "aws CodeBuild runner" in error.message, error
+    path = action_log_path(settings.logs_dir, name, ref.execution_id, "Build", "Compile")
+    assert "[Container]" not in (path.read_text() if path.exists() else "")  # the local runner never ran
 
 
 async def test_resolved_source_version_is_the_sources_commit(

@@ -33,6 +33,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle
 
 from bench.baseline import BaselineApproval, baseline_input
+from bench.codebuild import codebuild
 from bench.handoff import handoff
 from bench.report import geometric_mean, summarize_case
 from bench.worker import build_bench_worker
@@ -804,4 +805,5 @@ SCENARIOS: dict[str, Callable[[BenchContext], Awaitable[dict[str, Any]]]] = {
     "throughput": throughput,
     "approvals": approvals,
     "handoff": handoff,
+    "codebuild": codebuild,
 }

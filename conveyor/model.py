@@ -227,13 +227,28 @@ class NoopInput(CamelModel):
     output_variables: dict[str, str] = Field(default_factory=dict)
 
 
+class BuildPhaseStatus(StrEnum):
+    """A CodeBuild phase's outcome (CodeBuild's own StatusType names), as the local runner reports them."""
+
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    FAULT = "FAULT"
+    TIMED_OUT = "TIMED_OUT"
+    IN_PROGRESS = "IN_PROGRESS"
+    STOPPED = "STOPPED"
+
+
 class BuildPhase(CamelModel):
     """One phase of a build (CodeBuild's phases: INSTALL, BUILD, ...), as `status` shows it."""
 
     name: str
-    status: str | None = None  # CodeBuild's phaseStatus (SUCCEEDED, FAILED, ...); None while it runs
+    status: str | None = None  # CodeBuild's phaseStatus (SUCCEEDED, FAILED, ...: BuildPhaseStatus); None while it runs
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+# A failed build's phases travel in its ApplicationError's details as {PHASES_DETAIL: [BuildPhase, ...]}.
+PHASES_DETAIL = "phases"
 
 
 class ActionOutcome(CamelModel):
@@ -545,6 +560,7 @@ class StageInput(CamelModel):
     default_heartbeat_seconds: int = 30
     pipeline_role_arn: str | None = None  # the declaration's `roleArn` (a worker configured for AWS assumes it)
     artifact_stores: list[ArtifactLocation] = Field(default_factory=list)  # the declaration's S3 stores, if any
+    codebuild_runner: str | None = None  # the pipeline's `conveyor.codebuildRunner`
 
 
 class StageResult(CamelModel):

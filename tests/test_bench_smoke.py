@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ("overhead", "big", "recovery", "handoff")
+SCENARIOS = ("overhead", "big", "recovery", "handoff", "codebuild")
 
 
 @pytest.mark.timeout(150)

@@ -326,6 +326,7 @@ class PipelineExecutionWorkflow:
             pipeline_role_arn=pipeline.role_arn,
             default_heartbeat_seconds=pipeline.conveyor.heartbeat_timeout_seconds,
             artifact_stores=declared_locations(pipeline),
+            codebuild_runner=pipeline.conveyor.codebuild_runner,
             retry_mode=RetryMode(retry.retry_mode) if retry else None,
             started_by=state.started_by,
             source_authors=self._source_authors(),

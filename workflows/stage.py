@@ -18,7 +18,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel
+    from pydantic import BaseModel, ValidationError
 
     from conveyor.artifact_locations import locations_for_action
     from conveyor.interface import (
@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         WorkflowType,
     )
     from conveyor.model import (
+        PHASES_DETAIL,
         ActionAttempt,
         ActionContext,
         ActionOutcome,
@@ -44,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         ApproverQuery,
         ApproverSnapshot,
         ArtifactRef,
+        BuildPhase,
         CompensationStep,
         ErrorDetails,
         SlackMessageRef,
@@ -335,6 +337,7 @@ class StageWorkflow:
                 break
             except (ActionFailed, ActivityError) as failure:
                 error = failure.details if isinstance(failure, ActionFailed) else _activity_error(failure)
+                state.phases = _failed_phases(failure)
             if self._stop is not None and (self._stop.abandon or error.code == "ApprovalCancelled"):
                 state.status, state.error, state.finished_at = ActionStatus.ABANDONED, error, workflow.now()
                 return True  # not a failure of the stage: the stop decides what happens next
@@ -410,6 +413,8 @@ class StageWorkflow:
             artifact=lambda name: self._artifact(action, name),
             pipeline_role_arn=self._input.pipeline_role_arn,
             revision_type=override.revision_type if override else None,
+            codebuild_runner=self._input.codebuild_runner,
+            source_revisions=(*self._input.source_revisions_seen, *self._revisions),
         )
         activity_input = run.build_input(request)
         self._register_compensation(contract, request, activity_input)
@@ -533,6 +538,20 @@ def failure_details(err: BaseException) -> ErrorDetails:
 
 def failure_reason(err: BaseException) -> str:
     return failure_details(err).message
+
+
+def _failed_phases(err: BaseException) -> list[BuildPhase]:
+    """A failed build's phases, which its runner put in the failure's details."""
+    cause = err.cause if isinstance(err, ActivityError) else None
+    if not isinstance(cause, ApplicationError) or not cause.details:
+        return []
+    first = cause.details[0]
+    if not isinstance(first, dict) or not isinstance(first.get(PHASES_DETAIL), list):
+        return []
+    try:
+        return [BuildPhase.model_validate(item) for item in first[PHASES_DETAIL]]
+    except ValidationError:
+        return []
 
 
 def _activity_error(err: ActivityError) -> ErrorDetails:

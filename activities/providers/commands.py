@@ -60,6 +60,7 @@ TIMEOUT_GRACE_SECONDS = 5.0
 STRAGGLER_GRACE_SECONDS = 2.0  # background processes still running after the last command
 OUTPUT_DRAIN_SECONDS = 5.0
 EXIT_POLL_SECONDS = 0.05
+REAP_POLL_SECONDS = 0.005  # after the pidfd said bash exited (EXIT_POLL_SECONDS without a pidfd)
 OUTPUT_VARIABLES_LIMIT = 122880  # bytes of names + values, CodePipeline's limit
 TAIL_LINES = 10
 TAIL_LINE_LIMIT = 500  # characters of each output line quoted in a failure
@@ -169,7 +170,7 @@ class CommandsProvider:
         log = structlog.get_logger().bind(
             pipeline=ctx.pipeline_name, execution=ctx.execution_id, stage=ctx.stage_name, action=ctx.action_name
         )
-        await _kill_previous_attempt_orphans(log)
+        await kill_previous_attempt_orphans(log)
         # The action's attempt (a declared retry), and within it the activity's (a lost worker's retry).
         attempt = ctx.action_attempt
         workspace = Workspace(
@@ -186,7 +187,7 @@ class CommandsProvider:
             await _run_script(input, workspace, env, log_file, attempt, log)
             outcome = await self._collect_outputs(input, workspace)
         finally:
-            await asyncio.to_thread(_remove_workspace, workspace)
+            await asyncio.to_thread(remove_workspace, workspace)
         log.info(
             "commands.succeeded",
             variables=sorted(outcome.output_variables),
@@ -195,17 +196,7 @@ class CommandsProvider:
         return outcome
 
     def _prepare_workspace(self, input: CommandsInput, workspace: Workspace) -> None:
-        shutil.rmtree(workspace.root, ignore_errors=True)
-        for path in (workspace.src, workspace.tmp, workspace.meta):
-            path.mkdir(parents=True)
-        for index, ref in enumerate(input.input_artifacts):
-            if index:
-                _check_extra_artifact_name(ref.name)
-            dest = workspace.src if index == 0 else workspace.artifact_dir(ref.name)
-            try:
-                self.store.extract(ref, dest)
-            except ArtifactError as exc:
-                raise non_retryable(f"input artifact '{ref.name}': {exc}", "ArtifactError") from exc
+        prepare_workspace(self.store, input.input_artifacts, workspace)
 
     async def _collect_outputs(self, input: CommandsInput, workspace: Workspace) -> ActionOutcome:
         variables = await asyncio.to_thread(_read_output_variables, input.output_variables, workspace.env_dump)
@@ -226,7 +217,22 @@ class CommandsProvider:
         )
 
 
-async def _kill_previous_attempt_orphans(log: Any) -> None:
+def prepare_workspace(store: ArtifactStore, inputs: list[ArtifactRef], workspace: Workspace) -> None:
+    """A fresh workspace: the primary input extracted in src/, each further one in a directory of its name."""
+    shutil.rmtree(workspace.root, ignore_errors=True)
+    for path in (workspace.src, workspace.tmp, workspace.meta):
+        path.mkdir(parents=True)
+    for index, ref in enumerate(inputs):
+        if index:
+            _check_extra_artifact_name(ref.name)
+        dest = workspace.src if index == 0 else workspace.artifact_dir(ref.name)
+        try:
+            store.extract(ref, dest)
+        except ArtifactError as exc:
+            raise non_retryable(f"input artifact '{ref.name}': {exc}", "ArtifactError") from exc
+
+
+async def kill_previous_attempt_orphans(log: Any) -> None:
     """A retried attempt first kills what a dead worker's attempt left running, so they never race."""
     details = activity.info().heartbeat_details
     if not details:
@@ -247,7 +253,7 @@ def _check_extra_artifact_name(name: str) -> None:
         )
 
 
-def _remove_workspace(workspace: Workspace) -> None:
+def remove_workspace(workspace: Workspace) -> None:
     shutil.rmtree(workspace.root, ignore_errors=True)
     with contextlib.suppress(OSError):
         workspace.root.parent.rmdir()  # the action's directory, once no attempt is left in it
@@ -269,20 +275,43 @@ def _read_output_variables(names: list[str], env_dump: Path) -> dict[str, str]:
     return variables
 
 
+@dataclass(frozen=True)
+class SandboxExit:
+    returncode: int | None
+    tail: list[str]  # the last lines of output, masked
+
+
 async def _run_script(
     input: CommandsInput, workspace: Workspace, env: dict[str, str], log_file: ActionLogWriter, attempt: int, log: Any
 ) -> None:
     """Run the script in its own process group; raise ApplicationError unless it exits 0."""
+    done = await run_sandboxed(workspace, env, log_file, attempt, input.timeout_seconds, log)
+    if done.returncode != 0:
+        raise await _command_failure(input.commands, workspace, done.returncode, done.tail)
+
+
+async def run_sandboxed(
+    workspace: Workspace,
+    env: dict[str, str],
+    log_file: ActionLogWriter,
+    attempt: int,
+    timeout_seconds: float,
+    log: Any,
+    mask: Callable[[str], str] | None = None,
+) -> SandboxExit:
+    """Run the workspace's script with bash in its own process group, in `workspace.src`, its output (through
+    `mask`) in the action's log, heartbeating its group; kill the group on timeout (ActionTimeout) or cancellation.
+    The log is completed whatever happens."""
     try:
         await _write_lines(log_file, [f"[conveyor] attempt {attempt} started {datetime.now(UTC).isoformat()}"])
         proc = await start_process_group(["bash", str(workspace.script)], cwd=workspace.src, env=env)
         record = ProcessGroupRecord.for_leader(proc.pid)
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        pump = asyncio.create_task(_pump_output(proc, log_file, tail))
+        pump = asyncio.create_task(_pump_output(proc, log_file, tail, mask))
         beat = asyncio.create_task(_heartbeat_forever(record))
         flusher = asyncio.create_task(_flush_log_forever(log_file))
         try:
-            await _wait_or_kill(proc, pump, record.pgid, input.timeout_seconds, log)
+            await _wait_or_kill(proc, pump, record.pgid, timeout_seconds, log)
         finally:
             beat.cancel()
             pump.cancel()
@@ -294,8 +323,7 @@ async def _run_script(
             await asyncio.shield(asyncio.to_thread(log_file.close))
         except Exception as exc:
             log.warning("commands.log_close_failed", error=str(exc))
-    if proc.returncode != 0:
-        raise await _command_failure(input.commands, workspace, proc.returncode, list(tail))
+    return SandboxExit(proc.returncode, list(tail))
 
 
 async def _wait_or_kill(
@@ -322,10 +350,34 @@ async def _leader_exit(proc: asyncio.subprocess.Process) -> None:
     """Wait for bash itself to exit.
 
     Not `proc.wait()`: asyncio only returns from it once every pipe is closed, and a background
-    child of the commands can keep the output pipe open forever.
+    child of the commands can keep the output pipe open forever. A pidfd (Linux) tells the moment
+    bash exits; asyncio's child watcher then reaps it within a few milliseconds.
     """
+    interval = EXIT_POLL_SECONDS
+    with contextlib.suppress(OSError, AttributeError, NotImplementedError):
+        await _pidfd_readable(proc.pid)
+        interval = REAP_POLL_SECONDS
     while proc.returncode is None:
-        await asyncio.sleep(EXIT_POLL_SECONDS)
+        await asyncio.sleep(interval)
+
+
+async def _pidfd_readable(pid: int) -> None:
+    fd = os.pidfd_open(pid)
+    try:
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
 
 
 async def _drain(pump: asyncio.Task[None]) -> None:
@@ -360,7 +412,10 @@ async def _flush_log_forever(log_file: ActionLogWriter) -> None:
 
 
 async def _pump_output(
-    proc: asyncio.subprocess.Process, log_file: ActionLogWriter, tail: collections.deque[str]
+    proc: asyncio.subprocess.Process,
+    log_file: ActionLogWriter,
+    tail: collections.deque[str],
+    mask: Callable[[str], str] | None = None,
 ) -> None:
     """Copy the merged output to the log, whole lines at a time, flushed so `tail -f` sees them."""
     assert proc.stdout is not None
@@ -368,9 +423,14 @@ async def _pump_output(
     while chunk := await proc.stdout.read(65536):
         *lines, pending = (pending + chunk).split(b"\n")
         if lines:
-            await _write_lines(log_file, [line.decode("utf-8", errors="replace") for line in lines], tail)
+            await _write_lines(log_file, _decoded(lines, mask), tail)
     if pending:
-        await _write_lines(log_file, [pending.decode("utf-8", errors="replace")], tail)
+        await _write_lines(log_file, _decoded([pending], mask), tail)
+
+
+def _decoded(lines: list[bytes], mask: Callable[[str], str] | None) -> list[str]:
+    text = [line.decode("utf-8", errors="replace") for line in lines]
+    return [mask(line) for line in text] if mask else text
 
 
 async def _write_lines(log_file: ActionLogWriter, lines: list[str], tail: collections.deque[str] | None = None) -> None:

@@ -331,6 +331,7 @@ def _action_details(state: ExecutionState, stage: StageState, action: ActionStat
     if action.external_url:  # a build's log (CodeBuild's deep link), an approval's ExternalEntityLink
         parts.append(literal(f"link: {action.external_url}"))
     parts += _action_attempts(action)
+    parts += _build_phases(action)
     parts += _compensation(state, stage, action)
     parts += [literal(f"notification failed: {error}", WAITING) for error in action.notification_errors]
     return lines([p for p in parts if p.plain])
@@ -346,6 +347,16 @@ def _action_outcome(action: ActionState) -> Text:
         why = f": {decided.summary}" if decided.summary else ""
         return literal(f"{decided.status} by {decided.by or 'unknown'}{why}")
     return literal(action.summary or "")
+
+
+def _build_phases(action: ActionState) -> list[Text]:
+    """A build's phases (CodeBuild), one line each: "phase BUILD FAILED 3.2s"."""
+    shown = []
+    for phase in action.phases:
+        status = phase.status or "IN_PROGRESS"
+        text = f"phase {phase.name} {status} {duration(phase.started_at, phase.finished_at)}".rstrip()
+        shown.append(literal(text, STYLES.get(status.title(), "")))
+    return shown
 
 
 def _action_attempts(action: ActionState) -> list[Text]:

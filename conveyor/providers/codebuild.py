@@ -64,10 +64,13 @@ class CodeBuildInput(CamelModel):
     input_artifacts: list[ArtifactRef] = Field(default_factory=list)
     output_artifacts: list[str] = Field(default_factory=list)  # the action's output artifact names, in order
     environment_variables: list[BuildVariable] = Field(default_factory=list)  # the action's; they win
+    # The project's (`conveyor.codebuild.environment`): over the buildspec's env, under the action's.
+    project_environment_variables: list[BuildVariable] = Field(default_factory=list)
     buildspec: str | None = None  # a Conveyor override or the imported project's inline buildspec (YAML text)
     buildspec_path: str | None = None  # a path in the primary input (default: buildspec.yml at its root)
     timeout_seconds: int = 60 * 60
     source_version: str | None = None  # the primary input's source revision (CODEBUILD_RESOLVED_SOURCE_VERSION)
+    batch_enabled: bool = False  # `BatchEnabled`: a batch build (the buildspec's `batch`)
 
 
 def environment_variables(text: str | None) -> list[BuildVariable]:
@@ -103,17 +106,31 @@ def build_input(request: ActionRequest) -> CodeBuildInput:
     primary = configuration.get("PrimarySource")
     inputs.sort(key=lambda ref: ref.name != primary)  # stable: the primary first, the others as declared
     extension = action.conveyor
+    codebuild = extension.codebuild
+    runner = (codebuild.runner if codebuild else None) or request.codebuild_runner or CodeBuildRunner.LOCAL
+    # CODEBUILD_RESOLVED_SOURCE_VERSION: known when the execution has one source (an artifact does not say which
+    # source action made it).
+    revisions = {revision.revision_id for revision in request.source_revisions}
+    # A Conveyor override (a path, or inline) wins over the imported project's buildspec.
+    path = codebuild.buildspec_path if codebuild else None
+    buildspec = None if path else (codebuild.buildspec if codebuild else None) or extension.buildspec
     return CodeBuildInput(
         context=request.context,
         identity=request.aws_identity(),
-        runner=CodeBuildRunner(extension.codebuild.runner) if extension.codebuild else CodeBuildRunner.LOCAL,
+        runner=CodeBuildRunner(runner),
         project_name=configuration["ProjectName"],
         input_artifacts=inputs,
         output_artifacts=[o.name for o in action.output_artifacts],
         environment_variables=environment_variables(configuration.get("EnvironmentVariables")),
-        buildspec=(extension.codebuild.buildspec if extension.codebuild else None) or extension.buildspec,
-        buildspec_path=extension.codebuild.buildspec_path if extension.codebuild else None,
+        project_environment_variables=[
+            BuildVariable(name=v.name, value=v.value, type=BuildVariableType(v.type))
+            for v in (codebuild.environment if codebuild else [])
+        ],
+        buildspec=buildspec,
+        buildspec_path=path,
         timeout_seconds=int(request.timeout.total_seconds()),
+        source_version=revisions.pop() if len(revisions) == 1 else None,
+        batch_enabled=configuration.get("BatchEnabled", "").strip().lower() == "true",
     )
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from conveyor.aws.identity import AwsIdentity, action_identity
 from conveyor.interface import ActionCategory, ActionOwner, RevisionType
-from conveyor.model import ActionContext, ArtifactRef, CamelModel, CompensationStep
+from conveyor.model import ActionContext, ArtifactRef, CamelModel, CompensationStep, SourceRevision
 
 if TYPE_CHECKING:
     from conveyor.spec.declaration import Action
@@ -89,6 +89,8 @@ class ActionRequest:
     artifact: Callable[[str], ArtifactRef]
     pipeline_role_arn: str | None = None  # the pipeline's `roleArn` (used only by a worker configured for AWS)
     revision_type: str | None = None  # the override's revisionType
+    codebuild_runner: str | None = None  # the pipeline's default CodeBuild runner
+    source_revisions: tuple[SourceRevision, ...] = ()  # the execution's source revisions so far
 
     def aws_identity(self) -> AwsIdentity:
         """The identity an AWS-calling action runs as (role ARNs and region: no credentials)."""

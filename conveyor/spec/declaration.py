@@ -114,12 +114,23 @@ class ApprovalPolicy(DeclarationModel):
     slack_channel: str | None = None  # the channel id the request message is posted to (C0123ABCD)
 
 
+class CodeBuildVariable(DeclarationModel):
+    """One of the project's environment variables (CodeBuild's EnvironmentVariable: name, value, type)."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    value: str
+    type: Literal["PLAINTEXT", "PARAMETER_STORE", "SECRETS_MANAGER"] = "PLAINTEXT"
+
+
 class CodeBuildExtension(DeclarationModel):
     """`conveyor.codebuild` on a CodeBuild action: which runner, and a buildspec other than the source's."""
 
-    runner: Literal["local", "aws"] = "local"
+    runner: Literal["local", "aws"] | None = None  # None: the pipeline's `conveyor.codebuildRunner`, else local
     buildspec: Annotated[str, StringConstraints(min_length=1, max_length=100_000)] | None = None  # inline YAML
     buildspec_path: str | None = None  # a path in the primary input artifact (default buildspec.yml)
+    # The CodeBuild project's own environment variables (what the project defines in AWS), below the action's
+    # EnvironmentVariables and above the buildspec's env.
+    environment: list[CodeBuildVariable] = Field(default_factory=list, max_length=200)
 
 
 class ActionExtension(DeclarationModel):
@@ -183,6 +194,8 @@ class PipelineExtension(DeclarationModel):
     retry_window_minutes: int = Field(default=DEFAULT_RETRY_WINDOW_MINUTES, ge=0, le=60 * 24 * 30)
     # A saga across stages: when a stage fails, the stages completed before it are compensated too.
     compensate_earlier_stages: bool = False
+    # The CodeBuild runner of the pipeline's CodeBuild actions that name none (`conveyor.codebuild.runner`).
+    codebuild_runner: Literal["local", "aws"] | None = None
 
 
 # --- CodePipeline's own declaration --------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from conveyor.providers.codebuild import environment_variables_problem
 from conveyor.providers.contract import OutputVariables, ProviderContract
 from conveyor.providers.registry import PROVIDERS
 from conveyor.providers.rules import RULES
@@ -470,6 +471,9 @@ def _extension_issues(contract: ProviderContract, action: Action, where: str) ->
                 )
     if action.conveyor.buildspec is not None and contract.name != BUILDSPEC_PROVIDER:
         errors.append(SpecIssue(f"{where}.conveyor.buildspec", f"a buildspec is for '{BUILDSPEC_PROVIDER}' actions"))
+    if action.conveyor.codebuild is not None and contract.name != BUILDSPEC_PROVIDER:
+        errors.append(SpecIssue(f"{where}.conveyor.codebuild", f"this is for '{BUILDSPEC_PROVIDER}' actions"))
+    errors += _codebuild_issues(action, contract, where)
     if action.conveyor.rollback and not (contract.compensation and contract.compensation.takes_rollback_commands):
         errors.append(SpecIssue(f"{where}.conveyor.rollback", f"rollback commands are for {_rollbacks()} actions"))
     for ei, env in enumerate(action.environment_variables):
@@ -872,3 +876,33 @@ def approver_problem(approver: str) -> str | None:
     if not re.match(form[0], value):
         return f"'{approver}' is not {form[1]}"
     return None
+
+
+def _codebuild_issues(action: Action, contract: ProviderContract, where: str) -> list[SpecIssue]:
+    """CodeBuild: PrimarySource names one of several inputs; one buildspec override at a time."""
+    if contract.name != BUILDSPEC_PROVIDER:
+        return []
+    issues = []
+    inputs = [i.name for i in action.input_artifacts]
+    primary = action.configuration.get("PrimarySource")
+    if len(inputs) > 1 and not primary:
+        issues.append(
+            SpecIssue(
+                f"{where}.configuration.PrimarySource",
+                f"required with more than one input artifact: name one of {', '.join(inputs)}",
+            )
+        )
+    elif primary and "#{" not in primary and primary not in inputs:
+        issues.append(
+            SpecIssue(f"{where}.configuration.PrimarySource", f"'{primary}' is not an input artifact of this action")
+        )
+    variables = action.configuration.get("EnvironmentVariables")
+    problem = environment_variables_problem(variables) if variables else None
+    if problem:
+        issues.append(SpecIssue(f"{where}.configuration.EnvironmentVariables", problem))
+    codebuild = action.conveyor.codebuild
+    if codebuild is not None and codebuild.buildspec and codebuild.buildspec_path:
+        issues.append(
+            SpecIssue(f"{where}.conveyor.codebuild", "give either buildspec (inline) or buildspecPath, not both")
+        )
+    return issues

@@ -97,6 +97,11 @@ def collect_entries(name: str, source_dir: Path, patterns: list[str]) -> list[En
     return [Entry(p, _checked_link_target(name, source_dir, p)) for p in selected]
 
 
+def matching_files(source_dir: Path, patterns: list[str]) -> list[str]:
+    """Relative paths under `source_dir` matching any of the CodeBuild-style `patterns`, sorted (may be none)."""
+    return sorted(p for p in _walk(source_dir) if any(_matches(pat, p) for pat in patterns))
+
+
 def _walk(source_dir: Path) -> list[str]:
     """Relative paths of regular files and symlinks; symlinked directories are not descended."""
     found: list[str] = []

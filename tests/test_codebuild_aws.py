@@ -215,6 +215,8 @@ async def test_a_build_failing_in_its_build_phase_fails_the_action_naming_the_ph
     )
     assert "; build logs: https://console.aws.amazon.com/cloudwatch/" in action.error.message
     assert len(codebuild.starts) == 1  # a failed build is not started again
+    phases = {phase.name: phase.status for phase in action.phases}  # status shows where it failed
+    assert phases.get("BUILD") == "FAILED", action.phases
 
 
 async def test_abandoning_the_execution_stops_the_build(client: ConveyorClient, codebuild: CodeBuildScript) -> None:

@@ -39,7 +39,7 @@ from activities.codebuild.aws_build import (
     start_build_request,
     started_by,
 )
-from conveyor.model import ActionOutcome, ArtifactRef, CamelModel
+from conveyor.model import PHASES_DETAIL, ActionOutcome, ArtifactRef, CamelModel
 from conveyor.providers.codebuild import CodeBuildInput
 from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactError, ArtifactStore, ConfiguredArtifactStore, store_for_outputs
@@ -110,7 +110,12 @@ class AwsRunner:
         if build.get("buildStatus") != "SUCCEEDED":
             link = build.get("logs", {}).get("deepLink")
             where = f"; build logs: {link}" if link else ""
-            raise _refused(f"action '{input.context.action_name}': {failure_message(build)}{where}", "BuildFailed")
+            raise ApplicationError(
+                f"action '{input.context.action_name}': {failure_message(build)}{where}",
+                {PHASES_DETAIL: [phase.model_dump(mode="json") for phase in build_phases(build)]},  # for status
+                type="BuildFailed",
+                non_retryable=True,
+            )
         artifacts = await asyncio.to_thread(self._collect_artifacts, input, store)
         log.info("codebuild.succeeded", build=build_id)
         return ActionOutcome(

@@ -5,6 +5,7 @@ artifacts and secondary artifacts, secrets masked and absent from history/memo/s
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import shlex
 import uuid
@@ -17,7 +18,7 @@ from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
-from activities.codebuild.local import _masker
+from activities.codebuild.local import LocalRunner, _masker
 from activities.providers.codebuild import CodeBuildProvider
 from conveyor.aws.identity import AwsIdentity
 from conveyor.buildspec import BuildspecError, load_buildspec
@@ -549,3 +550,13 @@ async def test_the_codebuild_release_example_runs_with_one_command(
     assert "<h1>Conveyor example</h1>" in page and "version 1.0." in page  # built by the repository's buildspec
     commit = state.stage("Source").actions[0].output_variables["CommitId"]  # type: ignore[union-attr]
     assert (deploy / "RELEASE.txt").read_text() == f"commit {commit}\n"
+
+
+def test_build_numbers_of_one_project_are_counted_once_each_when_builds_run_at_once(tmp_path: Path) -> None:
+    """CODEBUILD_BUILD_NUMBER: builds of one project started together (several actions or workers on one data
+    directory) never get the same number."""
+    runner = LocalRunner(Settings(data_dir=tmp_path), LocalArtifactStore(tmp_path / "artifacts"))
+    project = CodeBuildInput.model_construct(project_name="site")
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        numbers = list(pool.map(lambda _: runner._build_number(project), range(200)))
+    assert sorted(numbers) == list(range(1, 201))

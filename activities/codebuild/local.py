@@ -16,6 +16,7 @@ Not applied locally (said once in the log): the project's Docker image, `runtime
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import re
@@ -144,12 +145,18 @@ class LocalRunner:
         """CODEBUILD_BUILD_NUMBER: this project's builds on this worker's data directory, counted."""
         path = self.settings.data_dir / BUILD_NUMBERS / _UNSAFE.sub("_", input.project_name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            number = int(path.read_text().strip() or 0) + 1
-        except (OSError, ValueError):
-            number = 1
-        path.write_text(f"{number}\n")
-        return number
+        # Locked: two builds of one project at once (two actions, two workers on one data directory) count twice.
+        with path.open("a+") as counter:
+            fcntl.flock(counter, fcntl.LOCK_EX)
+            counter.seek(0)
+            try:
+                number = int(counter.read().strip() or 0) + 1
+            except ValueError:
+                number = 1
+            counter.seek(0)
+            counter.truncate()
+            counter.write(f"{number}\n")
+            return number
 
     async def _put_artifacts(self, input: CodeBuildInput, spec: Buildspec, workspace: Workspace) -> list[ArtifactRef]:
         try:

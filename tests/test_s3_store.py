@@ -387,7 +387,8 @@ stages:
         commands:
           - mkdir -p dist && echo built > dist/app.txt
           - echo first tick
-          - sleep 3
+          # Until the test has seen the action running (a fixed sleep raced a loaded machine's CLI start-up).
+          - for i in $(seq 600); do test -e {gate} && break; sleep 0.1; done
           - echo second tick
         outputArtifacts: [{{name: App, files: ["dist/**"]}}]
   - name: Test
@@ -404,7 +405,8 @@ async def test_a_pipeline_on_s3_and_its_logs_followed_from_another_process(
 ) -> None:
     client = ConveyorClient(temporal_client, s3_settings)
     async with build_worker(temporal_client, s3_settings):
-        ref, _ = await client.start(pipeline(E2E.format(suffix=uuid.uuid4().hex[:8])))
+        gate = tmp_path / "gate"
+        ref, _ = await client.start(pipeline(E2E.format(suffix=uuid.uuid4().hex[:8], gate=gate)))
         env = cli_environment(s3_settings, aws, tmp_path / "other-host")
         follow = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -429,6 +431,7 @@ async def test_a_pipeline_on_s3_and_its_logs_followed_from_another_process(
                 seen += line
             _, running = await client.action_state(ref, "Build", "Compile")
             assert running.status == ActionStatus.IN_PROGRESS  # read from S3 while the action runs
+            gate.touch()
             rest, err = await asyncio.wait_for(follow.communicate(), 30)  # ends when the action does
         finally:
             if follow.returncode is None:

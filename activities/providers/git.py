@@ -12,7 +12,6 @@ SSH_AUTH_SOCK and the proxy variables, with GIT_TERMINAL_PROMPT=0 so it never wa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -25,7 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.process import kill_process_group, start_process_group
-from activities.providers.commands import workspace_key
+from activities.workspace import action_workspace
 from conveyor.model import ActionContext, ActionOutcome, ArtifactRef, GitSourceInput, SourceRevision
 from conveyor.providers.contract import PolledRevision, PollRequest
 from conveyor.providers.git import ACTIVITY
@@ -33,7 +32,6 @@ from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactError, ArtifactStore, store_for_outputs
 from conveyor.text import shorten
 
-HEARTBEAT_SECONDS = 2.0
 KILL_GRACE_SECONDS = 2.0
 GIT_ENV_NAMES = (
     "PATH", "HOME", "LANG", "LC_ALL", "SSH_AUTH_SOCK",
@@ -151,15 +149,8 @@ class Cloned:
 async def clone_source(settings: Settings, store: ArtifactStore, request: CloneRequest, log: Any) -> Cloned:
     """Clone into a fresh workspace of the action attempt, check out the revision, pack the artifact; the
     workspace is removed whatever happens. Heartbeats while it works."""
-    ctx = request.context
-    workspace = settings.workspaces_dir / workspace_key(ctx) / f"attempt-{activity.info().attempt}"
-    beat = asyncio.create_task(_heartbeat_forever())
-    try:
-        await asyncio.to_thread(_fresh_dir, workspace)
+    async with action_workspace(settings, request.context) as workspace:
         return await _fetch(store, request, workspace / "repo", log)
-    finally:
-        beat.cancel()
-        await asyncio.to_thread(_remove_workspace, workspace)
 
 
 async def _fetch(store: ArtifactStore, request: CloneRequest, clone_dir: Path, log: Any) -> Cloned:
@@ -267,23 +258,6 @@ def _commit_variables(commit: Commit, repository: str, branch: str) -> dict[str,
         "RepositoryName": repository_name(repository),
         "FullRepositoryName": repository,
     }
-
-
-async def _heartbeat_forever() -> None:
-    while True:
-        activity.heartbeat()
-        await asyncio.sleep(HEARTBEAT_SECONDS)
-
-
-def _fresh_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-
-
-def _remove_workspace(workspace: Path) -> None:
-    shutil.rmtree(workspace, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        workspace.parent.rmdir()
 
 
 async def branch_head(repository: str, branch: str, credentials: Credentials = NO_CREDENTIALS) -> PolledRevision:

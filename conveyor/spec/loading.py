@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -84,10 +86,17 @@ def read_declaration(path: Path, *, missing: str = "file not found") -> Any:
         raise DeclarationError(source, [SpecIssue("", f"cannot read the file: {exc.strerror or exc}")]) from None
     except ValueError as exc:
         raise DeclarationError(source, [SpecIssue("", str(exc))]) from None
-    try:
+    with parse_errors(source):
         if path.suffix.lower() == ".json":
             return json.loads(text, object_pairs_hook=_unique_pairs)
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+@contextlib.contextmanager
+def parse_errors(source: str) -> Iterator[None]:
+    """A repeated key, bad JSON or bad YAML in `source` as a DeclarationError naming the line."""
+    try:
+        yield
     except DuplicateKeyError as exc:
         raise DeclarationError(source, [SpecIssue("", str(exc))]) from None
     except json.JSONDecodeError as exc:

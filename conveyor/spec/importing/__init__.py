@@ -4,7 +4,6 @@ Conveyor's declaration with a report. Pure apart from reading the one file; not 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import yaml
 
 from conveyor.spec.importing import cloudformation, terraform
 from conveyor.spec.importing.report import ImportedPipeline, ImportResult, ReportKind, ReportLine
-from conveyor.spec.loading import DuplicateKeyError, _decode
+from conveyor.spec.loading import _decode, parse_errors
 from conveyor.spec.validation import DeclarationError, SpecIssue, unwrap_declaration
 
 __all__ = ["ImportResult", "ImportedPipeline", "ReportKind", "ReportLine", "dump_declaration", "import_file"]
@@ -58,17 +57,8 @@ def import_file(path: Path) -> ImportResult:
 
 
 def _load(text: str, source: str, *, json_text: bool) -> Any:
-    try:
+    with parse_errors(source):
         return cloudformation.load_template(text, json_text=json_text)
-    except DuplicateKeyError as exc:
-        raise DeclarationError(source, [SpecIssue("", str(exc))]) from None
-    except json.JSONDecodeError as exc:
-        raise DeclarationError(source, [SpecIssue("", f"line {exc.lineno}: invalid JSON: {exc.msg}")]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise DeclarationError(source, [SpecIssue("", f"{where}invalid YAML: {problem}")]) from None
 
 
 class _DeclarationDumper(yaml.SafeDumper):

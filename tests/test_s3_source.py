@@ -15,8 +15,9 @@ from conveyor.aws.identity import AwsIdentity
 from conveyor.model import ActionContext
 from conveyor.providers.contract import PollRequest
 from conveyor.providers.s3 import S3SourceInput
-from conveyor.settings import Settings
+from conveyor.settings import S3Location, Settings
 from conveyor.stores.artifacts import LocalArtifactStore
+from conveyor.stores.logs import ActionLogName, action_log_reader
 from tests.aws import Aws
 
 CONTEXT = ActionContext(pipeline_name="shop", execution_id="exec-1", stage_name="Source", action_name="Fetch")
@@ -116,3 +117,17 @@ async def test_the_poll_reads_the_latest_version(aws: Aws, tmp_path: Path) -> No
     revision = await current_revision(Settings(data_dir=tmp_path), request)
     assert revision.revision_id == second["VersionId"]
     assert revision.detail == f"s3://releases/app.zip version {second['VersionId']}"
+
+
+async def test_with_an_s3_store_the_action_log_is_in_the_store(aws: Aws, tmp_path: Path) -> None:
+    """Logs go to the worker's configured store like every provider's: readable from another host, none on disk."""
+    versioned_bucket(aws)
+    aws.client("s3").create_bucket(Bucket="conveyor-store")
+    aws.client("s3").put_object(Bucket="releases", Key="app.zip", Body=zip_bytes({"v.txt": "1"}))
+    settings = Settings(data_dir=tmp_path / "data", artifact_store=S3Location(bucket="conveyor-store", prefix="ci"))
+    provider = S3Provider(settings, LocalArtifactStore(settings.artifacts_dir))
+    await ActivityEnvironment().run(provider.s3_source, source())
+    other_host = settings.model_copy(update={"data_dir": tmp_path / "other-host"})
+    reader = action_log_reader(other_host, ActionLogName("shop", "exec-1", "Source", "Fetch"))
+    assert reader.found() and b"s3://releases/app.zip" in reader.read_new()
+    assert not (settings.data_dir / "logs").exists()

@@ -8,7 +8,16 @@ import pytest
 
 from conveyor.model import StageStatus
 from conveyor.spec.declaration import Pipeline, Stage
-from workflows.failure_policy import Next, StageOutcome, Verdict, after_stage, automatic_retry, before_entry
+from workflows.failure_policy import (
+    Next,
+    StageOutcome,
+    Verdict,
+    after_stage,
+    automatic_retry,
+    before_entry,
+    redeploys,
+    without_rollback_target,
+)
 
 FAILED, SUCCEEDED, STOPPED = StageStatus.FAILED, StageStatus.SUCCEEDED, StageStatus.STOPPED
 
@@ -26,7 +35,8 @@ def declared(on_failure: dict[str, Any] | None = None, **conveyor: Any) -> tuple
 
 
 WAIT = Verdict(Next.WAIT_FOR_MANUAL_RETRY)
-ROLLS_BACK = Verdict(Next.ROLL_BACK, compensate=True)
+ROLLS_BACK = Verdict(Next.ROLL_BACK)  # a ROLLBACK execution redeploys: nothing is compensated as well
+COMPENSATES = Verdict(Next.WAIT_FOR_MANUAL_RETRY, compensate=True)
 
 AFTER_STAGE: list[tuple[str, dict[str, Any] | None, dict[str, Any], StageOutcome, Verdict]] = [
     ("success continues", None, {}, StageOutcome(SUCCEEDED), Verdict(Next.CONTINUE)),
@@ -85,7 +95,13 @@ AFTER_STAGE: list[tuple[str, dict[str, Any] | None, dict[str, Any], StageOutcome
         StageOutcome(StageStatus.CANCELLED, retries_left=1),
         WAIT,
     ),
-    ("ROLLBACK: compensate, then a ROLLBACK execution", {"result": "ROLLBACK"}, {}, StageOutcome(FAILED), ROLLS_BACK),
+    (
+        "ROLLBACK: a ROLLBACK execution redeploys, nothing compensated",
+        {"result": "ROLLBACK"},
+        {},
+        StageOutcome(FAILED),
+        ROLLS_BACK,
+    ),
     (
         "a ROLLBACK execution failing: compensates, starts no rollback",
         {"result": "ROLLBACK"},
@@ -116,11 +132,32 @@ AFTER_STAGE: list[tuple[str, dict[str, Any] | None, dict[str, Any], StageOutcome
         Verdict(Next.WAIT_FOR_MANUAL_RETRY, compensate=True, compensate_earlier_stages=True),
     ),
     (
-        "compensateEarlierStages with ROLLBACK",
+        "compensateEarlierStages with ROLLBACK: the saga, not a ROLLBACK execution as well",
         {"result": "ROLLBACK"},
         {"compensateEarlierStages": True},
         StageOutcome(FAILED),
-        Verdict(Next.ROLL_BACK, compensate=True, compensate_earlier_stages=True),
+        Verdict(Next.WAIT_FOR_MANUAL_RETRY, compensate=True, compensate_earlier_stages=True),
+    ),
+    (
+        "rollbackStrategy COMPENSATE: the failed stage's compensations, no ROLLBACK execution",
+        {"result": "ROLLBACK"},
+        {"rollbackStrategy": "COMPENSATE"},
+        StageOutcome(FAILED),
+        COMPENSATES,
+    ),
+    (
+        "rollbackStrategy REDEPLOY, declared: a ROLLBACK execution",
+        {"result": "ROLLBACK"},
+        {"rollbackStrategy": "REDEPLOY"},
+        StageOutcome(FAILED),
+        ROLLS_BACK,
+    ),
+    (
+        "a condition's ROLLBACK under COMPENSATE",
+        None,
+        {"rollbackStrategy": "COMPENSATE", "retryWindowMinutes": 0},
+        StageOutcome(FAILED, failed_condition="ROLLBACK"),
+        Verdict(Next.FAIL, compensate=True),
     ),
     (
         "compensateEarlierStages: not on success",
@@ -142,6 +179,17 @@ def test_after_stage(
 ) -> None:
     stage, pipeline = declared(on_failure, **conveyor)
     assert after_stage(stage, pipeline, outcome) == expected
+
+
+def test_a_parallel_pipeline_compensates_where_no_rollback_execution_can_run() -> None:
+    stage, pipeline = declared({"result": "ROLLBACK"})
+    parallel = pipeline.model_copy(update={"execution_mode": "PARALLEL"})
+    assert after_stage(stage, parallel, StageOutcome(FAILED)) == COMPENSATES
+    assert not redeploys(parallel) and redeploys(pipeline)
+
+
+def test_a_rollback_without_an_earlier_success_compensates_and_fails() -> None:
+    assert without_rollback_target() == Verdict(Next.FAIL, compensate=True)
 
 
 @pytest.mark.parametrize(

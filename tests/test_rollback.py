@@ -62,7 +62,9 @@ stages:
     assert lines(log) == ["undo-C", "undo-B", "undo-A blue blue"]  # the half-applied C is undone too
     deploy = state.stages[0]
     assert all(a.compensation is not None and a.compensation.status == "Succeeded" for a in deploy.actions)
-    assert "no earlier success in 'Deploy' to roll back to" in (state.status_summary or "")
+    assert "no earlier success in 'Deploy' to roll back to: its compensations ran instead" in (
+        state.status_summary or ""
+    )
 
 
 async def test_saga_across_stages_compensates_earlier_stages_in_reverse(
@@ -117,6 +119,7 @@ stages:
         commands:
           - 'echo "deployed #{{Build.V}} $(cat out/app.txt)" >> {side}/deployed.log'
           - 'test "#{{variables.Break}}" != yes'
+        conveyor: {{rollback: ["echo undone >> {side}/undone.log"]}}
 """
 
 
@@ -137,6 +140,41 @@ async def test_failed_stage_is_rolled_back_by_a_new_rollback_execution(
     assert rolled.trigger.trigger_type == TriggerType.AUTOMATED_ROLLBACK
     assert [s.stage_name for s in rolled.stages if s.status is not None] == ["Deploy"]  # only that stage ran
     assert lines(tmp_path / "deployed.log") == ["deployed 1 build 1", "deployed 2 build 2", "deployed 1 build 1"]
+    # One rollback, never two: the ROLLBACK execution redeployed, so Ship's compensation did not run as well.
+    assert lines(tmp_path / "undone.log") == []
+    assert all(a.compensation is None for a in failed.stages[1].actions)
+
+
+async def test_rollback_strategy_compensate_runs_the_saga_and_starts_no_rollback_execution(
+    conveyor: ConveyorClient, worker: Worker, tmp_path: Path
+) -> None:
+    declaration = pipeline(
+        RELEASE.format(side=tmp_path).replace(
+            "name: release", "name: saga-release\nconveyor: {rollbackStrategy: COMPENSATE}"
+        )
+    )
+    good, _ = await conveyor.start(declaration)
+    assert (await finished(conveyor, good)).status == ExecutionStatus.SUCCEEDED
+    bad, _ = await conveyor.start(declaration, variables={"Version": "2", "Break": "yes"})
+    failed = await finished(conveyor, bad)
+    assert failed.status == ExecutionStatus.FAILED and failed.rollback_execution is None
+    assert lines(tmp_path / "undone.log") == ["undone"]
+    assert lines(tmp_path / "deployed.log") == ["deployed 1 build 1", "deployed 2 build 2"]  # not redeployed
+
+
+async def test_a_parallel_pipeline_rolls_back_by_compensation(
+    conveyor: ConveyorClient, worker: Worker, tmp_path: Path
+) -> None:
+    declaration = pipeline(
+        RELEASE.format(side=tmp_path).replace("name: release", "name: parallel-release\nexecutionMode: PARALLEL")
+    )
+    good, _ = await conveyor.start(declaration)
+    assert (await finished(conveyor, good)).status == ExecutionStatus.SUCCEEDED
+    bad, _ = await conveyor.start(declaration, variables={"Version": "2", "Break": "yes"})
+    failed = await finished(conveyor, bad)
+    assert failed.status == ExecutionStatus.FAILED and failed.rollback_execution is None
+    assert lines(tmp_path / "undone.log") == ["undone"]
+    assert "its compensations ran instead" not in (failed.status_summary or "")
 
 
 async def test_manual_rollback_and_its_restrictions(conveyor: ConveyorClient, worker: Worker, tmp_path: Path) -> None:

@@ -321,11 +321,6 @@ BROKEN: list[tuple[str, Any, str]] = [
     ),
     # failure handling and conditions
     (
-        "rollback-in-parallel",
-        pipe(stage("Source", git()), stage("Deploy", cmd(), onFailure=ROLLBACK), executionMode="PARALLEL"),
-        "pipeline.yaml: stages[1].onFailure.result: ROLLBACK is not available in PARALLEL pipelines; use FAIL or RETRY",
-    ),
-    (
         "rollback-of-source-stage",
         pipe(stage("Source", git(), onFailure=ROLLBACK), stage("Deploy", cmd())),
         "pipeline.yaml: stages[0].onFailure.result: ROLLBACK is not available for the Source stage; use FAIL or RETRY",

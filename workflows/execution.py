@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         ExecutionStatus,
         RollbackStart,
         StageEntryDecision,
+        StageFact,
         StageInput,
         StageResult,
         StageRetryRequest,
@@ -276,13 +277,17 @@ class PipelineExecutionWorkflow:
         stage_state = self._recorder.state.stages[index]
         assert stage_state.error is not None
         summary = f"stage '{stage.name}' failed: {stage_state.error.message}"
+        if verdict.next == Next.ROLL_BACK:
+            target = await self._rollback_target(stage)
+            if target is not None:
+                # Recorded before the status turns terminal: whoever waits on it sees the rollback.
+                note = await self._start_automatic_rollback(stage, target)
+                self._recorder.finished(ExecutionStatus.FAILED, f"{summary}; {note}")
+                raise ApplicationError(summary, type="PipelineExecutionFailed", non_retryable=True)
+            verdict = failure_policy.without_rollback_target()
+            summary += f"; no earlier success in '{stage.name}' to roll back to: its compensations ran instead"
         if verdict.compensate:
             await self._saga.compensate(index, earlier=verdict.compensate_earlier_stages)
-        if verdict.next == Next.ROLL_BACK:
-            # Recorded before the status turns terminal: whoever waits on it sees the rollback.
-            note = await self._start_automatic_rollback(stage)
-            self._recorder.finished(ExecutionStatus.FAILED, f"{summary}; {note}")
-            raise ApplicationError(summary, type="PipelineExecutionFailed", non_retryable=True)
         self._recorder.finished(ExecutionStatus.FAILED, summary)
         retry = await self._wait_for_manual_retry(stage) if verdict.next == Next.WAIT_FOR_MANUAL_RETRY else None
         if retry is None:
@@ -432,15 +437,20 @@ class PipelineExecutionWorkflow:
 
     # --- rollback ---------------------------------------------------------------------------------
 
-    async def _start_automatic_rollback(self, stage: Stage) -> str:
-        """As CodePipeline does: a new ROLLBACK execution re-runs the stage with the inputs of the last
-        execution that succeeded in it (an exact fact from the coordinator), if there is one."""
-        assert self._gate is not None and self._input is not None
-        state = self._recorder.state
+    async def _rollback_target(self, stage: Stage) -> StageFact | None:
+        """The last execution that succeeded in the stage on this pipeline version (an exact fact from the
+        coordinator), which a ROLLBACK execution redeploys; None when there is none (a first release)."""
+        assert self._gate is not None
         facts = await self._gate.stage_facts(stage.name)
         target = facts.last_succeeded if facts else None
-        if target is None or target.pipeline_version != state.pipeline_version:
-            return f"no earlier success in '{stage.name}' to roll back to"
+        if target is None or target.pipeline_version != self._recorder.state.pipeline_version:
+            return None
+        return target
+
+    async def _start_automatic_rollback(self, stage: Stage, target: StageFact) -> str:
+        """As CodePipeline does: a new ROLLBACK execution re-runs the stage with the target's inputs."""
+        assert self._input is not None
+        state = self._recorder.state
         rollback_id: str = await workflow.execute_activity(
             Activity.START_ROLLBACK,
             RollbackStart(

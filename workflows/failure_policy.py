@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from conveyor.interface import ExecutionMode
 from conveyor.model import StageRetryRequest, StageStatus
-from conveyor.spec.declaration import FailureResult, Pipeline, RetryConfiguration, Stage
+from conveyor.spec.declaration import FailureResult, Pipeline, RetryConfiguration, RollbackStrategy, Stage
 
 
 class Next(StrEnum):
@@ -18,7 +19,7 @@ class Next(StrEnum):
     SKIP = "SKIP"  # the stage counts as Skipped: on to the next one
     RETRY_AUTOMATICALLY = "RETRY_AUTOMATICALLY"  # onFailure RETRY with automatic retries left
     WAIT_FOR_MANUAL_RETRY = "WAIT_FOR_MANUAL_RETRY"  # failed, open for `retry_stage` during the retry window
-    ROLL_BACK = "ROLL_BACK"  # failed, and a ROLLBACK execution re-runs the stage
+    ROLL_BACK = "ROLL_BACK"  # failed, and a ROLLBACK execution redeploys the stage's last successful release
     FAIL = "FAIL"  # failed, for good
     STOP = "STOP"  # the stage was stopped: so is the execution
 
@@ -58,10 +59,27 @@ def after_stage(stage: Stage, pipeline: Pipeline, outcome: StageOutcome) -> Verd
         return Verdict(Next.SKIP)
     rolls_back = outcome.failed_condition == FailureResult.ROLLBACK or on_failure == FailureResult.ROLLBACK
     earlier = pipeline.conveyor.compensate_earlier_stages
+    if rolls_back and not outcome.rollback_execution and redeploys(pipeline):
+        # One rollback, never two: the ROLLBACK execution redeploys, so nothing is compensated (unless no
+        # execution can be started: `without_rollback_target`).
+        return Verdict(Next.ROLL_BACK)
     compensate = rolls_back or earlier
-    if rolls_back and not outcome.rollback_execution:
-        return Verdict(Next.ROLL_BACK, compensate=compensate, compensate_earlier_stages=earlier)
     return Verdict(_failed(pipeline, outcome.stopping), compensate=compensate, compensate_earlier_stages=earlier)
+
+
+def redeploys(pipeline: Pipeline) -> bool:
+    """Whether a ROLLBACK result starts a ROLLBACK execution (else it runs the compensations, the saga)."""
+    return (
+        pipeline.conveyor.rollback_strategy == RollbackStrategy.REDEPLOY
+        and pipeline.execution_mode != ExecutionMode.PARALLEL
+        and not pipeline.conveyor.compensate_earlier_stages  # asks for the saga across stages
+    )
+
+
+def without_rollback_target() -> Verdict:
+    """ROLL_BACK, but no earlier execution succeeded in the stage on this version (a first release): the
+    stage's own compensations undo it instead, and the execution fails."""
+    return Verdict(Next.FAIL, compensate=True)
 
 
 def before_entry(pipeline: Pipeline, failed_condition: str, *, stopping: bool = False) -> Verdict:

@@ -80,6 +80,16 @@ class FailureResult(StrEnum):
     SKIP = "SKIP"
 
 
+class RollbackStrategy(StrEnum):
+    """How a failed stage whose result is ROLLBACK is undone: one way, never both."""
+
+    # CodePipeline's: a ROLLBACK execution redeploys the last release that succeeded in the stage; where none
+    # can (a first release, another pipeline version, a PARALLEL pipeline), the stage's compensations run.
+    REDEPLOY = "REDEPLOY"
+    # The saga: the failed stage's compensations (and, with compensateEarlierStages, the earlier stages').
+    COMPENSATE = "COMPENSATE"
+
+
 class EnvironmentVariableType(StrEnum):
     PLAINTEXT = "PLAINTEXT"
     SECRETS_MANAGER = "SECRETS_MANAGER"
@@ -192,8 +202,22 @@ class PipelineExtension(DeclarationModel):
     # How long a failed execution stays open for `conveyor retry` (its PipelineStatus is Failed meanwhile;
     # the wait is a durable timer, which costs nothing); 0 closes it at once.
     retry_window_minutes: int = Field(default=DEFAULT_RETRY_WINDOW_MINUTES, ge=0, le=60 * 24 * 30)
-    # A saga across stages: when a stage fails, the stages completed before it are compensated too.
-    compensate_earlier_stages: bool = False
+    rollback_strategy: RollbackStrategy = Field(
+        default=RollbackStrategy.REDEPLOY,
+        description=(
+            "How a ROLLBACK result undoes a failed stage, one way and never both. REDEPLOY (CodePipeline's): a "
+            "ROLLBACK execution redeploys the last release that succeeded in the stage; where none can (a first "
+            "release, a PARALLEL pipeline) the stage's compensations run instead. COMPENSATE: the compensations "
+            "(conveyor.rollback and each provider's undo) always, no ROLLBACK execution."
+        ),
+    )
+    compensate_earlier_stages: bool = Field(
+        default=False,
+        description=(
+            "A saga across stages: when a stage fails, the stages completed before it are compensated too, in "
+            "reverse order (a ROLLBACK result then compensates rather than redeploying)."
+        ),
+    )
     # The CodeBuild runner of the pipeline's CodeBuild actions that name none (`conveyor.codebuild.runner`).
     codebuild_runner: Literal["local", "aws"] | None = None
 

@@ -26,7 +26,6 @@ from conveyor.spec.declaration import (
     Action,
     ActionCategory,
     EnvironmentVariableType,
-    ExecutionMode,
     FailureResult,
     Pipeline,
     Rule,
@@ -683,18 +682,12 @@ CONDITION_RESULTS = {
 
 
 def _check_failure_modes(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
-    parallel = pipeline.execution_mode == ExecutionMode.PARALLEL
     first_has_sources = any(a.action_type_id.category == ActionCategory.SOURCE for a in pipeline.stages[0].actions)
     for si, stage in enumerate(pipeline.stages):
+        # ROLLBACK in a PARALLEL pipeline (refused by CodePipeline) runs the stage's compensations: no
+        # ROLLBACK execution can run there (README "Rollback and compensation").
         if stage.on_failure and stage.on_failure.result == FailureResult.ROLLBACK:
-            if parallel:
-                errors.append(
-                    SpecIssue(
-                        f"stages[{si}].onFailure.result",
-                        "ROLLBACK is not available in PARALLEL pipelines; use FAIL or RETRY",
-                    )
-                )
-            elif si == 0 and first_has_sources:
+            if si == 0 and first_has_sources:
                 errors.append(
                     SpecIssue(
                         f"stages[{si}].onFailure.result",
@@ -719,8 +712,6 @@ def _check_failure_modes(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
                             + " or ".join(allowed),
                         )
                     )
-                elif condition.result == "ROLLBACK" and parallel:
-                    errors.append(SpecIssue(where, "ROLLBACK is not available in PARALLEL pipelines; use FAIL"))
 
 
 def _check_triggers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:

@@ -93,7 +93,7 @@ stages:
 """,
     "rolled-back": """
 name: replay-rollback
-conveyor: {compensateEarlierStages: true}
+conveyor: {compensateEarlierStages: true, retryWindowMinutes: 0}
 stages:
   - name: Build
     actions:

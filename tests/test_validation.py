@@ -769,6 +769,10 @@ def test_json_schema_accepts_every_example_and_refuses_typos() -> None:
     assert list(validator.iter_errors(json.loads((DATA / "get-pipeline.json").read_text())["pipeline"])) == []
     assert list(validator.iter_errors(two(cmd(runorder=2))))  # unknown field
     assert list(validator.iter_errors(two({"name": "Make"})))  # neither provider nor actionTypeId
+    # The one rollback rule is documented where editors show it, and a misspelt strategy is refused.
+    strategy = schema["$defs"]["PipelineExtension"]["properties"]["rollbackStrategy"]
+    assert "never both" in strategy["description"] and "REDEPLOY" in strategy["description"]
+    assert list(validator.iter_errors({**two(cmd()), "conveyor": {"rollbackStrategy": "UNDO"}}))
 
 
 # --- the CLI, as a user runs it ---------------------------------------------------------------------

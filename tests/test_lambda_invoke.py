@@ -21,15 +21,29 @@ import pytest_asyncio
 import uvicorn
 from botocore.exceptions import ClientError
 from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
 
+from activities.providers.lambda_invoke import LambdaProvider
+from conveyor.aws.identity import AwsIdentity
 from conveyor.client import ConveyorClient
 from conveyor.devserver import free_port
 from conveyor.interface import stage_workflow_id
-from conveyor.model import ExecutionState, ExecutionStatus
+from conveyor.model import ActionContext, ExecutionState, ExecutionStatus
+from conveyor.providers.lambda_invoke import LambdaInvokeInput
 from conveyor.service.jobs import create_jobs_app
 from conveyor.settings import Settings
 from conveyor.spec import validate_pipeline
-from conveyor.stores.jobs import job_store
+from conveyor.stores.artifacts import LocalArtifactStore
+from conveyor.stores.jobs import (
+    JobAttempt,
+    JobResult,
+    JobResultKind,
+    JobTicket,
+    attempt_hash,
+    job_hash,
+    job_store,
+    new_job_id,
+)
 from conveyor.worker import build_worker
 from tests.aws import ACCOUNT, CREDENTIALS, REGION, Aws
 from tests.aws_contract import LambdaInvocation, LambdaScript
@@ -344,3 +358,30 @@ def test_a_lambda_rule_without_function_name_is_named() -> None:
 def test_a_valid_declaration_passes() -> None:
     assert validate_pipeline(declaration()).ok
     assert validate_pipeline(pipeline(RULE_DECLARATION)).ok
+
+
+async def test_a_retried_activity_resumes_waiting_on_its_attempts_job_without_invoking_again(
+    aws: Aws, functions: LambdaScript, worker_settings: Settings
+) -> None:
+    """Contract test: an earlier worker of this attempt wrote the ticket and invoked, then died before its heartbeat
+    reached Temporal; the new activity finds the attempt's job in the store, waits on it and takes its answer."""
+    context = ActionContext(pipeline_name="p", execution_id="e-1", stage_name="Invoke", action_name="Deploy")
+    jobs = job_store(worker_settings)
+    earlier = job_hash(new_job_id())
+    ticket = JobTicket(pipeline_name="p", execution_id="e-1", stage_name="Invoke", action_name="Deploy",
+                       function_name=FUNCTION)  # fmt: skip
+    jobs.put_ticket(earlier, ticket)
+    jobs.put_attempt(attempt_hash(context.idempotency_key, 1), JobAttempt(job_hash=earlier, invocation=1))
+    provider = LambdaProvider(worker_settings, LocalArtifactStore(worker_settings.artifacts_dir))
+    request = LambdaInvokeInput(
+        context=context, identity=AwsIdentity(session_name="conveyor-p-e-1"), function_name=FUNCTION
+    )
+    running = asyncio.create_task(ActivityEnvironment().run(provider.lambda_invoke, request))
+    await asyncio.sleep(1)
+    assert not running.done()
+    assert jobs.put_result(
+        earlier, JobResult(kind=JobResultKind.SUCCEEDED, summary="done", output_variables={"A": "1"})
+    )
+    outcome = await asyncio.wait_for(running, 10)
+    assert outcome.summary == "done" and outcome.output_variables == {"A": "1"}
+    assert functions.invocations == []  # never invoked again for this attempt

@@ -19,14 +19,14 @@ import boto3
 import pytest
 import pytest_asyncio
 import uvicorn
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
 from activities.providers.lambda_invoke import LambdaProvider
 from conveyor.aws.identity import AwsIdentity
 from conveyor.client import ConveyorClient
-from conveyor.devserver import free_port
+from conveyor.devserver import EmbeddedServer, free_port
 from conveyor.interface import stage_workflow_id
 from conveyor.model import ActionContext, ExecutionState, ExecutionStatus
 from conveyor.providers.lambda_invoke import LambdaInvokeInput
@@ -48,6 +48,7 @@ from conveyor.worker import build_worker
 from tests.aws import ACCOUNT, CREDENTIALS, REGION, Aws
 from tests.aws_contract import LambdaInvocation, LambdaScript
 from tests.helpers import pipeline
+from tests.test_cli import cli_env, spawn
 
 FUNCTION = "deployer"
 
@@ -385,3 +386,28 @@ async def test_a_retried_activity_resumes_waiting_on_its_attempts_job_without_in
     outcome = await asyncio.wait_for(running, 10)
     assert outcome.summary == "done" and outcome.output_variables == {"A": "1"}
     assert functions.invocations == []  # never invoked again for this attempt
+
+
+async def test_conveyor_serve_runs_the_job_listener_on_its_own_port(
+    server: EmbeddedServer, worker_settings: Settings, aws: Aws
+) -> None:
+    """`conveyor serve --jobs-port`: a real process; the listener answers boto3's codepipeline client on its port
+    (here refusing a forged id), beside the service's own port."""
+    port, jobs_port = free_port(), free_port()
+    env = cli_env(worker_settings.data_dir, server.address)
+    process = await spawn("serve", "--port", str(port), "--jobs-port", str(jobs_port), env=env)
+    try:
+        pipe = codepipeline(f"http://127.0.0.1:{jobs_port}")
+        for _ in range(200):
+            try:
+                await asyncio.to_thread(pipe.put_job_success_result, jobId="forged")
+            except ClientError as err:
+                assert err.response["Error"]["Code"] == "JobNotFoundException"
+                break
+            except EndpointConnectionError:
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the job listener never answered")
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 20)

@@ -82,6 +82,7 @@ class Activity(StrEnum):
     NOTIFY_APPROVAL = "notify_approval"
     DEPLOYMENT_WINDOW = "deployment_window"  # condition rules
     REGEX_MATCHES = "regex_matches"
+    LAMBDA_INVOKE_RULE = "lambda_invoke_rule"  # registered by the Lambda provider's activities module
     COLLECT_GARBAGE = "collect_garbage"
 
 

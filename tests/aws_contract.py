@@ -158,3 +158,57 @@ def _complete(build: dict[str, Any], status: str) -> None:
     now = iso_8601_datetime_with_milliseconds()
     build["phases"].append({"phaseType": "COMPLETED", "startTime": now})
     build.update(buildStatus=status, buildComplete=True, currentPhase="COMPLETED", endTime=now)
+
+
+# --- Lambda ------------------------------------------------------------------------------------------------------
+# moto's simple Lambda backend (no Docker; `use_docker: false` in /moto-api/config before functions are created)
+# answers every invoke with a queued result and never runs code, keeps no record of what it was sent, and cannot
+# answer with a function error. LambdaScript records each invoke as sent and scripts function errors.
+
+
+@dataclass
+class LambdaInvocation:
+    function: str
+    invocation_type: str  # RequestResponse or Event
+    event: Any  # the payload, parsed
+
+    @property
+    def job(self) -> dict[str, Any]:
+        job: dict[str, Any] = self.event["CodePipeline.job"]
+        return job
+
+
+@dataclass
+class LambdaScript:
+    invocations: list[LambdaInvocation] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)  # the next invokes answer with these function errors
+    invoked: threading.Condition = field(default_factory=threading.Condition)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> LambdaScript:
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+
+        script = self
+        original = LambdaSimpleBackend.invoke
+
+        def invoke(
+            backend: LambdaSimpleBackend, function_name: str, qualifier: Any, body: Any, headers: Any, response: Any
+        ) -> Any:
+            kind = headers.get("X-Amz-Invocation-Type") or "RequestResponse"
+            text = body.decode() if isinstance(body, bytes) else body
+            with script.invoked:
+                script.invocations.append(LambdaInvocation(function_name, kind, json.loads(text) if text else None))
+                script.invoked.notify_all()
+            if script.errors:
+                response["x-amz-function-error"] = "Unhandled"
+                return json.dumps(script.errors.pop(0)).encode()
+            return original(backend, function_name, qualifier, body, headers, response)
+
+        monkeypatch.setattr(LambdaSimpleBackend, "invoke", invoke)
+        return self
+
+    def wait_for(self, count: int, timeout: float = 30) -> LambdaInvocation:
+        """The `count`-th invocation, once it happened (blocking: call it from a thread)."""
+        with self.invoked:
+            if not self.invoked.wait_for(lambda: len(self.invocations) >= count, timeout):
+                raise AssertionError(f"expected {count} invocations, saw {len(self.invocations)}")
+            return self.invocations[count - 1]

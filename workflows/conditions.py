@@ -20,6 +20,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from conveyor.aws.identity import action_identity
     from conveyor.interface import (
         Activity,
         ConditionKind,
@@ -37,8 +38,9 @@ with workflow.unsafe.imports_passed_through():
         WindowCheck,
     )
     from conveyor.providers.commands import ACTIVITY as COMMANDS_ACTIVITY
+    from conveyor.providers.lambda_invoke import LambdaRuleAnswer, LambdaRuleInput
     from conveyor.providers.rules import COMMANDS as COMMANDS_RULE
-    from conveyor.providers.rules import DEPLOYMENT_WINDOW, VARIABLE_CHECK
+    from conveyor.providers.rules import DEPLOYMENT_WINDOW, LAMBDA_INVOKE, VARIABLE_CHECK
     from conveyor.spec.declaration import Condition, Rule
     from conveyor.text import shorten
     from conveyor.variables import UnresolvedVariableError, resolve
@@ -213,10 +215,42 @@ async def _commands(rule: Rule, configuration: dict[str, str], state: RuleState,
     return RuleOutcome(ConditionStatus.SUCCEEDED, f"{len(rule.commands or [])} commands succeeded")
 
 
+async def _lambda_invoke(
+    rule: Rule, configuration: dict[str, str], state: RuleState, ctx: ConditionContext
+) -> RuleOutcome:
+    context = ActionContext(
+        pipeline_name=ctx.pipeline_name,
+        execution_id=ctx.execution_id,
+        stage_name=ctx.stage_name,
+        action_name=f"{rule.name}.rule",
+        stage_attempt=ctx.stage_attempt,
+    )
+    timeout = timedelta(minutes=rule.timeout_in_minutes or 15)  # Lambda's own limit is 15 minutes
+    try:
+        answer: LambdaRuleAnswer = await workflow.execute_activity(
+            Activity.LAMBDA_INVOKE_RULE,
+            LambdaRuleInput(
+                context=context,
+                identity=action_identity(context, rule.role_arn, None, rule.region),
+                function_name=configuration["FunctionName"],
+                user_parameters=configuration.get("UserParameters"),
+            ),
+            result_type=LambdaRuleAnswer,
+            start_to_close_timeout=timeout,
+            retry_policy=INFRASTRUCTURE_RETRY,
+        )
+    except ActivityError as err:
+        if is_cancelled_exception(err):
+            raise
+        return RuleOutcome(ConditionStatus.ERRORED, failure_reason(err))  # AWS refused or could not be reached
+    return RuleOutcome(ConditionStatus.SUCCEEDED if answer.passed else ConditionStatus.FAILED, answer.summary)
+
+
 # How each rule type of the registry (conveyor.providers.rules.RULES) is evaluated, keyed by its name.
 Evaluator = Callable[[Rule, dict[str, str], RuleState, ConditionContext], Awaitable[RuleOutcome]]
 EVALUATORS: dict[str, Evaluator] = {
     DEPLOYMENT_WINDOW.name: _deployment_window,
     VARIABLE_CHECK.name: _variable_check,
     COMMANDS_RULE.name: _commands,
+    LAMBDA_INVOKE.name: _lambda_invoke,
 }

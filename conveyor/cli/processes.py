@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from temporalio.service import RPCError
@@ -28,6 +28,9 @@ from conveyor.connection import (
 )
 from conveyor.devserver import EmbeddedServer
 from conveyor.gc_schedule import SCHEDULE_ID, ensure_gc_schedule
+
+if TYPE_CHECKING:
+    import uvicorn
 from conveyor.logging import configure_logging
 
 # --- long-lived processes -----------------------------------------------------------------------------
@@ -111,9 +114,17 @@ def serve(
     socket_mode: Annotated[
         bool, typer.Option("--socket-mode", help="Slack app over Socket Mode (SLACK_APP_TOKEN): no public URL")
     ] = False,
+    jobs_host: Annotated[
+        str | None, typer.Option(help="Address of the Lambda job listener (default 127.0.0.1)")
+    ] = None,
+    jobs_port: Annotated[
+        int | None,
+        typer.Option(help="Port of the Lambda job listener (PutJobSuccessResult/PutJobFailureResult); off if unset"),
+    ] = None,
 ) -> None:
     """Run the HTTP service (GitHub webhooks at /webhooks/github/PIPELINE, the Slack app at /slack/events,
-    /healthz, /readyz) until Ctrl-C.
+    /healthz, /readyz) until Ctrl-C. With --jobs-port (or the config's jobs), also the listener Lambda actions'
+    functions report to (AWS_ENDPOINT_URL_CODEPIPELINE=http://HOST:PORT in the function's environment).
 
     Webhook secrets: CONVEYOR_WEBHOOK_SECRET_<PIPELINE> (upper-cased, other characters as _), else
     CONVEYOR_WEBHOOK_SECRET (or the variable --config names); a pipeline with none refuses every delivery.
@@ -123,7 +134,7 @@ def serve(
         import uvicorn
 
         from conveyor.service.app import create_app
-        from conveyor.service.config import ServiceConfig, SlackConfig, load_service_config
+        from conveyor.service.config import JobListenerConfig, ServiceConfig, SlackConfig, load_service_config
         from conveyor.service.github import WebhookSecrets
         from conveyor.slack.app import slack_options
 
@@ -150,7 +161,37 @@ def serve(
             )
         )
         say(f"Serving on http://{bind_host}:{bind_port} (Temporal at {resolve_address(config)})")
-        await server.serve()
+        jobs = service.jobs
+        if jobs_port is not None:
+            jobs = JobListenerConfig(host=jobs_host or (jobs.host if jobs else "127.0.0.1"), port=jobs_port)
+        elif jobs is not None and jobs_host:
+            jobs = jobs.model_copy(update={"host": jobs_host})
+        if jobs is None:
+            await server.serve()
+            return 0
+        from conveyor.service.jobs import create_jobs_app
+        from conveyor.stores.jobs import job_store
+
+        listener = uvicorn.Server(
+            uvicorn.Config(
+                create_jobs_app(job_store(config)), host=jobs.host, port=jobs.port, log_config=None, access_log=False
+            )
+        )
+        say(f"Lambda job listener on http://{jobs.host}:{jobs.port}")
+        await _serve_together(server, listener)
         return 0
 
     run_async(go())
+
+
+async def _serve_together(*servers: uvicorn.Server) -> None:
+    """Run uvicorn servers side by side; when one stops (Ctrl-C, a bind failure), the others are told to stop."""
+
+    async def one(server: uvicorn.Server) -> None:
+        try:
+            await server.serve()
+        finally:
+            for other in servers:
+                other.should_exit = True
+
+    await asyncio.gather(*(one(server) for server in servers))

@@ -13,6 +13,7 @@ from conveyor.providers.contract import ActivityCall, OutputVariables, ProviderC
 from conveyor.providers.ecr import ECR
 from conveyor.providers.git import GIT
 from conveyor.providers.git_sources import CODECOMMIT, CODESTAR_SOURCE_CONNECTION, GITHUB
+from conveyor.providers.lambda_invoke import LAMBDA
 from conveyor.providers.manual import MANUAL
 from conveyor.providers.noop import NOOP
 from conveyor.providers.s3 import S3
@@ -27,6 +28,7 @@ PROVIDERS: Mapping[str, ProviderContract] = {
         ECR,
         GIT,
         GITHUB,
+        LAMBDA,
         MANUAL,
         NOOP,
         S3,

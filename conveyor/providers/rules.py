@@ -109,6 +109,16 @@ COMMANDS = RuleContract(
     needs_commands=True,
     evaluation="runs its commands like a Commands action; passes on exit 0",
 )
+LAMBDA_INVOKE = RuleContract(
+    name="LambdaInvoke",
+    required_keys=frozenset({"FunctionName"}),
+    optional_keys=frozenset({"UserParameters"}),
+    evaluation=(
+        "invokes FunctionName synchronously (an activity) with a `CodePipeline.job` event carrying UserParameters; "
+        'fails on a function error, a JSON `false` answer or `{"status": "FAILED", "message": ...}`, '
+        "passes on any other answer"
+    ),
+)
 
 RULES: Mapping[str, RuleContract] = {
     contract.name: contract
@@ -116,5 +126,6 @@ RULES: Mapping[str, RuleContract] = {
         DEPLOYMENT_WINDOW,
         VARIABLE_CHECK,
         COMMANDS,
+        LAMBDA_INVOKE,
     )
 }

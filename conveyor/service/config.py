@@ -25,6 +25,16 @@ class SlackConfig(BaseModel):
     api_url: str | None = Field(default=None, pattern=r"^https?://")  # default: $SLACK_API_URL or Slack's
 
 
+class JobListenerConfig(BaseModel):
+    """The listener Lambda functions report to (PutJobSuccessResult / PutJobFailureResult); off unless configured.
+    Its own port, not the webhooks': only the functions need to reach it."""
+
+    model_config = _CONFIG
+
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+
+
 class ServiceConfig(BaseModel):
     """```yaml
     host: 0.0.0.0
@@ -34,6 +44,9 @@ class ServiceConfig(BaseModel):
     identities: identities.yaml  # Slack team+user / emails / GitHub logins -> identities
     slack:
       socketMode: true           # receive clicks over a websocket: no public URL needed
+    jobs:                        # Lambda actions' PutJob*Result listener (off unless set)
+      host: 0.0.0.0
+      port: 8081
     ```
     The file names variables, never secrets: it can be committed and read by anyone."""
 
@@ -44,6 +57,7 @@ class ServiceConfig(BaseModel):
     webhook_secret_env: dict[str, str] = Field(default_factory=dict)
     identities: Path | None = None  # default: $CONVEYOR_IDENTITIES, the worker's
     slack: SlackConfig | None = None
+    jobs: JobListenerConfig | None = None
 
 
 def load_service_config(path: Path) -> ServiceConfig:

@@ -16,6 +16,7 @@ from conveyor.providers.git_sources import CODECOMMIT, CODESTAR_SOURCE_CONNECTIO
 from conveyor.providers.manual import MANUAL
 from conveyor.providers.noop import NOOP
 from conveyor.providers.s3 import S3
+from conveyor.providers.step_functions import STEP_FUNCTIONS
 
 PROVIDERS: Mapping[str, ProviderContract] = {
     contract.name: contract
@@ -30,6 +31,7 @@ PROVIDERS: Mapping[str, ProviderContract] = {
         MANUAL,
         NOOP,
         S3,
+        STEP_FUNCTIONS,
     )
 }
 

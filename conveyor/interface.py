@@ -82,6 +82,7 @@ class Activity(StrEnum):
     NOTIFY_APPROVAL = "notify_approval"
     DEPLOYMENT_WINDOW = "deployment_window"  # condition rules
     REGEX_MATCHES = "regex_matches"
+    CHECK_ALARMS = "check_alarms"  # CloudWatchAlarm rule: one DescribeAlarms look
     COLLECT_GARBAGE = "collect_garbage"
 
 

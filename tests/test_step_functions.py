@@ -223,7 +223,9 @@ async def test_a_worker_killed_while_the_machine_runs_is_followed_by_one_that_fo
     assert len(executions) == 1, executions  # StartExecution effective once
     assert run_action(state).output_variables["ExecutionArn"] == executions[0]["executionArn"]
     log = (worker_settings.logs_dir / ref.pipeline_name / ref.execution_id / "Invoke" / "Run.log").read_text()
-    assert "execution" in log and "(started by an earlier attempt)" in log or "found execution" in log
+    # The new worker followed the execution from the heartbeat, or (no beat yet) got it back from StartExecution.
+    arn_started = executions[0]["executionArn"]
+    assert f"following execution {arn_started}" in log or f"found execution {arn_started}" in log, log
 
 
 async def test_an_action_with_a_role_arn_acts_in_the_roles_account(client: ConveyorClient, sfn: Any, aws: Aws) -> None:

@@ -83,6 +83,7 @@ class Activity(StrEnum):
     DEPLOYMENT_WINDOW = "deployment_window"  # condition rules
     REGEX_MATCHES = "regex_matches"
     LAMBDA_INVOKE_RULE = "lambda_invoke_rule"  # registered by the Lambda provider's activities module
+    CHECK_ALARMS = "check_alarms"  # CloudWatchAlarm rule: one DescribeAlarms look
     COLLECT_GARBAGE = "collect_garbage"
 
 

@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.alarms import AlarmActivities
 from activities.approvers import resolve_approvers
 from activities.conditions import deployment_window, regex_matches
 from activities.coordination import CoordinationActivities
@@ -55,6 +56,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
     rollbacks = RollbackActivities(store)
     triggers = TriggerActivities(settings, store)
     gc = GcActivities(settings, store)
+    alarms = AlarmActivities(settings)
     return [
         *provider_activities(settings, store),
         coordination.coordinate,
@@ -70,6 +72,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
         gc.collect_garbage,
         deployment_window,
         regex_matches,
+        alarms.check_alarms,
         resolve_approvers,
         notify_slack,
         notify_approval,

@@ -8,6 +8,7 @@ in tests/aws_contract.py, and the tests using it are named contract tests.
 from __future__ import annotations
 
 import logging
+import os
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ class Aws:
 def moto_endpoint() -> Iterator[str]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     port = free_port()
+    # Step Functions' interpreter (execute_state_machine) calls the services of Task states on this port.
+    os.environ["MOTO_PORT"] = str(port)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"

@@ -228,14 +228,14 @@ BROKEN: list[tuple[str, Any, str]] = [
         two({"name": "Compile", "provider": "Jenkins", "configuration": {"ProjectName": "orders"}}),
         f"{A}.actionTypeId.provider: provider 'Jenkins' (Build) is not supported by Conveyor yet; "
         "supported providers: CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, ECR, Git, GitHub, Manual, "
-        "Noop, S3",
+        "Noop, S3, StepFunctions",
     ),
     (
         "misspelt-provider",
         two({"name": "Compile", "provider": "Comands", "commands": ["make"]}),
         f"{A}.actionTypeId.provider: provider 'Comands' (Build) is not supported by Conveyor yet; "
         "did you mean 'Commands'? supported providers: CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, "
-        "ECR, Git, GitHub, Manual, Noop, S3",
+        "ECR, Git, GitHub, Manual, Noop, S3, StepFunctions",
     ),
     (
         "unclosed-reference",
@@ -387,7 +387,7 @@ def test_declared_behaviour_that_does_not_run_yet_is_refused_not_skipped() -> No
     report = validate_pipeline(declaration)
     assert [issue.render(SOURCE) for issue in report.errors] == [
         f"{SOURCE}: stages[1].beforeEntry.conditions[0].rules[1].ruleTypeId.provider: rule 'LambdaInvoke' "
-        f"{NOT_YET}; supported: DeploymentWindow, VariableCheck, Commands",
+        f"{NOT_YET}; supported: DeploymentWindow, VariableCheck, Commands, CloudWatchAlarm",
         f"{SOURCE}: triggers[0].gitConfiguration.pullRequest[0].filePaths: pull request file path filters "
         f"{NOT_YET} (webhook payloads do not list a pull request's files)",
     ]
@@ -564,7 +564,7 @@ def test_all_structural_errors_are_reported_at_once() -> None:
         "pipeline.yaml: stages[2].name: stage name 'Build' is already used by stages[1]; stage names must be unique",
         f"{A}.actionTypeId.provider: provider 'Jenkins' (Build) is not supported by Conveyor yet; "
         "supported providers: CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, ECR, Git, GitHub, Manual, "
-        "Noop, S3",
+        "Noop, S3, StepFunctions",
         "pipeline.yaml: stages[2].actions[0].commands[0]: '#{variables.Nope}': "
         "pipeline variable 'Nope' is not declared in 'variables'",
     ]
@@ -842,7 +842,7 @@ def test_cli_validate_bad_file_lists_every_error(cli_runs: Runs, bad_file: Path)
         f"{path}: stages[2].name: stage name 'Build' is already used by stages[1]; stage names must be unique",
         f"{path}: stages[1].actions[0].actionTypeId.provider: provider 'Jenkins' (Build) is not supported by "
         "Conveyor yet; supported providers: CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, ECR, Git, "
-        "GitHub, Manual, Noop, S3",
+        "GitHub, Manual, Noop, S3, StepFunctions",
         f"{path}: stages[2].actions[0].commands[0]: '#{{variables.Nope}}': "
         "pipeline variable 'Nope' is not declared in 'variables'",
     ]

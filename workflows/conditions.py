@@ -20,7 +20,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from conveyor.aws.identity import action_identity
+    from conveyor.alarms import AlarmAnswer, AlarmCheck, alarm_names, alarm_states, wait_minutes
+    from conveyor.aws.identity import AwsIdentity, action_identity, session_name
     from conveyor.interface import (
         Activity,
         ConditionKind,
@@ -39,8 +40,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from conveyor.providers.commands import ACTIVITY as COMMANDS_ACTIVITY
     from conveyor.providers.lambda_invoke import LambdaRuleAnswer, LambdaRuleInput
+    from conveyor.providers.rules import CLOUDWATCH_ALARM, DEPLOYMENT_WINDOW, LAMBDA_INVOKE, VARIABLE_CHECK
     from conveyor.providers.rules import COMMANDS as COMMANDS_RULE
-    from conveyor.providers.rules import DEPLOYMENT_WINDOW, LAMBDA_INVOKE, VARIABLE_CHECK
     from conveyor.spec.declaration import Condition, Rule
     from conveyor.text import shorten
     from conveyor.variables import UnresolvedVariableError, resolve
@@ -246,6 +247,65 @@ async def _lambda_invoke(
     return RuleOutcome(ConditionStatus.SUCCEEDED if answer.passed else ConditionStatus.FAILED, answer.summary)
 
 
+async def _cloudwatch_alarm(
+    rule: Rule, configuration: dict[str, str], state: RuleState, ctx: ConditionContext
+) -> RuleOutcome:
+    """Watches the alarms for WaitTime: a DescribeAlarms activity, then a durable timer until the next look (the
+    worker's interval, returned with each answer), ending early when an alarm trips or an operator overrides."""
+    names = alarm_names(configuration["AlarmName"])
+    try:
+        states, minutes = alarm_states(configuration.get("AlarmStates")), wait_minutes(configuration.get("WaitTime"))
+    except ValueError as err:
+        return RuleOutcome(ConditionStatus.ERRORED, f"configuration: {err}")
+    if not names:
+        return RuleOutcome(ConditionStatus.ERRORED, "AlarmName names no alarm")
+    check = AlarmCheck(
+        alarm_names=names,
+        states=states,
+        identity=AwsIdentity(
+            role_arn=rule.role_arn or None,
+            region=rule.region or None,
+            session_name=session_name(ctx.pipeline_name, ctx.execution_id),
+        ),
+        who=f"{ctx.stage_name}.{rule.name}",
+    )
+    deadline = workflow.now() + timedelta(minutes=minutes)
+    watched = ", ".join(s.value for s in states)
+    while True:
+        answer: AlarmAnswer = await workflow.execute_activity(
+            Activity.CHECK_ALARMS,
+            check,
+            result_type=AlarmAnswer,
+            start_to_close_timeout=LOCAL,
+            retry_policy=INFRASTRUCTURE_RETRY,
+        )
+        if answer.missing:
+            return RuleOutcome(
+                ConditionStatus.ERRORED, f"alarm {', '.join(repr(n) for n in answer.missing)} does not exist"
+            )
+        if answer.tripped:
+            tripped = ", ".join(f"'{name}' is {value.value}" for name, value in answer.tripped.items())
+            return RuleOutcome(ConditionStatus.FAILED, f"alarm {tripped}")
+        left = deadline - workflow.now()
+        if left <= timedelta(0):
+            return RuleOutcome(
+                ConditionStatus.SUCCEEDED, f"{len(names)} alarms not in {watched} for {_minutes(minutes)} min"
+            )
+        state.summary = f"watching {len(names)} alarms, {_minutes(left.total_seconds() / 60)} min left"
+        ctx.changed()
+        try:
+            await workflow.wait_condition(
+                ctx.overridden, timeout=min(left, timedelta(seconds=answer.next_check_seconds))
+            )
+            return RuleOutcome(ConditionStatus.OVERRIDDEN, "overridden while watching the alarms")
+        except TimeoutError:
+            continue
+
+
+def _minutes(minutes: float) -> str:
+    return f"{minutes:.0f}" if minutes >= 10 else f"{minutes:.1f}".removesuffix(".0")
+
+
 # How each rule type of the registry (conveyor.providers.rules.RULES) is evaluated, keyed by its name.
 Evaluator = Callable[[Rule, dict[str, str], RuleState, ConditionContext], Awaitable[RuleOutcome]]
 EVALUATORS: dict[str, Evaluator] = {
@@ -253,4 +313,5 @@ EVALUATORS: dict[str, Evaluator] = {
     VARIABLE_CHECK.name: _variable_check,
     COMMANDS_RULE.name: _commands,
     LAMBDA_INVOKE.name: _lambda_invoke,
+    CLOUDWATCH_ALARM.name: _cloudwatch_alarm,
 }

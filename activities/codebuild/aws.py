@@ -42,7 +42,13 @@ from activities.codebuild.aws_build import (
 from conveyor.model import PHASES_DETAIL, ActionOutcome, ArtifactRef, CamelModel
 from conveyor.providers.codebuild import CodeBuildInput
 from conveyor.settings import Settings
-from conveyor.stores.artifacts import ArtifactError, ArtifactStore, ConfiguredArtifactStore, store_for_outputs
+from conveyor.stores.artifacts import (
+    ArtifactError,
+    ArtifactStore,
+    ConfiguredArtifactStore,
+    replicate_for_action,
+    store_for_outputs,
+)
 from conveyor.stores.logs import ActionLogName, ActionLogWriter, attempt_label, open_action_log
 from conveyor.stores.s3 import S3ArtifactStore, parse_object_url
 
@@ -209,14 +215,19 @@ class AwsRunner:
         return None
 
     def _start_build(self, codebuild: CodeBuildClient, input: CodeBuildInput, store: S3ArtifactStore) -> str:
-        sources = [self._s3_source(ref, store) for ref in input.input_artifacts]
+        sources = [self._s3_source(ref, store, input) for ref in input.input_artifacts]
         outputs = outputs_prefix(store.location.bucket, store.location.prefix, input.context)
         request = start_build_request(input, sources, outputs)
         with self._errors(input, "codebuild:StartBuild"):
             return codebuild.start_build(**request)["build"]["id"]
 
-    def _s3_source(self, ref: ArtifactRef, store: S3ArtifactStore) -> str:
-        """`bucket/key` of the input's zip in S3; an input in the local store is uploaded to `store` first."""
+    def _s3_source(self, ref: ArtifactRef, store: S3ArtifactStore, input: CodeBuildInput) -> str:
+        """`bucket/key` of the input's zip in S3; an input in the local store is uploaded to `store` first, one in
+        another region's store is replicated to the action's region's (CodeBuild reads its own region's buckets)."""
+        try:
+            ref = replicate_for_action(self.store, ref, input.context.artifact_stores)
+        except ArtifactError as exc:
+            raise _refused(f"input artifact '{ref.name}': {exc}", "ArtifactError") from None
         parsed = parse_object_url(ref.location)
         if parsed is None:
             with tempfile.TemporaryDirectory(dir=self._tmp_dir()) as tmp:

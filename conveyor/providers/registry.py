@@ -17,6 +17,7 @@ from conveyor.providers.lambda_invoke import LAMBDA
 from conveyor.providers.manual import MANUAL
 from conveyor.providers.noop import NOOP
 from conveyor.providers.s3 import S3
+from conveyor.providers.step_functions import STEP_FUNCTIONS
 
 PROVIDERS: Mapping[str, ProviderContract] = {
     contract.name: contract
@@ -32,6 +33,7 @@ PROVIDERS: Mapping[str, ProviderContract] = {
         MANUAL,
         NOOP,
         S3,
+        STEP_FUNCTIONS,
     )
 }
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from conveyor import quartz
+from conveyor import alarms, quartz
 from conveyor.patterns import pattern_problem
 from conveyor.variables import REFERENCE
 
@@ -88,6 +88,25 @@ def _pattern(rule: Rule) -> list[RuleProblem]:
     return [("configuration.Value", f"{problem} (MATCHES takes RE2 syntax)")] if problem else []
 
 
+def _alarm_configuration(rule: Rule) -> list[RuleProblem]:
+    problems: list[RuleProblem] = []
+    names = rule.configuration.get("AlarmName")
+    if _literal(names) and names is not None:
+        count = len(alarms.alarm_names(names))
+        if count == 0:
+            problems.append(("configuration.AlarmName", "names no alarm: give one or more, comma separated"))
+        elif count > alarms.MAX_ALARMS:
+            problems.append(("configuration.AlarmName", f"names {count} alarms; at most {alarms.MAX_ALARMS}"))
+    for key, read in (("AlarmStates", alarms.alarm_states), ("WaitTime", alarms.wait_minutes)):
+        value = rule.configuration.get(key)
+        if value is not None and _literal(value):
+            try:
+                read(value)
+            except ValueError as err:
+                problems.append((f"configuration.{key}", str(err)))
+    return problems
+
+
 DEPLOYMENT_WINDOW = RuleContract(
     name="DeploymentWindow",
     required_keys=frozenset({"Cron"}),
@@ -120,6 +139,18 @@ LAMBDA_INVOKE = RuleContract(
     ),
 )
 
+CLOUDWATCH_ALARM = RuleContract(
+    name="CloudWatchAlarm",
+    required_keys=frozenset({"AlarmName"}),
+    optional_keys=frozenset({"AlarmStates", "WaitTime"}),
+    evaluation=(
+        "watches AlarmName (one or more, comma separated) for WaitTime minutes (a decimal is accepted): fails as soon "
+        "as one is in AlarmStates (default ALARM), passes when the time ends without; a durable timer between "
+        "DescribeAlarms checks (every CONVEYOR_ALARM_POLL_SECONDS); a missing alarm errors the rule"
+    ),
+    check=_alarm_configuration,
+)
+
 RULES: Mapping[str, RuleContract] = {
     contract.name: contract
     for contract in (
@@ -127,5 +158,6 @@ RULES: Mapping[str, RuleContract] = {
         VARIABLE_CHECK,
         COMMANDS,
         LAMBDA_INVOKE,
+        CLOUDWATCH_ALARM,
     )
 }

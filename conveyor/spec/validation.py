@@ -216,6 +216,7 @@ def _check_structure(pipeline: Pipeline, report: ValidationReport) -> None:
     _check_source_placement(pipeline, report)
     _check_providers(pipeline, errors)
     _check_artifacts(pipeline, errors)
+    _check_action_regions(pipeline, errors)
     _check_clone_ref_consumers(pipeline, errors)
     _check_namespaces_and_variables(pipeline, errors)
     _check_failure_modes(pipeline, errors)
@@ -532,6 +533,22 @@ def _check_artifacts(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
                     else:
                         message += f"; stages[{psi}].actions[{pai}] produces it in a later stage"
                 errors.append(SpecIssue(f"stages[{si}].actions[{ai}].inputArtifacts[{ii}]", message))
+
+
+def _check_action_regions(pipeline: Pipeline, errors: list[SpecIssue]) -> None:
+    """With per-region `artifactStores`, an action's `region` needs its entry: its artifacts are kept there."""
+    if not pipeline.artifact_stores:
+        return
+    for si, ai, _stage, action in pipeline.all_actions():
+        if action.region and action.region not in pipeline.artifact_stores:
+            declared = ", ".join(sorted(pipeline.artifact_stores))
+            errors.append(
+                SpecIssue(
+                    f"stages[{si}].actions[{ai}].region",
+                    f"region '{action.region}' has no entry in artifactStores ({declared}): add one for it (an "
+                    "action's artifacts are kept in its region's store)",
+                )
+            )
 
 
 def _check_clone_ref_consumers(pipeline: Pipeline, errors: list[SpecIssue]) -> None:

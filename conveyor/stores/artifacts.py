@@ -76,6 +76,16 @@ def store_for_outputs(store: ArtifactStore, declared: list[ArtifactLocation]) ->
     return store.for_outputs(declared) if isinstance(store, ConfiguredArtifactStore) else store
 
 
+def replicate_for_action(store: ArtifactStore, ref: ArtifactRef, declared: list[ArtifactLocation]) -> ArtifactRef:
+    """An input artifact where an action's AWS service reads it: in the action's store (its region's entry of the
+    pipeline's artifactStores, see ConfiguredArtifactStore.for_outputs), copied there by digest when it was made in
+    another region's store; unchanged when the action's store is not S3 or already holds it."""
+    target = store_for_outputs(store, declared)
+    if not isinstance(target, S3ArtifactStore) or parse_object_url(ref.location) is None:
+        return ref
+    return target.replicate(ref)
+
+
 class ConfiguredArtifactStore:
     """The configured store for writing; for reading, whichever store an ArtifactRef's location names.
 
@@ -357,6 +367,7 @@ __all__ = [
     "StoreEntry",
     "StoredKind",
     "UnsafeArchiveError",
+    "replicate_for_action",
     "store_for_outputs",
     "store_from_settings",
 ]

@@ -277,6 +277,32 @@ class S3ArtifactStore:
                 raise
         return ArtifactRef(name=name, digest=digest, location=str(obj), size=size)
 
+    def replicate(self, ref: ArtifactRef) -> ArtifactRef:
+        """The artifact in this store (another region's, for an action of that region): copied server-side by its
+        digest's key, once (a second call, or a retried action, finds it there), and the reference to this copy."""
+        source = self.object_of(ref)
+        target = S3Object(self.location.bucket, self.key(artifact_key_suffix(ref.digest)))
+        if (source.bucket, source.key) == (target.bucket, target.key):
+            return ref
+        what = f"artifact '{ref.name}'"
+        if not (
+            self._exists(what, target)
+            and self._mark_used(StoredKind.ARTIFACT, ref.digest)
+            and self._exists(what, target)
+        ):
+            try:
+                # The managed copy: a multipart copy for archives over 5 GB; the bytes never pass through the worker.
+                self.client.copy(
+                    {"Bucket": source.bucket, "Key": source.key},
+                    target.bucket,
+                    target.key,
+                    ExtraArgs={"ContentType": "application/zip", **self.encryption},
+                    Config=self.transfer,
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise self.error(what, source, exc) from None
+        return ArtifactRef(name=ref.name, digest=ref.digest, location=str(target), size=ref.size)
+
     def extract(self, ref: ArtifactRef, dest: Path) -> None:
         """Download the archive the ref's location names (not this store's bucket: a ref written by another worker or
         for another pipeline's bucket is read where it is), check its digest while it streams, then unpack it."""

@@ -108,6 +108,7 @@ class Settings(BaseModel):
     retain_days: float = 30.0
     gc_min_age_minutes: float = 60.0
     codebuild_poll_seconds: float = 5.0  # how often the `aws` CodeBuild runner asks for its build's state
+    cloudformation_poll_seconds: float = 5.0  # how often a CloudFormation action asks for its stack's state
     # Where Git-hosted sources clone from and with which credential (conveyor/connections.py); None: the
     # data directory's connections.yaml if present, else the defaults.
     connections_file: Path | None = None
@@ -133,6 +134,7 @@ class Settings(BaseModel):
             retain_days=_non_negative_number(env, "CONVEYOR_RETAIN_DAYS", 30.0, "days"),
             gc_min_age_minutes=_positive_number(env, "CONVEYOR_GC_MIN_AGE_MINUTES", 60.0, "minutes"),
             codebuild_poll_seconds=_positive_number(env, "CONVEYOR_CODEBUILD_POLL_SECONDS", 5.0, "seconds"),
+            cloudformation_poll_seconds=_positive_number(env, "CONVEYOR_CLOUDFORMATION_POLL_SECONDS", 5.0, "seconds"),
             connections_file=Path(env["CONVEYOR_CONNECTIONS"]).expanduser()
             if env.get("CONVEYOR_CONNECTIONS")
             else None,

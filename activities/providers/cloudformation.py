@@ -464,20 +464,13 @@ class _Run:
             except ApplicationError as exc:
                 if "does not exist" not in str(exc) and exc.type != "AwsNotFound":
                     raise
-        with self.stack.errors("CreateChangeSet"):
-            answer = self.stack.client.create_change_set(
-                StackName=self.stack.name,
-                ChangeSetName=name,
-                ChangeSetType="CREATE" if creating else "UPDATE",
-                TemplateBody=template,
-                Parameters=_parameter_list(parameters),
-                Capabilities=self.input.capabilities,
-                ClientToken=client_request_token(self.input.context, "CHANGESET"),
-                **self.configuration_extras(),
-                **_role(self.input.role_arn),
-            )
-        change_set = self.wait_change_set(answer["Id"])
         where = f"change set {name} of stack {self.stack.name}"
+        try:
+            answer = self.create_change_set(name, creating, template, parameters)
+        except _NoChanges:
+            self.lines.append(f"{where}: no changes (No updates are to be performed)")
+            return ActionOutcome(summary=f"{where}: no changes", review=f"{where}: no changes")
+        change_set = self.wait_change_set(answer["Id"])
         if self.empty(change_set, current, template, parameters):
             self.lines.append(f"{where}: no changes")
             return ActionOutcome(summary=f"{where}: no changes", review=f"{where}: no changes")
@@ -490,18 +483,45 @@ class _Run:
         )
         return ActionOutcome(summary=shorten(review, 2000), review=shorten(review, 2000))
 
+    def create_change_set(self, name: str, creating: bool, template: str, parameters: dict[str, str]) -> Any:
+        """CreateChangeSet; _NoChanges when CloudFormation (or moto) answers that nothing would change."""
+        try:
+            with self.stack.errors("CreateChangeSet"):
+                return self.stack.client.create_change_set(
+                    StackName=self.stack.name,
+                    ChangeSetName=name,
+                    ChangeSetType="CREATE" if creating else "UPDATE",
+                    TemplateBody=template,
+                    Parameters=_parameter_list(parameters),
+                    Capabilities=self.input.capabilities,
+                    ClientToken=client_request_token(self.input.context, "CHANGESET"),
+                    **self.configuration_extras(),
+                    **_role(self.input.role_arn),
+                )
+        except ApplicationError as exc:
+            if _no_changes(str(exc)):
+                raise _NoChanges from None
+            raise
+
     def change_set_execute(self) -> ActionOutcome:
         name = self.input.change_set_name
         assert name is not None
+        where = f"change set {name} of stack {self.stack.name}"
         earlier = self.follower.beat.operation
         if earlier is not None and earlier.kind == "EXECUTE":
             self.snapshots = [earlier.snapshot] if earlier.snapshot else []
-            return self.finish(self.follower.follow(self.follower.start("EXECUTE", _never)), "EXECUTE")
+            self.follower.follow(self.follower.start("EXECUTE", _never))
+            return self.finish(self.stack.describe(), "EXECUTE", where)
         try:
             with self.stack.errors("DescribeChangeSet"):
                 change_set = self.stack.client.describe_change_set(StackName=self.stack.name, ChangeSetName=name)
         except ApplicationError as exc:
             if exc.type == "AwsNotFound" or "does not exist" in str(exc) or "ChangeSetNotFound" in str(exc):
+                current = self.stack.describe()
+                if current is not None and current["StackStatus"].endswith("_COMPLETE"):
+                    # A CHANGE_SET_REPLACE that found no changes leaves no change set (moto refuses to make one).
+                    self.lines.append(f"{where}: not found: nothing to execute")
+                    return self.finish(current, "no changes", f"{where} (not found)")
                 raise _refused(
                     f"action '{self.action}': stack {self.stack.name} has no change set {name}: a CHANGE_SET_REPLACE "
                     "action earlier in the pipeline creates it",
@@ -535,7 +555,8 @@ class _Run:
                 )
             return str(change_set["StackId"])
 
-        return self.finish(self.follower.follow(self.follower.start("EXECUTE", execute)), "EXECUTE", where)
+        self.follower.follow(self.follower.start("EXECUTE", execute))
+        return self.finish(self.stack.describe(), "EXECUTE", where)
 
     # --- parts ------------------------------------------------------------------------------------------------
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+import yaml
 from temporalio.client import Client
 
 from conveyor.client import ConveyorClient
@@ -348,3 +350,21 @@ def test_validation_of_the_configuration(configuration: dict[str, str], inputs: 
     rendered = [e.render("p") for e in report.errors]
     assert any(message in line for line in rendered), rendered
     assert not any("Traceback" in line for line in rendered)
+
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "cloudformation-changeset" / "pipeline.yaml"
+
+
+async def test_the_shipped_change_set_example_runs_against_moto(client: ConveyorClient, aws: Aws) -> None:
+    declaration = yaml.safe_load(EXAMPLE.read_text())
+    declaration["name"] = f"{declaration['name']}-{uuid.uuid4().hex[:8]}"  # executions of tests never shared
+    assert validate_pipeline(declaration).ok
+    ref, _ = await client.start(declaration)
+    token = await waiting_token(client, ref, "Release", "Review")
+    review = action(await client.state(ref), "Release", "Review").approval_request
+    assert review is not None and "Add Queue (AWS::SQS::Queue)" in review.reviews[0]
+    await client.decide(ref, "Release", "Review", approve=True, token=token, by="alice")
+    final = await asyncio.wait_for(client.wait(ref, interval=0.2), 60)
+    assert final.status == ExecutionStatus.SUCCEEDED, final.status_summary
+    value = aws.client("ssm").get_parameter(Name="/example/environment")["Parameter"]["Value"]
+    assert value == "staging"

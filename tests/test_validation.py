@@ -227,14 +227,16 @@ BROKEN: list[tuple[str, Any, str]] = [
         "unsupported-provider",
         two({"name": "Compile", "provider": "Jenkins", "configuration": {"ProjectName": "orders"}}),
         f"{A}.actionTypeId.provider: provider 'Jenkins' (Build) is not supported by Conveyor yet; "
-        "supported providers: CloudFormation, CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, ECR, Git, GitHub, Manual, "
+        "supported providers: CloudFormation, CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, "
+        "ECR, Git, GitHub, Manual, "
         "Noop, S3",
     ),
     (
         "misspelt-provider",
         two({"name": "Compile", "provider": "Comands", "commands": ["make"]}),
         f"{A}.actionTypeId.provider: provider 'Comands' (Build) is not supported by Conveyor yet; "
-        "did you mean 'Commands'? supported providers: CloudFormation, CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, "
+        "did you mean 'Commands'? supported providers: CloudFormation, CodeBuild, CodeCommit, "
+        "CodeStarSourceConnection, Commands, "
         "ECR, Git, GitHub, Manual, Noop, S3",
     ),
     (
@@ -568,7 +570,8 @@ def test_all_structural_errors_are_reported_at_once() -> None:
     assert errors_of(declaration) == [
         "pipeline.yaml: stages[2].name: stage name 'Build' is already used by stages[1]; stage names must be unique",
         f"{A}.actionTypeId.provider: provider 'Jenkins' (Build) is not supported by Conveyor yet; "
-        "supported providers: CloudFormation, CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, ECR, Git, GitHub, Manual, "
+        "supported providers: CloudFormation, CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, "
+        "ECR, Git, GitHub, Manual, "
         "Noop, S3",
         "pipeline.yaml: stages[2].actions[0].commands[0]: '#{variables.Nope}': "
         "pipeline variable 'Nope' is not declared in 'variables'",
@@ -842,7 +845,8 @@ def test_cli_validate_bad_file_lists_every_error(cli_runs: Runs, bad_file: Path)
     assert run.stderr.splitlines() == [
         f"{path}: stages[2].name: stage name 'Build' is already used by stages[1]; stage names must be unique",
         f"{path}: stages[1].actions[0].actionTypeId.provider: provider 'Jenkins' (Build) is not supported by "
-        "Conveyor yet; supported providers: CloudFormation, CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, ECR, Git, "
+        "Conveyor yet; supported providers: CloudFormation, CodeBuild, CodeCommit, CodeStarSourceConnection, "
+        "Commands, ECR, Git, "
         "GitHub, Manual, Noop, S3",
         f"{path}: stages[2].actions[0].commands[0]: '#{{variables.Nope}}': "
         "pipeline variable 'Nope' is not declared in 'variables'",

@@ -48,6 +48,7 @@ def approval_message(notice: ApprovalNotice) -> dict[str, Any]:
             "quorum": notice.quorum,
             "startedBy": notice.started_by,
             "sourceRevisions": notice.source_revisions,
+            "reviews": notice.reviews,
             "artifacts": notice.artifacts,
         },
     }

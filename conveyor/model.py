@@ -260,6 +260,11 @@ class ActionOutcome(CamelModel):
     external_url: str | None = None
     source_revision: SourceRevision | None = None
     phases: list[BuildPhase] = Field(default_factory=list)  # a build's phases (CodeBuild)
+    # What the action kept in the artifact store for its compensation (a stack's previous template): the stage
+    # adds these references to the action's registered compensation step.
+    compensation_artifacts: list[ArtifactRef] = Field(default_factory=list)
+    # Changes prepared for review (a change set's): a Manual approval later in the execution shows them.
+    review: str | None = None
 
 
 # --- Approvals ------------------------------------------------------------------------------------
@@ -322,6 +327,7 @@ class ApprovalRequest(CamelModel):
     artifacts: dict[str, str] = Field(default_factory=dict)  # name -> digest the decision is bound to
     source_revisions: list[str] = Field(default_factory=list)
     custom_data: str | None = None
+    reviews: list[str] = Field(default_factory=list)  # changes prepared earlier in the execution (change sets)
     # The membership snapshot taken when the approval opened (None: no policy, or recorded before it existed).
     allowed: list[str] | None = None
     problems: list[str] = Field(default_factory=list)
@@ -358,6 +364,8 @@ class CompensationStep(CamelModel):
     timeout_seconds: int = 55 * 60
     # The provider whose contract runs it (conveyor.providers); steps recorded before contracts were Commands.
     provider: str = "Commands"
+    # A provider's own description of what to undo (CloudFormation: the stack, as JSON; names only, no secrets).
+    provider_input: str | None = None
 
 
 class CompensationState(CamelModel):
@@ -393,6 +401,7 @@ class ActionState(CamelModel):
     output_variables: dict[str, str] = Field(default_factory=dict)
     output_artifacts: list[ArtifactRef] = Field(default_factory=list)
     phases: list[BuildPhase] = Field(default_factory=list)  # a build's phases (CodeBuild)
+    review: str | None = None  # changes it prepared for an approval to show (a change set's)
 
 
 class RuleState(CamelModel):
@@ -554,6 +563,7 @@ class StageInput(CamelModel):
     source_authors: list[str] = Field(default_factory=list)
     source_revisions_seen: list[SourceRevision] = Field(default_factory=list)
     artifact_digests: dict[str, str] = Field(default_factory=dict)  # every artifact so far, for approvals
+    reviews: list[str] = Field(default_factory=list)  # earlier stages' prepared changes, for approvals
     variables: dict[str, dict[str, str]] = Field(default_factory=dict)  # namespace -> key -> value
     artifacts: list[ArtifactRef] = Field(default_factory=list)  # only those the stage consumes
     source_revisions: list[SourceRevisionOverride] = Field(default_factory=list)
@@ -835,5 +845,6 @@ class ApprovalNotice(CamelModel):
     slack_message: SlackMessageRef | None = None
     revisions: list[SourceRevision] = Field(default_factory=list)
     authors: list[str] = Field(default_factory=list)
+    reviews: list[str] = Field(default_factory=list)  # changes prepared earlier in the execution (change sets)
     approvals: list[ApprovalResult] = Field(default_factory=list)  # accepted so far (progress, outcome)
     outcome: ApprovalOutcome | None = None  # set when closed

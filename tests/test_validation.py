@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from conveyor.providers.registry import PROVIDERS
 from conveyor.spec import DeclarationError, json_schema, parse_pipeline, validate_declaration, validate_pipeline
 from conveyor.spec.loading import load_pipeline, read_declaration, validate_file
 
@@ -24,6 +25,9 @@ DATA = Path(__file__).resolve().parent / "data"
 EXAMPLES = sorted(ROOT.glob("examples/*/pipeline.yaml"))
 assert len(EXAMPLES) >= 3, "the examples moved: update EXAMPLES"
 SOURCE = "pipeline.yaml"
+
+# What validation lists as supported: every provider of the registry, in name order.
+SUPPORTED = ", ".join(sorted(PROVIDERS))
 
 
 # --- small builders: a valid pipeline is Source (Git) then Build; each case breaks one thing --------
@@ -227,15 +231,13 @@ BROKEN: list[tuple[str, Any, str]] = [
         "unsupported-provider",
         two({"name": "Compile", "provider": "Jenkins", "configuration": {"ProjectName": "orders"}}),
         f"{A}.actionTypeId.provider: provider 'Jenkins' (Build) is not supported by Conveyor yet; "
-        "supported providers: CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, ECR, Git, GitHub, Manual, "
-        "Noop, S3, StepFunctions",
+        f"supported providers: {SUPPORTED}",
     ),
     (
         "misspelt-provider",
         two({"name": "Compile", "provider": "Comands", "commands": ["make"]}),
         f"{A}.actionTypeId.provider: provider 'Comands' (Build) is not supported by Conveyor yet; "
-        "did you mean 'Commands'? supported providers: CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, "
-        "ECR, Git, GitHub, Manual, Noop, S3, StepFunctions",
+        f"did you mean 'Commands'? supported providers: {SUPPORTED}",
     ),
     (
         "unclosed-reference",
@@ -378,7 +380,7 @@ NOT_YET = "is not supported by this version of Conveyor yet"
 
 
 def test_declared_behaviour_that_does_not_run_yet_is_refused_not_skipped() -> None:
-    lambda_rule = {"name": "Alarm", "ruleTypeId": {"provider": "LambdaInvoke"}, "configuration": {"FunctionName": "f"}}
+    lambda_rule = {"name": "Alarm", "ruleTypeId": {"provider": "JenkinsJob"}, "configuration": {"Job": "f"}}
     declaration = pipe(
         stage("Source", git()),
         stage("Deploy", cmd(), beforeEntry={"conditions": [{"result": "FAIL", "rules": [WINDOW, lambda_rule]}]}),
@@ -386,8 +388,8 @@ def test_declared_behaviour_that_does_not_run_yet_is_refused_not_skipped() -> No
     )
     report = validate_pipeline(declaration)
     assert [issue.render(SOURCE) for issue in report.errors] == [
-        f"{SOURCE}: stages[1].beforeEntry.conditions[0].rules[1].ruleTypeId.provider: rule 'LambdaInvoke' "
-        f"{NOT_YET}; supported: DeploymentWindow, VariableCheck, Commands, CloudWatchAlarm",
+        f"{SOURCE}: stages[1].beforeEntry.conditions[0].rules[1].ruleTypeId.provider: rule 'JenkinsJob' "
+        f"{NOT_YET}; supported: DeploymentWindow, VariableCheck, Commands, LambdaInvoke, CloudWatchAlarm",
         f"{SOURCE}: triggers[0].gitConfiguration.pullRequest[0].filePaths: pull request file path filters "
         f"{NOT_YET} (webhook payloads do not list a pull request's files)",
     ]
@@ -563,8 +565,7 @@ def test_all_structural_errors_are_reported_at_once() -> None:
     assert errors_of(declaration) == [
         "pipeline.yaml: stages[2].name: stage name 'Build' is already used by stages[1]; stage names must be unique",
         f"{A}.actionTypeId.provider: provider 'Jenkins' (Build) is not supported by Conveyor yet; "
-        "supported providers: CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, ECR, Git, GitHub, Manual, "
-        "Noop, S3, StepFunctions",
+        f"supported providers: {SUPPORTED}",
         "pipeline.yaml: stages[2].actions[0].commands[0]: '#{variables.Nope}': "
         "pipeline variable 'Nope' is not declared in 'variables'",
     ]
@@ -841,8 +842,7 @@ def test_cli_validate_bad_file_lists_every_error(cli_runs: Runs, bad_file: Path)
     assert run.stderr.splitlines() == [
         f"{path}: stages[2].name: stage name 'Build' is already used by stages[1]; stage names must be unique",
         f"{path}: stages[1].actions[0].actionTypeId.provider: provider 'Jenkins' (Build) is not supported by "
-        "Conveyor yet; supported providers: CodeBuild, CodeCommit, CodeStarSourceConnection, Commands, ECR, Git, "
-        "GitHub, Manual, Noop, S3, StepFunctions",
+        f"Conveyor yet; supported providers: {SUPPORTED}",
         f"{path}: stages[2].actions[0].commands[0]: '#{{variables.Nope}}': "
         "pipeline variable 'Nope' is not declared in 'variables'",
     ]

@@ -182,6 +182,7 @@ class ApprovalBook:
             slack_channel=policy.slack_channel if policy else None,
             revisions=list(input.source_revisions_seen),
             authors=list(input.source_authors),
+            reviews=list(request.reviews),
         )
         return notice if notice.notification_arn or notice.webhook_url or notice.slack_channel else None
 

@@ -337,6 +337,13 @@ class PipelineExecutionWorkflow:
             source_authors=self._source_authors(),
             source_revisions_seen=list(state.source_revisions),
             artifact_digests=scope.digests(),
+            reviews=[
+                f"{done.stage_name}/{action.action_name}: {action.review}"
+                for done in state.stages
+                if done.stage_name != stage.name
+                for action in done.actions
+                if action.review
+            ],
             previous=previous if retry and retry.retry_mode == RetryMode.FAILED_ACTIONS else None,
         )
         child_id = stage_workflow_id(pipeline.name, state.execution_id, stage.name)

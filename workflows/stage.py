@@ -359,6 +359,8 @@ class StageWorkflow:
         state.output_variables = outcome.output_variables
         state.output_artifacts = outcome.output_artifacts
         state.phases = outcome.phases
+        state.review = outcome.review
+        self._keep_for_compensation(action.name, outcome.compensation_artifacts)
         if action.namespace:
             self._values[action.namespace] = outcome.output_variables
             self._outputs[action.namespace] = outcome.output_variables
@@ -436,6 +438,12 @@ class StageWorkflow:
         if step is not None:
             self._compensations.append(step)
 
+    def _keep_for_compensation(self, action_name: str, refs: list[ArtifactRef]) -> None:
+        """What the action saved for its compensation (a stack's previous template) joins its registered step."""
+        step = next((c for c in self._compensations if c.action_name == action_name), None)
+        if step is not None and refs:
+            step.input_artifacts = [*step.input_artifacts, *refs]
+
     async def _start(
         self, action: Action, run: ProviderActivity, activity_input: BaseModel, timeout: timedelta, heartbeat: timedelta
     ) -> ActionOutcome:
@@ -474,6 +482,10 @@ class StageWorkflow:
             state.token = str(workflow.uuid4())
         state.external_url = configuration.get("ExternalEntityLink")
         request = approval_request(policy, self._input, self._artifacts, configuration.get("CustomData"))
+        request.reviews = [
+            *self._input.reviews,
+            *(f"{a.action_name}: {a.review}" for a in self._state.actions if a.review),
+        ]
         if membership:
             # Who may decide, resolved once; the token exists only then, so no decision predates the snapshot.
             snapshot = await workflow.execute_activity(

@@ -413,6 +413,8 @@ def _approval_waiting(action: ActionState) -> Text:
     custom = request.custom_data or action.resolved_configuration.get("CustomData")
     if custom:
         parts.append(f"details: {custom}")
+    if request.reviews:
+        parts.append(f"changes to review: {' | '.join(request.reviews)}")
     return literal("; ".join(parts), WAITING)
 
 

@@ -7,7 +7,7 @@ worker (the composition root) imports.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -182,6 +182,9 @@ class ProviderContract:
     author_variables: tuple[str, ...] = ()
     # Problems of a configuration that the keys' types cannot say (a key required by another's value): (key, why).
     configuration_check: Callable[[Mapping[str, str]], list[tuple[str, str]]] | None = None
+    # Problems of the artifacts a configuration names (CloudFormation's `Artifact::path`): given the action's
+    # input artifact names, (key, why).
+    artifact_check: Callable[[Mapping[str, str], Sequence[str]], list[tuple[str, str]]] | None = None
     # A source: the revision override types it takes (the first is its own), and how it is polled.
     revision_types: tuple[RevisionType, ...] = ()
     poll: SourcePoll | None = None

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from conveyor.interface import ActionCategory
 from conveyor.model import ActionContext, CompensationStep
+from conveyor.providers.cloudformation import CLOUDFORMATION
 from conveyor.providers.codebuild import CODEBUILD
 from conveyor.providers.commands import COMMANDS
 from conveyor.providers.contract import ActivityCall, OutputVariables, ProviderContract
@@ -22,6 +23,7 @@ from conveyor.providers.step_functions import STEP_FUNCTIONS
 PROVIDERS: Mapping[str, ProviderContract] = {
     contract.name: contract
     for contract in (
+        CLOUDFORMATION,
         CODEBUILD,
         CODECOMMIT,
         CODESTAR_SOURCE_CONNECTION,

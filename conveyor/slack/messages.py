@@ -88,6 +88,8 @@ def approval_blocks(notice: ApprovalNotice) -> Blocks:
         blocks.append(_section("*Source revision*\n" + "\n".join(revisions) + authors))
     if notice.custom_data:
         blocks.append(_section(f"*Details*\n{escape(notice.custom_data)}"))
+    if notice.reviews:
+        blocks.append(_section("*Changes to review*\n" + "\n".join(escape(r) for r in notice.reviews)))
     if notice.external_entity_link:
         link = escape(notice.external_entity_link)
         blocks.append(_section(f"*Review*\n<{link}|{link}>"))

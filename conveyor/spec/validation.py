@@ -384,6 +384,10 @@ def _configuration_issues(contract: ProviderContract, action: Action, where: str
     if contract.configuration_check is not None:
         for name, problem in contract.configuration_check(action.configuration):
             issues.append(SpecIssue(f"{where}.configuration.{name}", f"provider '{contract.name}': {name} {problem}"))
+    if contract.artifact_check is not None:
+        inputs = [artifact.name for artifact in action.input_artifacts]
+        for name, problem in contract.artifact_check(action.configuration, inputs):
+            issues.append(SpecIssue(f"{where}.configuration.{name}", f"provider '{contract.name}': {name} {problem}"))
     return issues
 
 

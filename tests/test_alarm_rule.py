@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
@@ -21,7 +22,7 @@ from conveyor.model import ExecutionStatus, RuleState, StageStatus
 from conveyor.settings import Settings
 from conveyor.spec import validate_pipeline
 from conveyor.worker import build_worker
-from tests.aws import Aws
+from tests.aws import REGION, Aws
 from tests.helpers import pipeline
 
 POLL_SECONDS = 0.2
@@ -150,3 +151,41 @@ def test_validation_names_the_key(configuration: str, path: str, message: str) -
     report = validate_pipeline(declaration(configuration))
     found = [(i.path, i.message) for i in report.errors]
     assert any(p.endswith(path) and message in m for p, m in found), found
+
+
+async def test_a_rule_without_a_role_watches_in_the_pipelines_role_account(
+    temporal_client: Client, settings: Settings, tmp_path: Path, aws: Aws, cloudwatch: Any
+) -> None:
+    """The pipeline's roleArn is the rule's identity when the rule declares none (a worker configured for AWS): the
+    alarm lives only in the role's account B, so the rule errors as missing unless it looks there."""
+    role = "arn:aws:iam::222222222222:role/pipeline"
+    creds = aws.client("sts").assume_role(RoleArn=role, RoleSessionName="setup")["Credentials"]
+    in_b = boto3.client(
+        "cloudwatch",
+        region_name=REGION,
+        endpoint_url=aws.endpoint,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+    in_b.put_metric_alarm(
+        AlarmName="b-only",
+        MetricName="b",
+        Namespace="Shop",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1.0,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    in_b.set_alarm_state(AlarmName="b-only", StateValue="OK", StateReason="healthy")
+    worker_settings = settings.model_copy(
+        update={"data_dir": tmp_path / "data", "alarm_poll_seconds": POLL_SECONDS, "aws": True}
+    )
+    async with build_worker(temporal_client, worker_settings):
+        client = ConveyorClient(temporal_client, worker_settings)
+        ref, _ = await client.start(declaration("{AlarmName: b-only}") | {"roleArn": role})
+        state = await asyncio.wait_for(client.wait(ref), 60)
+    assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+    deploy = state.stage("Deploy")
+    assert deploy is not None and deploy.conditions[0].rules[0].summary == "1 alarms not in ALARM for 0 min"

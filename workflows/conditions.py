@@ -69,6 +69,7 @@ class ConditionContext:
     heartbeat_seconds: int
     overridden: Callable[[], bool]  # an operator's `override_condition` for this stage and kind
     changed: Callable[[], None]  # state changed: write it to the memo
+    pipeline_role_arn: str | None = None  # the pipeline's roleArn: AWS rules' identity when they declare none
 
 
 async def evaluate(
@@ -232,7 +233,7 @@ async def _lambda_invoke(
             Activity.LAMBDA_INVOKE_RULE,
             LambdaRuleInput(
                 context=context,
-                identity=action_identity(context, rule.role_arn, None, rule.region),
+                identity=action_identity(context, rule.role_arn, ctx.pipeline_role_arn, rule.region),
                 function_name=configuration["FunctionName"],
                 user_parameters=configuration.get("UserParameters"),
             ),
@@ -264,6 +265,7 @@ async def _cloudwatch_alarm(
         states=states,
         identity=AwsIdentity(
             role_arn=rule.role_arn or None,
+            pipeline_role_arn=ctx.pipeline_role_arn,
             region=rule.region or None,
             session_name=session_name(ctx.pipeline_name, ctx.execution_id),
         ),

@@ -401,6 +401,7 @@ class PipelineExecutionWorkflow:
             heartbeat_seconds=self._pipeline.conveyor.heartbeat_timeout_seconds,
             overridden=lambda: key in self._overrides,
             changed=lambda: recorder.stage_changed(stage_state),
+            pipeline_role_arn=self._pipeline.role_arn,
         )
         try:
             outcome = await evaluate_conditions(kind, conditions, context, stage_state.conditions)

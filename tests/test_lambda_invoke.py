@@ -23,11 +23,13 @@ import pytest
 import pytest_asyncio
 import uvicorn
 from botocore.exceptions import ClientError, EndpointConnectionError
+from rich.console import Console
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
 from activities.providers.lambda_invoke import LambdaProvider
 from conveyor.aws.identity import AwsIdentity
+from conveyor.cli.render import execution_table
 from conveyor.client import ConveyorClient
 from conveyor.devserver import EmbeddedServer, free_port
 from conveyor.interface import stage_workflow_id
@@ -160,6 +162,13 @@ def action(state: ExecutionState, stage: str = "Invoke") -> Any:
     return found.actions[0]
 
 
+def shown(state: ExecutionState) -> str:
+    """What `conveyor status` prints for the execution."""
+    out = io.StringIO()
+    Console(file=out, width=2000, color_system=None).print(execution_table(state))
+    return out.getvalue()
+
+
 async def invocation(functions: LambdaScript, count: int) -> LambdaInvocation:
     return await asyncio.to_thread(functions.wait_for, count)
 
@@ -247,6 +256,8 @@ async def test_job_mode_continuation_then_success_and_forged_or_reused_ids_refus
     assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
     deployed = action(state)
     assert deployed.output_variables == {"Version": "v7"} and deployed.summary == "deployed v7"
+    assert deployed.external_url == "run-42"  # externalExecutionId, kept on the state as CodePipeline keeps it
+    assert "external execution id: run-42" in shown(state)  # and `conveyor status` shows it
     assert len(functions.invocations) == 2
     with pytest.raises(ClientError) as again:  # the last answer used the id up too
         await asyncio.to_thread(pipe.put_job_failure_result, jobId=second_id, failureDetails={
@@ -279,13 +290,19 @@ async def test_job_failure_result_fails_the_action_with_its_message(
     await asyncio.to_thread(
         codepipeline(listener).put_job_failure_result,
         jobId=sent.job["id"],
-        failureDetails={"type": "JobFailed", "message": "health check failed on 2 of 3 hosts"},
+        failureDetails={
+            "type": "JobFailed",
+            "message": "health check failed on 2 of 3 hosts",
+            "externalExecutionId": "https://deploys.example.com/runs/9",
+        },
     )
     state = await asyncio.wait_for(client.wait(ref), 60)
     assert state.status == ExecutionStatus.FAILED
     error = action(state).error
     assert error is not None
     assert f"function {FUNCTION} failed the job (JobFailed): health check failed on 2 of 3 hosts" in error.message
+    assert action(state).external_url == "https://deploys.example.com/runs/9"  # a failure's too
+    assert "link: https://deploys.example.com/runs/9" in shown(state)
 
 
 async def test_the_listener_refuses_other_operations_and_bad_requests(listener: str) -> None:

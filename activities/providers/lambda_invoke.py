@@ -28,7 +28,7 @@ from temporalio.exceptions import ApplicationError
 from activities.aws.running import write_action_log
 from activities.aws.session import AwsSessions, aws_errors
 from conveyor.aws.identity import AwsIdentity
-from conveyor.model import ActionContext, ActionOutcome, ArtifactRef, CamelModel
+from conveyor.model import EXTERNAL_DETAIL, ActionContext, ActionOutcome, ArtifactRef, CamelModel
 from conveyor.providers.lambda_invoke import (
     ACTIVITY,
     RULE_ACTIVITY,
@@ -197,19 +197,22 @@ class LambdaProvider:
         external = f" (external execution id {result.external_execution_id})" if result.external_execution_id else ""
         if result.kind == JobResultKind.SUCCEEDED:
             write_action_log(self.settings, ctx, [f"job #{current.invocation} succeeded{external}"])
-            link = result.external_execution_id or ""
             return ActionOutcome(
                 output_variables=result.output_variables,
                 summary=result.summary or f"function {function} succeeded",
-                external_url=link if link.startswith(("https://", "http://")) else None,
+                external_url=result.external_execution_id,  # kept as CodePipeline keeps it; `status` shows it
             )
         message = result.message or "no message"
         write_action_log(self.settings, ctx, [f"job #{current.invocation} {result.kind.value.lower()}{external}"])
         if result.kind == JobResultKind.ABANDONED:
             raise _refused(f"action '{ctx.action_name}': the job was closed: {message}", "LambdaJobAbandoned")
         kind = f" ({result.failure_type})" if result.failure_type else ""
-        raise _refused(
-            f"action '{ctx.action_name}': function {function} failed the job{kind}: {message}", "LambdaJobFailed"
+        details = [{EXTERNAL_DETAIL: result.external_execution_id}] if result.external_execution_id else []
+        raise ApplicationError(
+            f"action '{ctx.action_name}': function {function} failed the job{kind}: {message}",
+            *details,  # the stage keeps it on the action's state
+            type="LambdaJobFailed",
+            non_retryable=True,
         )
 
     # --- the rule -------------------------------------------------------------------------------------

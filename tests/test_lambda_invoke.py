@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
+import time
 import zipfile
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ import uvicorn
 from botocore.exceptions import ClientError, EndpointConnectionError
 from rich.console import Console
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.providers.lambda_invoke import LambdaProvider
@@ -160,6 +164,13 @@ def action(state: ExecutionState, stage: str = "Invoke") -> Any:
     found = state.stage(stage)
     assert found is not None
     return found.actions[0]
+
+
+def activity_environment() -> ActivityEnvironment:
+    """An activity run outside a worker, scheduled now (the action's timeout counts from its first schedule)."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, scheduled_time=datetime.now(UTC))
+    return env
 
 
 def shown(state: ExecutionState) -> str:
@@ -406,7 +417,7 @@ async def test_a_retried_activity_resumes_waiting_on_its_attempts_job_without_in
     request = LambdaInvokeInput(
         context=context, identity=AwsIdentity(session_name="conveyor-p-e-1"), function_name=FUNCTION
     )
-    running = asyncio.create_task(ActivityEnvironment().run(provider.lambda_invoke, request))
+    running = asyncio.create_task(activity_environment().run(provider.lambda_invoke, request))
     await asyncio.sleep(1)
     assert not running.done()
     assert jobs.put_result(
@@ -560,3 +571,60 @@ async def test_output_artifacts_on_a_local_store_are_refused_before_invoking(
         "artifactStore with CONVEYOR_AWS=true), or remove outputArtifacts"
     )
     assert functions.invocations == []
+
+
+# --- the action's timeout ------------------------------------------------------------------------------------------
+
+
+async def test_no_answer_within_the_actions_timeout_fails_it_clearly_and_closes_the_job(
+    functions: LambdaScript, listener: str, worker_settings: Settings
+) -> None:
+    """Contract test: the function never reports; at the action's timeout (here 1.5 s, given to the activity as a
+    declaration's timeoutMinutes would be) the action fails saying so, and the function's late answer is refused."""
+    context = ActionContext(pipeline_name="p", execution_id="e-2", stage_name="Invoke", action_name="Deploy")
+    provider = LambdaProvider(worker_settings, LocalArtifactStore(worker_settings.artifacts_dir))
+    request = LambdaInvokeInput(
+        context=context,
+        identity=AwsIdentity(session_name="conveyor-p-e-2"),
+        function_name=FUNCTION,
+        timeout_seconds=1.5,
+    )
+    began = time.monotonic()
+    with pytest.raises(ApplicationError) as raised:
+        await asyncio.wait_for(activity_environment().run(provider.lambda_invoke, request), 10)
+    assert 1.5 <= time.monotonic() - began < 5
+    assert raised.value.type == "LambdaJobTimedOut" and raised.value.non_retryable
+    assert raised.value.message == (
+        f"action 'Deploy': function {FUNCTION} did not report within the action's timeout (1.5 seconds): no "
+        "PutJobSuccessResult or PutJobFailureResult for job #1; the job is closed (a later answer is refused). "
+        "Raise the action's timeoutMinutes if the function needs longer"
+    )
+    (sent,) = functions.invocations
+    with pytest.raises(ClientError) as late:
+        await asyncio.to_thread(codepipeline(listener).put_job_success_result, jobId=sent.job["id"])
+    assert late.value.response["Error"]["Code"] == "InvalidJobStateException"
+
+
+async def test_the_declared_timeout_reaches_the_activity_with_temporals_margin(
+    client: ConveyorClient, functions: LambdaScript, listener: str, temporal_client: Client
+) -> None:
+    """`conveyor.timeoutMinutes: 1` (the smallest the declaration takes): the activity ends the wait at 60 s itself;
+    Temporal's start-to-close (a minute later) only catches a lost worker."""
+    declared = declaration()
+    declared["stages"][1]["actions"][0]["conveyor"] = {"timeoutMinutes": 1}
+    ref, _ = await client.start(declared)
+    sent = await invocation(functions, 1)
+    await asyncio.to_thread(codepipeline(listener).put_job_success_result, jobId=sent.job["id"],
+                            outputVariables={"Version": "v7"})  # fmt: skip
+    state = await asyncio.wait_for(client.wait(ref), 60)
+    assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+    stage = temporal_client.get_workflow_handle(stage_workflow_id(ref.pipeline_name, ref.execution_id, "Invoke"))
+    history = await stage.fetch_history()
+    (scheduled,) = [
+        e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled.start_to_close_timeout.ToTimedelta() == timedelta(minutes=2)
+    sent_input = json.loads(scheduled.input.payloads[0].data)
+    assert sent_input["timeoutSeconds"] == 60

@@ -17,6 +17,7 @@ import contextlib
 import json
 import tempfile
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -141,9 +142,12 @@ class LambdaProvider:
                 write_action_log, self.settings, ctx, [f"waiting on job #{current.invocation} (an earlier attempt's)"]
             )
         beat.follow(current)
+        deadline = activity.info().scheduled_time + timedelta(seconds=input.timeout_seconds)
         try:
             while True:
                 result = await asyncio.to_thread(self.jobs.result, current.job_hash)
+                if result is None and datetime.now(UTC) >= deadline:
+                    result = await asyncio.to_thread(self._close_timed_out, input, current)
                 if result is None:
                     await asyncio.sleep(POLL_SECONDS)
                     continue
@@ -162,6 +166,24 @@ class LambdaProvider:
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.to_thread(self.jobs.put_result, current.job_hash, closing))
             raise
+
+    def _close_timed_out(self, input: LambdaInvokeInput, current: JobAttempt) -> JobResult:
+        """The action's timeout passed with no answer: close the job (a late answer is refused) and fail the action;
+        an answer that came in meanwhile stands."""
+        ctx = input.context
+        closing = JobResult(kind=JobResultKind.ABANDONED, message="the action timed out")
+        if not self.jobs.put_result(current.job_hash, closing):
+            answered = self.jobs.result(current.job_hash)
+            assert answered is not None  # the create failed because the answer is there
+            return answered
+        limit = duration_text(input.timeout_seconds)
+        write_action_log(self.settings, ctx, [f"job #{current.invocation} timed out after {limit}; closed"])
+        raise _refused(
+            f"action '{ctx.action_name}': function {input.function_name} did not report within the action's timeout "
+            f"({limit}): no PutJobSuccessResult or PutJobFailureResult for job #{current.invocation}; the job is "
+            "closed (a later answer is refused). Raise the action's timeoutMinutes if the function needs longer",
+            "LambdaJobTimedOut",
+        )
 
     def _invoke_job(
         self,
@@ -380,6 +402,14 @@ def function_error_message(text: str) -> str:
         kind = f"{body['errorType']}: " if body.get("errorType") else ""
         return shorten(f"{kind}{body['errorMessage']}", 500)
     return shorten(text, 500)
+
+
+def duration_text(seconds: float) -> str:
+    """`1 minute`, `90 minutes`, `2.5 seconds`: a timeout as a person reads it."""
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} second{'s' if seconds != 1 else ''}"
 
 
 def answer_variables(text: str) -> dict[str, str]:

@@ -12,7 +12,8 @@ The sweep removes a store entry that is not marked AND unused for the minimum ag
 (`CONVEYOR_GC_MIN_AGE_MINUTES`): the store's listing is taken before the mark, a store hit refreshes an
 entry's last use and `delete` checks it again, so an artifact packed a moment ago by a running action
 that no state names yet, or one a put has just deduplicated against, is never removed. Logs of
-executions no longer retained and workspaces a killed worker left behind go by the same minimum age.
+executions no longer retained, workspaces a killed worker left behind and Lambda jobs' documents of executions no
+longer open go by the same minimum age.
 
 Only executions of the task queue (`CONVEYOR_TASK_QUEUE`) count: their workers write this store.
 Used by `conveyor gc` (in the command's process) and by the `collect_garbage` activity (the daily
@@ -42,6 +43,7 @@ from conveyor.memo import state_from_memo
 from conveyor.model import CamelModel, ExecutionState, StageState, StageStatus
 from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactStore, StoredKind, StoreEntry
+from conveyor.stores.jobs import job_store
 from conveyor.stores.logs import s3_log_store
 from conveyor.visibility import EXECUTIONS, quote
 
@@ -54,6 +56,7 @@ class GcKind(StrEnum):
     DOCUMENT = "document"
     LOG = "log"
     WORKSPACE = "workspace"
+    JOB = "job document"  # a Lambda job's ticket, result, attempt record or uploaded output (conveyor.stores.jobs)
 
 
 class Removed(CamelModel):
@@ -254,7 +257,18 @@ def sweep(
     removed += _sweep_logs(settings, marks, cutoff, dry_run)
     removed += _sweep_s3_logs(settings, marks, cutoff, dry_run)
     removed += _sweep_workspaces(settings, marks, cutoff, dry_run)
+    removed += _sweep_jobs(settings, marks, cutoff, dry_run)
     return removed
+
+
+def _sweep_jobs(settings: Settings, marks: Marks, cutoff: datetime, dry_run: bool) -> list[Removed]:
+    """Lambda jobs' documents (`jobs/` in the configured store) older than the cutoff, unless their execution is
+    open: a job is answered only while its action waits."""
+    jobs = job_store(settings)
+    stale = jobs.stale(marks.open_executions, cutoff)
+    if not dry_run:
+        jobs.delete(stale)
+    return [Removed(kind=GcKind.JOB, name=jobs.where(doc), size=doc.size) for doc in stale]
 
 
 def _sweep_logs(settings: Settings, marks: Marks, cutoff: datetime, dry_run: bool) -> list[Removed]:

@@ -249,6 +249,8 @@ class BuildPhase(CamelModel):
 
 # A failed build's phases travel in its ApplicationError's details as {PHASES_DETAIL: [BuildPhase, ...]}.
 PHASES_DETAIL = "phases"
+# A failed action's external link or id (Lambda's failureDetails.externalExecutionId) travels as {EXTERNAL_DETAIL: str}.
+EXTERNAL_DETAIL = "external"
 
 
 class ActionOutcome(CamelModel):
@@ -257,7 +259,7 @@ class ActionOutcome(CamelModel):
     output_variables: dict[str, str] = Field(default_factory=dict)
     output_artifacts: list[ArtifactRef] = Field(default_factory=list)
     summary: str | None = None
-    external_url: str | None = None
+    external_url: str | None = None  # a link (CodeBuild's deep link), or an external execution id (Lambda's)
     source_revision: SourceRevision | None = None
     phases: list[BuildPhase] = Field(default_factory=list)  # a build's phases (CodeBuild)
     # What the action kept in the artifact store for its compensation (a stack's previous template): the stage
@@ -390,7 +392,7 @@ class ActionState(CamelModel):
     finished_at: datetime | None = None
     summary: str | None = None
     error: ErrorDetails | None = None
-    external_url: str | None = None
+    external_url: str | None = None  # CodePipeline's externalExecutionUrl, or its externalExecutionId when not a URL
     token: str | None = None  # approval token while an approval waits
     approval: ApprovalResult | None = None  # the final decision
     approval_request: ApprovalRequest | None = None

@@ -11,7 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,17 @@ from conveyor.interface import WorkflowType
 from conveyor.model import ExecutionState, ExecutionStatus
 from conveyor.settings import S3Location, Settings
 from conveyor.stores.artifacts import LocalArtifactStore, StoredKind
+from conveyor.stores.jobs import (
+    JobAttempt,
+    JobResult,
+    JobResultKind,
+    JobStore,
+    JobTicket,
+    attempt_hash,
+    job_hash,
+    job_store,
+    new_job_id,
+)
 from conveyor.stores.logs import ActionLogName, attempt_label, open_action_log, s3_log_store
 from conveyor.stores.s3 import S3ArtifactStore
 from conveyor.worker import build_worker
@@ -254,8 +265,9 @@ async def test_the_command_prints_what_it_removes_and_the_bytes_freed(
     done = await run_cli("gc", env=env)
     assert done.code == 0, str(done)
     assert f"removed artifact {digest}, {size} bytes" in done.out
-    assert f"removed 1 artifact, 0 pipeline declarations, 0 log directories, 0 workspaces; freed {size} bytes" in (
-        done.out
+    assert (
+        f"removed 1 artifact, 0 pipeline declarations, 0 log directories, 0 workspaces, 0 job documents; freed {size} "
+        "bytes" in done.out
     )
     assert not store.path_for(digest).exists()
     bad = await run_cli("gc", env=env | {"CONVEYOR_GC_MIN_AGE_MINUTES": "soon"})
@@ -352,3 +364,77 @@ def test_action_logs_in_the_s3_store_go_with_their_execution(aws: Aws, gc_settin
     removed = sweep(store, settings, [], marks, cutoff=cutoff, dry_run=False)
     assert [item.name for item in removed] == ["s3://gc-logs/ci/logs/shop/gone/"] and removed[0].size > 100
     assert set(store.execution_logs()) == {("shop", "retained"), ("shop", "fresh")}
+
+
+# --- Lambda jobs' documents (conveyor.stores.jobs) --------------------------------------------------------------
+
+
+def lambda_job(jobs: JobStore, execution_id: str, *, answered: bool = True) -> tuple[str, str]:
+    """A job as the Lambda activity and serve leave it: ticket, attempt record, answer. (job hash, attempt hash)"""
+    hashed = job_hash(new_job_id())
+    attempt = attempt_hash(f"{execution_id}/Invoke/1/Deploy", 1)
+    ticket = JobTicket(pipeline_name="shop", execution_id=execution_id, stage_name="Invoke", action_name="Deploy",
+                       function_name="deployer")  # fmt: skip
+    jobs.put_ticket(hashed, ticket)
+    jobs.put_attempt(attempt, JobAttempt(job_hash=hashed, invocation=1))
+    if answered:
+        assert jobs.put_result(hashed, JobResult(kind=JobResultKind.SUCCEEDED))
+    return hashed, attempt
+
+
+def test_lambda_job_documents_go_by_age_unless_their_execution_is_open(gc_settings: Settings) -> None:
+    """A closed execution's job documents older than the minimum age go; an open execution's stay (its action may
+    still be waiting for the function's answer), and so does a job newer than the minimum age."""
+    jobs = job_store(gc_settings)
+    closed, closed_attempt = lambda_job(jobs, "closed-exec")
+    waiting, waiting_attempt = lambda_job(jobs, "open-exec", answered=False)
+    root = gc_settings.artifacts_dir / "jobs"
+    age(root)
+    fresh, _ = lambda_job(jobs, "another-closed-exec")  # newer than the minimum age
+    marks = Marks(open_executions={"open-exec"})
+    cutoff = datetime.now(UTC) - timedelta(hours=1)
+    dry = sweep(store_of(gc_settings), gc_settings, [], marks, cutoff=cutoff, dry_run=True)
+    expected = {
+        str(root / f"tickets/{closed}.json"),
+        str(root / f"results/{closed}.json"),
+        str(root / f"attempts/{closed_attempt}.json"),
+    }
+    assert {item.name for item in dry if item.kind == GcKind.JOB} == expected
+    assert jobs.ticket(closed) is not None  # a dry run
+    done = sweep(store_of(gc_settings), gc_settings, [], marks, cutoff=cutoff, dry_run=False)
+    assert {item.name for item in done if item.kind == GcKind.JOB} == expected and all(i.size > 0 for i in done)
+    assert jobs.ticket(closed) is None and jobs.result(closed) is None and jobs.attempt(closed_attempt) is None
+    assert jobs.ticket(waiting) is not None and jobs.attempt(waiting_attempt) is not None
+    assert jobs.ticket(fresh) is not None and jobs.result(fresh) is not None
+
+
+def test_lambda_job_documents_in_the_s3_store_and_their_uploaded_outputs_are_swept(
+    aws: Aws, gc_settings: Settings
+) -> None:
+    """On S3 (moto): a closed execution's ticket, result, attempt record and the output zip its function uploaded
+    under the attempt go; the open execution's stay."""
+    aws.client("s3").create_bucket(Bucket="gc-jobs")
+    settings = gc_settings.model_copy(update={"artifact_store": S3Location(bucket="gc-jobs", prefix="ci")})
+    jobs = job_store(settings)
+    closed, closed_attempt = lambda_job(jobs, "closed-exec")
+    waiting, waiting_attempt = lambda_job(jobs, "open-exec")
+    s3 = aws.client("s3")
+    for attempt in (closed_attempt, waiting_attempt):
+        s3.put_object(Bucket="gc-jobs", Key=f"ci/jobs/outputs/{attempt}/Built.zip", Body=b"PK")
+    cutoff = datetime.now(UTC) + timedelta(minutes=1)  # everything older (S3 times have a second's resolution)
+    removed = sweep(store_of(settings), settings, [], Marks(open_executions={"open-exec"}), cutoff=cutoff,
+                    dry_run=False)  # fmt: skip
+    names = {item.name for item in removed if item.kind == GcKind.JOB}
+    assert names == {
+        f"s3://gc-jobs/ci/jobs/tickets/{closed}.json",
+        f"s3://gc-jobs/ci/jobs/results/{closed}.json",
+        f"s3://gc-jobs/ci/jobs/attempts/{closed_attempt}.json",
+        f"s3://gc-jobs/ci/jobs/outputs/{closed_attempt}/Built.zip",
+    }
+    left = {o["Key"] for o in s3.list_objects_v2(Bucket="gc-jobs", Prefix="ci/jobs/")["Contents"]}
+    assert left == {
+        f"ci/jobs/tickets/{waiting}.json",
+        f"ci/jobs/results/{waiting}.json",
+        f"ci/jobs/attempts/{waiting_attempt}.json",
+        f"ci/jobs/outputs/{waiting_attempt}/Built.zip",
+    }

@@ -10,8 +10,14 @@ with boto3's `codepipeline` client pointed at the job listener (the app `conveyo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import io
 import json
+import time
+import zipfile
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +26,21 @@ import pytest
 import pytest_asyncio
 import uvicorn
 from botocore.exceptions import ClientError, EndpointConnectionError
+from rich.console import Console
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.providers.lambda_invoke import LambdaProvider
 from conveyor.aws.identity import AwsIdentity
+from conveyor.cli.render import execution_table
 from conveyor.client import ConveyorClient
 from conveyor.devserver import EmbeddedServer, free_port
 from conveyor.interface import stage_workflow_id
 from conveyor.model import ActionContext, ExecutionState, ExecutionStatus
 from conveyor.providers.lambda_invoke import LambdaInvokeInput
 from conveyor.service.jobs import create_jobs_app
-from conveyor.settings import Settings
+from conveyor.settings import S3Location, Settings
 from conveyor.spec import validate_pipeline
 from conveyor.stores.artifacts import LocalArtifactStore
 from conveyor.stores.jobs import (
@@ -114,21 +123,30 @@ async def client(temporal_client: Client, worker_settings: Settings) -> AsyncIte
         yield ConveyorClient(temporal_client, worker_settings)
 
 
-@pytest_asyncio.fixture
-async def listener(worker_settings: Settings) -> AsyncIterator[str]:
-    """serve's job listener app on loopback, on the worker's store."""
+@contextlib.asynccontextmanager
+async def serving_jobs(settings: Settings) -> AsyncIterator[str]:
+    """serve's job listener app on loopback, on the job store these settings name."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_jobs_app(job_store(worker_settings)), host="127.0.0.1", port=port, log_config=None, lifespan="off"
+            create_jobs_app(job_store(settings)), host="127.0.0.1", port=port, log_config=None, lifespan="off"
         )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest_asyncio.fixture
+async def listener(worker_settings: Settings) -> AsyncIterator[str]:
+    """serve's job listener app on loopback, on the worker's store."""
+    async with serving_jobs(worker_settings) as endpoint:
+        yield endpoint
 
 
 def codepipeline(endpoint: str) -> Any:
@@ -146,6 +164,20 @@ def action(state: ExecutionState, stage: str = "Invoke") -> Any:
     found = state.stage(stage)
     assert found is not None
     return found.actions[0]
+
+
+def activity_environment() -> ActivityEnvironment:
+    """An activity run outside a worker, scheduled now (the action's timeout counts from its first schedule)."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, scheduled_time=datetime.now(UTC))
+    return env
+
+
+def shown(state: ExecutionState) -> str:
+    """What `conveyor status` prints for the execution."""
+    out = io.StringIO()
+    Console(file=out, width=2000, color_system=None).print(execution_table(state))
+    return out.getvalue()
 
 
 async def invocation(functions: LambdaScript, count: int) -> LambdaInvocation:
@@ -235,6 +267,8 @@ async def test_job_mode_continuation_then_success_and_forged_or_reused_ids_refus
     assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
     deployed = action(state)
     assert deployed.output_variables == {"Version": "v7"} and deployed.summary == "deployed v7"
+    assert deployed.external_url == "run-42"  # externalExecutionId, kept on the state as CodePipeline keeps it
+    assert "external execution id: run-42" in shown(state)  # and `conveyor status` shows it
     assert len(functions.invocations) == 2
     with pytest.raises(ClientError) as again:  # the last answer used the id up too
         await asyncio.to_thread(pipe.put_job_failure_result, jobId=second_id, failureDetails={
@@ -267,13 +301,19 @@ async def test_job_failure_result_fails_the_action_with_its_message(
     await asyncio.to_thread(
         codepipeline(listener).put_job_failure_result,
         jobId=sent.job["id"],
-        failureDetails={"type": "JobFailed", "message": "health check failed on 2 of 3 hosts"},
+        failureDetails={
+            "type": "JobFailed",
+            "message": "health check failed on 2 of 3 hosts",
+            "externalExecutionId": "https://deploys.example.com/runs/9",
+        },
     )
     state = await asyncio.wait_for(client.wait(ref), 60)
     assert state.status == ExecutionStatus.FAILED
     error = action(state).error
     assert error is not None
     assert f"function {FUNCTION} failed the job (JobFailed): health check failed on 2 of 3 hosts" in error.message
+    assert action(state).external_url == "https://deploys.example.com/runs/9"  # a failure's too
+    assert "link: https://deploys.example.com/runs/9" in shown(state)
 
 
 async def test_the_listener_refuses_other_operations_and_bad_requests(listener: str) -> None:
@@ -377,7 +417,7 @@ async def test_a_retried_activity_resumes_waiting_on_its_attempts_job_without_in
     request = LambdaInvokeInput(
         context=context, identity=AwsIdentity(session_name="conveyor-p-e-1"), function_name=FUNCTION
     )
-    running = asyncio.create_task(ActivityEnvironment().run(provider.lambda_invoke, request))
+    running = asyncio.create_task(activity_environment().run(provider.lambda_invoke, request))
     await asyncio.sleep(1)
     assert not running.done()
     assert jobs.put_result(
@@ -411,3 +451,180 @@ async def test_conveyor_serve_runs_the_job_listener_on_its_own_port(
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), 20)
+
+
+# --- job mode on the S3 store: output artifacts -----------------------------------------------------------------
+
+BUCKET = "conveyor-jobs"
+
+S3_DECLARATION = """
+name: lambda-s3
+conveyor:
+  heartbeatTimeoutSeconds: 3
+stages:
+  - name: Source
+    actions:
+      - name: Checkout
+        provider: Commands
+        commands: ["echo app > app.txt"]
+        outputArtifacts: [{{name: Src, files: [app.txt]}}]
+  - name: Invoke
+    actions:
+      - name: Deploy
+        provider: Lambda
+        namespace: Fn
+        configuration: {{FunctionName: {function}}}
+        inputArtifacts: [{{name: Src}}]
+        outputArtifacts: [{{name: Built}}]
+  - name: Use
+    actions:
+      - name: Check
+        provider: Commands
+        inputArtifacts: [{{name: Built}}]
+        commands: ["test \\"$(cat out/built.txt)\\" = 'built by the function'", "test '#{{Fn.Version}}' = v8"]
+"""
+
+
+def zipped(files: dict[str, str]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return out.getvalue()
+
+
+@pytest.fixture
+def s3_settings(aws: Aws, worker_settings: Settings) -> Settings:
+    """CONVEYOR_ARTIFACT_STORE=s3://conveyor-jobs/ci on moto: artifacts and job documents in S3."""
+    aws.client("s3").create_bucket(Bucket=BUCKET)
+    return worker_settings.model_copy(update={"artifact_store": S3Location(bucket=BUCKET, prefix="ci")})
+
+
+async def test_job_mode_on_the_s3_store_output_artifact_read_by_a_later_action_and_a_reused_id_refused(
+    aws: Aws, functions: LambdaScript, s3_settings: Settings, temporal_client: Client
+) -> None:
+    """Contract test: worker and job listener on the same S3 store (moto). The function (the test) reads its input
+    artifact from the event's s3Location, uploads its output zip where the event says, and reports; the next
+    action reads the output's files. The job documents are in S3, and a reused job id is refused: the result is a
+    conditional create (PutObject IfNoneMatch='*', which moto honours: the first answer stands)."""
+    s3 = aws.client("s3")
+    async with build_worker(temporal_client, s3_settings), serving_jobs(s3_settings) as endpoint:
+        client = ConveyorClient(temporal_client, s3_settings)
+        ref, _ = await client.start(pipeline(S3_DECLARATION.format(function=FUNCTION)))
+        sent = (await invocation(functions, 1)).job
+        (src,) = sent["data"]["inputArtifacts"]
+        where = src["location"]["s3Location"]
+        assert src["location"]["type"] == "S3" and where["bucketName"] == BUCKET
+        body = s3.get_object(Bucket=where["bucketName"], Key=where["objectKey"])["Body"].read()
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            assert archive.read("app.txt") == b"app\n"
+        (out,) = sent["data"]["outputArtifacts"]
+        assert out["name"] == "Built" and out["location"]["type"] == "S3"
+        target = out["location"]["s3Location"]
+        assert target["bucketName"] == BUCKET and target["objectKey"].startswith("ci/jobs/outputs/")
+        s3.put_object(
+            Bucket=target["bucketName"],
+            Key=target["objectKey"],
+            Body=zipped({"out/built.txt": "built by the function"}),
+        )
+        pipe = codepipeline(endpoint)
+        await asyncio.to_thread(pipe.put_job_success_result, jobId=sent["id"], outputVariables={"Version": "v8"})
+        with pytest.raises(ClientError) as reused:
+            await asyncio.to_thread(pipe.put_job_failure_result, jobId=sent["id"], failureDetails={
+                "type": "JobFailed", "message": "second answer"})  # fmt: skip
+        assert reused.value.response["Error"]["Code"] == "InvalidJobStateException"
+        state = await asyncio.wait_for(client.wait(ref), 60)
+    assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+    (built,) = action(state).output_artifacts
+    assert built.name == "Built" and built.location.startswith(f"s3://{BUCKET}/ci/artifacts/sha256/")
+    # The job's documents are in the S3 store (none on the worker's disk), the first answer kept.
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="ci/jobs/")["Contents"]]
+    assert {k.split("/")[2] for k in keys} == {"tickets", "results", "attempts", "outputs"}
+    (result_key,) = [k for k in keys if k.startswith("ci/jobs/results/")]
+    stored = JobResult.model_validate_json(s3.get_object(Bucket=BUCKET, Key=result_key)["Body"].read())
+    assert stored.kind == JobResultKind.SUCCEEDED and stored.output_variables == {"Version": "v8"}
+    assert not s3_settings.artifacts_dir.joinpath("jobs").exists()
+    assert sent["id"] not in json.dumps(keys)
+
+
+def test_the_s3_job_store_keeps_the_first_answer(aws: Aws, s3_settings: Settings) -> None:
+    """moto honours PutObject IfNoneMatch='*' (the refusal of a second answer relies on it)."""
+    jobs = job_store(s3_settings)
+    hashed = job_hash(new_job_id())
+    assert jobs.put_result(hashed, JobResult(kind=JobResultKind.SUCCEEDED, summary="first"))
+    assert not jobs.put_result(hashed, JobResult(kind=JobResultKind.FAILED, message="second"))
+    found = jobs.result(hashed)
+    assert found is not None and found.summary == "first"
+
+
+async def test_output_artifacts_on_a_local_store_are_refused_before_invoking(
+    client: ConveyorClient, functions: LambdaScript
+) -> None:
+    ref, _ = await client.start(pipeline(S3_DECLARATION.format(function=FUNCTION)))
+    state = await asyncio.wait_for(client.wait(ref), 60)
+    assert state.status == ExecutionStatus.FAILED
+    error = action(state).error
+    assert error is not None and error.code == "ConfigurationError"
+    assert error.message == (
+        "action 'Deploy': a Lambda action's output artifacts are uploaded by the function to S3, but this worker's "
+        "artifact store is local: set CONVEYOR_ARTIFACT_STORE=s3://<bucket>/<prefix> (or declare the pipeline's "
+        "artifactStore with CONVEYOR_AWS=true), or remove outputArtifacts"
+    )
+    assert functions.invocations == []
+
+
+# --- the action's timeout ------------------------------------------------------------------------------------------
+
+
+async def test_no_answer_within_the_actions_timeout_fails_it_clearly_and_closes_the_job(
+    functions: LambdaScript, listener: str, worker_settings: Settings
+) -> None:
+    """Contract test: the function never reports; at the action's timeout (here 1.5 s, given to the activity as a
+    declaration's timeoutMinutes would be) the action fails saying so, and the function's late answer is refused."""
+    context = ActionContext(pipeline_name="p", execution_id="e-2", stage_name="Invoke", action_name="Deploy")
+    provider = LambdaProvider(worker_settings, LocalArtifactStore(worker_settings.artifacts_dir))
+    request = LambdaInvokeInput(
+        context=context,
+        identity=AwsIdentity(session_name="conveyor-p-e-2"),
+        function_name=FUNCTION,
+        timeout_seconds=1.5,
+    )
+    began = time.monotonic()
+    with pytest.raises(ApplicationError) as raised:
+        await asyncio.wait_for(activity_environment().run(provider.lambda_invoke, request), 10)
+    assert 1.5 <= time.monotonic() - began < 5
+    assert raised.value.type == "LambdaJobTimedOut" and raised.value.non_retryable
+    assert raised.value.message == (
+        f"action 'Deploy': function {FUNCTION} did not report within the action's timeout (1.5 seconds): no "
+        "PutJobSuccessResult or PutJobFailureResult for job #1; the job is closed (a later answer is refused). "
+        "Raise the action's timeoutMinutes if the function needs longer"
+    )
+    (sent,) = functions.invocations
+    with pytest.raises(ClientError) as late:
+        await asyncio.to_thread(codepipeline(listener).put_job_success_result, jobId=sent.job["id"])
+    assert late.value.response["Error"]["Code"] == "InvalidJobStateException"
+
+
+async def test_the_declared_timeout_reaches_the_activity_with_temporals_margin(
+    client: ConveyorClient, functions: LambdaScript, listener: str, temporal_client: Client
+) -> None:
+    """`conveyor.timeoutMinutes: 1` (the smallest the declaration takes): the activity ends the wait at 60 s itself;
+    Temporal's start-to-close (a minute later) only catches a lost worker."""
+    declared = declaration()
+    declared["stages"][1]["actions"][0]["conveyor"] = {"timeoutMinutes": 1}
+    ref, _ = await client.start(declared)
+    sent = await invocation(functions, 1)
+    await asyncio.to_thread(codepipeline(listener).put_job_success_result, jobId=sent.job["id"],
+                            outputVariables={"Version": "v7"})  # fmt: skip
+    state = await asyncio.wait_for(client.wait(ref), 60)
+    assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+    stage = temporal_client.get_workflow_handle(stage_workflow_id(ref.pipeline_name, ref.execution_id, "Invoke"))
+    history = await stage.fetch_history()
+    (scheduled,) = [
+        e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled.start_to_close_timeout.ToTimedelta() == timedelta(minutes=2)
+    sent_input = json.loads(scheduled.input.payloads[0].data)
+    assert sent_input["timeoutSeconds"] == 60

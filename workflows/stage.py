@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         WorkflowType,
     )
     from conveyor.model import (
+        EXTERNAL_DETAIL,
         PHASES_DETAIL,
         ActionAttempt,
         ActionContext,
@@ -338,6 +339,7 @@ class StageWorkflow:
             except (ActionFailed, ActivityError) as failure:
                 error = failure.details if isinstance(failure, ActionFailed) else _activity_error(failure)
                 state.phases = _failed_phases(failure)
+                state.external_url = _failed_external(failure)
             if self._stop is not None and (self._stop.abandon or error.code == "ApprovalCancelled"):
                 state.status, state.error, state.finished_at = ActionStatus.ABANDONED, error, workflow.now()
                 return True  # not a failure of the stage: the stop decides what happens next
@@ -564,6 +566,15 @@ def _failed_phases(err: BaseException) -> list[BuildPhase]:
         return [BuildPhase.model_validate(item) for item in first[PHASES_DETAIL]]
     except ValidationError:
         return []
+
+
+def _failed_external(err: BaseException) -> str | None:
+    """A failed action's external link or execution id, which its activity put in the failure's details."""
+    cause = err.cause if isinstance(err, ActivityError) else None
+    if not isinstance(cause, ApplicationError) or not cause.details or not isinstance(cause.details[0], dict):
+        return None
+    found = cause.details[0].get(EXTERNAL_DETAIL)
+    return found if isinstance(found, str) else None
 
 
 def _activity_error(err: ActivityError) -> ErrorDetails:

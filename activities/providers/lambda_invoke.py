@@ -17,6 +17,7 @@ import contextlib
 import json
 import tempfile
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from temporalio.exceptions import ApplicationError
 from activities.aws.running import write_action_log
 from activities.aws.session import AwsSessions, aws_errors
 from conveyor.aws.identity import AwsIdentity
-from conveyor.model import ActionContext, ActionOutcome, ArtifactRef, CamelModel
+from conveyor.model import EXTERNAL_DETAIL, ActionContext, ActionOutcome, ArtifactRef, CamelModel
 from conveyor.providers.lambda_invoke import (
     ACTIVITY,
     RULE_ACTIVITY,
@@ -141,9 +142,12 @@ class LambdaProvider:
                 write_action_log, self.settings, ctx, [f"waiting on job #{current.invocation} (an earlier attempt's)"]
             )
         beat.follow(current)
+        deadline = activity.info().scheduled_time + timedelta(seconds=input.timeout_seconds)
         try:
             while True:
                 result = await asyncio.to_thread(self.jobs.result, current.job_hash)
+                if result is None and datetime.now(UTC) >= deadline:
+                    result = await asyncio.to_thread(self._close_timed_out, input, current)
                 if result is None:
                     await asyncio.sleep(POLL_SECONDS)
                     continue
@@ -162,6 +166,24 @@ class LambdaProvider:
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.to_thread(self.jobs.put_result, current.job_hash, closing))
             raise
+
+    def _close_timed_out(self, input: LambdaInvokeInput, current: JobAttempt) -> JobResult:
+        """The action's timeout passed with no answer: close the job (a late answer is refused) and fail the action;
+        an answer that came in meanwhile stands."""
+        ctx = input.context
+        closing = JobResult(kind=JobResultKind.ABANDONED, message="the action timed out")
+        if not self.jobs.put_result(current.job_hash, closing):
+            answered = self.jobs.result(current.job_hash)
+            assert answered is not None  # the create failed because the answer is there
+            return answered
+        limit = duration_text(input.timeout_seconds)
+        write_action_log(self.settings, ctx, [f"job #{current.invocation} timed out after {limit}; closed"])
+        raise _refused(
+            f"action '{ctx.action_name}': function {input.function_name} did not report within the action's timeout "
+            f"({limit}): no PutJobSuccessResult or PutJobFailureResult for job #{current.invocation}; the job is "
+            "closed (a later answer is refused). Raise the action's timeoutMinutes if the function needs longer",
+            "LambdaJobTimedOut",
+        )
 
     def _invoke_job(
         self,
@@ -197,19 +219,22 @@ class LambdaProvider:
         external = f" (external execution id {result.external_execution_id})" if result.external_execution_id else ""
         if result.kind == JobResultKind.SUCCEEDED:
             write_action_log(self.settings, ctx, [f"job #{current.invocation} succeeded{external}"])
-            link = result.external_execution_id or ""
             return ActionOutcome(
                 output_variables=result.output_variables,
                 summary=result.summary or f"function {function} succeeded",
-                external_url=link if link.startswith(("https://", "http://")) else None,
+                external_url=result.external_execution_id,  # kept as CodePipeline keeps it; `status` shows it
             )
         message = result.message or "no message"
         write_action_log(self.settings, ctx, [f"job #{current.invocation} {result.kind.value.lower()}{external}"])
         if result.kind == JobResultKind.ABANDONED:
             raise _refused(f"action '{ctx.action_name}': the job was closed: {message}", "LambdaJobAbandoned")
         kind = f" ({result.failure_type})" if result.failure_type else ""
-        raise _refused(
-            f"action '{ctx.action_name}': function {function} failed the job{kind}: {message}", "LambdaJobFailed"
+        details = [{EXTERNAL_DETAIL: result.external_execution_id}] if result.external_execution_id else []
+        raise ApplicationError(
+            f"action '{ctx.action_name}': function {function} failed the job{kind}: {message}",
+            *details,  # the stage keeps it on the action's state
+            type="LambdaJobFailed",
+            non_retryable=True,
         )
 
     # --- the rule -------------------------------------------------------------------------------------
@@ -377,6 +402,14 @@ def function_error_message(text: str) -> str:
         kind = f"{body['errorType']}: " if body.get("errorType") else ""
         return shorten(f"{kind}{body['errorMessage']}", 500)
     return shorten(text, 500)
+
+
+def duration_text(seconds: float) -> str:
+    """`1 minute`, `90 minutes`, `2.5 seconds`: a timeout as a person reads it."""
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} second{'s' if seconds != 1 else ''}"
 
 
 def answer_variables(text: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ _NOUNS = {  # singular, plural
     GcKind.DOCUMENT: ("pipeline declaration", "pipeline declarations"),
     GcKind.LOG: ("log directory", "log directories"),
     GcKind.WORKSPACE: ("workspace", "workspaces"),
+    GcKind.JOB: ("job document", "job documents"),
 }
 
 

@@ -329,7 +329,9 @@ def _window_opening(rule: RuleState) -> str:
 def _action_details(state: ExecutionState, stage: StageState, action: ActionState) -> Text:
     parts = [_action_outcome(action)]
     if action.external_url:  # a build's log (CodeBuild's deep link), an approval's ExternalEntityLink
-        parts.append(literal(f"link: {action.external_url}"))
+        is_link = action.external_url.startswith(("https://", "http://"))
+        label = "link" if is_link else "external execution id"  # Lambda's externalExecutionId may be any id
+        parts.append(literal(f"{label}: {action.external_url}"))
     parts += _action_attempts(action)
     parts += _build_phases(action)
     parts += _compensation(state, stage, action)

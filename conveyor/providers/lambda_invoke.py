@@ -32,6 +32,9 @@ ACTIVITY = "lambda_invoke"
 RULE_ACTIVITY = "lambda_invoke_rule"  # the LambdaInvoke condition rule's (conveyor.interface.Activity names it too)
 MODULE = "activities.providers.lambda_invoke"
 MODE_KEY = "ConveyorMode"
+# The activity ends a job-mode wait at the action's timeout itself (a clear message, the job closed); Temporal's
+# start-to-close, this much later, only catches a lost worker.
+TIMEOUT_MARGIN = timedelta(minutes=1)
 
 
 class InvokeMode(StrEnum):
@@ -45,6 +48,7 @@ class LambdaInvokeInput(CamelModel):
     function_name: str
     user_parameters: str | None = None
     mode: InvokeMode = InvokeMode.JOB
+    timeout_seconds: float = 24 * 3600  # the action's timeout, measured from its activity's first schedule
     input_artifacts: list[ArtifactRef] = Field(default_factory=list)
     output_artifacts: list[str] = Field(default_factory=list)
 
@@ -71,6 +75,7 @@ def build_input(request: ActionRequest) -> LambdaInvokeInput:
         function_name=configuration["FunctionName"],
         user_parameters=configuration.get("UserParameters"),
         mode=InvokeMode((configuration.get(MODE_KEY) or InvokeMode.JOB.value).lower()),
+        timeout_seconds=request.timeout.total_seconds(),
         input_artifacts=[request.artifact(i.name) for i in action.input_artifacts],
         output_artifacts=[o.name for o in action.output_artifacts],
     )
@@ -108,5 +113,11 @@ LAMBDA = ProviderContract(
     artifacts=ArtifactLimits(min_inputs=0, max_inputs=5, max_outputs=5),
     default_timeout=timedelta(hours=24),  # CodePipeline's for Lambda
     transient_errors=frozenset({"AwsUnavailable"}),
-    activity=ProviderActivity(name=ACTIVITY, input_type=LambdaInvokeInput, build_input=build_input, module=MODULE),
+    activity=ProviderActivity(
+        name=ACTIVITY,
+        input_type=LambdaInvokeInput,
+        build_input=build_input,
+        module=MODULE,
+        timeout_margin=TIMEOUT_MARGIN,
+    ),
 )

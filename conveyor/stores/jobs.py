@@ -9,7 +9,12 @@ clear. Everything here is keyed by its SHA-256 (`job_hash`):
 - `jobs/attempts/<sha256 of the action attempt>.json`: the job an action attempt waits on, so a retried activity
   (a new worker) resumes waiting on it instead of invoking the function again.
 The local store keeps them under the artifacts directory, the S3 store under its prefix: serve must be configured
-with the same store as the workers (CONVEYOR_ARTIFACT_STORE, or the same data directory).
+with the same store as the workers (CONVEYOR_ARTIFACT_STORE, or the same data directory). `jobs/outputs/<attempt
+hash>/` holds the zips functions upload for output artifacts (S3 only).
+
+`conveyor gc` sweeps them (`stale`): a job's documents are needed only while its action waits, so a ticket goes
+once older than the minimum age unless its execution is open; its result with it, an attempt record when its job's
+ticket goes (or it names none), an attempt's uploaded outputs with the attempt record.
 """
 
 from __future__ import annotations
@@ -19,16 +24,22 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import Field
 
 from conveyor.model import CamelModel
 from conveyor.settings import S3Location, Settings
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
+_M = TypeVar("_M", bound=CamelModel)
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 JOB_ID_BYTES = 32  # secrets.token_urlsafe(32): 256 bits, 43 characters
 
@@ -86,12 +97,37 @@ class JobAttempt(CamelModel):
     invocation: int
 
 
+@dataclass(frozen=True)
+class JobDocument:
+    """A file under `jobs/` (for garbage collection)."""
+
+    relative: str  # jobs/<part>/<name>, the part being tickets, results, attempts or outputs
+    last_modified: datetime
+    size: int
+
+    @property
+    def part(self) -> str:
+        return self.relative.split("/")[1] if self.relative.count("/") >= 2 else ""
+
+    @property
+    def stem(self) -> str:
+        """The hash a ticket, result or attempt is named by; an output's attempt hash."""
+        parts = self.relative.split("/")
+        return parts[2] if self.part == "outputs" and len(parts) > 3 else parts[-1].removesuffix(".json")
+
+
 class _Backend(Protocol):
     def create(self, relative: str, data: bytes) -> bool: ...  # False: already there
 
     def replace(self, relative: str, data: bytes) -> None: ...
 
     def read(self, relative: str) -> bytes | None: ...
+
+    def listing(self, prefix: str) -> list[JobDocument]: ...
+
+    def delete(self, relatives: list[str]) -> None: ...
+
+    def where(self, relative: str) -> str: ...  # a path or an s3:// URL, for people
 
 
 class JobStore:
@@ -122,6 +158,44 @@ class JobStore:
     def attempt(self, attempt: str) -> JobAttempt | None:
         data = self.backend.read(f"jobs/attempts/{attempt}.json")
         return None if data is None else JobAttempt.model_validate_json(data)
+
+    # --- garbage collection ------------------------------------------------------------------------------
+
+    def stale(self, open_executions: set[str], cutoff: datetime) -> list[JobDocument]:
+        """What no waiting action can still use (see the module docstring); nothing changed since `cutoff`."""
+        documents = self.backend.listing("jobs/")
+        kept_jobs: set[str] = set()
+        for doc in _part(documents, "tickets"):
+            if doc.last_modified >= cutoff:
+                kept_jobs.add(doc.stem)
+                continue
+            ticket = self._parsed(JobTicket, doc)
+            if ticket is not None and ticket.execution_id in open_executions:
+                kept_jobs.add(doc.stem)
+        kept_attempts: set[str] = set()
+        for doc in _part(documents, "attempts"):
+            current = self._parsed(JobAttempt, doc) if doc.last_modified < cutoff else None
+            if doc.last_modified >= cutoff or (current is not None and current.job_hash in kept_jobs):
+                kept_attempts.add(doc.stem)
+        kept = {"tickets": kept_jobs, "results": kept_jobs, "attempts": kept_attempts, "outputs": kept_attempts}
+        return [doc for doc in documents if doc.last_modified < cutoff and doc.stem not in kept.get(doc.part, set())]
+
+    def delete(self, documents: list[JobDocument]) -> None:
+        self.backend.delete([doc.relative for doc in documents])
+
+    def where(self, document: JobDocument) -> str:
+        return self.backend.where(document.relative)
+
+    def _parsed(self, model: type[_M], doc: JobDocument) -> _M | None:
+        data = self.backend.read(doc.relative)
+        try:
+            return None if data is None else model.model_validate_json(data)
+        except ValueError:  # unreadable: no waiting action can use it either
+            return None
+
+
+def _part(documents: Iterable[JobDocument], part: str) -> Iterable[JobDocument]:
+    return (doc for doc in documents if doc.part == part)
 
 
 class JobStoreError(RuntimeError):
@@ -185,6 +259,26 @@ class _LocalBackend:
         except FileNotFoundError:
             return None
 
+    def listing(self, prefix: str) -> list[JobDocument]:
+        found: list[JobDocument] = []
+        for dirpath, _, filenames in os.walk(self.root / prefix):
+            for name in filenames:
+                path = Path(dirpath) / name
+                try:
+                    st = path.lstat()
+                except FileNotFoundError:
+                    continue
+                modified = datetime.fromtimestamp(st.st_mtime, UTC)
+                found.append(JobDocument(path.relative_to(self.root).as_posix(), modified, st.st_size))
+        return sorted(found, key=lambda doc: doc.relative)
+
+    def delete(self, relatives: list[str]) -> None:
+        for relative in relatives:
+            (self.root / relative).unlink(missing_ok=True)
+
+    def where(self, relative: str) -> str:
+        return str(self.root / relative)
+
 
 class _S3Backend:
     def __init__(self, location: S3Location, kms_key: str | None) -> None:
@@ -232,3 +326,23 @@ class _S3Backend:
                 return None
             raise JobStoreError(f"s3://{self.location.bucket}/{self._key(relative)}: S3 answered {code}") from None
         return data
+
+    def listing(self, prefix: str) -> list[JobDocument]:
+        found: list[JobDocument] = []
+        strip = f"{self.location.prefix}/" if self.location.prefix else ""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.location.bucket, Prefix=self._key(prefix)
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                found.append(JobDocument(key.removeprefix(strip), item["LastModified"], item["Size"]))
+        return found
+
+    def delete(self, relatives: list[str]) -> None:
+        for start in range(0, len(relatives), 1000):  # DeleteObjects takes 1,000 keys a call
+            batch: list[ObjectIdentifierTypeDef] = [{"Key": self._key(r)} for r in relatives[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.location.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def where(self, relative: str) -> str:
+        return f"s3://{self.location.bucket}/{self._key(relative)}"

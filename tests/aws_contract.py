@@ -296,6 +296,15 @@ class CloudFormationScript:
                     stack.status = "UPDATE_COMPLETE"
             return original_describe_stacks(backend, name_or_stack_id)
 
+        original_validate = CloudFormationResponse._validate_different_update
+
+        def validate_different_update(response: CloudFormationResponse, *args: Any) -> None:
+            # moto refuses a change set without changes from the call ("No updates are to be performed."); real
+            # CloudFormation creates it and answers FAILED.
+            if not (script.no_changes and response._get_action() == "CreateChangeSet"):
+                original_validate(response, *args)
+
+        monkeypatch.setattr(CloudFormationResponse, "_validate_different_update", validate_different_update)
         monkeypatch.setattr(CloudFormationBackend, "create_stack", create_stack)
         monkeypatch.setattr(CloudFormationBackend, "update_stack", update_stack)
         monkeypatch.setattr(CloudFormationBackend, "create_change_set", create_change_set)
@@ -335,3 +344,37 @@ def _fail(stack: Any, operation: str, failure: ResourceFailure, rollback: str) -
     stack._add_stack_event(f"{rollback}_IN_PROGRESS", resource_status_reason="The following resource(s) failed")
     stack._add_stack_event(f"{rollback}_COMPLETE")
     stack.status = f"{rollback}_COMPLETE"
+
+
+@dataclass
+class MotoRecording:
+    """moto's request recorder (`/moto-api/recorder/start-recording`) writing to the test's own file: every request
+    with its body, including fields moto ignores (CloudFormation's Capabilities and ClientRequestToken)."""
+
+    path: Any  # a Path in the test's tmp_path
+
+    def start(self, post: Any, monkeypatch: pytest.MonkeyPatch) -> MotoRecording:
+        from moto.moto_api import recorder
+
+        monkeypatch.setattr(recorder, "_location", str(self.path))
+        post("/moto-api/recorder/start-recording")
+        return self
+
+    def stop(self, post: Any) -> None:
+        post("/moto-api/recorder/stop-recording")
+
+    def query_requests(self, action: str) -> list[dict[str, str]]:
+        """The form fields of each AWS query-protocol request `action` (CreateStack, UpdateStack...), in order."""
+        import base64
+        from urllib.parse import parse_qsl
+
+        found = []
+        for line in self.path.read_text().splitlines() if self.path.exists() else []:
+            entry = json.loads(line)
+            body = entry.get("body") or ""
+            if entry.get("body_encoded"):
+                body = base64.b64decode(body).decode()
+            fields = dict(parse_qsl(body, keep_blank_values=True))
+            if fields.get("Action") == action:
+                found.append(fields)
+        return found

@@ -468,14 +468,9 @@ class _Run:
         assert name is not None
         current = self.stack.describe()
         creating = current is None or current["StackStatus"] == "REVIEW_IN_PROGRESS"
-        if current is not None:
-            try:
-                with self.stack.errors("DeleteChangeSet"):
-                    self.stack.client.delete_change_set(StackName=self.stack.name, ChangeSetName=name)
-                self.lines.append(f"deleted the earlier change set {name}")
-            except ApplicationError as exc:
-                if "does not exist" not in str(exc) and exc.type != "AwsNotFound":
-                    raise
+        if current is not None and self.change_set_exists(name):
+            self.delete_change_set(name)
+            self.lines.append(f"deleted the earlier change set {name}")
         where = f"change set {name} of stack {self.stack.name}"
         try:
             answer = self.create_change_set(name, creating, template, parameters)
@@ -586,6 +581,17 @@ class _Run:
     def keep(self, snapshot: Snapshot) -> None:
         self.follower.snapshot = self.provider.keep_snapshot(self.input.context, snapshot)
         self.snapshots = [self.follower.snapshot]
+
+    def change_set_exists(self, name: str) -> bool:
+        """Asked before DeleteChangeSet: the stack's earlier change set of this name (a release's leftover)."""
+        try:
+            with self.stack.errors("DescribeChangeSet"):
+                self.stack.client.describe_change_set(StackName=self.stack.name, ChangeSetName=name)
+        except ApplicationError as exc:
+            if exc.type == "AwsNotFound" or "does not exist" in str(exc) or "ChangeSetNotFound" in str(exc):
+                return False
+            raise
+        return True
 
     def delete_change_set(self, name: str) -> None:
         with self.stack.errors("DeleteChangeSet"):

@@ -15,15 +15,18 @@ import pytest_asyncio
 from temporalio.client import Client
 
 from conveyor.client import ConveyorClient
+from conveyor.gc import GcKind, collect_garbage
 from conveyor.model import ActionContext, ExecutionState, ExecutionStatus
 from conveyor.providers.cloudformation import client_request_token
 from conveyor.settings import Settings
+from conveyor.stores.artifacts import LocalArtifactStore
 from conveyor.worker import build_worker
 from tests.aws import Aws
 from tests.aws_contract import CloudFormationScript, MotoRecording, ResourceFailure
-from tests.helpers import pipeline
+from tests.helpers import pipeline, waiting_token
 from tests.test_cloudformation import TEMPLATE, action, deploy_pipeline, finished, greeting, source_stage
 from tests.test_durability import start_worker_process, wait_for
+from tests.test_gc import age
 
 POLL_SECONDS = 0.05
 
@@ -280,3 +283,46 @@ async def test_the_requests_carry_the_attempt_token_parameters_capabilities_and_
     ]  # fmt: skip
     assert update["Capabilities.member.1"] == "CAPABILITY_IAM" and "Capabilities.member.3" not in update
     assert change_set["Capabilities.member.1"] == "CAPABILITY_NAMED_IAM"
+
+
+# --- garbage collection keeps the saved stack state of an open execution -----------------------------------------
+
+GATED_DEPLOY = """
+name: cfn-gc
+stages:
+{source}
+  - name: Deploy
+    actions:
+      - name: Stack
+        provider: CloudFormation
+        configuration:
+          ActionMode: CREATE_UPDATE
+          StackName: app
+          TemplatePath: Tpl::template.json
+          ParameterOverrides: '{{"Greeting": "after"}}'
+        inputArtifacts: [{{name: Tpl}}]
+      - name: Gate
+        provider: Manual
+        runOrder: 2
+"""
+
+
+async def test_garbage_collection_keeps_the_saved_stack_state_while_the_execution_may_compensate(
+    client: ConveyorClient, aws: Aws, temporal_client: Client, worker_settings: Settings, tmp_path: Path
+) -> None:
+    """The stack's saved state (for the compensation) is named by the action's state, so an execution waiting at an
+    approval keeps it however old it is; an unnamed artifact as old goes."""
+    existing_stack(aws, "before")
+    ref, _ = await client.start(pipeline(GATED_DEPLOY.format(source=source_stage(tmp_path))))
+    await waiting_token(client, ref, "Deploy", "Gate")
+    (saved,) = action(await client.state(ref), "Deploy", "Stack").compensation_artifacts
+    store = LocalArtifactStore(worker_settings.artifacts_dir)
+    orphan = tmp_path / "orphan"
+    orphan.mkdir()
+    (orphan / "a.txt").write_text("nobody uses this")
+    unused = store.put("orphan", orphan, ["a.txt"]).digest
+    age(worker_settings.artifacts_dir)
+    report = await collect_garbage(temporal_client, worker_settings, store)
+    swept = {item.name for item in report.removed if item.kind == GcKind.ARTIFACT}
+    assert unused in swept and saved.digest not in swept
+    assert store.path_for(saved.digest).is_file()

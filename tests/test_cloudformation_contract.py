@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -326,3 +327,30 @@ async def test_garbage_collection_keeps_the_saved_stack_state_while_the_executio
     swept = {item.name for item in report.removed if item.kind == GcKind.ARTIFACT}
     assert unused in swept and saved.digest not in swept
     assert store.path_for(saved.digest).is_file()
+
+
+async def test_a_long_operation_keeps_its_saved_stack_state_in_use(
+    client: ConveyorClient,
+    aws: Aws,
+    cfn: CloudFormationScript,
+    worker_settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Contract test: while an update stays UPDATE_IN_PROGRESS (no state names the saved state yet), the action
+    refreshes the saved state's last use, so garbage collection's minimum age never passes under it."""
+    import zipfile
+
+    monkeypatch.setattr("activities.providers.cloudformation.SNAPSHOT_TOUCH_SECONDS", 0.0)
+    existing_stack(aws, "before")
+    cfn.hold_updates = True
+    ref, _ = await client.start(deploy_pipeline(tmp_path, '{"Greeting": "after"}'))
+    await wait_for(lambda: cfn.count("update_stack") == 1, 60, "UpdateStack to be served")
+    age(worker_settings.artifacts_dir)
+    await asyncio.sleep(1)
+    old = time.time() - 3600
+    refreshed = [p for p in worker_settings.artifacts_dir.rglob("*.zip") if p.stat().st_mtime > old]
+    assert [zipfile.ZipFile(p).namelist() for p in refreshed] == [["stack.json"]]
+    cfn.release.set()
+    state = await asyncio.wait_for(client.wait(ref, interval=0.2), 60)
+    assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary

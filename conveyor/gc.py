@@ -4,9 +4,9 @@ Mark, then sweep. Retained executions are every open one (running, waiting for a
 with its retry window open), every one closed within `CONVEYOR_RETAIN_DAYS`, every rollback target (per
 pipeline and stage, the newest-started STANDARD execution that succeeded in it, as visibility lists it,
 and the coordinator's own fact) and the target a retained ROLLBACK execution re-runs. The mark is every
-artifact digest their states name (actions' outputs, approvals' bound artifacts; a stage in progress is
-read live from its workflow, so an artifact packed by an action before a waiting approval counts) and
-every document (pipeline declaration) any coordinator's versions name.
+artifact digest their states name (actions' outputs, what actions kept for their compensation,
+approvals' bound artifacts; a stage in progress is read live from its workflow, so an artifact packed by
+an action before a waiting approval counts) and every document (pipeline declaration) any coordinator's versions name.
 
 The sweep removes a store entry that is not marked AND unused for the minimum age
 (`CONVEYOR_GC_MIN_AGE_MINUTES`): the store's listing is taken before the mark, a store hit refreshes an
@@ -229,6 +229,7 @@ def referenced_digests(state: ExecutionState) -> Iterable[str]:
     for stage in state.stages:
         for action in stage.actions:
             yield from (ref.digest for ref in action.output_artifacts)
+            yield from (ref.digest for ref in action.compensation_artifacts)  # a stack's saved state, say
             if action.approval_request is not None:
                 yield from action.approval_request.artifacts.values()
 

@@ -251,6 +251,9 @@ class BuildPhase(CamelModel):
 PHASES_DETAIL = "phases"
 # A failed action's external link or id (Lambda's failureDetails.externalExecutionId) travels as {EXTERNAL_DETAIL: str}.
 EXTERNAL_DETAIL = "external"
+# A failed action's saved state for its compensation (a stack as it was) travels in its ApplicationError's details as
+# {COMPENSATION_ARTIFACTS_DETAIL: [ArtifactRef, ...]}: the compensation of a failed action finds it too.
+COMPENSATION_ARTIFACTS_DETAIL = "compensationArtifacts"
 
 
 class ActionOutcome(CamelModel):
@@ -404,6 +407,9 @@ class ActionState(CamelModel):
     output_artifacts: list[ArtifactRef] = Field(default_factory=list)
     phases: list[BuildPhase] = Field(default_factory=list)  # a build's phases (CodeBuild)
     review: str | None = None  # changes it prepared for an approval to show (a change set's)
+    # What it kept in the artifact store for its compensation (a stack's previous template), succeeded or failed:
+    # garbage collection keeps these while the execution is retained. Left out of the state when empty.
+    compensation_artifacts: list[ArtifactRef] = Field(default_factory=list, exclude_if=lambda refs: not refs)
 
 
 class RuleState(CamelModel):

@@ -212,3 +212,169 @@ class LambdaScript:
             if not self.invoked.wait_for(lambda: len(self.invocations) >= count, timeout):
                 raise AssertionError(f"expected {count} invocations, saw {len(self.invocations)}")
             return self.invocations[count - 1]
+
+
+# --- CloudFormation ----------------------------------------------------------------------------------------------
+# moto's CloudFormation is synchronous: an operation is done when its call returns, failures raise from the call and
+# never reach ROLLBACK_* states, and a stack's events never carry the operation's ClientRequestToken.
+# CloudFormationScript counts the stack-changing requests moto served, and scripts what real CloudFormation answers:
+# a change set without changes (FAILED, "didn't contain changes"), a create ending ROLLBACK_COMPLETE and an update
+# ending UPDATE_ROLLBACK_COMPLETE with a *_FAILED resource event, and an update that stays UPDATE_IN_PROGRESS until
+# the test releases it.
+
+NO_CHANGES_REASON = (
+    "The submitted information didn't contain changes. Submit different information to create a change set."
+)
+_CFN_OPERATIONS = ("create_stack", "update_stack", "create_change_set", "execute_change_set", "delete_stack")
+
+
+@dataclass
+class ResourceFailure:
+    """The resource an operation fails on, and CloudFormation's reason."""
+
+    logical_id: str
+    resource_type: str
+    reason: str
+
+
+@dataclass
+class CloudFormationScript:
+    no_changes: bool = False  # every change set comes back FAILED: no changes
+    fail_create: ResourceFailure | None = None  # a create ends ROLLBACK_COMPLETE
+    fail_update: ResourceFailure | None = None  # an update ends UPDATE_ROLLBACK_COMPLETE (the stack as it was)
+    hold_updates: bool = False  # an update stays UPDATE_IN_PROGRESS until `release` is set
+    release: threading.Event = field(default_factory=threading.Event)
+    calls: list[tuple[str, str | None]] = field(default_factory=list)  # (operation, ClientRequestToken) served
+    held: list[Any] = field(default_factory=list)  # moto's stacks whose update is held
+
+    def count(self, operation: str) -> int:
+        return sum(1 for name, _ in self.calls if name == operation)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> CloudFormationScript:
+        from moto.cloudformation.models import CloudFormationBackend
+        from moto.cloudformation.responses import CloudFormationResponse
+
+        script = self
+        for operation in _CFN_OPERATIONS:
+            monkeypatch.setattr(CloudFormationResponse, operation, script._counted(operation))
+        original_create_stack = CloudFormationBackend.create_stack
+        original_update_stack = CloudFormationBackend.update_stack
+        original_create_change_set = CloudFormationBackend.create_change_set
+        original_describe_stacks = CloudFormationBackend.describe_stacks
+
+        def create_stack(backend: CloudFormationBackend, *args: Any, **kwargs: Any) -> Any:
+            stack = original_create_stack(backend, *args, **kwargs)
+            if script.fail_create is not None:
+                _fail(stack, "CREATE", script.fail_create, "ROLLBACK")
+            return stack
+
+        def update_stack(backend: CloudFormationBackend, name: str, *args: Any, **kwargs: Any) -> Any:
+            if script.fail_update is not None:
+                stack = backend.get_stack(name)  # left as it was: CloudFormation rolled the update back
+                _fail(stack, "UPDATE", script.fail_update, "UPDATE_ROLLBACK")
+                return stack
+            stack = original_update_stack(backend, name, *args, **kwargs)
+            if script.hold_updates and not script.release.is_set():
+                stack.status = "UPDATE_IN_PROGRESS"
+                stack.events.pop()  # its UPDATE_COMPLETE comes on release
+                script.held.append(stack)
+            return stack
+
+        def create_change_set(backend: CloudFormationBackend, *args: Any, **kwargs: Any) -> Any:
+            change_set_id, stack_id = original_create_change_set(backend, *args, **kwargs)
+            if script.no_changes:
+                change_set = backend.change_sets[change_set_id]
+                change_set.status, change_set.execution_status = "FAILED", "UNAVAILABLE"
+                change_set.status_reason = NO_CHANGES_REASON
+            return change_set_id, stack_id
+
+        def describe_stacks(backend: CloudFormationBackend, name_or_stack_id: str) -> Any:
+            if script.release.is_set():
+                while script.held:
+                    stack = script.held.pop()
+                    stack._add_stack_event("UPDATE_COMPLETE")
+                    stack.status = "UPDATE_COMPLETE"
+            return original_describe_stacks(backend, name_or_stack_id)
+
+        original_validate = CloudFormationResponse._validate_different_update
+
+        def validate_different_update(response: CloudFormationResponse, *args: Any) -> None:
+            # moto refuses a change set without changes from the call ("No updates are to be performed."); real
+            # CloudFormation creates it and answers FAILED.
+            if not (script.no_changes and response._get_action() == "CreateChangeSet"):
+                original_validate(response, *args)
+
+        monkeypatch.setattr(CloudFormationResponse, "_validate_different_update", validate_different_update)
+        monkeypatch.setattr(CloudFormationBackend, "create_stack", create_stack)
+        monkeypatch.setattr(CloudFormationBackend, "update_stack", update_stack)
+        monkeypatch.setattr(CloudFormationBackend, "create_change_set", create_change_set)
+        monkeypatch.setattr(CloudFormationBackend, "describe_stacks", describe_stacks)
+        return self
+
+    def _counted(self, operation: str) -> Any:
+        from moto.cloudformation.responses import CloudFormationResponse
+
+        original = getattr(CloudFormationResponse, operation)
+        script = self
+
+        def served(response: CloudFormationResponse) -> Any:
+            script.calls.append((operation, response._get_param("ClientRequestToken")))
+            return original(response)
+
+        return served
+
+
+def _fail(stack: Any, operation: str, failure: ResourceFailure, rollback: str) -> None:
+    """CloudFormation's record of an operation failing on one resource, then rolled back."""
+    from moto.cloudformation.models import Event
+
+    if operation == "UPDATE":
+        stack._add_stack_event("UPDATE_IN_PROGRESS", resource_status_reason="User Initiated")
+    event = Event(
+        stack_id=stack.stack_id,
+        stack_name=stack.name,
+        logical_resource_id=failure.logical_id,
+        physical_resource_id="",
+        resource_type=failure.resource_type,
+        resource_status=f"{operation}_FAILED",
+        resource_status_reason=failure.reason,
+        resource_properties=None,
+    )
+    stack.events.append(event)
+    stack._add_stack_event(f"{rollback}_IN_PROGRESS", resource_status_reason="The following resource(s) failed")
+    stack._add_stack_event(f"{rollback}_COMPLETE")
+    stack.status = f"{rollback}_COMPLETE"
+
+
+@dataclass
+class MotoRecording:
+    """moto's request recorder (`/moto-api/recorder/start-recording`) writing to the test's own file: every request
+    with its body, including fields moto ignores (CloudFormation's Capabilities and ClientRequestToken)."""
+
+    path: Any  # a Path in the test's tmp_path
+
+    def start(self, post: Any, monkeypatch: pytest.MonkeyPatch) -> MotoRecording:
+        from moto.moto_api import recorder
+
+        monkeypatch.setattr(recorder, "_location", str(self.path))
+        post("/moto-api/recorder/start-recording")
+        return self
+
+    def stop(self, post: Any) -> None:
+        post("/moto-api/recorder/stop-recording")
+
+    def query_requests(self, action: str) -> list[dict[str, str]]:
+        """The form fields of each AWS query-protocol request `action` (CreateStack, UpdateStack...), in order."""
+        import base64
+        from urllib.parse import parse_qsl
+
+        found = []
+        for line in self.path.read_text().splitlines() if self.path.exists() else []:
+            entry = json.loads(line)
+            body = entry.get("body") or ""
+            if entry.get("body_encoded"):
+                body = base64.b64decode(body).decode()
+            fields = dict(parse_qsl(body, keep_blank_values=True))
+            if fields.get("Action") == action:
+                found.append(fields)
+        return found

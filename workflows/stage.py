@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         WorkflowType,
     )
     from conveyor.model import (
+        COMPENSATION_ARTIFACTS_DETAIL,
         EXTERNAL_DETAIL,
         PHASES_DETAIL,
         ActionAttempt,
@@ -340,6 +341,7 @@ class StageWorkflow:
                 error = failure.details if isinstance(failure, ActionFailed) else _activity_error(failure)
                 state.phases = _failed_phases(failure)
                 state.external_url = _failed_external(failure)
+                self._keep_for_compensation(action.name, _compensation_artifacts(failure), state)
             if self._stop is not None and (self._stop.abandon or error.code == "ApprovalCancelled"):
                 state.status, state.error, state.finished_at = ActionStatus.ABANDONED, error, workflow.now()
                 return True  # not a failure of the stage: the stop decides what happens next
@@ -362,7 +364,7 @@ class StageWorkflow:
         state.output_artifacts = outcome.output_artifacts
         state.phases = outcome.phases
         state.review = outcome.review
-        self._keep_for_compensation(action.name, outcome.compensation_artifacts)
+        self._keep_for_compensation(action.name, outcome.compensation_artifacts, state)
         if action.namespace:
             self._values[action.namespace] = outcome.output_variables
             self._outputs[action.namespace] = outcome.output_variables
@@ -440,11 +442,16 @@ class StageWorkflow:
         if step is not None:
             self._compensations.append(step)
 
-    def _keep_for_compensation(self, action_name: str, refs: list[ArtifactRef]) -> None:
-        """What the action saved for its compensation (a stack's previous template) joins its registered step."""
+    def _keep_for_compensation(self, action_name: str, refs: list[ArtifactRef], state: ActionState) -> None:
+        """What the action saved for its compensation (a stack's previous template), whether it succeeded or failed,
+        joins its registered step (the first attempt's first: the state before the action changed anything) and its
+        state (garbage collection keeps it)."""
         step = next((c for c in self._compensations if c.action_name == action_name), None)
+        kept = {ref.digest for ref in state.compensation_artifacts}
+        refs = [ref for ref in refs if ref.digest not in kept]
         if step is not None and refs:
             step.input_artifacts = [*step.input_artifacts, *refs]
+            state.compensation_artifacts = [*state.compensation_artifacts, *refs]
 
     async def _start(
         self, action: Action, run: ProviderActivity, activity_input: BaseModel, timeout: timedelta, heartbeat: timedelta
@@ -554,27 +561,39 @@ def failure_reason(err: BaseException) -> str:
     return failure_details(err).message
 
 
+def _failure_detail(err: BaseException, key: str) -> object:
+    """What a failed activity put under `key` in its ApplicationError's details (a dict), if anything."""
+    cause = err.cause if isinstance(err, ActivityError) else None
+    if not isinstance(cause, ApplicationError):
+        return None
+    for detail in cause.details:
+        if isinstance(detail, dict) and key in detail:
+            return detail[key]
+    return None
+
+
 def _failed_phases(err: BaseException) -> list[BuildPhase]:
     """A failed build's phases, which its runner put in the failure's details."""
-    cause = err.cause if isinstance(err, ActivityError) else None
-    if not isinstance(cause, ApplicationError) or not cause.details:
-        return []
-    first = cause.details[0]
-    if not isinstance(first, dict) or not isinstance(first.get(PHASES_DETAIL), list):
-        return []
+    found = _failure_detail(err, PHASES_DETAIL)
     try:
-        return [BuildPhase.model_validate(item) for item in first[PHASES_DETAIL]]
+        return [BuildPhase.model_validate(item) for item in found] if isinstance(found, list) else []
     except ValidationError:
         return []
 
 
 def _failed_external(err: BaseException) -> str | None:
     """A failed action's external link or execution id, which its activity put in the failure's details."""
-    cause = err.cause if isinstance(err, ActivityError) else None
-    if not isinstance(cause, ApplicationError) or not cause.details or not isinstance(cause.details[0], dict):
-        return None
-    found = cause.details[0].get(EXTERNAL_DETAIL)
+    found = _failure_detail(err, EXTERNAL_DETAIL)
     return found if isinstance(found, str) else None
+
+
+def _compensation_artifacts(err: BaseException) -> list[ArtifactRef]:
+    """What a failed action kept for its compensation (a stack as it was), which it put in the failure's details."""
+    found = _failure_detail(err, COMPENSATION_ARTIFACTS_DETAIL)
+    try:
+        return [ArtifactRef.model_validate(item) for item in found] if isinstance(found, list) else []
+    except ValidationError:
+        return []
 
 
 def _activity_error(err: ActivityError) -> ErrorDetails:

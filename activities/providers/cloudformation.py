@@ -28,7 +28,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.aws.running import action_workspace, write_action_log
 from activities.aws.session import AwsSessions, aws_errors
-from conveyor.model import ActionContext, ActionOutcome, ArtifactRef, CamelModel
+from conveyor.model import COMPENSATION_ARTIFACTS_DETAIL, ActionContext, ActionOutcome, ArtifactRef, CamelModel
 from conveyor.providers.cloudformation import (
     ACTIVITY,
     COMPENSATION_ACTIVITY,
@@ -42,6 +42,7 @@ from conveyor.providers.cloudformation import (
 )
 from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactError, ArtifactStore, store_for_outputs
+from conveyor.stores.entries import StoredKind
 from conveyor.text import shorten
 
 HEARTBEAT_SECONDS = 2.0
@@ -53,6 +54,7 @@ FAILED_STATES = frozenset(
 SUCCESS_STATES = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE", "DELETE_COMPLETE", "IMPORT_COMPLETE"})
 NO_CHANGES = ("didn't contain changes", "no updates are to be performed", "no changes")
 SNAPSHOT_FILE = "stack.json"
+SNAPSHOT_TOUCH_SECONDS = 600.0  # well inside garbage collection's minimum age (CONVEYOR_GC_MIN_AGE_MINUTES)
 
 
 class Operation(CamelModel):
@@ -178,6 +180,10 @@ class CloudFormationProvider:
         run = _Run(self, input, workspace, stack, beat, lines)
         try:
             return run.mode(mode)
+        except ApplicationError as exc:
+            if not run.snapshots:
+                raise
+            raise _with_compensation_artifacts(exc, run.snapshots) from None
         finally:
             write_action_log(self.settings, input.context, lines)
 
@@ -286,7 +292,13 @@ class _Follower:
     def follow(self, operation: Operation) -> dict[str, Any] | None:
         """The stack once the operation ends (None: deleted); fails naming the first failed resource."""
         poll = self.provider.settings.cloudformation_poll_seconds
+        touched = time.monotonic()
         while True:
+            if operation.snapshot is not None and time.monotonic() - touched > SNAPSHOT_TOUCH_SECONDS:
+                # Garbage collection sees the snapshot in the action's state only once the action ends: a use
+                # keeps it through an operation longer than the store's minimum age.
+                self.provider.store.touch(StoredKind.ARTIFACT, operation.snapshot.digest)
+                touched = time.monotonic()
             found = self.stack.describe(operation.stack_id)
             status = found["StackStatus"] if found else "DELETE_COMPLETE"
             if not status.endswith("_IN_PROGRESS") or status == "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS":
@@ -456,14 +468,9 @@ class _Run:
         assert name is not None
         current = self.stack.describe()
         creating = current is None or current["StackStatus"] == "REVIEW_IN_PROGRESS"
-        if current is not None:
-            try:
-                with self.stack.errors("DeleteChangeSet"):
-                    self.stack.client.delete_change_set(StackName=self.stack.name, ChangeSetName=name)
-                self.lines.append(f"deleted the earlier change set {name}")
-            except ApplicationError as exc:
-                if "does not exist" not in str(exc) and exc.type != "AwsNotFound":
-                    raise
+        if current is not None and self.change_set_exists(name):
+            self.delete_change_set(name)
+            self.lines.append(f"deleted the earlier change set {name}")
         where = f"change set {name} of stack {self.stack.name}"
         try:
             answer = self.create_change_set(name, creating, template, parameters)
@@ -574,6 +581,17 @@ class _Run:
     def keep(self, snapshot: Snapshot) -> None:
         self.follower.snapshot = self.provider.keep_snapshot(self.input.context, snapshot)
         self.snapshots = [self.follower.snapshot]
+
+    def change_set_exists(self, name: str) -> bool:
+        """Asked before DeleteChangeSet: the stack's earlier change set of this name (a release's leftover)."""
+        try:
+            with self.stack.errors("DescribeChangeSet"):
+                self.stack.client.describe_change_set(StackName=self.stack.name, ChangeSetName=name)
+        except ApplicationError as exc:
+            if exc.type == "AwsNotFound" or "does not exist" in str(exc) or "ChangeSetNotFound" in str(exc):
+                return False
+            raise
+        return True
 
     def delete_change_set(self, name: str) -> None:
         with self.stack.errors("DeleteChangeSet"):
@@ -740,6 +758,16 @@ def _same_template(have: str, want: str) -> bool:
         return bool(json.loads(have) == json.loads(want))
     except json.JSONDecodeError:
         return have.strip() == want.strip()
+
+
+def _with_compensation_artifacts(exc: ApplicationError, refs: list[ArtifactRef]) -> ApplicationError:
+    """The failure, carrying the stack's snapshot: a failed action (a create left in ROLLBACK_COMPLETE, an update
+    half done) is compensated from it too."""
+    detail = {COMPENSATION_ARTIFACTS_DETAIL: [ref.model_dump(mode="json", by_alias=True) for ref in refs]}
+    return ApplicationError(
+        exc.message, *exc.details, detail, type=exc.type, non_retryable=exc.non_retryable,
+        next_retry_delay=exc.next_retry_delay,
+    )  # fmt: skip
 
 
 def _never(token: str) -> str:

@@ -213,7 +213,7 @@ def build_input(request: ActionRequest) -> CloudFormationInput:
 
 def register_compensation(request: ActionRequest, activity_input: BaseModel, sequence: int) -> CompensationStep | None:
     """A stack-changing action is undone by restoring the snapshot it keeps (the stage adds the snapshot's store
-    reference to the step once the action returns it)."""
+    reference to the step once the action returns it, or fails carrying it)."""
     assert isinstance(activity_input, CloudFormationInput)
     if action_mode(activity_input.mode) not in CHANGING_MODES:
         return None

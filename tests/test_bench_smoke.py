@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ("overhead", "big", "recovery", "handoff", "codebuild")
+SCENARIOS = ("overhead", "big", "recovery", "handoff", "codebuild", "invoke")
 
 
 @pytest.mark.timeout(150)

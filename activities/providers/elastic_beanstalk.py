@@ -61,6 +61,7 @@ class UpdateHeartbeat(CamelModel):
     version_label: str
     previous_label: str | None = None
     started: float  # epoch seconds: ERROR events before it belong to earlier updates
+    updated: bool = False  # UpdateEnvironment answered: never called again for this version
 
 
 def _refused(message: str, type: str = "ConfigurationError") -> ApplicationError:
@@ -174,14 +175,16 @@ class BeanstalkProvider:
         try:
             current = await asyncio.to_thread(env.describe)
             state = await self._version(input, env, current, beat)
-            if current.get("VersionLabel") == input.version_label:
+            if state.updated or current.get("VersionLabel") == input.version_label:
                 await self._log(input.context, [f"following the update to version {input.version_label} of "
                                                 f"{input.environment_name} (begun by an earlier attempt)"])  # fmt: skip
             else:
-                await self._wait_ready(env, current)
-                await asyncio.to_thread(env.update, input.version_label)
-                await self._log(input.context, [f"updating {input.environment_name} to version {input.version_label}"])
-                log.info("beanstalk.updating", version=input.version_label, previous=state.previous_label)
+                current = await self._wait_ready(env, current)
+                if current.get("VersionLabel") != input.version_label:
+                    await asyncio.to_thread(env.update, input.version_label)
+                    beat.set(state.model_copy(update={"updated": True}))
+                    await self._log(input.context, [f"updating {input.environment_name} to {input.version_label}"])
+                    log.info("beanstalk.updating", version=input.version_label, previous=state.previous_label)
             final = await self._follow(env, input.version_label, state.started)
         finally:
             beating.cancel()
@@ -213,7 +216,7 @@ class BeanstalkProvider:
                     input, f"{input.environment_name} runs version {label}, not the action's: left as it is"
                 )
             if label == input.version_label:
-                await self._wait_ready(env, current)
+                current = await self._wait_ready(env, current)
                 await asyncio.to_thread(env.update, previous)
                 await self._log(input.context, [f"updating {input.environment_name} back to version {previous}"])
             final = await self._follow(env, previous, beat.state.started, require_healthy=False)
@@ -262,11 +265,12 @@ class BeanstalkProvider:
             )
         return located
 
-    async def _wait_ready(self, env: _Environment, current: dict[str, Any]) -> None:
+    async def _wait_ready(self, env: _Environment, current: dict[str, Any]) -> dict[str, Any]:
         """Elastic Beanstalk refuses an update while another is under way: wait for it to end."""
         while current.get("Status") != READY:
             await asyncio.sleep(self.settings.beanstalk_poll_seconds)
             current = await asyncio.to_thread(env.describe)
+        return current
 
     async def _follow(
         self, env: _Environment, label: str, started: float, *, require_healthy: bool = True

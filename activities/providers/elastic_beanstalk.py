@@ -166,65 +166,74 @@ class BeanstalkProvider:
     @activity.defn(name=ACTIVITY)
     async def elastic_beanstalk(self, input: BeanstalkInput) -> ActionOutcome:
         log = _log(input.context)
-        env = await asyncio.to_thread(
-            self._environment, input.identity, input.context, input.application_name, input.environment_name
-        )
+        lines: list[str] = []  # the action log, written once (the store's log writer keeps one chunk per opening)
         recorded = _heartbeat_state()
         beat = _Heartbeat(recorded or UpdateHeartbeat(version_label=input.version_label, started=time.time()))
         beating = asyncio.create_task(beat.forever())
         try:
+            env = await asyncio.to_thread(
+                self._environment, input.identity, input.context, input.application_name, input.environment_name
+            )
             current = await asyncio.to_thread(env.describe)
-            state = await self._version(input, env, current, beat)
+            state = await self._version(input, env, current, beat, lines)
             if state.updated or current.get("VersionLabel") == input.version_label:
-                await self._log(input.context, [f"following the update to version {input.version_label} of "
-                                                f"{input.environment_name} (begun by an earlier attempt)"])  # fmt: skip
+                lines.append(f"following the update to version {input.version_label} of {input.environment_name} "
+                             "(begun by an earlier attempt)")  # fmt: skip
             else:
                 current = await self._wait_ready(env, current)
                 if current.get("VersionLabel") != input.version_label:
                     await asyncio.to_thread(env.update, input.version_label)
                     beat.set(state.model_copy(update={"updated": True}))
-                    await self._log(input.context, [f"updating {input.environment_name} to {input.version_label}"])
+                    lines.append(f"updating {input.environment_name} to version {input.version_label}")
                     log.info("beanstalk.updating", version=input.version_label, previous=state.previous_label)
             final = await self._follow(env, input.version_label, state.started)
+            summary = f"environment {input.environment_name} on version {input.version_label}: {_state(final)}"
+            lines.append(summary)
+        except ApplicationError as exc:
+            lines.append(exc.message)
+            raise
         finally:
             beating.cancel()
-        await self._log(input.context, [f"{input.environment_name} on version {input.version_label}: {_state(final)}"])
+            await self._write(input.context, lines)
         log.info("beanstalk.deployed", version=input.version_label)
-        return ActionOutcome(
-            output_variables={"VersionLabel": input.version_label},
-            summary=f"environment {input.environment_name} on version {input.version_label}: {_state(final)}",
-        )
+        return ActionOutcome(output_variables={"VersionLabel": input.version_label}, summary=summary)
 
     @activity.defn(name=COMPENSATION_ACTIVITY)
     async def elastic_beanstalk_compensate(self, input: BeanstalkCompensation) -> ActionOutcome:
-        env = await asyncio.to_thread(
-            self._environment, input.identity, input.context, input.application_name, input.environment_name
-        )
+        lines: list[str] = []
         beat = _Heartbeat(UpdateHeartbeat(version_label=input.version_label, started=time.time()))
         beating = asyncio.create_task(beat.forever())
         try:
-            version = await asyncio.to_thread(env.version, input.version_label)
-            if version is None:
-                return await self._nothing(input, f"the action created no version {input.version_label}")
-            previous = previous_from_description(version.get("Description"))
-            if previous is None:
-                return await self._nothing(input, f"{input.environment_name} ran no version before the action")
-            current = await asyncio.to_thread(env.describe)
-            label = current.get("VersionLabel")
-            if label not in (input.version_label, previous):
-                return await self._nothing(
-                    input, f"{input.environment_name} runs version {label}, not the action's: left as it is"
-                )
-            if label == input.version_label:
-                current = await self._wait_ready(env, current)
-                await asyncio.to_thread(env.update, previous)
-                await self._log(input.context, [f"updating {input.environment_name} back to version {previous}"])
-            final = await self._follow(env, previous, beat.state.started, require_healthy=False)
+            summary = await self._compensate(input, beat, lines)
+            lines.append(summary)
+        except ApplicationError as exc:
+            lines.append(exc.message)
+            raise
         finally:
             beating.cancel()
-        summary = f"environment {input.environment_name} back on version {previous}: {_state(final)}"
-        await self._log(input.context, [summary])
+            await self._write(input.context, lines)
         return ActionOutcome(summary=summary)
+
+    async def _compensate(self, input: BeanstalkCompensation, beat: _Heartbeat, lines: list[str]) -> str:
+        env = await asyncio.to_thread(
+            self._environment, input.identity, input.context, input.application_name, input.environment_name
+        )
+        version = await asyncio.to_thread(env.version, input.version_label)
+        if version is None:
+            return f"nothing to undo: the action created no version {input.version_label}"
+        previous = previous_from_description(version.get("Description"))
+        if previous is None:
+            return f"nothing to undo: {input.environment_name} ran no version before {input.version_label}"
+        current = await asyncio.to_thread(env.describe)
+        label = current.get("VersionLabel")
+        if label not in (input.version_label, previous):
+            return f"nothing to undo: {input.environment_name} runs version {label}, not the action's: left as it is"
+        if label == input.version_label:
+            current = await self._wait_ready(env, current)
+            await asyncio.to_thread(env.update, previous)
+            lines.append(f"updating {input.environment_name} back to version {previous}")
+        final = await self._follow(env, previous, beat.state.started, require_healthy=False)
+        return f"environment {input.environment_name} back on version {previous}: {_state(final)}"
 
     # --- parts --------------------------------------------------------------------------------------------------
 
@@ -233,7 +242,7 @@ class BeanstalkProvider:
         return _Environment(client, context.action_name, self.sessions.role(identity), application, name)
 
     async def _version(
-        self, input: BeanstalkInput, env: _Environment, current: dict[str, Any], beat: _Heartbeat
+        self, input: BeanstalkInput, env: _Environment, current: dict[str, Any], beat: _Heartbeat, lines: list[str]
     ) -> UpdateHeartbeat:
         """The attempt's version, found or created (recording the environment's version before it)."""
         found = await asyncio.to_thread(env.version, input.version_label)
@@ -242,10 +251,10 @@ class BeanstalkProvider:
             bucket, key = await asyncio.to_thread(self._bundle, input)
             description = describe_version(previous, input.context)
             found = await asyncio.to_thread(env.create_version, input.version_label, description, bucket, key)
-            await self._log(input.context, [f"version {input.version_label} of {input.application_name} from "
-                                            f"s3://{bucket}/{key} (previous: {previous or 'none'})"])  # fmt: skip
+            lines.append(f"version {input.version_label} of {input.application_name} from s3://{bucket}/{key} "
+                         f"(previous: {previous or 'none'})")  # fmt: skip
         else:
-            await self._log(input.context, [f"found version {input.version_label} (made by an earlier attempt)"])
+            lines.append(f"found version {input.version_label} (made by an earlier attempt)")
         state = beat.state.model_copy(update={"previous_label": previous_from_description(found.get("Description"))})
         beat.set(state)
         return state
@@ -300,12 +309,9 @@ class BeanstalkProvider:
                     return current
             await asyncio.sleep(self.settings.beanstalk_poll_seconds)
 
-    async def _nothing(self, input: BeanstalkCompensation, why: str) -> ActionOutcome:
-        await self._log(input.context, [f"nothing to undo: {why}"])
-        return ActionOutcome(summary=f"nothing to undo: {why}")
-
-    async def _log(self, context: ActionContext, lines: list[str]) -> None:
-        await asyncio.to_thread(write_action_log, self.settings, context, lines)
+    async def _write(self, context: ActionContext, lines: list[str]) -> None:
+        if lines:
+            await asyncio.to_thread(write_action_log, self.settings, context, lines)
 
 
 def _heartbeat_state() -> UpdateHeartbeat | None:

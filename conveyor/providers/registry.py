@@ -12,6 +12,7 @@ from conveyor.providers.codebuild import CODEBUILD
 from conveyor.providers.commands import COMMANDS
 from conveyor.providers.contract import ActivityCall, OutputVariables, ProviderContract
 from conveyor.providers.ecr import ECR
+from conveyor.providers.ecs import ECS
 from conveyor.providers.git import GIT
 from conveyor.providers.git_sources import CODECOMMIT, CODESTAR_SOURCE_CONNECTION, GITHUB
 from conveyor.providers.lambda_invoke import LAMBDA
@@ -29,6 +30,7 @@ PROVIDERS: Mapping[str, ProviderContract] = {
         CODESTAR_SOURCE_CONNECTION,
         COMMANDS,
         ECR,
+        ECS,
         GIT,
         GITHUB,
         LAMBDA,

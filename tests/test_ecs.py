@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+import yaml
 from temporalio.client import Client
 
 from activities.ecs.images import ImageDefinitionsError, parse_image_definitions
@@ -303,3 +304,30 @@ def test_validation_names_the_key_and_what_to_change() -> None:
     del data["stages"][1]["actions"][0]["configuration"]["ServiceName"]
     assert any("ServiceName" in p + m for p, m in problems(data)), problems(data)
     assert not problems(declaration(configuration={"DeploymentTimeout": "15"}))
+
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "ecs-deploy" / "pipeline.yaml"
+
+
+async def test_the_shipped_example_deploys_the_codebuild_written_image(
+    client: ConveyorClient, aws: Aws, script: EcsScript
+) -> None:
+    """Contract test (EcsScript: the deployment completes): examples/ecs-deploy as shipped, the cluster and service
+    created here."""
+    ecs = aws.client("ecs")
+    ecs.create_cluster(clusterName="prod")
+    ecs.register_task_definition(
+        family="web",
+        containerDefinitions=[{"name": "web", "image": "111122223333.dkr.ecr.us-east-1.amazonaws.com/web:1",
+                               "memory": 256}],
+    )  # fmt: skip
+    ecs.create_service(cluster="prod", serviceName="web", taskDefinition="web", desiredCount=1)
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["name"] = f"{data['name']}-{uuid.uuid4().hex[:8]}"  # executions of tests never shared
+    assert validate_pipeline(data).ok
+    ref, _ = await client.start(data, variables={"ImageTag": "7"})
+    state = await asyncio.wait_for(client.wait(ref, interval=0.1), 60)
+    assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+    (container,) = ecs.describe_task_definition(taskDefinition="web:2")["taskDefinition"]["containerDefinitions"]
+    assert container["image"] == "111122223333.dkr.ecr.us-east-1.amazonaws.com/web:7"
+    assert ecs.describe_services(cluster="prod", services=["web"])["services"][0]["taskDefinition"].endswith("web:2")

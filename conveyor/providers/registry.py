@@ -12,6 +12,7 @@ from conveyor.providers.codebuild import CODEBUILD
 from conveyor.providers.commands import COMMANDS
 from conveyor.providers.contract import ActivityCall, OutputVariables, ProviderContract
 from conveyor.providers.ecr import ECR
+from conveyor.providers.ecs import ECS
 from conveyor.providers.elastic_beanstalk import ELASTIC_BEANSTALK
 from conveyor.providers.git import GIT
 from conveyor.providers.git_sources import CODECOMMIT, CODESTAR_SOURCE_CONNECTION, GITHUB
@@ -31,6 +32,7 @@ PROVIDERS: Mapping[str, ProviderContract] = {
         COMMANDS,
         ECR,
         ELASTIC_BEANSTALK,
+        ECS,
         GIT,
         GITHUB,
         LAMBDA,

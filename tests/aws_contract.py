@@ -373,7 +373,7 @@ class MotoRecording:
             entry = json.loads(line)
             body = entry.get("body") or ""
             if entry.get("body_encoded"):
-                body = base64.b64decode(body).decode()
+                body = base64.b64decode(body).decode(errors="replace")  # an S3 upload's zip is recorded too
             fields = dict(parse_qsl(body, keep_blank_values=True))
             if fields.get("Action") == action:
                 found.append(fields)

@@ -435,13 +435,12 @@ async def test_contract_test_an_action_abandoned_mid_update_is_compensated_from_
     await wait_for(lambda: cfn.count("update_stack") == 1, 60, "UpdateStack to be served")
     await client.stop(ref, reason="wrong release", abandon=True)
 
-    async def release_later() -> None:
-        await asyncio.sleep(1)  # the compensation waits for the abandoned update to end
-        cfn.release.set()
-
-    releasing = asyncio.create_task(release_later())
+    for _ in range(300):  # the update ends only once the action is abandoned: the compensation waits for it
+        if action(await client.state(ref), "Deploy", "Stack").status == ActionStatus.ABANDONED:
+            break
+        await asyncio.sleep(0.1)
+    cfn.release.set()
     state = await asyncio.wait_for(client.wait(ref, interval=0.2), 60)
-    await releasing
     assert state.status == ExecutionStatus.STOPPED, state.status_summary
     stack = action(state, "Deploy", "Stack")
     assert stack.status == ActionStatus.ABANDONED

@@ -373,7 +373,7 @@ class MotoRecording:
             entry = json.loads(line)
             body = entry.get("body") or ""
             if entry.get("body_encoded"):
-                body = base64.b64decode(body).decode()
+                body = base64.b64decode(body).decode(errors="replace")  # an S3 upload's zip is recorded too
             fields = dict(parse_qsl(body, keep_blank_values=True))
             if fields.get("Action") == action:
                 found.append(fields)
@@ -502,3 +502,27 @@ class EcsScript:
                 service.task_definition = previous
                 why = f"ECS deployment circuit breaker: rolling back to deploymentId {deployment['id']}."
                 self._start(service, previous, ECS_COMPLETED, why)
+
+
+@dataclass
+class CloudFormationAnswerHold(CloudFormationScript):
+    """CloudFormationScript whose stack-changing calls named in `hold_answers` are served by moto (the operation
+    runs) but answered only once `answer` is set: a worker SIGKILLed meanwhile made the call and never heard back,
+    so no heartbeat carried the operation."""
+
+    hold_answers: set[str] = field(default_factory=set)  # create_stack, update_stack, execute_change_set...
+    answer: threading.Event = field(default_factory=threading.Event)
+    answer_held: threading.Event = field(default_factory=threading.Event)  # a served call's answer is waiting
+
+    def _counted(self, operation: str) -> Any:
+        served = super()._counted(operation)
+        script = self
+
+        def held(response: Any) -> Any:
+            result = served(response)
+            if operation in script.hold_answers and not script.answer.is_set():
+                script.answer_held.set()
+                script.answer.wait(60)
+            return result
+
+        return held

@@ -11,7 +11,6 @@ from datetime import timedelta
 import boto3
 import pytest
 import pytest_asyncio
-import uvicorn
 from fastapi import FastAPI, Request
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -22,7 +21,7 @@ from conveyor.devserver import free_port
 from conveyor.model import ActionStatus, ExecutionStatus
 from conveyor.worker import build_worker
 from tests.aws import Aws
-from tests.helpers import pipeline, waiting_token
+from tests.helpers import pipeline, serving, waiting_token
 
 HOOK_SECRET = "hook-secret-for-tests"
 
@@ -45,14 +44,8 @@ async def receiver() -> AsyncIterator[tuple[str, list[tuple[dict, bytes]]]]:
         received.append((dict(request.headers), await request.body()))
         return {"ok": True}
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/hook", received
-    server.should_exit = True
-    await task
+    async with serving(app) as url:
+        yield f"{url}/hook", received
 
 
 def approval(topic: str, hook: str, extra: str = "") -> dict:

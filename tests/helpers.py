@@ -11,6 +11,7 @@ from typing import Any
 
 import uvicorn
 import yaml
+from temporalio.client import Client
 
 from conveyor.client import ConveyorClient, ExecutionRef
 
@@ -67,3 +68,18 @@ async def serving(app: Any) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+async def heartbeat_recorded(client: Client, workflow_id: str, timeout: float = 30) -> None:
+    """Until a running activity of the workflow has heartbeat details on the server (a crash test kills the
+    worker only then: the details, such as a command's process group, are what the retry finds)."""
+    handle = client.get_workflow_handle(workflow_id)
+
+    async def poll() -> None:
+        while True:
+            pending = (await handle.describe()).raw_description.pending_activities
+            if any(activity.heartbeat_details.payloads for activity in pending):
+                return
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(poll(), timeout)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import pytest
 
 from conveyor import search_attributes
 from conveyor.devserver import EmbeddedServer, find_binary, free_port, server_record_path
@@ -296,6 +297,7 @@ async def test_ctrl_c_stops_everything_and_the_execution_continues_on_the_same_d
 # --- 3. start/status/list/logs/approve/reject against the session server ------------------------------
 
 
+@pytest.mark.slow
 async def test_commands_against_a_configured_server_with_a_worker_process(
     server: EmbeddedServer, settings: Settings, tmp_path: Path
 ) -> None:

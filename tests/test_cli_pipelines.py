@@ -7,6 +7,8 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from conveyor.devserver import EmbeddedServer
 from conveyor.settings import Settings
 from tests.test_cli import Background, cli_env, conveyor, write_pipeline
@@ -37,6 +39,7 @@ async def eventually_json(*args: str, env: dict[str, str], check, timeout: float
         await asyncio.sleep(0.3)
 
 
+@pytest.mark.slow
 async def test_registered_pipeline_lifecycle_through_the_cli(
     server: EmbeddedServer, settings: Settings, tmp_path: Path
 ) -> None:
@@ -109,6 +112,7 @@ async def test_registered_pipeline_lifecycle_through_the_cli(
         await worker.stop()
 
 
+@pytest.mark.slow
 async def test_stop_retry_and_rollback_through_the_cli(
     server: EmbeddedServer, settings: Settings, tmp_path: Path
 ) -> None:

@@ -23,6 +23,7 @@ CONTINUE_EVERY = 2
 DONE_AT_THE_CRASH = 6
 
 
+@pytest.mark.slow
 async def test_queued_executions_survive_continue_as_new_and_a_killed_worker(
     conveyor: ConveyorClient, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

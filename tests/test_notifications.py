@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import boto3
@@ -46,6 +46,11 @@ async def receiver() -> AsyncIterator[tuple[str, list[tuple[dict, bytes]]]]:
 
     async with serving(app) as url:
         yield f"{url}/hook", received
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.05)
 
 
 def approval(topic: str, hook: str, extra: str = "") -> dict:
@@ -122,9 +127,10 @@ async def test_reminders_until_the_approval_expires(
     async with build_worker(env.client, conveyor.settings):
         ref, _ = await conveyor.start(declaration)
         await waiting_token(conveyor, ref, "Prod", "Gate")
-        for _ in range(3):  # let each reminder's activity run before skipping on
+        for sent in (2, 3):  # an hour on, each reminder is sent before time skips on
             await env.sleep(timedelta(minutes=61))
-            await asyncio.sleep(0.5)
+            await asyncio.wait_for(until(lambda sent=sent: len(received) >= sent), 30)
+        await env.sleep(timedelta(minutes=61))  # past the 3 hours
         state = await asyncio.wait_for(conveyor.wait(ref), 30)
     kinds = [json.loads(body)["conveyor"]["kind"] for _, body in received]
     assert kinds == ["opened", "reminder", "reminder"]  # every hour until it expired at 3 hours

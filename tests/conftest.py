@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,14 @@ from conveyor.settings import Settings
 from conveyor.worker import build_worker
 
 pytest_plugins = ["tests.aws"]  # the moto server fixtures
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No terminal size for the CLI processes the tests start: they print as into a pipe (no folding at 80
+    columns) unless a test sets COLUMNS. A pytest-xdist worker process finds COLUMNS=80 and LINES=24 in its
+    environment although the pytest that started it had none: long lines folded in some tests, not in others."""
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -352,6 +352,21 @@ def test_s3_log_chunks_read_back_in_order_across_attempts(aws: Aws, tmp_path: Pa
     assert "ci/logs/shop/exec-1/Build/Compile/0001-0001/end" in keys
 
 
+def test_an_s3_log_opened_again_in_the_same_attempt_continues_after_its_chunks(aws: Aws, tmp_path: Path) -> None:
+    """A provider may write its log in two goes within one attempt: the second writer must not overwrite the first's
+    chunks (it numbered from 1 again, and the first lines were lost)."""
+    aws.client("s3").create_bucket(Bucket=BUCKET)
+    settings = Settings(data_dir=tmp_path, artifact_store=S3Location(bucket=BUCKET, prefix="ci"))
+    name = ActionLogName("shop", "exec-2", "Deploy", "Ship")
+    for lines in (["first\n", "second\n"], ["third\n"]):
+        writer = open_action_log(settings, name, "0001-0001")
+        for line in lines:
+            writer.write(line)
+            writer.flush()
+        writer.close()
+    assert action_log_reader(settings, name).read_new() == b"first\nsecond\nthird\n"
+
+
 # --- end to end: a worker on S3, `conveyor logs` in another process ----------------------------------------------
 
 

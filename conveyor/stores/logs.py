@@ -141,7 +141,7 @@ class S3LogWriter:
         self.folder = f"{name.relative}{attempt}/"
         self.what = f"the log of {name.pipeline}/{name.execution_id} {name.stage}/{name.action}"
         self._buffer = bytearray()
-        self._seq = 0
+        self._seq: int | None = None  # the last chunk written; None: not looked up yet
         self._lock = threading.Lock()
         self._closed = False
 
@@ -173,14 +173,18 @@ class S3LogWriter:
 
     def _upload(self) -> None:
         """Upload the buffer as the next chunk; on failure it stays buffered for the next try."""
+        if self._seq is None:
+            self._seq = self._last_written()
+        key = f"{self.folder}{self._seq + 1:08d}.log"
+        self.store.put_bytes(self.what, self.store.object(key), bytes(self._buffer), "text/plain; charset=utf-8")
         self._seq += 1
-        key = f"{self.folder}{self._seq:08d}.log"
-        try:
-            self.store.put_bytes(self.what, self.store.object(key), bytes(self._buffer), "text/plain; charset=utf-8")
-        except Exception:
-            self._seq -= 1
-            raise
         self._buffer.clear()
+
+    def _last_written(self) -> int:
+        """The attempt's last chunk so far: a log opened again in the same attempt (a provider writing it in two
+        goes) continues after it instead of overwriting it. One listing, at the first upload."""
+        names = [key.rsplit("/", 1)[-1] for key in self.store.list_keys(self.what, self.folder)]
+        return max((int(n[:-4]) for n in names if n.endswith(".log") and n[:-4].isdigit()), default=0)
 
 
 class S3LogReader:

@@ -236,7 +236,9 @@ async def test_codedeploy_to_ecs_registers_the_task_definition_with_the_image_an
     assert len(aws.client("ecs").list_task_definitions()["taskDefinitionArns"]) == 1
 
 
-async def test_a_codedeploy_to_ecs_failure_names_the_error(client: ConveyorClient, codedeploy: CodeDeployScript) -> None:
+async def test_a_codedeploy_to_ecs_failure_names_the_error(
+    client: ConveyorClient, codedeploy: CodeDeployScript
+) -> None:
     codedeploy.status, codedeploy.error_code, codedeploy.error_message = "Failed", "ECS_UPDATE_ERROR", "no capacity"
     ref, _ = await client.start(declaration("CodeDeployToECS"))
     state = await asyncio.wait_for(client.wait(ref), 60)
@@ -355,3 +357,42 @@ def test_a_missing_group_key_is_named() -> None:
     found = [(i.path, i.message) for i in validate_pipeline(data).errors]
     assert any("DeploymentGroupName" in path + text for path, text in found), found
 
+
+async def test_a_retried_activity_without_a_heartbeat_finds_the_attempts_deployment_by_its_description(
+    codedeploy: CodeDeployScript, aws: Aws, tmp_path: Path
+) -> None:
+    """Contract test: CodeDeploy has no idempotency token. An activity retried after its worker died before it could
+    heartbeat the deployment id finds the deployment by the attempt's marker in the description: CreateDeployment
+    served once; another attempt (a declared retry) gets its own deployment."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.providers.codedeploy import CodeDeployProvider
+    from conveyor.aws.identity import AwsIdentity
+    from conveyor.model import ActionContext
+    from conveyor.providers.codedeploy import CodeDeployInput, attempt_marker
+    from conveyor.settings import S3Location
+    from conveyor.stores.artifacts import ConfiguredArtifactStore
+
+    settings = Settings(
+        data_dir=tmp_path / "data", artifact_store=S3Location(bucket=BUCKET, prefix="a"), codedeploy_poll_seconds=0.01
+    )
+    store = ConfiguredArtifactStore(settings)
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "appspec.yml").write_text(APPSPEC_YML)
+    bundle = store.put("Bundle", tmp_path / "bundle", ["appspec.yml"])
+    context = ActionContext(pipeline_name="p", execution_id="e1", stage_name="Deploy", action_name="Release")
+
+    def attempt(number: int) -> CodeDeployInput:
+        numbered = context.model_copy(update={"action_attempt": number})
+        return CodeDeployInput(
+            context=numbered, identity=AwsIdentity(session_name="conveyor-test"), application=APP,
+            deployment_group=GROUP, marker=attempt_marker(numbered), bundle=bundle,
+        )  # fmt: skip
+
+    provider = CodeDeployProvider(settings, store)
+    first = await ActivityEnvironment().run(provider.codedeploy, attempt(1))
+    again = await ActivityEnvironment().run(provider.codedeploy, attempt(1))
+    assert first.output_variables == again.output_variables
+    assert len(codedeploy.created) == 1
+    other = await ActivityEnvironment().run(provider.codedeploy, attempt(2))
+    assert other.output_variables != first.output_variables and len(codedeploy.created) == 2

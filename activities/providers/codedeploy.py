@@ -49,12 +49,14 @@ from conveyor.providers.codedeploy import (
 )
 from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactError, ArtifactStore, replicate_for_action, store_for_outputs
+from conveyor.stores.entries import StoredKind
 from conveyor.stores.s3 import parse_object_url
 
 HEARTBEAT_SECONDS = 2.0
 SUCCEEDED = "Succeeded"
 ENDED_BADLY = frozenset({"Failed", "Stopped"})
 PREVIOUS_REVISION_FILE = "previous-revision.json"
+KEPT_TOUCH_SECONDS = 600.0  # well inside garbage collection's minimum age (CONVEYOR_GC_MIN_AGE_MINUTES)
 _DESCRIPTION_LIMIT = 400  # CodeDeploy takes descriptions up to 512 characters; the marker follows this part
 # What DescribeTaskDefinition gives back but RegisterTaskDefinition refuses: a template copied from a describe works.
 _TASK_DEFINITION_OUTPUT_FIELDS = (
@@ -348,9 +350,15 @@ class CodeDeployProvider:
     ) -> dict[str, Any]:
         beating = asyncio.create_task(beat.forever())
         deadline = time.monotonic() + timeout_seconds
+        touched = time.monotonic()
         last = None
         try:
             while True:
+                kept = beat.details.previous
+                if kept is not None and time.monotonic() - touched > KEPT_TOUCH_SECONDS:
+                    # Garbage collection sees the kept revision in the action's state only once the action ends.
+                    await asyncio.to_thread(self.store.touch, StoredKind.ARTIFACT, kept.digest)
+                    touched = time.monotonic()
                 info = await asyncio.to_thread(group.get, deployment_id)
                 status = info["status"]
                 if status != last:

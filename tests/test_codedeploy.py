@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 import yaml
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 
 from conveyor.client import ConveyorClient
 from conveyor.model import ActionState, ExecutionState, ExecutionStatus
@@ -358,14 +359,9 @@ def test_a_missing_group_key_is_named() -> None:
     assert any("DeploymentGroupName" in path + text for path, text in found), found
 
 
-async def test_a_retried_activity_without_a_heartbeat_finds_the_attempts_deployment_by_its_description(
-    codedeploy: CodeDeployScript, aws: Aws, tmp_path: Path
-) -> None:
-    """Contract test: CodeDeploy has no idempotency token. An activity retried after its worker died before it could
-    heartbeat the deployment id finds the deployment by the attempt's marker in the description: CreateDeployment
-    served once; another attempt (a declared retry) gets its own deployment."""
-    from temporalio.testing import ActivityEnvironment
-
+def activity_provider(tmp_path: Path) -> tuple[Any, Any]:
+    """The CodeDeploy activity on an S3 store, and the input of an attempt of one action (run in ActivityEnvironment:
+    no heartbeat details, as a retried activity whose worker died before its first heartbeat)."""
     from activities.providers.codedeploy import CodeDeployProvider
     from conveyor.aws.identity import AwsIdentity
     from conveyor.model import ActionContext
@@ -382,17 +378,41 @@ async def test_a_retried_activity_without_a_heartbeat_finds_the_attempts_deploym
     bundle = store.put("Bundle", tmp_path / "bundle", ["appspec.yml"])
     context = ActionContext(pipeline_name="p", execution_id="e1", stage_name="Deploy", action_name="Release")
 
-    def attempt(number: int) -> CodeDeployInput:
+    def attempt(number: int, timeout_seconds: int = 3600) -> CodeDeployInput:
         numbered = context.model_copy(update={"action_attempt": number})
         return CodeDeployInput(
             context=numbered, identity=AwsIdentity(session_name="conveyor-test"), application=APP,
-            deployment_group=GROUP, marker=attempt_marker(numbered), bundle=bundle,
+            deployment_group=GROUP, marker=attempt_marker(numbered), bundle=bundle, timeout_seconds=timeout_seconds,
         )  # fmt: skip
 
-    provider = CodeDeployProvider(settings, store)
+    return CodeDeployProvider(settings, store), attempt
+
+
+async def test_a_retried_activity_without_a_heartbeat_finds_the_attempts_deployment_by_its_description(
+    codedeploy: CodeDeployScript, aws: Aws, tmp_path: Path
+) -> None:
+    """Contract test: CodeDeploy has no idempotency token. An activity retried after its worker died before it could
+    heartbeat the deployment id finds the deployment by the attempt's marker in the description: CreateDeployment
+    served once; another attempt (a declared retry) gets its own deployment."""
+    from temporalio.testing import ActivityEnvironment
+
+    provider, attempt = activity_provider(tmp_path)
     first = await ActivityEnvironment().run(provider.codedeploy, attempt(1))
     again = await ActivityEnvironment().run(provider.codedeploy, attempt(1))
     assert first.output_variables == again.output_variables
     assert len(codedeploy.created) == 1
     other = await ActivityEnvironment().run(provider.codedeploy, attempt(2))
     assert other.output_variables != first.output_variables and len(codedeploy.created) == 2
+
+
+async def test_a_deployment_past_the_actions_timeout_is_stopped_with_rollback(
+    codedeploy: CodeDeployScript, aws: Aws, tmp_path: Path
+) -> None:
+    from temporalio.testing import ActivityEnvironment
+
+    provider, attempt = activity_provider(tmp_path)
+    codedeploy.hold = True
+    with pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(provider.codedeploy, attempt(1, timeout_seconds=0))
+    assert raised.value.type == "ActionTimeout" and "within the action's timeout (0 s)" in raised.value.message
+    assert codedeploy.stopped == [(codedeploy.created[0], True)]

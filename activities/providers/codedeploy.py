@@ -264,9 +264,9 @@ class CodeDeployProvider:
         try:
             deployment_id = beat.details.deployment_id
             if deployment_id is None:
-                await asyncio.to_thread(group.check)
-                if input.ecs is None:  # refuse a local store before anything is kept
+                if input.ecs is None:  # a local store is refused before any call
                     await asyncio.to_thread(self._bundle_revision, input)
+                await asyncio.to_thread(group.check)
                 found = await asyncio.to_thread(group.of_attempt, input.marker, _since())
                 if found is not None:
                     deployment_id = found["deploymentId"]

@@ -381,10 +381,11 @@ class MotoRecording:
 
 
 # --- CodeDeploy (contract: scripted outcomes) --------------------------------------------------------------------
-# moto's CodeDeploy leaves every deployment `Created`, never fills `errorInformation` and does not serve
-# StopDeployment. CodeDeployScript plays each deployment through InProgress to the end a test scripts (one step per
-# GetDeployment), gives a failed one CodeDeploy's error information, serves StopDeployment (status Stopped, with
-# what it was sent), and counts the CreateDeployment requests moto served.
+# moto's CodeDeploy leaves every deployment `Created`, never fills `errorInformation` or a group's
+# `lastSuccessfulDeployment`, and does not serve StopDeployment. CodeDeployScript plays each deployment through
+# InProgress to the end a test scripts (one step per GetDeployment), gives a failed one CodeDeploy's error
+# information, names a group's newest Succeeded deployment, serves StopDeployment (status Stopped, with what it was
+# sent), and counts the CreateDeployment requests moto served.
 
 
 @dataclass
@@ -398,6 +399,7 @@ class CodeDeployScript:
     created: list[str] = field(default_factory=list)  # deployment ids, in the order CreateDeployment served them
     stopped: list[tuple[str, bool]] = field(default_factory=list)  # (deployment id, autoRollbackEnabled)
     _seen: dict[str, int] = field(default_factory=dict)
+    _stored: list[Any] = field(default_factory=list)  # moto's deployments the script saw created
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> CodeDeployScript:
         from moto.codedeploy import responses
@@ -413,6 +415,7 @@ class CodeDeployScript:
         def create_deployment(backend: CodeDeployBackend, *args: Any, **kwargs: Any) -> str:
             deployment_id: str = original_create(backend, *args, **kwargs)
             script.created.append(deployment_id)
+            script._stored.append(backend.deployments[deployment_id])
             return deployment_id
 
         def get_deployment(backend: CodeDeployBackend, deployment_id: str) -> Any:
@@ -423,6 +426,17 @@ class CodeDeployScript:
         def deployment_info(deployment: Any) -> dict[str, Any]:
             info: dict[str, Any] = original_info(deployment)
             info["errorInformation"] = getattr(deployment, "scripted_error", {})
+            return info
+
+        original_group_info = responses._deployment_group_info
+
+        def deployment_group_info(group: Any) -> dict[str, Any]:
+            # moto leaves lastSuccessfulDeployment empty: the group's newest Succeeded deployment, as CodeDeploy says.
+            info: dict[str, Any] = original_group_info(group)
+            succeeded = [d for d in script._stored if d.deployment_group is group and d.status == "Succeeded"]
+            if succeeded:
+                last = max(succeeded, key=lambda d: d.create_time)
+                info["lastSuccessfulDeployment"] = {"deploymentId": last.deployment_id, "status": "Succeeded"}
             return info
 
         def stop_deployment(response: CodeDeployResponse) -> Any:
@@ -436,6 +450,7 @@ class CodeDeployScript:
         monkeypatch.setattr(CodeDeployBackend, "create_deployment", create_deployment)
         monkeypatch.setattr(CodeDeployBackend, "get_deployment", get_deployment)
         monkeypatch.setattr(responses, "_deployment_info", deployment_info)
+        monkeypatch.setattr(responses, "_deployment_group_info", deployment_group_info)
         monkeypatch.setattr(CodeDeployResponse, "stop_deployment", stop_deployment, raising=False)
         return self
 

@@ -183,8 +183,19 @@ class _Group:
         text = marker_text(marker)
         return next((d for d in self.deployments(since=since) if text in (d.get("description") or "")), None)
 
+    def last_success(self) -> dict[str, Any] | None:
+        """The group's last successful deployment, as the group records it (one call, however long its history)."""
+        with self.errors("GetDeploymentGroup"):
+            info = self.client.get_deployment_group(applicationName=self.application, deploymentGroupName=self.group)
+        last = info.get("deploymentGroupInfo", {}).get("lastSuccessfulDeployment") or {}
+        return self.get(last["deploymentId"]) if last.get("deploymentId") else None
+
     def previous_success(self, before: datetime | None, excluding: str | None) -> dict[str, Any] | None:
-        """The group's newest Succeeded deployment created before `before` (any, when None)."""
+        """The group's newest Succeeded deployment created before `before` (before any deployment of ours: the
+        group's last success)."""
+        if before is None:
+            return self.last_success()
+        # The attempt's deployment exists already (found again after a lost worker): its predecessor, from the list.
         for deployment in self.deployments(statuses=[SUCCEEDED]):
             if deployment["deploymentId"] == excluding:
                 continue

@@ -199,6 +199,7 @@ async def test_a_failed_deployment_fails_the_action_with_codedeploys_error_infor
     assert error is not None and error.code == "DeploymentFailed"
     assert f"{APP}/{GROUP} Failed: HEALTH_CONSTRAINTS: The overall deployment failed" in error.message, error.message
     assert len(ours(codedeploy)) == 1  # a failed deployment is not created again
+    assert release_action(state).external_url == ours(codedeploy)[0]  # status names the failed deployment
 
 
 async def test_stopping_the_action_stops_the_deployment_with_rollback(
@@ -416,3 +417,20 @@ async def test_a_deployment_past_the_actions_timeout_is_stopped_with_rollback(
         await ActivityEnvironment().run(provider.codedeploy, attempt(1, timeout_seconds=0))
     assert raised.value.type == "ActionTimeout" and "within the action's timeout (0 s)" in raised.value.message
     assert codedeploy.stopped == [(codedeploy.created[0], True)]
+
+
+async def test_a_lambda_application_gets_the_artifacts_appspec_as_appspec_content(
+    client: ConveyorClient, codedeploy: CodeDeployScript, aws: Aws
+) -> None:
+    """Contract test: CodeDeploy takes no zip for Lambda; the artifact's appspec.yml is sent as AppSpecContent."""
+    lambda_app = aws.client("codedeploy")
+    lambda_app.create_application(applicationName="fn", computePlatform="Lambda")
+    lambda_app.create_deployment_group(
+        applicationName="fn", deploymentGroupName="fn-live", serviceRoleArn="arn:aws:iam::123456789012:role/cd"
+    )
+    ref, _ = await client.start(declaration(configuration={"ApplicationName": "fn", "DeploymentGroupName": "fn-live"}))
+    state = await asyncio.wait_for(client.wait(ref), 60)
+    assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+    (deployment_id,) = ours(codedeploy)
+    revision = CodeDeployScript.deployment(deployment_id).revision
+    assert revision["revisionType"] == "AppSpecContent" and revision["appSpecContent"]["content"] == APPSPEC_YML

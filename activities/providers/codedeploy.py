@@ -35,7 +35,14 @@ from temporalio.exceptions import ApplicationError
 from activities.aws.running import action_workspace, write_action_log
 from activities.aws.session import AwsSessions, aws_errors
 from conveyor.aws.identity import AwsIdentity
-from conveyor.model import COMPENSATION_ARTIFACTS_DETAIL, ActionContext, ActionOutcome, ArtifactRef, CamelModel
+from conveyor.model import (
+    COMPENSATION_ARTIFACTS_DETAIL,
+    EXTERNAL_DETAIL,
+    ActionContext,
+    ActionOutcome,
+    ArtifactRef,
+    CamelModel,
+)
 from conveyor.providers.codedeploy import (
     ACTIVITY,
     COMPENSATION_ACTIVITY,
@@ -56,6 +63,8 @@ HEARTBEAT_SECONDS = 2.0
 SUCCEEDED = "Succeeded"
 ENDED_BADLY = frozenset({"Failed", "Stopped"})
 PREVIOUS_REVISION_FILE = "previous-revision.json"
+LAMBDA_PLATFORM = "Lambda"
+LAMBDA_APPSPECS = ("appspec.yml", "appspec.yaml", "appspec.json")
 KEPT_TOUCH_SECONDS = 600.0  # well inside garbage collection's minimum age (CONVEYOR_GC_MIN_AGE_MINUTES)
 _DESCRIPTION_LIMIT = 400  # CodeDeploy takes descriptions up to 512 characters; the marker follows this part
 # What DescribeTaskDefinition gives back but RegisterTaskDefinition refuses: a template copied from a describe works.
@@ -156,6 +165,14 @@ class _Group:
                     "AwsNotFound",
                 ) from None
             raise
+
+    def platform(self) -> str:
+        """The application's compute platform: Server, Lambda or ECS."""
+        with self.errors("GetApplication", f"application {self.application}"):
+            platform: str = self.client.get_application(applicationName=self.application)["application"].get(
+                "computePlatform", "Server"
+            )
+        return platform
 
     def deployments(self, statuses: list[str] | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
         """The group's deployments (newest first), optionally only those of `statuses` or created after `since`."""
@@ -274,10 +291,11 @@ class CodeDeployProvider:
         kept: list[ArtifactRef] = []
         try:
             deployment_id = beat.details.deployment_id
+            bundle: dict[str, Any] | None = None
             if deployment_id is None:
-                if input.ecs is None:  # a local store is refused before any call
-                    await asyncio.to_thread(self._bundle_revision, input)
                 await asyncio.to_thread(group.check)
+                if input.ecs is None:  # a local store or a missing appspec is refused before anything is made
+                    bundle = await self._bundle_revision(input, await asyncio.to_thread(group.platform))
                 found = await asyncio.to_thread(group.of_attempt, input.marker, _since())
                 if found is not None:
                     deployment_id = found["deploymentId"]
@@ -293,7 +311,8 @@ class CodeDeployProvider:
 
                 async def revision() -> dict[str, Any]:
                     if input.ecs is None:
-                        return await asyncio.to_thread(self._bundle_revision, input)
+                        assert bundle is not None
+                        return bundle
                     return await self._ecs_revision(input, input.ecs, beat)
 
                 text = description(context, input.marker)
@@ -302,7 +321,7 @@ class CodeDeployProvider:
             info = await self._follow(context, group, beat, deployment_id, input.timeout_seconds)
             self._raise_unless_succeeded(context, group, info)
         except ApplicationError as exc:
-            raise _with_kept(exc, kept) from None
+            raise _with_details(exc, kept, beat.details.deployment_id) from None
         config = info.get("deploymentConfigName") or input.deployment_config or "the group's configuration"
         _log(context).info("codedeploy.succeeded", deployment=deployment_id)
         return ActionOutcome(
@@ -449,12 +468,35 @@ class CodeDeployProvider:
 
     # --- revisions ----------------------------------------------------------------------------------------
 
-    def _bundle_revision(self, input: CodeDeployInput) -> dict[str, Any]:
-        """The input artifact's zip where CodeDeploy reads it: an S3 revision bundle."""
+    async def _bundle_revision(self, input: CodeDeployInput, platform: str) -> dict[str, Any]:
+        """EC2/on-premises: the input artifact's zip where CodeDeploy reads it, an S3 revision bundle. Lambda: the
+        artifact's appspec (CodeDeploy takes no zip for Lambda), as an AppSpecContent revision."""
         assert input.bundle is not None, "a CodeDeploy action carries its revision bundle"
+        if platform == LAMBDA_PLATFORM:
+            async with action_workspace(self.settings, input.context) as workspace:
+                content = await asyncio.to_thread(self._lambda_appspec, input, input.bundle, workspace)
+            return _appspec_content(content)
+        return await asyncio.to_thread(self._s3_bundle, input, input.bundle)
+
+    def _lambda_appspec(self, input: CodeDeployInput, ref: ArtifactRef, workspace: Path) -> str:
+        action = input.context.action_name
+        root = workspace / "bundle"
+        try:
+            self.store.extract(ref, root)
+        except ArtifactError as exc:
+            raise _refused(f"action '{action}': {exc}", "ArtifactError") from None
+        for name in LAMBDA_APPSPECS:
+            if (root / name).is_file():
+                return (root / name).read_text(encoding="utf-8", errors="replace")
+        raise _refused(
+            f"action '{action}': a Lambda deployment's input artifact '{ref.name}' holds its AppSpec at the root: "
+            f"none of {', '.join(LAMBDA_APPSPECS)} found"
+        )
+
+    def _s3_bundle(self, input: CodeDeployInput, bundle: ArtifactRef) -> dict[str, Any]:
         action = input.context.action_name
         try:
-            ref = replicate_for_action(self.store, input.bundle, input.context.artifact_stores)
+            ref = replicate_for_action(self.store, bundle, input.context.artifact_stores)
         except ArtifactError as exc:
             raise _refused(f"action '{action}': {exc}", "ArtifactError") from None
         located = parse_object_url(ref.location)
@@ -477,9 +519,7 @@ class CodeDeployProvider:
             beat.details.task_definition_arn = arn
             beat.send()
             await self._log(input.context, [f"registered task definition {arn}"])
-        content = appspec.replace(TASK_DEFINITION_PLACEHOLDER, arn)
-        digest = hashlib.sha256(content.encode()).hexdigest()
-        return {"revisionType": "AppSpecContent", "appSpecContent": {"content": content, "sha256": digest}}
+        return _appspec_content(appspec.replace(TASK_DEFINITION_PLACEHOLDER, arn))
 
     def _read_templates(self, input: CodeDeployInput, ecs: EcsRevision, workspace: Path) -> tuple[dict[str, Any], str]:
         action = input.context.action_name
@@ -552,16 +592,26 @@ class CodeDeployProvider:
         await asyncio.to_thread(write_action_log, self.settings, context, lines)
 
 
+def _appspec_content(content: str) -> dict[str, Any]:
+    digest = hashlib.sha256(content.encode()).hexdigest()
+    return {"revisionType": "AppSpecContent", "appSpecContent": {"content": content, "sha256": digest}}
+
+
 def _since() -> datetime:
     """Where the attempt's deployment may start: before the activity was first scheduled (with clock slack)."""
     return activity.info().scheduled_time - timedelta(minutes=10)
 
 
-def _with_kept(exc: ApplicationError, refs: list[ArtifactRef]) -> ApplicationError:
-    """The failure, carrying the previous revision: a failed deployment is compensated from it too."""
-    if not refs:
+def _with_details(exc: ApplicationError, refs: list[ArtifactRef], deployment_id: str | None) -> ApplicationError:
+    """The failure, carrying the previous revision (a failed deployment is compensated from it too) and the
+    deployment's id (status shows it)."""
+    if not refs and deployment_id is None:
         return exc
-    detail = {COMPENSATION_ARTIFACTS_DETAIL: [ref.model_dump(mode="json", by_alias=True) for ref in refs]}
+    detail: dict[str, Any] = {
+        COMPENSATION_ARTIFACTS_DETAIL: [ref.model_dump(mode="json", by_alias=True) for ref in refs]
+    }
+    if deployment_id is not None:
+        detail[EXTERNAL_DETAIL] = deployment_id
     return ApplicationError(
         exc.message, *exc.details, detail, type=exc.type, non_retryable=exc.non_retryable,
         next_retry_delay=exc.next_retry_delay,

@@ -247,8 +247,9 @@ _COMMON_KEYS = (
 CODEDEPLOY = ProviderContract(
     name=CODEDEPLOY_NAME,
     summary=(
-        "deploys its input artifact (a revision bundle with appspec.yml, read by CodeDeploy from the S3 artifact "
-        "store) to `DeploymentGroupName` of `ApplicationName` (EC2/on-premises or Lambda) with the group's "
+        "deploys its input artifact (EC2/on-premises: a revision bundle with appspec.yml, read by CodeDeploy from the "
+        "S3 artifact store; Lambda: its appspec as AppSpecContent) to `DeploymentGroupName` of `ApplicationName` with "
+        "the group's "
         "deployment configuration or `DeploymentConfigName`; follows it to Succeeded (Failed and Stopped fail the "
         "action with CodeDeploy's error); one deployment per attempt; stopping the action stops it; compensation "
         "redeploys the group's previous revision; outputs {variables}"

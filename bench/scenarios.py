@@ -35,6 +35,7 @@ from temporalio.client import Client, WorkflowHandle
 from bench.baseline import BaselineApproval, baseline_input
 from bench.codebuild import codebuild
 from bench.handoff import handoff
+from bench.invoke import invoke
 from bench.report import geometric_mean, summarize_case
 from bench.worker import build_bench_worker
 from conveyor.client import ConveyorClient
@@ -806,4 +807,5 @@ SCENARIOS: dict[str, Callable[[BenchContext], Awaitable[dict[str, Any]]]] = {
     "approvals": approvals,
     "handoff": handoff,
     "codebuild": codebuild,
+    "invoke": invoke,
 }

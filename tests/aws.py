@@ -11,14 +11,13 @@ import logging
 import os
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
-
-from conveyor.devserver import free_port
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -54,14 +53,23 @@ class Aws:
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
+    with moto_server() as endpoint:
+        # Step Functions' interpreter (execute_state_machine) calls the services of Task states on this port.
+        os.environ["MOTO_PORT"] = endpoint.rsplit(":", 1)[1]
+        yield endpoint
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto server on a port the OS picks as it binds (port 0): no race with another pytest-xdist worker."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = free_port()
-    # Step Functions' interpreter (execute_state_machine) calls the services of Task states on this port.
-    os.environ["MOTO_PORT"] = str(port)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -373,11 +373,159 @@ class MotoRecording:
             entry = json.loads(line)
             body = entry.get("body") or ""
             if entry.get("body_encoded"):
-                body = base64.b64decode(body).decode()
+                body = base64.b64decode(body).decode(errors="replace")  # an S3 upload's zip is recorded too
             fields = dict(parse_qsl(body, keep_blank_values=True))
             if fields.get("Action") == action:
                 found.append(fields)
         return found
+
+
+# --- ECS ---------------------------------------------------------------------------------------------------------
+# moto's ECS keeps one deployment per service forever: UpdateService changes the service's task definition but adds
+# no deployment, and no deployment ever moves (no rollout, no circuit breaker). EcsScript answers UpdateService as
+# ECS does (a new PRIMARY deployment IN_PROGRESS, the previous one ACTIVE), plays each new deployment to the outcome
+# a test scripts after a number of DescribeServices, and counts the RegisterTaskDefinition and UpdateService requests
+# moto served.
+
+ECS_COMPLETED = "COMPLETED"
+ECS_FAILED = "FAILED"  # the rollout fails; nothing rolls back
+ECS_ROLLBACK = "ROLLBACK"  # the circuit breaker fails it and starts a deployment of the previous task definition
+ECS_HOLD = "HOLD"  # stays IN_PROGRESS until `release` is set, then completes
+
+
+@dataclass
+class EcsScript:
+    outcomes: list[str] = field(default_factory=list)  # one per UpdateService, in order; then COMPLETED
+    after: int = 1  # DescribeServices answered before a deployment reaches its outcome
+    release: threading.Event = field(default_factory=threading.Event)
+    calls: list[str] = field(default_factory=list)  # RegisterTaskDefinition / UpdateService requests served
+    playing: dict[str, tuple[str, int]] = field(default_factory=dict)  # deployment id -> (outcome, polls so far)
+
+    def count(self, operation: str) -> int:
+        return self.calls.count(operation)
+
+    def deployments(self, cluster: str, service: str) -> list[dict[str, Any]]:
+        """The service's deployments as moto holds them (read by tests waiting for the update)."""
+        from moto.ecs.models import ecs_backends
+
+        from tests.aws import ACCOUNT, REGION
+
+        found: list[dict[str, Any]] = ecs_backends[ACCOUNT][REGION].services[f"{cluster}:{service}"].deployments
+        return found
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> EcsScript:
+        from moto.ecs.models import EC2ContainerServiceBackend
+        from moto.ecs.responses import EC2ContainerServiceResponse
+
+        script = self
+        original_register = EC2ContainerServiceResponse.register_task_definition
+        original_update_response = EC2ContainerServiceResponse.update_service
+        original_update = EC2ContainerServiceBackend.update_service
+        original_describe = EC2ContainerServiceBackend.describe_services
+
+        def register_task_definition(response: EC2ContainerServiceResponse) -> Any:
+            script.calls.append("RegisterTaskDefinition")
+            return original_register(response)
+
+        def update_service_response(response: EC2ContainerServiceResponse) -> Any:
+            script.calls.append("UpdateService")
+            return original_update_response(response)
+
+        def update_service(backend: EC2ContainerServiceBackend, properties: dict[str, Any]) -> Any:
+            changing = properties.get("task_definition")
+            service = original_update(backend, properties)
+            if changing:
+                outcome = script.outcomes.pop(0) if script.outcomes else ECS_COMPLETED
+                script._start(service, service.task_definition, outcome)
+            return service
+
+        def describe_services(backend: EC2ContainerServiceBackend, *args: Any, **kwargs: Any) -> Any:
+            services, failures = original_describe(backend, *args, **kwargs)
+            for service in services:
+                script._advance(service)
+            return services, failures
+
+        monkeypatch.setattr(EC2ContainerServiceResponse, "register_task_definition", register_task_definition)
+        monkeypatch.setattr(EC2ContainerServiceResponse, "update_service", update_service_response)
+        monkeypatch.setattr(EC2ContainerServiceBackend, "update_service", update_service)
+        monkeypatch.setattr(EC2ContainerServiceBackend, "describe_services", describe_services)
+        return self
+
+    def _start(self, service: Any, task_definition: str, outcome: str, reason: str | None = None) -> dict[str, Any]:
+        import uuid as _uuid
+
+        from moto.core.utils import utcnow
+
+        for deployment in service.deployments:
+            if deployment["status"] == "PRIMARY":
+                deployment["status"] = "ACTIVE"
+        deployment_id = f"ecs-svc/{_uuid.uuid4().int % 10**19}"
+        deployment = {
+            **(service.deployments[0] if service.deployments else {}),
+            "id": deployment_id,
+            "status": "PRIMARY",
+            "taskDefinition": task_definition,
+            "rolloutState": "IN_PROGRESS",
+            "rolloutStateReason": reason or "ECS deployment in progress.",
+            "runningCount": 0,
+            "pendingCount": service.desired_count,
+            "desiredCount": service.desired_count,
+            "createdAt": utcnow(),
+            "updatedAt": utcnow(),
+        }
+        service.deployments.insert(0, deployment)
+        self.playing[deployment_id] = (outcome, 0)
+        return deployment
+
+    def _advance(self, service: Any) -> None:
+        for deployment in list(service.deployments):
+            if deployment["id"] not in self.playing:
+                continue
+            outcome, polls = self.playing[deployment["id"]]
+            polls += 1
+            self.playing[deployment["id"]] = (outcome, polls)
+            if polls <= self.after or (outcome == ECS_HOLD and not self.release.is_set()):
+                continue
+            del self.playing[deployment["id"]]
+            if outcome in (ECS_COMPLETED, ECS_HOLD):
+                deployment.update(rolloutState="COMPLETED", runningCount=deployment["desiredCount"], pendingCount=0,
+                                  rolloutStateReason=f"ECS deployment {deployment['id']} completed.")  # fmt: skip
+                service.deployments[:] = [deployment]  # the older ones drained
+            elif outcome == ECS_FAILED:
+                deployment.update(rolloutState="FAILED", rolloutStateReason="tasks failed to start")
+            elif outcome == ECS_ROLLBACK:
+                previous = next(d for d in service.deployments if d is not deployment)["taskDefinition"]
+                deployment.update(
+                    rolloutState="FAILED",
+                    rolloutStateReason="ECS deployment circuit breaker: tasks failed to start.",
+                )
+                service.task_definition = previous
+                why = f"ECS deployment circuit breaker: rolling back to deploymentId {deployment['id']}."
+                self._start(service, previous, ECS_COMPLETED, why)
+
+
+@dataclass
+class CloudFormationAnswerHold(CloudFormationScript):
+    """CloudFormationScript whose stack-changing calls named in `hold_answers` are served by moto (the operation
+    runs) but answered only once `answer` is set: a worker SIGKILLed meanwhile made the call and never heard back,
+    so no heartbeat carried the operation."""
+
+    hold_answers: set[str] = field(default_factory=set)  # create_stack, update_stack, execute_change_set...
+    answer: threading.Event = field(default_factory=threading.Event)
+    answer_held: threading.Event = field(default_factory=threading.Event)  # a served call's answer is waiting
+
+    def _counted(self, operation: str) -> Any:
+        served = super()._counted(operation)
+        script = self
+
+        def held(response: Any) -> Any:
+            result = served(response)
+            if operation in script.hold_answers and not script.answer.is_set():
+                script.answer_held.set()
+                script.answer.wait(60)
+            return result
+
+        return held
 
 
 # --- CodeDeploy (contract: scripted outcomes) --------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,12 +16,26 @@ from temporalio.worker import Worker
 
 from conveyor.client import ConveyorClient
 from conveyor.connection import ensure_search_attributes
-from conveyor.devserver import EmbeddedServer, find_binary
+from conveyor.devserver import EmbeddedServer, EmbeddedServerError, find_binary
 from conveyor.payloads import data_converter
 from conveyor.settings import Settings
 from conveyor.worker import build_worker
 
 pytest_plugins = ["tests.aws"]  # the moto server fixtures
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No terminal size for the CLI processes the tests start: they print as into a pipe (no folding at 80
+    columns) unless a test sets COLUMNS. A pytest-xdist worker process finds COLUMNS=80 and LINES=24 in its
+    environment although the pytest that started it had none: long lines folded in some tests, not in others."""
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (a stable sort: otherwise in file order), so pytest-xdist hands them out at the start
+    and the short ones fill the gaps, rather than one slow test running alone at the end of the run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +45,18 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest_asyncio.fixture(scope="session")
 async def server(data_dir: Path) -> AsyncIterator[EmbeddedServer]:
-    """The embedded server exactly as `conveyor server` starts it (search attributes, retention)."""
-    embedded = EmbeddedServer(Settings(data_dir=data_dir), headless=True)
-    await embedded.start()
+    """The embedded server exactly as `conveyor server` starts it (search attributes, retention); one per
+    pytest-xdist worker, each in its worker's own temporary directory."""
+    for attempt in (1, 2, 3):
+        # Its ports are picked free just before it binds them: another worker's process can take one in between,
+        # and the server then exits; new ports on the next attempt.
+        embedded = EmbeddedServer(Settings(data_dir=data_dir), headless=True)
+        try:
+            await embedded.start()
+            break
+        except EmbeddedServerError:
+            if attempt == 3:
+                raise
     yield embedded
     await asyncio.to_thread(embedded.stop)
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import uvicorn
 import yaml
+from temporalio.client import Client
 
 from conveyor.client import ConveyorClient, ExecutionRef
 
@@ -41,3 +46,41 @@ async def waiting_for_stage(conveyor: ConveyorClient, ref: ExecutionRef, stage: 
             await asyncio.sleep(0.1)
 
     await asyncio.wait_for(poll(), 30)
+
+
+@asynccontextmanager
+async def serving(app: Any, **options: Any) -> AsyncIterator[str]:
+    """An ASGI app served by uvicorn on loopback (`options` for uvicorn.Config), its base URL. The socket is bound
+    here to port 0 and handed to uvicorn, so no other process (a second pytest-xdist worker) can take the port
+    between choosing and binding."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, **({"log_config": None, "access_log": False} | options)))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # its error, if it failed to start
+                raise RuntimeError("uvicorn stopped before it started serving")
+            await asyncio.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def heartbeat_recorded(client: Client, workflow_id: str, timeout: float = 30) -> None:
+    """Until a running activity of the workflow has heartbeat details on the server (a crash test kills the
+    worker only then: the details, such as a command's process group, are what the retry finds)."""
+    handle = client.get_workflow_handle(workflow_id)
+
+    async def poll() -> None:
+        while True:
+            pending = (await handle.describe()).raw_description.pending_activities
+            if any(activity.heartbeat_details.payloads for activity in pending):
+                return
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(poll(), timeout)

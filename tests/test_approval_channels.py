@@ -35,17 +35,17 @@ async def test_policy_through_conveyor_approve(
         result = await conveyor_cli("approve", str(ref), "Prod", "Gate", *args, env=env)
         return result.code, result.out + result.err
 
-    code, said = await approve("--by", "mallory")
+    # The refusals change nothing, so they run together (each is a process start-up); then the decisions in order.
+    (code, said), (dave_code, dave_said), (token_code, token_said) = await asyncio.gather(
+        approve("--by", "mallory"), approve("--by", "dave"), approve("--by", "bob", "--token", str(uuid.uuid4()))
+    )
     assert code != 0 and "'mallory' may not decide approval 'Gate'" in said
-    code, said = await approve("--by", "dave")
-    assert code != 0 and "separation of duties" in said
-    code, said = await approve("--by", "bob", "--token", str(uuid.uuid4()))
-    assert code != 0 and "token does not match" in said
+    assert dave_code != 0 and "separation of duties" in dave_said
+    assert token_code != 0 and "token does not match" in token_said
     code, said = await approve("--by", "alice", "--summary", "canary is green")
     assert code == 0 and "Pending (1/2 approvals)" in said
-    code, said = await approve("--by", "alice")
+    (code, said), status = await asyncio.gather(approve("--by", "alice"), conveyor_cli("status", str(ref), env=env))
     assert code != 0 and "'alice' has already approved 'Gate'" in said
-    status = await conveyor_cli("status", str(ref), env=env)
     assert "decision Prod/Gate: Approved (1/2) by alice via cli" in status.out and "canary is green" in status.out
     code, said = await approve("--by", "bob")
     assert code == 0 and "Approved" in said

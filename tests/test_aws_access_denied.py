@@ -4,24 +4,22 @@ and turns enforcement off again in `finally`: the session's server (tests/aws.py
 from __future__ import annotations
 
 import json
-import logging
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.providers.s3 import S3Provider
 from conveyor.aws.identity import AwsIdentity
-from conveyor.devserver import free_port
 from conveyor.model import ActionContext
 from conveyor.providers.s3 import S3DeployInput
 from conveyor.settings import Settings
 from conveyor.stores.artifacts import LocalArtifactStore
+from tests.aws import moto_server
 
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/read-only"
@@ -30,12 +28,8 @@ CONTEXT = ActionContext(pipeline_name="shop", execution_id="exec-1", stage_name=
 
 @pytest.fixture(scope="module")
 def enforcing_moto() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def _auth(endpoint: str, body: bytes) -> None:

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ("overhead", "big", "recovery", "handoff", "codebuild")
+SCENARIOS = ("overhead", "big", "recovery", "handoff", "codebuild", "invoke")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_bench_runs_every_scenario_at_tiny_scale(tmp_path: Path) -> None:
     out = tmp_path / "r.json"

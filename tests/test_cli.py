@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import pytest
 
 from conveyor import search_attributes
 from conveyor.devserver import EmbeddedServer, find_binary, free_port, server_record_path
@@ -296,6 +297,7 @@ async def test_ctrl_c_stops_everything_and_the_execution_continues_on_the_same_d
 # --- 3. start/status/list/logs/approve/reject against the session server ------------------------------
 
 
+@pytest.mark.slow
 async def test_commands_against_a_configured_server_with_a_worker_process(
     server: EmbeddedServer, settings: Settings, tmp_path: Path
 ) -> None:
@@ -363,31 +365,35 @@ stages:
         assert follow.returncode == 0, follow_err.decode()
         assert "second tick" in rest.decode() and "Traceback" not in seen + rest.decode() + follow_err.decode()
 
-        again = await conveyor("start", str(file), "--var", "Greeting=hello", "--token", "release-42", env=env)
+        # Commands that change nothing the others read, run together (each is a process start-up).
+        again, logs, status, table, listed, wrong_approve, wrong_reject = await asyncio.gather(
+            conveyor("start", str(file), "--var", "Greeting=hello", "--token", "release-42", env=env),
+            conveyor("logs", ref, "Build", "Echo", env=env),
+            conveyor("status", ref, "--output", "json", env=env),
+            conveyor("status", ref, env=env),
+            conveyor("list", name, "--output", "json", env=env),
+            conveyor("approve", ref, "Gate", "Approve", "--token", "not-the-token", env=env),
+            conveyor("reject", ref, "Gate", "Approve", "--token", "not-the-token", env=env),
+        )
         assert again.code == 0, str(again)
         assert again.out.strip() == ref
         assert "already exists" in again.err and "nothing new was started" in again.err
 
-        logs = await conveyor("logs", ref, "Build", "Echo", env=env)
         assert logs.code == 0, str(logs)
         assert "hello from build" in logs.out and "on Build" in logs.out
 
-        status = await conveyor("status", ref, "--output", "json", env=env)
         assert status.code == 0, str(status)
         state = json.loads(status.out)
         assert state["pipelineName"] == name
         assert [s["stageName"] for s in state["stages"]] == ["Build", "Slow", "Gate", "Ship"]
-        table = await conveyor("status", ref, env=env)
         assert table.code == 0, str(table)
         for stage in ("Build", "Slow", "Gate", "Ship"):
             assert stage in table.out
 
-        listed = await conveyor("list", name, "--output", "json", env=env)
         assert listed.code == 0, str(listed)
         assert ref in [row["execution"] for row in json.loads(listed.out)]
 
-        for decision in ("approve", "reject"):
-            wrong = await conveyor(decision, ref, "Gate", "Approve", "--token", "not-the-token", env=env)
+        for wrong in (wrong_approve, wrong_reject):
             assert wrong.code == 1, str(wrong)
             assert "error:" in wrong.err and "token does not match" in wrong.err, str(wrong)
 
@@ -408,12 +414,13 @@ stages:
         await worker.stop()
 
     # No worker at all now: finished executions are still readable (their memo).
-    done = await conveyor("status", quick_ref, "--output", "json", env=env)
+    done, failed = await asyncio.gather(
+        conveyor("status", quick_ref, "--output", "json", env=env), conveyor("status", ref, env=env)
+    )
     assert done.code == 0, str(done)
     state = json.loads(done.out)
     assert state["status"] == "Succeeded" and state["pipelineName"] == quick_name
     assert state["stages"][0]["actions"][0]["status"] == "Succeeded"
-    failed = await conveyor("status", ref, env=env)
     assert failed.code == 0 and "Failed" in failed.out, str(failed)
 
 

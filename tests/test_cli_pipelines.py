@@ -7,6 +7,8 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from conveyor.devserver import EmbeddedServer
 from conveyor.settings import Settings
 from tests.test_cli import Background, cli_env, conveyor, write_pipeline
@@ -37,6 +39,7 @@ async def eventually_json(*args: str, env: dict[str, str], check, timeout: float
         await asyncio.sleep(0.3)
 
 
+@pytest.mark.slow
 async def test_registered_pipeline_lifecycle_through_the_cli(
     server: EmbeddedServer, settings: Settings, tmp_path: Path
 ) -> None:
@@ -53,12 +56,16 @@ async def test_registered_pipeline_lifecycle_through_the_cli(
         second = await conveyor("apply", str(file), env=env)
         assert "version 2 (applied" in second.out, str(second)
 
-        listed = json.loads((await conveyor("pipelines", "--output", "json", env=env)).out)
-        mine = next(p for p in listed if p["name"] == name)
+        # Commands that change nothing the others read, run together (each is a process start-up).
+        pipelines, old, got = await asyncio.gather(
+            conveyor("pipelines", "--output", "json", env=env),
+            conveyor("get", name, "--version", "1", env=env),
+            conveyor("get", name, "--output", "json", env=env),
+        )
+        mine = next(p for p in json.loads(pipelines.out) if p["name"] == name)
         assert mine["current"]["version"] == 2 and mine["mode"] == "QUEUED"
-        old = await conveyor("get", name, "--version", "1", env=env)
         assert old.code == 0 and "echo one" in old.out and "version: 1" in old.out, str(old)
-        current = json.loads((await conveyor("get", name, "--output", "json", env=env)).out)
+        current = json.loads(got.out)
         assert current["pipeline"]["stages"][0]["actions"][0]["commands"] == ["echo two"]
 
         closed = await conveyor("transition", "disable", name, "Deploy", "--reason", "change freeze", env=env)
@@ -70,11 +77,13 @@ async def test_registered_pipeline_lifecycle_through_the_cli(
         await eventually_json(
             "status", ref, "--output", "json", env=env, check=lambda s: s["waitingForStage"] == "Deploy"
         )
-        coordinator = json.loads((await conveyor("state", name, "--output", "json", env=env)).out)
+        state, table = await asyncio.gather(
+            conveyor("state", name, "--output", "json", env=env), conveyor("state", name, env=env)
+        )
+        coordinator = json.loads(state.out)
         deploy = next(s for s in coordinator["stages"] if s["stageName"] == "Deploy")
         assert deploy["transition"]["enabled"] is False and deploy["transition"]["reason"] == "change freeze"
         assert [w["executionId"] for w in deploy["waiting"]] == [execution_id]
-        table = await conveyor("state", name, env=env)
         assert "change freeze" in table.out and execution_id in table.out, str(table)
 
         opened = await conveyor("transition", "enable", name, "Deploy", env=env)
@@ -87,21 +96,23 @@ async def test_registered_pipeline_lifecycle_through_the_cli(
         )
         assert rows[0]["execution"] == ref and rows[0]["pipelineVersion"] == 2
         assert rows[0]["trigger"] == "StartPipelineExecution" and rows[0]["status"] == "Succeeded"
-        none = json.loads((await conveyor("list", name, "--succeeded-in", "Nope", "--output", "json", env=env)).out)
-        assert none == []
-        shown = await conveyor("show", ref, "--actions", env=env)
+        none, shown, unknown, bad_stage, bad_version = await asyncio.gather(
+            conveyor("list", name, "--succeeded-in", "Nope", "--output", "json", env=env),
+            conveyor("show", ref, "--actions", env=env),
+            conveyor("start", "no-such-pipeline", env=env),
+            conveyor("transition", "disable", name, "Nope", env=env),
+            conveyor("get", name, "--version", "9", env=env),
+        )
+        assert json.loads(none.out) == []
         assert shown.code == 0 and "Target=prod" in shown.out, str(shown)
-
-        unknown = await conveyor("start", "no-such-pipeline", env=env)
         assert unknown.code == 1 and "is not registered" in unknown.err, str(unknown)
-        bad_stage = await conveyor("transition", "disable", name, "Nope", env=env)
         assert bad_stage.code == 1 and "has no stage 'Nope'" in bad_stage.err, str(bad_stage)
-        bad_version = await conveyor("get", name, "--version", "9", env=env)
         assert bad_version.code == 1 and "has no version 9" in bad_version.err, str(bad_version)
     finally:
         await worker.stop()
 
 
+@pytest.mark.slow
 async def test_stop_retry_and_rollback_through_the_cli(
     server: EmbeddedServer, settings: Settings, tmp_path: Path
 ) -> None:
@@ -141,11 +152,14 @@ stages:
         assert rollback.code == 0, str(rollback)
         rolled_ref = rollback.out.strip().splitlines()[-1]
         assert (await conveyor("watch", rolled_ref, env=env)).code == 0
-        shown = json.loads((await conveyor("status", rolled_ref, "--output", "json", env=env)).out)
+        status, refused, stop_ended = await asyncio.gather(
+            conveyor("status", rolled_ref, "--output", "json", env=env),
+            conveyor("rollback", name, "Deploy", "--to", rolled_ref, env=env),
+            conveyor("stop", ref, "--reason", "too late", env=env),
+        )
+        shown = json.loads(status.out)
         assert shown["executionType"] == "ROLLBACK" and shown["trigger"]["triggerType"] == "ManualRollback"
-        refused = await conveyor("rollback", name, "Deploy", "--to", rolled_ref, env=env)
         assert refused.code == 1 and "is itself a rollback" in refused.err, str(refused)
-        stop_ended = await conveyor("stop", ref, "--reason", "too late", env=env)
         assert stop_ended.code == 1 and "has already ended" in stop_ended.err, str(stop_ended)
     finally:
         await worker.stop()

@@ -17,13 +17,13 @@ from temporalio.client import Client
 
 from conveyor.client import ConveyorClient
 from conveyor.gc import GcKind, collect_garbage
-from conveyor.model import ActionContext, ExecutionState, ExecutionStatus
+from conveyor.model import ActionContext, ActionStatus, ArtifactRef, ExecutionState, ExecutionStatus
 from conveyor.providers.cloudformation import client_request_token
 from conveyor.settings import Settings
 from conveyor.stores.artifacts import LocalArtifactStore
 from conveyor.worker import build_worker
 from tests.aws import Aws
-from tests.aws_contract import CloudFormationScript, MotoRecording, ResourceFailure
+from tests.aws_contract import CloudFormationAnswerHold, CloudFormationScript, MotoRecording, ResourceFailure
 from tests.helpers import pipeline, waiting_token
 from tests.test_cloudformation import TEMPLATE, action, deploy_pipeline, finished, greeting, source_stage
 from tests.test_durability import start_worker_process, wait_for
@@ -354,3 +354,97 @@ async def test_a_long_operation_keeps_its_saved_stack_state_in_use(
     cfn.release.set()
     state = await asyncio.wait_for(client.wait(ref, interval=0.2), 60)
     assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+
+
+# --- a worker killed right after its call, before a heartbeat carried the operation ------------------------------
+
+
+def saved_greeting(store_dir: Path, ref: ArtifactRef, tmp_path: Path) -> str:
+    """The Greeting parameter in a saved stack state (what the compensation restores)."""
+    where = tmp_path / f"saved-{ref.digest[7:19]}"
+    LocalArtifactStore(store_dir).extract(ref, where)
+    return str(json.loads((where / "stack.json").read_text())["parameters"]["Greeting"])
+
+
+async def test_contract_test_a_worker_killed_right_after_update_stack_answered_is_followed_by_the_next_one(
+    temporal_client: Client,
+    worker_settings: Settings,
+    aws: Aws,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Contract test: moto serves UpdateStack (the update runs, held UPDATE_IN_PROGRESS) but its answer is held; the
+    worker is SIGKILLed before any heartbeat carried the operation. The next worker finds the operation the attempt
+    recorded before the call, follows it (not "stack busy", then "no changes"): UpdateStack served once, the summary
+    "updated", the saved state (the stack as it was) kept for the compensation."""
+    cfn = CloudFormationAnswerHold(hold_updates=True, hold_answers={"update_stack"}).install(monkeypatch)
+    for name, value in aws.environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CONVEYOR_AWS", "true")
+    monkeypatch.setenv("CONVEYOR_CLOUDFORMATION_POLL_SECONDS", str(POLL_SECONDS))
+    existing_stack(aws, "before")
+    client = ConveyorClient(temporal_client, worker_settings)
+    first = start_worker_process(worker_settings, tmp_path / "worker1.log")
+    try:
+        ref, _ = await client.start(pipeline(SIGKILL_DEPLOY.format(source=source_stage(tmp_path))))
+        await wait_for(cfn.answer_held.is_set, 60, "UpdateStack to be served, its answer held")
+        first.kill()
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        cfn.answer.set()  # moto's thread answers the dead worker's connection
+    assert stack_status(aws) == "UPDATE_IN_PROGRESS"
+    second = start_worker_process(worker_settings, tmp_path / "worker2.log")
+    try:
+        await asyncio.sleep(3)  # the retried activity meets the stack still busy with the first one's update
+        cfn.release.set()
+        state = await asyncio.wait_for(client.wait(ref), 90)
+    finally:
+        second.terminate()
+        second.wait(15)
+    assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+    stack = action(state, "Deploy", "Stack")
+    assert stack.summary == "stack app: updated (2 outputs)"
+    context = ActionContext(
+        pipeline_name=ref.pipeline_name, execution_id=ref.execution_id, stage_name="Deploy", action_name="Stack"
+    )
+    assert [call for call in cfn.calls if call[0] == "update_stack"] == [
+        ("update_stack", client_request_token(context, "UPDATE"))
+    ]
+    (saved,) = stack.compensation_artifacts
+    assert saved_greeting(worker_settings.artifacts_dir, saved, tmp_path) == "before"
+    log = (worker_settings.logs_dir / ref.pipeline_name / ref.execution_id / "Deploy" / "Stack.log").read_text()
+    assert "following UPDATE of stack app recorded by an earlier activity of this attempt" in log
+    assert greeting(aws) == "after"
+
+
+# --- an action abandoned mid-operation is compensated ------------------------------------------------------------
+
+
+async def test_contract_test_an_action_abandoned_mid_update_is_compensated_from_the_state_it_recorded(
+    client: ConveyorClient, aws: Aws, cfn: CloudFormationScript, tmp_path: Path
+) -> None:
+    """Contract test: the update stays UPDATE_IN_PROGRESS and the execution is stopped with abandon. The stage rolls
+    back on failure and this is its first release, so the rollback rule compensates: the compensation reads the
+    saved state from where the attempt recorded it before its call (the cancelled activity returned nothing), waits
+    for the running update to end and puts the stack back."""
+    existing_stack(aws, "before")
+    cfn.hold_updates = True
+    ref, _ = await client.start(deploy_pipeline(tmp_path, '{"Greeting": "after"}'))
+    await wait_for(lambda: cfn.count("update_stack") == 1, 60, "UpdateStack to be served")
+    await client.stop(ref, reason="wrong release", abandon=True)
+
+    for _ in range(300):  # the update ends only once the action is abandoned: the compensation waits for it
+        if action(await client.state(ref), "Deploy", "Stack").status == ActionStatus.ABANDONED:
+            break
+        await asyncio.sleep(0.1)
+    cfn.release.set()
+    state = await asyncio.wait_for(client.wait(ref, interval=0.2), 60)
+    assert state.status == ExecutionStatus.STOPPED, state.status_summary
+    stack = action(state, "Deploy", "Stack")
+    assert stack.status == ActionStatus.ABANDONED
+    assert stack.compensation_artifacts == []  # nothing reached the workflow
+    assert stack.compensation is not None and stack.compensation.status == "Succeeded"
+    assert cfn.count("update_stack") == 2  # the action's, then the compensation's
+    assert greeting(aws) == "before"

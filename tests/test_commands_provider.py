@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,9 @@ def live_in_group(pgid: int) -> list[psutil.Process]:
     return found
 
 
-async def wait_for_members(pgid: int, count: int) -> None:
-    for _ in range(200):
+async def wait_for_members(pgid: int, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout  # generous: a loaded machine (two test workers on two cores) is slow
+    while time.monotonic() < deadline:
         if len(live_in_group(pgid)) >= count:
             return
         await asyncio.sleep(0.01)
@@ -68,8 +70,9 @@ class Heartbeats:
         self.details: list[Any] = []
         env.on_heartbeat = lambda *details: self.details.extend(details)
 
-    async def first_record(self) -> ProcessGroupRecord:
-        for _ in range(200):
+    async def first_record(self, timeout: float = 30) -> ProcessGroupRecord:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             if self.details:
                 return ProcessGroupRecord.model_validate(self.details[0])
             await asyncio.sleep(0.01)

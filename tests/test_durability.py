@@ -18,7 +18,7 @@ from conveyor.devserver import EmbeddedServer
 from conveyor.model import ExecutionStatus
 from conveyor.settings import Settings
 from conveyor.worker import build_worker
-from tests.helpers import pipeline, waiting_token
+from tests.helpers import heartbeat_recorded, pipeline, waiting_token
 
 
 def start_worker_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
@@ -83,7 +83,7 @@ stages:
     try:
         ref, _ = await conveyor.start(declaration)
         await wait_for(lambda: len(lines(side / "long.log")) == 1, 30, "the long action to start")
-        await asyncio.sleep(1.0)  # let its first heartbeat (the process-group record) reach the server
+        await heartbeat_recorded(conveyor.temporal, ref.stage_workflow_id("Second"))  # its process group
         orphan_pid = int(lines(side / "long.log")[0].split()[1])
         first.send_signal(signal.SIGKILL)
         first.wait(10)

@@ -55,6 +55,27 @@ AFTER_STAGE: list[tuple[str, dict[str, Any] | None, dict[str, Any], StageOutcome
         StageOutcome(STOPPED),
         Verdict(Next.STOP),
     ),
+    (
+        "an abandoned stage rolling back on failure is compensated",
+        {"result": "ROLLBACK"},
+        {},
+        StageOutcome(STOPPED, stopping=True, abandoned=True),
+        Verdict(Next.STOP, compensate=True),
+    ),
+    (
+        "an abandoned stage of a cross-stage saga: the earlier stages too",
+        {"result": "ROLLBACK"},
+        {"compensateEarlierStages": True},
+        StageOutcome(STOPPED, stopping=True, abandoned=True),
+        Verdict(Next.STOP, compensate=True, compensate_earlier_stages=True),
+    ),
+    (
+        "an abandoned stage without onFailure ROLLBACK is left as it is",
+        None,
+        {"compensateEarlierStages": True},
+        StageOutcome(STOPPED, stopping=True, abandoned=True),
+        Verdict(Next.STOP),
+    ),
     ("no onFailure: fails, open for its retry window", None, {}, StageOutcome(FAILED), WAIT),
     ("FAIL: open for its retry window", {"result": "FAIL"}, {}, StageOutcome(FAILED), WAIT),
     (

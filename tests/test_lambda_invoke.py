@@ -24,7 +24,6 @@ from typing import Any
 import boto3
 import pytest
 import pytest_asyncio
-import uvicorn
 from botocore.exceptions import ClientError, EndpointConnectionError
 from rich.console import Console
 from temporalio.client import Client
@@ -56,7 +55,7 @@ from conveyor.stores.jobs import (
 from conveyor.worker import build_worker
 from tests.aws import ACCOUNT, CREDENTIALS, REGION, Aws
 from tests.aws_contract import LambdaInvocation, LambdaScript
-from tests.helpers import pipeline
+from tests.helpers import pipeline, serving
 from tests.test_cli import cli_env, spawn
 
 FUNCTION = "deployer"
@@ -126,20 +125,8 @@ async def client(temporal_client: Client, worker_settings: Settings) -> AsyncIte
 @contextlib.asynccontextmanager
 async def serving_jobs(settings: Settings) -> AsyncIterator[str]:
     """serve's job listener app on loopback, on the job store these settings name."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_jobs_app(job_store(settings)), host="127.0.0.1", port=port, log_config=None, lifespan="off"
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(create_jobs_app(job_store(settings)), lifespan="off") as url:
+        yield url
 
 
 @pytest_asyncio.fixture

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import boto3
 import pytest
 import pytest_asyncio
-import uvicorn
 from fastapi import FastAPI, Request
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -22,7 +21,7 @@ from conveyor.devserver import free_port
 from conveyor.model import ActionStatus, ExecutionStatus
 from conveyor.worker import build_worker
 from tests.aws import Aws
-from tests.helpers import pipeline, waiting_token
+from tests.helpers import pipeline, serving, waiting_token
 
 HOOK_SECRET = "hook-secret-for-tests"
 
@@ -45,14 +44,13 @@ async def receiver() -> AsyncIterator[tuple[str, list[tuple[dict, bytes]]]]:
         received.append((dict(request.headers), await request.body()))
         return {"ok": True}
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
+    async with serving(app) as url:
+        yield f"{url}/hook", received
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():
         await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/hook", received
-    server.should_exit = True
-    await task
 
 
 def approval(topic: str, hook: str, extra: str = "") -> dict:
@@ -129,9 +127,10 @@ async def test_reminders_until_the_approval_expires(
     async with build_worker(env.client, conveyor.settings):
         ref, _ = await conveyor.start(declaration)
         await waiting_token(conveyor, ref, "Prod", "Gate")
-        for _ in range(3):  # let each reminder's activity run before skipping on
+        for sent in (2, 3):  # an hour on, each reminder is sent before time skips on
             await env.sleep(timedelta(minutes=61))
-            await asyncio.sleep(0.5)
+            await asyncio.wait_for(until(lambda sent=sent: len(received) >= sent), 30)
+        await env.sleep(timedelta(minutes=61))  # past the 3 hours
         state = await asyncio.wait_for(conveyor.wait(ref), 30)
     kinds = [json.loads(body)["conveyor"]["kind"] for _, body in received]
     assert kinds == ["opened", "reminder", "reminder"]  # every hour until it expired at 3 hours

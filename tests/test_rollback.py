@@ -15,7 +15,7 @@ from conveyor.model import ExecutionState, ExecutionStatus, StageState, StageSta
 from conveyor.rollback import RollbackRefused, check_rollback
 from conveyor.settings import Settings
 from conveyor.spec.validation import parse_pipeline
-from tests.helpers import pipeline
+from tests.helpers import heartbeat_recorded, pipeline
 from tests.test_durability import start_worker_process
 
 
@@ -279,7 +279,7 @@ stages:
                 await asyncio.sleep(0.1)
 
         await asyncio.wait_for(compensating(), 60)
-        await asyncio.sleep(1.0)  # its heartbeat (the process group record) reaches the server
+        await heartbeat_recorded(conveyor.temporal, ref.workflow_id)  # its process group, where the retry finds it
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:

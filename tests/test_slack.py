@@ -12,6 +12,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 from temporalio.client import WorkflowFailureError
 from temporalio.worker import Worker
 
@@ -32,7 +32,7 @@ from conveyor.settings import Settings
 from conveyor.slack.app import SlackOptions
 from conveyor.slack.messages import APPROVE_ACTION, REASON_BLOCK, REASON_INPUT, REJECT_ACTION
 from conveyor.worker import build_worker
-from tests.helpers import pipeline, waiting_token
+from tests.helpers import pipeline, serving, waiting_token
 from tests.slack_fake import (
     FakeSlack,
     SlackUser,
@@ -124,21 +124,9 @@ async def serve(conveyor: ConveyorClient, fake: FakeSlack, *, socket_mode: bool 
         api_url=fake.base_url,
         directory=load_directory(),
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(client, slack=options), host="127.0.0.1", port=port, log_config=None, access_log=False
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-
-    async def stop() -> None:
-        server.should_exit = True
-        await task
-
-    return f"http://127.0.0.1:{port}", stop
+    stack = AsyncExitStack()
+    url = await stack.enter_async_context(serving(create_app(client, slack=options)))
+    return url, stack.aclose
 
 
 @pytest_asyncio.fixture

@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 from temporalio.worker import Worker
 
 from conveyor.client import ConveyorClient, ExecutionRef
@@ -21,7 +20,7 @@ from conveyor.model import ExecutionStatus, TriggerType
 from conveyor.service.app import create_app
 from conveyor.service.github import WebhookSecrets, sign
 from conveyor.settings import Settings
-from tests.helpers import pipeline
+from tests.helpers import pipeline, serving
 from tests.test_cli import Background, cli_env
 
 SECRET = "s3cret-for-tests"
@@ -44,22 +43,8 @@ async def service(conveyor: ConveyorClient) -> AsyncIterator[str]:
     async def client() -> ConveyorClient:
         return conveyor
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(client, WebhookSecrets({"CONVEYOR_WEBHOOK_SECRET": SECRET})),
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            access_log=False,
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serving(create_app(client, WebhookSecrets({"CONVEYOR_WEBHOOK_SECRET": SECRET}))) as url:
+        yield url
 
 
 def repository(at: Path, files: dict[str, str], message: str) -> Path:

@@ -123,6 +123,7 @@ class PipelineExecutionWorkflow:
                     verdict = await self._judge(stage, index, result)  # onSuccess / onFailure
                     await self._leave(stage, index, result, verdict, more_stages=index + 1 < stages.stop)
                 if verdict.next == Next.STOP:
+                    await self._compensate_abandoned(stage, index, verdict)
                     recorder.finished(ExecutionStatus.STOPPED, self._stop_summary(f"in stage '{stage.name}'"))
                     return state
                 if verdict.failed:
@@ -255,6 +256,7 @@ class PipelineExecutionWorkflow:
             failed_condition=failed_condition,
             retries_left=retries_left,
             stopping=self._stop is not None,
+            abandoned=self._stop is not None and self._stop.abandon,
             rollback_execution=self._input.rollback is not None,
         )
         return failure_policy.after_stage(stage, self._pipeline, outcome)
@@ -269,6 +271,16 @@ class PipelineExecutionWorkflow:
         await self._gate.leave(stage, outcome, more_stages=more_stages)
         if verdict.next == Next.SKIP:
             self._recorder.stage_skipped(self._recorder.state.stages[index], "onFailure: SKIP", keep_error=True)
+
+    async def _compensate_abandoned(self, stage: Stage, index: int, verdict: Verdict) -> None:
+        """An abandoned stage that rolls back on failure: its compensations run when the rollback rule compensates
+        (the saga, or a first release); where a ROLLBACK execution would redeploy instead, nothing runs."""
+        assert self._saga is not None and self._pipeline is not None
+        if not verdict.compensate:
+            return
+        if failure_policy.redeploys(self._pipeline) and await self._rollback_target(stage) is not None:
+            return
+        await self._saga.compensate(index, earlier=verdict.compensate_earlier_stages)
 
     async def _fail(self, stage: Stage, index: int, verdict: Verdict) -> StageRetryRequest:
         """The stage failed: compensate, roll back or wait for a manual retry, as the verdict says. Returns

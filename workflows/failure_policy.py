@@ -21,7 +21,7 @@ class Next(StrEnum):
     WAIT_FOR_MANUAL_RETRY = "WAIT_FOR_MANUAL_RETRY"  # failed, open for `retry_stage` during the retry window
     ROLL_BACK = "ROLL_BACK"  # failed, and a ROLLBACK execution redeploys the stage's last successful release
     FAIL = "FAIL"  # failed, for good
-    STOP = "STOP"  # the stage was stopped: so is the execution
+    STOP = "STOP"  # the stage was stopped: so is the execution (an abandoned one compensated first, if `compensate`)
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class StageOutcome:
     failed_condition: str | None = None  # the result of the onSuccess/onFailure condition that failed
     retries_left: int = 0  # automatic retries still allowed (none once conditions were evaluated)
     stopping: bool = False  # a stop was requested
+    abandoned: bool = False  # ...with abandon: running actions were cancelled mid-way
     rollback_execution: bool = False  # this execution is itself a ROLLBACK execution
 
 
@@ -50,9 +51,14 @@ def after_stage(stage: Stage, pipeline: Pipeline, outcome: StageOutcome) -> Verd
     """What follows a stage that ran (and whose onSuccess/onFailure conditions were evaluated)."""
     if outcome.status == StageStatus.SUCCEEDED:
         return Verdict(Next.CONTINUE)
-    if outcome.status == StageStatus.STOPPED:
-        return Verdict(Next.STOP)
     on_failure = stage.on_failure.result if stage.on_failure else None
+    if outcome.status == StageStatus.STOPPED:
+        # An abandoned stage may have actions cut off mid-way: a stage that rolls back on failure has them undone by
+        # its compensations when the rollback rule compensates (the execution skips them when a ROLLBACK execution
+        # would redeploy instead: an abandon starts none). A plain stop lets actions finish: nothing half done.
+        abandoned = outcome.abandoned and on_failure == FailureResult.ROLLBACK
+        earlier = abandoned and pipeline.conveyor.compensate_earlier_stages
+        return Verdict(Next.STOP, compensate=abandoned, compensate_earlier_stages=earlier)
     if on_failure == FailureResult.RETRY and _may_retry(outcome):
         return Verdict(Next.RETRY_AUTOMATICALLY)
     if on_failure == FailureResult.SKIP:

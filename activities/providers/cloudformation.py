@@ -1,9 +1,11 @@
 """The CloudFormation provider's activities: the action (every ActionMode) and its compensation.
 
-- Every create/update/delete/execute call carries a ClientRequestToken derived from the action attempt; the stack
-  and the operation go into the heartbeat details before the call, so a retried activity (its worker died) follows
-  the operation it finds there instead of calling again; without details it looks for the token in the stack's
-  events (real CloudFormation records it there).
+- Every create/update/delete/execute call carries a ClientRequestToken derived from the action attempt. Before the
+  call the operation (its kind, token and the stack's snapshot) is recorded in the store at a location derived from
+  the action attempt (`attempt_record`); after it, it goes into the heartbeat details. A retried activity (its worker
+  died) follows the operation it finds in the heartbeat, else the one recorded in the store (the worker may have died
+  after the call, before a heartbeat carried it), else one whose token is in the stack's events (real CloudFormation
+  records it there). The compensation of an action abandoned mid-operation reads its snapshot from that record.
 - The stack is followed with DescribeStacks every `Settings.cloudformation_poll_seconds`, heartbeating.
 - Before an operation changes an existing stack, its template and parameters are kept in the artifact store (the
   action returns only the reference, as a compensation artifact); the compensation puts them back, or deletes a stack
@@ -13,13 +15,16 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import structlog
 from pydantic import ValidationError
@@ -37,16 +42,21 @@ from conveyor.providers.cloudformation import (
     CloudFormationCompensation,
     CloudFormationInput,
     action_mode,
+    attempt_record,
     client_request_token,
     parameter_overrides_problem,
 )
 from conveyor.settings import Settings
-from conveyor.stores.artifacts import ArtifactError, ArtifactStore, store_for_outputs
+from conveyor.stores.artifacts import ArtifactError, ArtifactStore, ConfiguredArtifactStore, store_for_outputs
 from conveyor.stores.entries import StoredKind
+from conveyor.stores.jobs import JobStoreError, job_store
+from conveyor.stores.s3 import S3ArtifactStore, StoreUnavailableError
 from conveyor.text import shorten
 
+_T = TypeVar("_T")
 HEARTBEAT_SECONDS = 2.0
-TEMPLATE_BODY_LIMIT = 51_200  # CloudFormation's TemplateBody limit
+TEMPLATE_BODY_LIMIT = 51_200  # CloudFormation's TemplateBody limit; larger templates go through TemplateURL
+TEMPLATE_URL_LIMIT = 1_048_576  # CloudFormation's limit for a template read from S3
 MAX_CHANGES_LISTED = 20
 FAILED_STATES = frozenset(
     {"CREATE_FAILED", "ROLLBACK_FAILED", "ROLLBACK_COMPLETE", "DELETE_FAILED", "UPDATE_ROLLBACK_FAILED"}
@@ -65,6 +75,16 @@ class Operation(CamelModel):
     token: str
     started: float  # epoch seconds: events before it belong to earlier operations
     snapshot: ArtifactRef | None = None  # the stack as the attempt found it (for the compensation)
+
+
+class AttemptRecord(CamelModel):
+    """The operation an action attempt is about to start, recorded in the store before the call."""
+
+    kind: str  # CREATE, UPDATE, EXECUTE
+    token: str
+    stack_name: str
+    started: float
+    snapshot: ArtifactRef | None = None
 
 
 class Snapshot(CamelModel):
@@ -161,7 +181,7 @@ class CloudFormationProvider:
         beating = asyncio.create_task(beat.forever())
         try:
             async with action_workspace(self.settings, input.context) as workspace:
-                outcome = await asyncio.to_thread(self._run, input, workspace, beat)
+                outcome = await _until_done(asyncio.to_thread(self._run, input, workspace, beat), beat)
         finally:
             beating.cancel()
         _log(input.context).info("cloudformation.done", summary=outcome.summary)
@@ -204,8 +224,8 @@ class CloudFormationProvider:
     def _compensate(self, input: CloudFormationCompensation, beat: _Heartbeat) -> ActionOutcome:
         action = input.context.action_name
         stack = _Stack(self._client(input), input.stack_name, action, self.sessions.role(input.identity))
-        snapshot = self._snapshot(input.snapshots)
         lines: list[str] = []
+        snapshot = self._snapshot(input.snapshots) or self._recorded_snapshot(input.attempt_records, lines)
         try:
             if snapshot is None:
                 lines.append(
@@ -213,7 +233,7 @@ class CloudFormationProvider:
                 )
                 return ActionOutcome(summary=f"nothing to undo on stack {input.stack_name}")
             follower = _Follower(self, stack, beat, lines, input.context, input.timeout_seconds)
-            current = stack.describe()
+            current = follower.settled(stack.describe())
             if not snapshot.existed:
                 if current is None:
                     return ActionOutcome(summary=f"stack {input.stack_name} is already gone")
@@ -224,11 +244,68 @@ class CloudFormationProvider:
                 raise _refused(f"action '{action}': stack {input.stack_name} is gone: there is nothing to restore")
             summary = follower.update(
                 current, snapshot.template, snapshot.parameters, snapshot.capabilities or input.capabilities,
-                input.role_arn,
+                input.role_arn, self.template_source(input.context, snapshot.template),
             )  # fmt: skip
             return ActionOutcome(summary=f"stack {input.stack_name} restored to its previous template: {summary}")
         finally:
             write_action_log(self.settings, input.context, lines)
+
+    def _recorded_snapshot(self, locations: list[str], lines: list[str]) -> Snapshot | None:
+        """The snapshot the action's earliest attempt recorded before its call (an abandoned action returned none)."""
+        for location in locations:
+            record = self.recorded_attempt(location)
+            if record is not None and record.snapshot is not None:
+                lines.append(f"stack {record.stack_name}: the snapshot recorded before its {record.kind} call")
+                return self._snapshot([record.snapshot])
+        return None
+
+    def record_attempt(self, location: str, record: AttemptRecord) -> None:
+        try:
+            job_store(self.settings).backend.replace(_record_path(location), record.model_dump_json().encode())
+        except JobStoreError as exc:
+            raise ApplicationError(f"could not record the stack operation before starting it: {exc}",
+                                   type="AwsUnavailable") from None  # fmt: skip
+
+    def recorded_attempt(self, location: str) -> AttemptRecord | None:
+        try:
+            data = job_store(self.settings).backend.read(_record_path(location))
+        except JobStoreError as exc:
+            raise ApplicationError(f"could not read the recorded stack operation: {exc}",
+                                   type="AwsUnavailable") from None  # fmt: skip
+        try:
+            return None if data is None else AttemptRecord.model_validate_json(data)
+        except ValidationError:
+            return None
+
+    def template_source(self, context: ActionContext, template: str) -> dict[str, str]:
+        """TemplateBody; a template over its 51,200-byte limit is put in the action's S3 store (by digest) and
+        passed as TemplateURL, which CloudFormation reads with the caller's permissions."""
+        data = template.encode()
+        if len(data) <= TEMPLATE_BODY_LIMIT:
+            return {"TemplateBody": template}
+        what = f"action '{context.action_name}': the template ({len(data):,} bytes)"
+        if len(data) > TEMPLATE_URL_LIMIT:
+            raise _refused(f"{what} is over CloudFormation's {TEMPLATE_URL_LIMIT:,}-byte template limit")
+        target = store_for_outputs(self.store, context.artifact_stores)
+        if isinstance(target, ConfiguredArtifactStore):
+            target = target.default
+        if not isinstance(target, S3ArtifactStore):
+            raise _refused(
+                f"{what} is over CloudFormation's {TEMPLATE_BODY_LIMIT:,}-byte TemplateBody limit; a larger template "
+                "is passed as TemplateURL from an S3 artifact store, and this worker's store is local: set "
+                "CONVEYOR_ARTIFACT_STORE=s3://bucket/prefix (or declare the pipeline's artifactStore), or make the "
+                "template smaller"
+            )
+        digest = hashlib.sha256(data).hexdigest()
+        obj = target.object(f"templates/sha256/{digest[:2]}/{digest}.template")
+        try:
+            target.put_bytes("the CloudFormation template", obj, data, "text/plain")
+        except ArtifactError as exc:
+            raise _refused(f"{what}: {exc}", "ArtifactError") from None
+        except StoreUnavailableError as exc:
+            raise ApplicationError(f"{what}: {exc}", type="AwsUnavailable") from None
+        region = target.region or target.client.meta.region_name or "us-east-1"
+        return {"TemplateURL": f"https://{obj.bucket}.s3.{region}.amazonaws.com/{quote(obj.key)}"}
 
     def _snapshot(self, refs: list[ArtifactRef]) -> Snapshot | None:
         if not refs:
@@ -262,10 +339,12 @@ class _Follower:
         lines: list[str],
         context: ActionContext,
         timeout_seconds: int,
+        record: str | None = None,
     ) -> None:
         self.provider, self.stack, self.beat, self.lines = provider, stack, beat, lines
         self.context, self.deadline = context, time.monotonic() + timeout_seconds
         self.snapshot: ArtifactRef | None = None  # kept before the operation; carried in the heartbeat
+        self.record = record  # where the action attempt records its operation before the call (not a compensation)
 
     def start(self, kind: str, call: Callable[[str], str]) -> Operation:
         """The operation `kind` of this attempt: the one an earlier activity started (heartbeat details, or the token
@@ -283,17 +362,48 @@ class _Follower:
             )
         else:
             started = time.time()
+            if self.record is not None:
+                self.provider.record_attempt(
+                    self.record,
+                    AttemptRecord(
+                        kind=kind, token=token, stack_name=self.stack.name, started=started, snapshot=self.snapshot
+                    ),
+                )
             stack_id = call(token)
             operation = Operation(kind=kind, stack_id=stack_id, token=token, started=started, snapshot=self.snapshot)
             self.lines.append(f"{kind} of stack {self.stack.name} started (ClientRequestToken {token})")
         self.beat.follow(operation)
         return operation
 
+    def resume(self, record: AttemptRecord, stack_id: str) -> Operation:
+        """The operation an earlier activity of this attempt recorded and started, followed from here."""
+        self.lines.append(
+            f"following {record.kind} of stack {self.stack.name} recorded by an earlier activity of this attempt"
+        )
+        operation = Operation(
+            kind=record.kind, stack_id=stack_id, token=record.token, started=record.started, snapshot=record.snapshot
+        )
+        self.beat.follow(operation)
+        return operation
+
+    def settled(self, current: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The stack once no operation runs on it (an abandoned action's may still): CloudFormation refuses another."""
+        while current is not None and current["StackStatus"].endswith("_IN_PROGRESS"):
+            if time.monotonic() > self.deadline:
+                raise ApplicationError(
+                    f"stack {self.stack.name} still {current['StackStatus']} at the timeout", type="ActionTimeout"
+                )
+            self.beat.check_cancelled()
+            time.sleep(self.provider.settings.cloudformation_poll_seconds)
+            current = self.stack.describe(current["StackId"])
+        return current
+
     def follow(self, operation: Operation) -> dict[str, Any] | None:
         """The stack once the operation ends (None: deleted); fails naming the first failed resource."""
         poll = self.provider.settings.cloudformation_poll_seconds
         touched = time.monotonic()
         while True:
+            self.beat.check_cancelled()
             if operation.snapshot is not None and time.monotonic() - touched > SNAPSHOT_TOUCH_SECONDS:
                 # Garbage collection sees the snapshot in the action's state only once the action ends: a use
                 # keeps it through an operation longer than the store's minimum age.
@@ -339,8 +449,11 @@ class _Follower:
         parameters: dict[str, str],
         capabilities: list[str],
         role_arn: str | None,
+        source: dict[str, str],
+        policy: dict[str, str] | None = None,
     ) -> str:
-        """Update the stack to `template` and `parameters`; "no changes" when they are what it has."""
+        """Update the stack to `template` (passed as `source`: TemplateBody or TemplateURL) and `parameters`;
+        "no changes" when they are what it has."""
         if self.stack.unchanged(current, template, parameters):
             self.lines.append(f"stack {self.stack.name}: template and parameters unchanged: no update")
             return "no changes"
@@ -350,10 +463,11 @@ class _Follower:
                 with self.stack.errors("UpdateStack"):
                     self.stack.client.update_stack(
                         StackName=self.stack.name,
-                        TemplateBody=template,
                         Parameters=_parameter_list(parameters),
                         Capabilities=capabilities,
                         ClientRequestToken=token,
+                        **source,
+                        **(policy or {}),
                         **_role(role_arn),
                     )
             except ApplicationError as exc:
@@ -387,7 +501,9 @@ class _Run:
         lines: list[str],
     ) -> None:
         self.provider, self.input, self.workspace, self.stack, self.lines = provider, input, workspace, stack, lines
-        self.follower = _Follower(provider, stack, beat, lines, input.context, input.timeout_seconds)
+        self.follower = _Follower(
+            provider, stack, beat, lines, input.context, input.timeout_seconds, attempt_record(input.context)
+        )
         self.action = input.context.action_name
         self.snapshots: list[ArtifactRef] = []
 
@@ -417,6 +533,15 @@ class _Run:
         if earlier is not None and earlier.kind in ("CREATE", "UPDATE"):
             self.snapshots = [earlier.snapshot] if earlier.snapshot else []  # what the earlier attempt kept
             return self.finish(self.follower.follow(self.follower.start(earlier.kind, _never)), earlier.kind)
+        recorded = self.provider.recorded_attempt(attempt_record(self.input.context)) if earlier is None else None
+        if recorded is not None and recorded.kind in ("CREATE", "UPDATE") and current is not None:
+            # Recorded before the call, but no heartbeat carried it: the call landed if the stack is busy or (the
+            # operation done) already has this template and these parameters; else it never reached CloudFormation.
+            busy = current["StackStatus"].endswith("_IN_PROGRESS")
+            if recorded.kind == "CREATE" or busy or self.stack.unchanged(current, template, parameters):
+                self.snapshots = [recorded.snapshot] if recorded.snapshot else []
+                operation = self.follower.resume(recorded, str(current["StackId"]))
+                return self.finish(self.follower.follow(operation), recorded.kind)
         if (
             current is not None
             and current["StackStatus"] in FAILED_STATES
@@ -441,22 +566,28 @@ class _Run:
         if current is None:
             self.keep(Snapshot(stack_name=self.stack.name, existed=False))
 
+            source = self.provider.template_source(self.input.context, template)
+
             def create(token: str) -> str:
                 with self.stack.errors("CreateStack"):
                     answer = self.stack.client.create_stack(
                         StackName=self.stack.name,
-                        TemplateBody=template,
                         Parameters=_parameter_list(parameters),
                         Capabilities=self.input.capabilities,
                         ClientRequestToken=token,
+                        **source,
                         **self.configuration_extras(),
+                        **self.stack_policy(),
                         **_role(self.input.role_arn),
                     )
                 return str(answer["StackId"])
 
             return self.finish(self.follower.follow(self.follower.start("CREATE", create)), "CREATE")
         self.keep_current(current)
-        summary = self.follower.update(current, template, parameters, self.input.capabilities, self.input.role_arn)
+        summary = self.follower.update(
+            current, template, parameters, self.input.capabilities, self.input.role_arn,
+            self.provider.template_source(self.input.context, template), self.stack_policy(),
+        )  # fmt: skip
         if summary == "no changes":
             self.snapshots = []  # nothing changed: nothing to undo
             return self.finish(current, "no changes")
@@ -498,7 +629,7 @@ class _Run:
                     StackName=self.stack.name,
                     ChangeSetName=name,
                     ChangeSetType="CREATE" if creating else "UPDATE",
-                    TemplateBody=template,
+                    **self.provider.template_source(self.input.context, template),
                     Parameters=_parameter_list(parameters),
                     Capabilities=self.input.capabilities,
                     ClientToken=client_request_token(self.input.context, "CHANGESET"),
@@ -519,6 +650,14 @@ class _Run:
             self.snapshots = [earlier.snapshot] if earlier.snapshot else []
             self.follower.follow(self.follower.start("EXECUTE", _never))
             return self.finish(self.stack.describe(), "EXECUTE", where)
+        recorded = self.provider.recorded_attempt(attempt_record(self.input.context)) if earlier is None else None
+        if recorded is not None and recorded.kind == "EXECUTE" and not self.change_set_available(name):
+            # Recorded before ExecuteChangeSet, and the change set is no longer there to execute: the call landed.
+            current = self.stack.describe()
+            if current is not None:
+                self.snapshots = [recorded.snapshot] if recorded.snapshot else []
+                self.follower.follow(self.follower.resume(recorded, str(current["StackId"])))
+                return self.finish(self.stack.describe(), "EXECUTE", where)
         try:
             with self.stack.errors("DescribeChangeSet"):
                 change_set = self.stack.client.describe_change_set(StackName=self.stack.name, ChangeSetName=name)
@@ -581,6 +720,17 @@ class _Run:
     def keep(self, snapshot: Snapshot) -> None:
         self.follower.snapshot = self.provider.keep_snapshot(self.input.context, snapshot)
         self.snapshots = [self.follower.snapshot]
+
+    def change_set_available(self, name: str) -> bool:
+        """The change set is there, waiting to be executed."""
+        try:
+            with self.stack.errors("DescribeChangeSet"):
+                found = self.stack.client.describe_change_set(StackName=self.stack.name, ChangeSetName=name)
+        except ApplicationError as exc:
+            if exc.type == "AwsNotFound" or "does not exist" in str(exc) or "ChangeSetNotFound" in str(exc):
+                return False
+            raise
+        return bool(found.get("ExecutionStatus") == "AVAILABLE")
 
     def change_set_exists(self, name: str) -> bool:
         """Asked before DeleteChangeSet: the stack's earlier change set of this name (a release's leftover)."""
@@ -650,11 +800,6 @@ class _Run:
         apply to the rest), as CodePipeline."""
         assert self.input.template is not None, "validation requires TemplatePath in this mode"
         template = self.read(self.input.template, "TemplatePath")
-        if len(template.encode()) > TEMPLATE_BODY_LIMIT:
-            raise _refused(
-                f"action '{self.action}': TemplatePath {self.input.template.path} is over CloudFormation's "
-                f"{TEMPLATE_BODY_LIMIT}-byte TemplateBody limit"
-            )
         parameters: dict[str, str] = {}
         if self.input.template_configuration is not None:
             configuration = self.json_file(self.input.template_configuration, "TemplateConfiguration")
@@ -674,6 +819,22 @@ class _Run:
         if isinstance(configuration.get("Tags"), dict):
             extras["Tags"] = [{"Key": str(k), "Value": str(v)} for k, v in configuration["Tags"].items()]
         return extras
+
+    def stack_policy(self) -> dict[str, str]:
+        """The TemplateConfiguration's StackPolicy, as CreateStack's and UpdateStack's StackPolicyBody."""
+        if self.input.template_configuration is None:
+            return {}
+        located = self.input.template_configuration
+        policy = self.json_file(located, "TemplateConfiguration").get("StackPolicy")
+        if policy is None:
+            return {}
+        if not isinstance(policy, dict) or not isinstance(policy.get("Statement"), list):
+            raise _refused(
+                f"action '{self.action}': TemplateConfiguration: {located.artifact}::{located.path}: StackPolicy must "
+                'be a stack policy object, like {"Statement": [{"Effect": "Allow", "Action": "Update:*", '
+                '"Principal": "*", "Resource": "*"}]}'
+            )
+        return {"StackPolicyBody": json.dumps(policy)}
 
     def overrides(self, text: str) -> dict[str, str]:
         problem = parameter_overrides_problem(text)
@@ -814,6 +975,7 @@ class _Heartbeat:
 
     def __init__(self, operation: Operation | None) -> None:
         self.loop = asyncio.get_running_loop()
+        self.cancelled = threading.Event()  # the activity was cancelled (an abandon): the thread stops following
         self.operation = operation
         self.details: list[dict[str, Any]] = (
             [operation.model_dump(mode="json", by_alias=True)] if operation is not None else []
@@ -825,6 +987,10 @@ class _Heartbeat:
         self.details = [operation.model_dump(mode="json", by_alias=True)]
         self.loop.call_soon_threadsafe(lambda: activity.heartbeat(*self.details))
 
+    def check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise ApplicationError("the action was cancelled while following the stack", type="Cancelled")
+
     async def forever(self) -> None:
         timeout = activity.info().heartbeat_timeout
         interval = (
@@ -833,6 +999,25 @@ class _Heartbeat:
         while True:
             activity.heartbeat(*self.details)
             await asyncio.sleep(interval)
+
+
+async def _until_done(work: Coroutine[Any, Any, _T], beat: _Heartbeat) -> _T:
+    """The activity's thread to its end: on cancellation (an abandon) it is told to stop and awaited, so the
+    activity ends only once nothing of it still runs."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        beat.cancelled.set()
+        try:
+            await task
+        except BaseException:  # the cancellation is what ends the activity
+            pass
+        raise
+
+
+def _record_path(location: str) -> str:
+    return f"cloudformation/attempts/{location}.json"
 
 
 def _log(context: ActionContext) -> Any:

@@ -89,6 +89,9 @@ class CloudFormationCompensation(CamelModel):
     role_arn: str | None = None
     capabilities: list[str] = Field(default_factory=list)
     snapshots: list[ArtifactRef] = Field(default_factory=list)
+    # Where each attempt of the action records its operation before the call (`attempt_record`): an action abandoned
+    # mid-operation returns no snapshot reference, so the compensation finds it there.
+    attempt_records: list[str] = Field(default_factory=list)
     timeout_seconds: int = 60 * 60
 
 
@@ -97,6 +100,14 @@ def client_request_token(context: ActionContext, operation: str) -> str:
     call once; another attempt (a declared retry, a new stage attempt) gets its own."""
     digest = hashlib.sha256(f"{context.idempotency_key}/{context.action_attempt}/{operation}".encode()).hexdigest()
     return f"{_TOKEN_PREFIX}{operation.lower()}-{digest[:48]}"
+
+
+def attempt_record(context: ActionContext, attempt: int | None = None) -> str:
+    """The store location (a hash) where an action attempt records the operation it is about to start, before the
+    call: a retried activity whose heartbeat never reached the server, and the compensation of an abandoned action,
+    find it there."""
+    number = context.action_attempt if attempt is None else attempt
+    return hashlib.sha256(f"cloudformation-attempt/{context.idempotency_key}/{number}".encode()).hexdigest()
 
 
 def action_mode(value: str) -> ActionMode | None:
@@ -213,16 +224,22 @@ def build_input(request: ActionRequest) -> CloudFormationInput:
 
 def register_compensation(request: ActionRequest, activity_input: BaseModel, sequence: int) -> CompensationStep | None:
     """A stack-changing action is undone by restoring the snapshot it keeps (the stage adds the snapshot's store
-    reference to the step once the action returns it, or fails carrying it)."""
+    reference to the step once the action returns it, or fails carrying it; an abandoned action returns nothing, so
+    the step also names where each attempt records its operation and snapshot)."""
     assert isinstance(activity_input, CloudFormationInput)
     if action_mode(activity_input.mode) not in CHANGING_MODES:
         return None
+    retry = request.action.conveyor.retry
+    last = max(activity_input.context.action_attempt, retry.maximum_attempts if retry else 1)
     target = CloudFormationCompensation(
         context=activity_input.context,
         identity=activity_input.identity,
         stack_name=activity_input.stack_name,
         role_arn=activity_input.role_arn,
         capabilities=activity_input.capabilities,
+        attempt_records=[
+            attempt_record(activity_input.context, n) for n in range(activity_input.context.action_attempt, last + 1)
+        ],
         timeout_seconds=activity_input.timeout_seconds,
     )
     return CompensationStep(
@@ -239,6 +256,8 @@ def register_compensation(request: ActionRequest, activity_input: BaseModel, seq
 def compensation_input(step: CompensationStep, context: ActionContext) -> CloudFormationCompensation:
     assert step.provider_input is not None, "a CloudFormation compensation step carries its stack"
     target = CloudFormationCompensation.model_validate_json(step.provider_input)
+    # The action's artifact stores: a restored template over the TemplateBody limit goes through its region's store.
+    context = context.model_copy(update={"artifact_stores": target.context.artifact_stores})
     return target.model_copy(update={"context": context, "snapshots": list(step.input_artifacts)})
 
 

@@ -13,6 +13,8 @@ from conveyor.providers.codedeploy import CODEDEPLOY, CODEDEPLOY_TO_ECS
 from conveyor.providers.commands import COMMANDS
 from conveyor.providers.contract import ActivityCall, OutputVariables, ProviderContract
 from conveyor.providers.ecr import ECR
+from conveyor.providers.ecs import ECS
+from conveyor.providers.elastic_beanstalk import ELASTIC_BEANSTALK
 from conveyor.providers.git import GIT
 from conveyor.providers.git_sources import CODECOMMIT, CODESTAR_SOURCE_CONNECTION, GITHUB
 from conveyor.providers.lambda_invoke import LAMBDA
@@ -32,6 +34,8 @@ PROVIDERS: Mapping[str, ProviderContract] = {
         CODESTAR_SOURCE_CONNECTION,
         COMMANDS,
         ECR,
+        ELASTIC_BEANSTALK,
+        ECS,
         GIT,
         GITHUB,
         LAMBDA,

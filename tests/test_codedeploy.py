@@ -434,3 +434,14 @@ async def test_a_lambda_application_gets_the_artifacts_appspec_as_appspec_conten
     (deployment_id,) = ours(codedeploy)
     revision = CodeDeployScript.deployment(deployment_id).revision
     assert revision["revisionType"] == "AppSpecContent" and revision["appSpecContent"]["content"] == APPSPEC_YML
+
+
+async def test_a_missing_deployment_group_fails_the_action_naming_it(
+    client: ConveyorClient, codedeploy: CodeDeployScript
+) -> None:
+    ref, _ = await client.start(declaration(configuration={"DeploymentGroupName": "nope"}))
+    state = await asyncio.wait_for(client.wait(ref), 60)
+    assert state.status == ExecutionStatus.FAILED
+    error = release_action(state).error
+    assert error is not None and f"deployment group {APP}/nope does not exist (check ApplicationName" in error.message
+    assert codedeploy.created == []

@@ -445,3 +445,30 @@ async def test_a_missing_deployment_group_fails_the_action_naming_it(
     error = release_action(state).error
     assert error is not None and f"deployment group {APP}/nope does not exist (check ApplicationName" in error.message
     assert codedeploy.created == []
+
+
+async def test_a_plain_task_definition_gets_the_image_in_the_container_named_like_the_placeholder(
+    client: ConveyorClient, codedeploy: CodeDeployScript, aws: Aws
+) -> None:
+    """Beyond CodePipeline: without a `<web>` placeholder the container named `web` (Image1ContainerName) gets the
+    image, so a task definition copied from describe-task-definition works as it is."""
+    ref, _ = await client.start(declaration("CodeDeployToECS", {"Image1ContainerName": "web"}))
+    state = await asyncio.wait_for(client.wait(ref), 60)
+    assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+    (arn,) = aws.client("ecs").list_task_definitions()["taskDefinitionArns"]
+    registered = aws.client("ecs").describe_task_definition(taskDefinition=arn)["taskDefinition"]
+    assert registered["containerDefinitions"][0]["image"] == IMAGE
+
+
+async def test_a_task_definition_without_the_placeholder_or_the_container_is_refused_naming_both(
+    client: ConveyorClient, codedeploy: CodeDeployScript
+) -> None:
+    ref, _ = await client.start(declaration("CodeDeployToECS", {"Image1ContainerName": "api"}))
+    state = await asyncio.wait_for(client.wait(ref), 60)
+    assert state.status == ExecutionStatus.FAILED
+    error = release_action(state).error
+    assert error is not None
+    assert "taskdef.json of artifact 'Templates' has neither <api> nor a container named 'api' (it has web)" in (
+        error.message
+    ), error.message
+    assert codedeploy.created == []

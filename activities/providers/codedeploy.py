@@ -525,23 +525,32 @@ class CodeDeployProvider:
         action = input.context.action_name
         taskdef_text = self._file(action, ecs.task_definition_artifact, ecs.task_definition_path, workspace,
                                   "TaskDefinitionTemplatePath")  # fmt: skip
+        by_container: dict[str, tuple[str, str]] = {}  # container name -> (image URI, artifact)
         for image in ecs.images:
             uri = self._image_uri(action, image.artifact, workspace)
             placeholder = f"<{image.placeholder}>"
-            if placeholder not in taskdef_text:
-                raise _refused(
-                    f"action '{action}': {ecs.task_definition_path} of artifact '{ecs.task_definition_artifact.name}' "
-                    f"has no {placeholder}: put it where the image of artifact '{image.artifact.name}' goes (the "
-                    'container\'s "image")'
-                )
-            taskdef_text = taskdef_text.replace(placeholder, uri)
+            if placeholder in taskdef_text:
+                taskdef_text = taskdef_text.replace(placeholder, uri)
+            else:  # no placeholder: a plain task definition, its container named ImageNContainerName gets the image
+                by_container[image.placeholder] = (uri, image.artifact.name)
+        where = f"{ecs.task_definition_path} of artifact '{ecs.task_definition_artifact.name}'"
         try:
             taskdef = json.loads(taskdef_text)
         except json.JSONDecodeError as err:
-            where = f"{ecs.task_definition_path} of artifact '{ecs.task_definition_artifact.name}'"
             raise _refused(f"action '{action}': {where} is not JSON ({err.msg} at line {err.lineno})") from None
         if not isinstance(taskdef, dict):
             raise _refused(f"action '{action}': {ecs.task_definition_path} is not a task definition (a JSON object)")
+        containers = [c for c in taskdef.get("containerDefinitions") or [] if isinstance(c, dict)]
+        for name, (uri, artifact) in by_container.items():
+            matching = [c for c in containers if c.get("name") == name]
+            if not matching:
+                names = ", ".join(str(c.get("name")) for c in containers) or "none"
+                raise _refused(
+                    f"action '{action}': {where} has neither <{name}> nor a container named '{name}' (it has "
+                    f"{names}): put <{name}> where the image of artifact '{artifact}' goes, or name the container"
+                )
+            for container in matching:
+                container["image"] = uri
         appspec = self._file(action, ecs.appspec_artifact, ecs.appspec_path, workspace, "AppSpecTemplatePath")
         if TASK_DEFINITION_PLACEHOLDER not in appspec:
             raise _refused(

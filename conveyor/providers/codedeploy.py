@@ -278,7 +278,8 @@ CODEDEPLOY_TO_ECS = ProviderContract(
     summary=(
         "registers the task definition `TaskDefinitionTemplatePath` (taskdef.json) of "
         "`TaskDefinitionTemplateArtifact` with each `<ImageNContainerName>` replaced by the ImageURI of "
-        "`ImageNArtifactName`'s imageDetail.json (N = 1..4), puts its ARN for `<TASK_DEFINITION>` in "
+        "`ImageNArtifactName`'s imageDetail.json (N = 1..4; without the placeholder, the container of that name "
+        "gets it), puts its ARN for `<TASK_DEFINITION>` in "
         "`AppSpecTemplatePath` (appspec.yaml) of `AppSpecTemplateArtifact`, and deploys that appspec (blue/green) "
         "to `DeploymentGroupName`; followed, stopped and compensated as CodeDeploy; outputs {variables}"
     ),

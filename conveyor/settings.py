@@ -113,6 +113,7 @@ class Settings(BaseModel):
     cloudformation_poll_seconds: float = 5.0  # how often a CloudFormation action asks for its stack's state
     beanstalk_poll_seconds: float = 5.0  # how often an ElasticBeanstalk action asks for its environment's state
     ecs_poll_seconds: float = 5.0  # how often an ECS action asks for its deployment's state
+    codedeploy_poll_seconds: float = 5.0  # how often a CodeDeploy action asks for its deployment's state
     # Where Git-hosted sources clone from and with which credential (conveyor/connections.py); None: the
     # data directory's connections.yaml if present, else the defaults.
     connections_file: Path | None = None
@@ -143,6 +144,7 @@ class Settings(BaseModel):
             cloudformation_poll_seconds=_positive_number(env, "CONVEYOR_CLOUDFORMATION_POLL_SECONDS", 5.0, "seconds"),
             beanstalk_poll_seconds=_positive_number(env, "CONVEYOR_BEANSTALK_POLL_SECONDS", 5.0, "seconds"),
             ecs_poll_seconds=_positive_number(env, "CONVEYOR_ECS_POLL_SECONDS", 5.0, "seconds"),
+            codedeploy_poll_seconds=_positive_number(env, "CONVEYOR_CODEDEPLOY_POLL_SECONDS", 5.0, "seconds"),
             connections_file=Path(env["CONVEYOR_CONNECTIONS"]).expanduser()
             if env.get("CONVEYOR_CONNECTIONS")
             else None,

@@ -526,3 +526,102 @@ class CloudFormationAnswerHold(CloudFormationScript):
             return result
 
         return held
+
+
+# --- CodeDeploy (contract: scripted outcomes) --------------------------------------------------------------------
+# moto's CodeDeploy leaves every deployment `Created`, never fills `errorInformation` or a group's
+# `lastSuccessfulDeployment`, and does not serve StopDeployment. CodeDeployScript plays each deployment through
+# InProgress to the end a test scripts (one step per GetDeployment), gives a failed one CodeDeploy's error
+# information, names a group's newest Succeeded deployment, serves StopDeployment (status Stopped, with what it was
+# sent), and counts the CreateDeployment requests moto served.
+
+
+@dataclass
+class CodeDeployScript:
+    status: str = "Succeeded"  # how every deployment ends: Succeeded or Failed
+    error_code: str = "HEALTH_CONSTRAINTS"
+    error_message: str = "The overall deployment failed because too many individual instances failed deployment"
+    hold: bool = False  # deployments stay InProgress until `release` is set (or they are stopped)
+    steps: int = 2  # GetDeployment calls a deployment spends InProgress before it ends
+    release: threading.Event = field(default_factory=threading.Event)
+    created: list[str] = field(default_factory=list)  # deployment ids, in the order CreateDeployment served them
+    stopped: list[tuple[str, bool]] = field(default_factory=list)  # (deployment id, autoRollbackEnabled)
+    _seen: dict[str, int] = field(default_factory=dict)
+    _stored: list[Any] = field(default_factory=list)  # moto's deployments the script saw created
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> CodeDeployScript:
+        from moto.codedeploy import responses
+        from moto.codedeploy.models import CodeDeployBackend
+        from moto.codedeploy.responses import CodeDeployResponse
+        from moto.core.responses import ActionResult
+
+        script = self
+        original_create = CodeDeployBackend.create_deployment
+        original_get = CodeDeployBackend.get_deployment
+        original_info = responses._deployment_info
+
+        def create_deployment(backend: CodeDeployBackend, *args: Any, **kwargs: Any) -> str:
+            deployment_id: str = original_create(backend, *args, **kwargs)
+            script.created.append(deployment_id)
+            script._stored.append(backend.deployments[deployment_id])
+            return deployment_id
+
+        def get_deployment(backend: CodeDeployBackend, deployment_id: str) -> Any:
+            deployment = original_get(backend, deployment_id)
+            script._advance(deployment)
+            return deployment
+
+        def deployment_info(deployment: Any) -> dict[str, Any]:
+            info: dict[str, Any] = original_info(deployment)
+            info["errorInformation"] = getattr(deployment, "scripted_error", {})
+            return info
+
+        original_group_info = responses._deployment_group_info
+
+        def deployment_group_info(group: Any) -> dict[str, Any]:
+            # moto leaves lastSuccessfulDeployment empty: the group's newest Succeeded deployment, as CodeDeploy says.
+            info: dict[str, Any] = original_group_info(group)
+            succeeded = [d for d in script._stored if d.deployment_group is group and d.status == "Succeeded"]
+            if succeeded:
+                last = max(succeeded, key=lambda d: d.create_time)
+                info["lastSuccessfulDeployment"] = {"deploymentId": last.deployment_id, "status": "Succeeded"}
+            return info
+
+        def stop_deployment(response: CodeDeployResponse) -> Any:
+            deployment_id = response._get_param("deploymentId")
+            deployment = response.codedeploy_backend.deployments[deployment_id]  # unpatched: no step played
+            script.stopped.append((deployment_id, bool(response._get_param("autoRollbackEnabled"))))
+            deployment.status = "Stopped"
+            deployment.scripted_error = {"code": "DEPLOYMENT_STOPPED", "message": "the deployment was stopped"}
+            return ActionResult({"status": "Succeeded", "statusMessage": "stopped"})
+
+        monkeypatch.setattr(CodeDeployBackend, "create_deployment", create_deployment)
+        monkeypatch.setattr(CodeDeployBackend, "get_deployment", get_deployment)
+        monkeypatch.setattr(responses, "_deployment_info", deployment_info)
+        monkeypatch.setattr(responses, "_deployment_group_info", deployment_group_info)
+        monkeypatch.setattr(CodeDeployResponse, "stop_deployment", stop_deployment, raising=False)
+        return self
+
+    def _advance(self, deployment: Any) -> None:
+        if deployment.status in ("Succeeded", "Failed", "Stopped"):
+            return
+        seen = self._seen.get(deployment.deployment_id, 0) + 1
+        self._seen[deployment.deployment_id] = seen
+        deployment.status = "InProgress"
+        if seen <= self.steps or (self.hold and not self.release.is_set()):
+            return
+        deployment.status = self.status
+        if self.status == "Failed":
+            deployment.scripted_error = {"code": self.error_code, "message": self.error_message}
+
+    @staticmethod
+    def deployment(deployment_id: str, account: str = "123456789012", region: str = "us-east-1") -> Any:
+        """moto's stored deployment: the revision and description the engine sent."""
+        from moto.codedeploy.models import codedeploy_backends
+
+        return codedeploy_backends[account][region].deployments[deployment_id]
+
+    @staticmethod
+    def succeed_earlier(deployment_id: str, account: str = "123456789012", region: str = "us-east-1") -> None:
+        """A deployment made outside the test's pipeline, marked Succeeded (the group's previous revision)."""
+        CodeDeployScript.deployment(deployment_id, account, region).status = "Succeeded"

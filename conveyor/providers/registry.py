@@ -9,6 +9,7 @@ from conveyor.interface import ActionCategory
 from conveyor.model import ActionContext, CompensationStep
 from conveyor.providers.cloudformation import CLOUDFORMATION
 from conveyor.providers.codebuild import CODEBUILD
+from conveyor.providers.codedeploy import CODEDEPLOY, CODEDEPLOY_TO_ECS
 from conveyor.providers.commands import COMMANDS
 from conveyor.providers.contract import ActivityCall, OutputVariables, ProviderContract
 from conveyor.providers.ecr import ECR
@@ -28,6 +29,8 @@ PROVIDERS: Mapping[str, ProviderContract] = {
         CLOUDFORMATION,
         CODEBUILD,
         CODECOMMIT,
+        CODEDEPLOY,
+        CODEDEPLOY_TO_ECS,
         CODESTAR_SOURCE_CONNECTION,
         COMMANDS,
         ECR,

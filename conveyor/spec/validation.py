@@ -629,6 +629,8 @@ def _action_texts(action: Action) -> list[tuple[str, str]]:
     texts += [(f"commands[{i}]", c) for i, c in enumerate(action.commands or [])]
     texts += [(f"environmentVariables[{i}].value", e.value) for i, e in enumerate(action.environment_variables)]
     texts += [(f"conveyor.rollback[{i}]", c) for i, c in enumerate(action.conveyor.rollback)]
+    for wi, wave in enumerate(action.conveyor.waves or []):
+        texts += [(f"conveyor.waves[{wi}].configuration.{k}", v) for k, v in wave.configuration.items()]
     return texts
 
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,6 +21,7 @@ from typing import Any
 import boto3
 import pytest
 import pytest_asyncio
+import yaml
 from rich.console import Console
 from temporalio.client import Client
 
@@ -264,7 +268,8 @@ async def _until(client: ConveyorClient, ref: ExecutionRef, check: Any, what: st
         if found:
             return found
         await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    state = await client.state(ref)
+    raise AssertionError(f"timed out waiting for {what}: {state.model_dump_json(exclude_none=True)[:3000]}")
 
 
 def rendered(state: ExecutionState) -> str:
@@ -455,3 +460,74 @@ async def test_waves_deploy_into_two_accounts_in_turn_and_a_failed_wave_rolls_ba
     rolled_prod = rolled.stage("Prod")
     assert rolled_prod is not None and [w.status for w in rolled_prod.actions[0].waves] == [ActionStatus.SUCCEEDED] * 2
     assert all(a.compensation is None for a in prod.actions)  # redeployed, not compensated as well
+
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "canary-waves"
+
+
+async def test_the_shipped_canary_waves_example_runs_against_moto(client: ConveyorClient, aws: Aws) -> None:
+    setup = subprocess.run(
+        [sys.executable, str(EXAMPLE / "setup.py")], env=os.environ | aws.environment, capture_output=True, text=True
+    )
+    assert setup.returncode == 0, setup.stderr
+    declaration = yaml.safe_load((EXAMPLE / "pipeline.yaml").read_text())
+    declaration["name"] = f"{declaration['name']}-{uuid.uuid4().hex[:8]}"  # executions of tests never shared
+    assert validate_pipeline(declaration).ok
+    ref, _ = await client.start(declaration)
+    state = await asyncio.wait_for(client.wait(ref, interval=0.2), 90)
+    assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+    production = state.stage("Production")
+    assert production is not None
+    (publish,) = production.actions
+    assert [(w.name, w.status) for w in publish.waves] == [
+        ("canary", ActionStatus.SUCCEEDED),
+        ("eu", ActionStatus.SUCCEEDED),
+        ("us", ActionStatus.SUCCEEDED),
+    ]
+    s3 = aws.client("s3")
+    for bucket in ("example-canary", "example-eu", "example-us"):
+        page = s3.get_object(Bucket=bucket, Key="site/index.html")["Body"].read().decode()
+        assert page.strip() == "<h1>release 1</h1>"
+
+
+async def test_without_an_earlier_release_each_started_wave_is_compensated_once_in_reverse(
+    client: ConveyorClient, cloudwatch: Any, tmp_path: Path
+) -> None:
+    """A first release (nothing to redeploy): by the ONE rule the compensations run, one per wave started."""
+    declaration = pipeline(
+        f"""
+name: wave-undo
+stages:
+  - name: Prod
+    onFailure: {{result: ROLLBACK}}
+    actions:
+      - name: Ship
+        provider: Commands
+        commands: ["echo shipped >> {tmp_path}/shipped.log"]
+        conveyor:
+          rollback: ["echo undone >> {tmp_path}/undone.log"]
+          bake: {{minutes: 0.1, alarms: [api-errors]}}  # 6 s: the alarm is raised early in wave b's
+          waves: [{{name: a}}, {{name: b}}, {{name: c}}]
+"""
+    )
+    ref, _ = await client.start(declaration)
+
+    async def second_wave_baking() -> bool:
+        ship = await _action(client, ref, "Prod", "Ship")
+        return ship is not None and len(ship.waves) == 3 and ship.waves[1].bake is not None
+
+    await _until(client, ref, second_wave_baking, "wave b's bake")
+    cloudwatch.set_alarm_state(AlarmName="api-errors", StateValue="ALARM", StateReason="wave b broke it")
+    state = await asyncio.wait_for(client.wait(ref, interval=0.2), 60)
+    assert state.status == ExecutionStatus.FAILED and state.rollback_execution is None
+    prod = state.stage("Prod")
+    assert prod is not None
+    (ship,) = prod.actions
+    assert [w.status for w in ship.waves] == [ActionStatus.SUCCEEDED, ActionStatus.FAILED, None]
+    assert (
+        ship.waves[1].bake is not None and ship.waves[1].bake.tripped == "alarm 'api-errors' went ALARM during the bake"
+    )
+    assert _lines(tmp_path / "shipped.log") == ["shipped", "shipped"]  # wave c never started
+    assert _lines(tmp_path / "undone.log") == ["undone", "undone"]  # waves b and a, each once
+    result = await client.state(ref)
+    assert "wave c: waiting" in rendered(result)

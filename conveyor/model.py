@@ -371,6 +371,8 @@ class CompensationStep(CamelModel):
     provider: str = "Commands"
     # A provider's own description of what to undo (CloudFormation: the stack, as JSON; names only, no secrets).
     provider_input: str | None = None
+    # The wave of a waved action (`conveyor.waves`) it undoes; each wave registers its own step.
+    wave: str | None = Field(default=None, exclude_if=lambda wave: wave is None)
 
 
 class CompensationState(CamelModel):
@@ -379,6 +381,40 @@ class CompensationState(CamelModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: ErrorDetails | None = None
+
+
+class BakeStatus(StrEnum):
+    BAKING = "Baking"
+    PASSED = "Passed"
+    FAILED = "Failed"
+
+
+class BakeState(CamelModel):
+    """A bake after a deploy (`conveyor.bake`): the alarms watched until `deadline`, fixed when it began, so a
+    replayed or restarted stage ends the same bake at the same time."""
+
+    minutes: float
+    alarms: list[str]
+    status: BakeStatus = BakeStatus.BAKING
+    started_at: datetime
+    deadline: datetime
+    checked_at: datetime | None = None  # the last look at the alarms
+    finished_at: datetime | None = None
+    tripped: str | None = None  # "alarm 'x' went ALARM during the bake"
+
+
+class WaveState(CamelModel):
+    """One wave of an action run over targets (`conveyor.waves`): its run of the action's activity, then its bake."""
+
+    name: str
+    region: str | None = None
+    role_arn: str | None = None
+    status: ActionStatus | None = None  # None: not started yet
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    summary: str | None = None
+    error: ErrorDetails | None = None
+    bake: BakeState | None = None
 
 
 class ActionState(CamelModel):
@@ -410,6 +446,9 @@ class ActionState(CamelModel):
     # What it kept in the artifact store for its compensation (a stack's previous template), succeeded or failed:
     # garbage collection keeps these while the execution is retained. Left out of the state when empty.
     compensation_artifacts: list[ArtifactRef] = Field(default_factory=list, exclude_if=lambda refs: not refs)
+    # `conveyor.bake`: the action's bake after it succeeded (a waved action's bakes are its waves'). Left out if none.
+    bake: BakeState | None = Field(default=None, exclude_if=lambda bake: bake is None)
+    waves: list[WaveState] = Field(default_factory=list, exclude_if=lambda waves: not waves)  # `conveyor.waves`
 
 
 class RuleState(CamelModel):

@@ -50,4 +50,5 @@ def _stage_texts(stage: Stage) -> list[str]:
     for action in stage.actions:
         texts += list(action.configuration.values()) + list(action.commands or [])
         texts += [e.value for e in action.environment_variables] + list(action.conveyor.rollback)
+        texts += [value for wave in action.conveyor.waves or [] for value in wave.configuration.values()]
     return texts

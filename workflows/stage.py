@@ -21,6 +21,8 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
     from conveyor.artifact_locations import locations_for_action
+    from conveyor.aws.identity import action_identity
+    from conveyor.bake import start_bake, wave_action_name, wave_configuration
     from conveyor.interface import (
         Activity,
         ApprovalOutcome,
@@ -47,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         ApproverQuery,
         ApproverSnapshot,
         ArtifactRef,
+        BakeState,
         BuildPhase,
         CompensationStep,
         ErrorDetails,
@@ -57,11 +60,12 @@ with workflow.unsafe.imports_passed_through():
         StageState,
         StageStatus,
         StopRequest,
+        WaveState,
     )
     from conveyor.providers.contract import ActionRequest, ProviderActivity, ProviderContract
     from conveyor.providers.manual import MANUAL
     from conveyor.providers.registry import PROVIDERS
-    from conveyor.spec.declaration import Action, RetryPolicyExtension, Stage
+    from conveyor.spec.declaration import Action, RetryPolicyExtension, Stage, Wave
     from conveyor.variables import UnresolvedVariableError, resolve
     from workflows.approvals import (
         ApprovalBook,
@@ -74,6 +78,8 @@ with workflow.unsafe.imports_passed_through():
         stopped,
         timed_out,
     )
+    from workflows.bake import bake
+    from workflows.waves import run_waves
 
 DEFAULT_APPROVAL_TIMEOUT = MANUAL.default_timeout
 # Infrastructure failures (a dead worker's heartbeat timeout) are retried; an action's own failure
@@ -408,10 +414,101 @@ class StageWorkflow:
         run = contract.activity
         if run is None:  # a durable wait for a decision, not an activity
             return await self._wait_for_approval(action, state, configuration)
+        if action.conveyor.waves:
+            return await run_waves(
+                action,
+                state,
+                lambda declared, wave: self._run_wave(action, contract, run, configuration, declared, wave),
+                _failure_error,
+            )
+        outcome = await self._run_activity(action, contract, run, configuration, self._context(action))
+        state.bake = None
+        if action.conveyor.bake is not None:
+            self._keep_for_compensation(action.name, outcome.compensation_artifacts, state)
+            outcome.compensation_artifacts = []  # kept already: a failed bake still compensates them
+            state.bake = start_bake(action.conveyor.bake.minutes, action.conveyor.bake.alarms, workflow.now())
+            await self._bake(action, action, state.bake)
+        return outcome
+
+    async def _run_wave(
+        self,
+        action: Action,
+        contract: ProviderContract,
+        run: ProviderActivity,
+        configuration: dict[str, str],
+        declared: Wave,
+        wave: WaveState,
+    ) -> ActionOutcome:
+        """One wave: the action with the wave's target and configuration, under its own name (its logs, its
+        idempotency key, its compensation step), then its bake."""
+        overrides = {key: self._resolve(value) for key, value in declared.configuration.items()}
+        targeted = action.model_copy(
+            update={
+                "name": wave_action_name(action.name, wave.name),
+                "region": wave.region,
+                "role_arn": wave.role_arn,
+                "configuration": wave_configuration(action.configuration, declared.configuration),
+            }
+        )
+        context = self._context(action).model_copy(
+            update={
+                "action_name": targeted.name,
+                "artifact_stores": locations_for_action(self._input.artifact_stores, wave.region),
+            }
+        )
+        state = self._action_state(action.name)
+        try:
+            outcome = await self._run_activity(
+                targeted,
+                contract,
+                run,
+                wave_configuration(configuration, overrides),
+                context,
+                wave=wave.name,
+                owner=action.name,
+            )
+        except ActivityError as failure:
+            self._keep_for_compensation(action.name, _compensation_artifacts(failure), state, wave=wave.name)
+            raise
+        self._keep_for_compensation(action.name, outcome.compensation_artifacts, state, wave=wave.name)
+        outcome.compensation_artifacts = []
+        if action.conveyor.bake is not None:
+            wave.bake = start_bake(action.conveyor.bake.minutes, action.conveyor.bake.alarms, workflow.now())
+            await self._bake(action, targeted, wave.bake)
+        return outcome
+
+    async def _bake(self, action: Action, target: Action, state: BakeState) -> None:
+        """Watch the declared alarms as the target (the action, or one wave of it: its role and region) until the
+        bake ends; an alarm in a watched state fails the action."""
+        declared = action.conveyor.bake
+        assert declared is not None
+        context = self._context(action)
+        identity = action_identity(context, target.role_arn, self._input.pipeline_role_arn, target.region)
+        failure = await bake(
+            declared,
+            identity,
+            f"{self._stage.name}.{target.name}",
+            state,
+            lambda: self._stop is not None and self._stop.abandon,
+        )
+        if failure is not None:
+            raise ActionFailed(failure.code, failure.message)
+
+    async def _run_activity(
+        self,
+        action: Action,
+        contract: ProviderContract,
+        run: ProviderActivity,
+        configuration: dict[str, str],
+        context: ActionContext,
+        wave: str | None = None,
+        owner: str | None = None,
+    ) -> ActionOutcome:
+        """The action's activity (a wave's: `owner` is the stage's action, `wave` the wave's name)."""
         override = next((r for r in self._input.source_revisions if r.action_name == action.name), None)
         request = ActionRequest(
             action=action,
-            context=self._context(action),
+            context=context,
             configuration=configuration,
             timeout=self._timeout(action, contract.default_timeout),
             revision_override=override.revision_value if override else None,
@@ -423,7 +520,7 @@ class StageWorkflow:
             source_revisions=(*self._input.source_revisions_seen, *self._revisions),
         )
         activity_input = run.build_input(request)
-        self._register_compensation(contract, request, activity_input)
+        self._register_compensation(contract, request, activity_input, owner or action.name, wave)
         return await self._start(action, run, activity_input, request.timeout, self._heartbeat(action, contract))
 
     def _heartbeat(self, action: Action, contract: ProviderContract) -> timedelta:
@@ -432,21 +529,30 @@ class StageWorkflow:
         return contract.heartbeat_timeout or timedelta(seconds=self._input.default_heartbeat_seconds)
 
     def _register_compensation(
-        self, contract: ProviderContract, request: ActionRequest, activity_input: BaseModel
+        self,
+        contract: ProviderContract,
+        request: ActionRequest,
+        activity_input: BaseModel,
+        owner: str,
+        wave: str | None,
     ) -> None:
-        """Registered before the action runs: a half-applied action is undone too."""
+        """Registered before the action (or each of its waves) runs: a half-applied action is undone too."""
         compensation = contract.compensation
-        if compensation is None or request.action.name in {c.action_name for c in self._compensations}:
+        action_name = owner
+        if compensation is None or (action_name, wave) in {(c.action_name, c.wave) for c in self._compensations}:
             return
         step = compensation.register(request, activity_input, len(self._compensations) + 1)
         if step is not None:
+            step.action_name, step.wave = action_name, wave  # the stage's action, whose state shows the undo
             self._compensations.append(step)
 
-    def _keep_for_compensation(self, action_name: str, refs: list[ArtifactRef], state: ActionState) -> None:
+    def _keep_for_compensation(
+        self, action_name: str, refs: list[ArtifactRef], state: ActionState, wave: str | None = None
+    ) -> None:
         """What the action saved for its compensation (a stack's previous template), whether it succeeded or failed,
         joins its registered step (the first attempt's first: the state before the action changed anything) and its
         state (garbage collection keeps it)."""
-        step = next((c for c in self._compensations if c.action_name == action_name), None)
+        step = next((c for c in self._compensations if c.action_name == action_name and c.wave == wave), None)
         kept = {ref.digest for ref in state.compensation_artifacts}
         refs = [ref for ref in refs if ref.digest not in kept]
         if step is not None and refs:
@@ -594,6 +700,15 @@ def _compensation_artifacts(err: BaseException) -> list[ArtifactRef]:
         return [ArtifactRef.model_validate(item) for item in found] if isinstance(found, list) else []
     except ValidationError:
         return []
+
+
+def _failure_error(err: Exception) -> ErrorDetails:
+    """What status shows of an action's (or a wave's) failure."""
+    if isinstance(err, ActionFailed):
+        return err.details
+    if isinstance(err, ActivityError):
+        return _activity_error(err)
+    return ErrorDetails(code="ActionError", message=str(err))
 
 
 def _activity_error(err: ActivityError) -> ErrorDetails:

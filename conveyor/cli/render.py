@@ -15,6 +15,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from conveyor.bake import bake_summary, wave_line
 from conveyor.identities import allowed_deciders, decider_names, excluded_deciders
 from conveyor.interface import ApprovalStatus, ConditionKind
 from conveyor.model import (
@@ -22,6 +23,7 @@ from conveyor.model import (
     ActionStatus,
     ApprovalRequest,
     ApprovalResult,
+    BakeStatus,
     CompensationStatus,
     ConditionState,
     ConditionStatus,
@@ -51,6 +53,7 @@ STYLES = {
     "Errored": "red",
 }
 LOUD = "bold red"
+BAKE_STYLES = {BakeStatus.BAKING: "cyan", BakeStatus.PASSED: "green", BakeStatus.FAILED: "red"}
 WAITING = "yellow"
 CONDITION_NAMES = {
     ConditionKind.BEFORE_ENTRY: "beforeEntry",
@@ -333,6 +336,7 @@ def _action_details(state: ExecutionState, stage: StageState, action: ActionStat
         label = "link" if is_link else "external execution id"  # Lambda's externalExecutionId may be any id
         parts.append(literal(f"{label}: {action.external_url}"))
     parts += _action_attempts(action)
+    parts += _bake_and_waves(action)
     parts += _build_phases(action)
     parts += _compensation(state, stage, action)
     parts += [literal(f"notification failed: {error}", WAITING) for error in action.notification_errors]
@@ -349,6 +353,19 @@ def _action_outcome(action: ActionState) -> Text:
         why = f": {decided.summary}" if decided.summary else ""
         return literal(f"{decided.status} by {decided.by or 'unknown'}{why}")
     return literal(action.summary or "")
+
+
+def _bake_and_waves(action: ActionState) -> list[Text]:
+    """Its bake ("baking, 4.5 min left, alarms OK") and each wave (name, status, times, bake)."""
+    now = datetime.now(UTC)
+    parts = []
+    if action.bake is not None:
+        parts.append(literal(bake_summary(action.bake, now), BAKE_STYLES[action.bake.status]))
+    for wave in action.waves:
+        style = STYLES.get(wave.status.value, "") if wave.status else "dim"
+        took = f" {duration(wave.started_at, wave.finished_at)}" if wave.started_at else ""
+        parts.append(literal(f"{wave_line(wave, now)}{took}", style))
+    return parts
 
 
 def _build_phases(action: ActionState) -> list[Text]:

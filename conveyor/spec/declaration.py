@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 
+from conveyor.alarms import MAX_ALARMS, AlarmState
 from conveyor.interface import ActionCategory, ActionOwner, ExecutionMode, RetryMode
 from conveyor.providers.registry import PROVIDERS
 
@@ -143,6 +144,36 @@ class CodeBuildExtension(DeclarationModel):
     environment: list[CodeBuildVariable] = Field(default_factory=list, max_length=200)
 
 
+MAX_BAKE_MINUTES = 60 * 24 * 7  # a week, as the CloudWatchAlarm rule's WaitTime
+MAX_WAVES = 20
+
+
+class BakeExtension(DeclarationModel):
+    """`conveyor.bake` on a deploy action: after it succeeds, wait `minutes` watching `alarms` (with the action's
+    roleArn and region); an alarm in one of `alarmStates` during the wait fails the action at once."""
+
+    minutes: float = Field(
+        gt=0, le=MAX_BAKE_MINUTES, description="How long to bake, in minutes; a decimal is allowed (0.1 is 6 s)"
+    )
+    alarms: list[Annotated[str, StringConstraints(min_length=1, max_length=255)]] = Field(
+        min_length=1, max_length=MAX_ALARMS, description="CloudWatch alarm names (metric or composite) to watch"
+    )
+    alarm_states: list[AlarmState] = Field(
+        default_factory=lambda: [AlarmState.ALARM], min_length=1, description="The states that fail the bake"
+    )
+
+
+class Wave(DeclarationModel):
+    """One target of a waved action (`conveyor.waves`): the action run again with these overrides."""
+
+    name: StageOrActionName
+    region: str | None = None  # default: the action's
+    role_arn: str | None = None  # default: the action's
+    configuration: Configuration = Field(
+        default_factory=dict, description="Keys of the action's configuration overridden for this wave"
+    )
+
+
 class ActionExtension(DeclarationModel):
     """`conveyor:` on an action: what CodePipeline's declaration cannot say."""
 
@@ -159,6 +190,16 @@ class ActionExtension(DeclarationModel):
     # runner runs for this action instead of the source's buildspec.yml.
     buildspec: Annotated[str, StringConstraints(min_length=1, max_length=100_000)] | None = None
     codebuild: CodeBuildExtension | None = None
+    bake: BakeExtension | None = None
+    waves: list[Wave] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_WAVES,
+        description=(
+            "Run this deploy action over an ordered list of targets, a wave at a time, each baked (conveyor.bake) "
+            "before the next; names unique"
+        ),
+    )
 
 
 class StageExtension(DeclarationModel):

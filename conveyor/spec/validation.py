@@ -478,6 +478,7 @@ def _extension_issues(contract: ProviderContract, action: Action, where: str) ->
     if action.conveyor.codebuild is not None and contract.name != BUILDSPEC_PROVIDER:
         errors.append(SpecIssue(f"{where}.conveyor.codebuild", f"this is for '{BUILDSPEC_PROVIDER}' actions"))
     errors += _codebuild_issues(action, contract, where)
+    errors += _release_issues(contract, action, where)
     if action.conveyor.rollback and not (contract.compensation and contract.compensation.takes_rollback_commands):
         errors.append(SpecIssue(f"{where}.conveyor.rollback", f"rollback commands are for {_rollbacks()} actions"))
     for ei, env in enumerate(action.environment_variables):
@@ -490,6 +491,44 @@ def _extension_issues(contract: ProviderContract, action: Action, where: str) ->
                 )
             )
     return errors
+
+
+def _release_issues(contract: ProviderContract, action: Action, where: str) -> list[SpecIssue]:
+    """`conveyor.bake` and `conveyor.waves`: for actions that run an activity (not sources, not approvals);
+    waves named once each, overriding only the provider's own configuration keys with values of their type."""
+    issues: list[SpecIssue] = []
+    extension = action.conveyor
+    runs = contract.activity is not None and action.action_type_id.category != ActionCategory.SOURCE
+    for key, given in (("bake", extension.bake is not None), ("waves", extension.waves is not None)):
+        if given and not runs:
+            issues.append(
+                SpecIssue(
+                    f"{where}.conveyor.{key}", "is for actions that deploy or run something, not sources or approvals"
+                )
+            )
+    keys = contract.configuration_keys
+    seen: set[str] = set()
+    for wi, wave in enumerate(extension.waves or []):
+        at = f"{where}.conveyor.waves[{wi}]"
+        if wave.name in seen:
+            issues.append(SpecIssue(f"{at}.name", f"wave '{wave.name}' is listed twice; give each wave its own name"))
+        seen.add(wave.name)
+        for key, value in wave.configuration.items():
+            known = keys.get(key) if keys is not None else None
+            if keys is not None and known is None:
+                issues.append(
+                    SpecIssue(
+                        f"{at}.configuration.{key}",
+                        f"'{key}' is not a configuration key of '{contract.name}'; use one of {', '.join(keys)}",
+                    )
+                )
+            elif known is not None and (problem := known.problem(value)):
+                issues.append(SpecIssue(f"{at}.configuration.{key}", problem))
+        if contract.configuration_check is not None and runs:
+            merged = {**action.configuration, **wave.configuration}
+            for key, why in contract.configuration_check(merged):
+                issues.append(SpecIssue(f"{at}.configuration.{key}", why))
+    return issues
 
 
 def _approvals() -> str:
@@ -590,6 +629,8 @@ def _action_texts(action: Action) -> list[tuple[str, str]]:
     texts += [(f"commands[{i}]", c) for i, c in enumerate(action.commands or [])]
     texts += [(f"environmentVariables[{i}].value", e.value) for i, e in enumerate(action.environment_variables)]
     texts += [(f"conveyor.rollback[{i}]", c) for i, c in enumerate(action.conveyor.rollback)]
+    for wi, wave in enumerate(action.conveyor.waves or []):
+        texts += [(f"conveyor.waves[{wi}].configuration.{k}", v) for k, v in wave.configuration.items()]
     return texts
 
 

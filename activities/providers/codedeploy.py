@@ -7,7 +7,9 @@ and the compensation, which redeploys the revision the group had before.
   worker created and never starts a second one. A cancellation arriving while CreateDeployment is on its way still
   stops the deployment it made.
 - Before creating, the group's last successful deployment's revision is kept in the artifact store (for the
-  compensation); the action hands its reference back, with its success or its failure.
+  compensation); the action hands its reference back, with its success or its failure, and records it in the store
+  before CreateDeployment (`DeploymentRecord`, at the attempt's `attempt_record`): the compensation of an action
+  abandoned mid-deployment, which hands back nothing, reads it there.
 - A stop or an abandon (a cancellation through the heartbeat) and the action's timeout call StopDeployment with
   autoRollbackEnabled, so CodeDeploy rolls back what it had deployed where the group allows it.
 - CodeDeployToECS registers its task definition once per attempt too: the ARN is kept in the heartbeat.
@@ -53,10 +55,12 @@ from conveyor.providers.codedeploy import (
     CodeDeployInput,
     EcsRevision,
     attempt_marker,
+    attempt_record,
 )
 from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactError, ArtifactStore, replicate_for_action, store_for_outputs
 from conveyor.stores.entries import StoredKind
+from conveyor.stores.records import AttemptRecord, AttemptRecords, RecordKind, RecordStoreError, record_backend
 from conveyor.stores.s3 import parse_object_url
 
 HEARTBEAT_SECONDS = 2.0
@@ -86,6 +90,13 @@ class DeploymentHeartbeat(CamelModel):
     deployment_id: str | None = None
     previous: ArtifactRef | None = None  # the group's revision before the deployment
     task_definition_arn: str | None = None  # CodeDeployToECS: registered once per attempt
+
+
+class DeploymentRecord(AttemptRecord):
+    """What an action attempt records before CreateDeployment: the group's revision before it, as kept (None: the
+    group had no successful deployment)."""
+
+    previous: ArtifactRef | None = None
 
 
 class PreviousRevision(CamelModel):
@@ -261,9 +272,10 @@ class CodeDeployProvider:
 
     @activity.defn(name=COMPENSATION_ACTIVITY)
     async def codedeploy_compensate(self, input: CodeDeployCompensation) -> ActionOutcome:
-        if not input.previous:
+        previous = input.previous or await asyncio.to_thread(self._recorded_previous, input)
+        if not previous:
             return ActionOutcome(summary="nothing to undo: the group had no earlier successful deployment")
-        kept = await asyncio.to_thread(self._read_previous, input.previous[0], input.context.action_name)
+        kept = await asyncio.to_thread(self._read_previous, previous[0], input.context.action_name)
         group = await asyncio.to_thread(self._group, input.context, input.identity, input)
         marker = attempt_marker(input.context, "compensate")
         beat = _Beat(_heartbeat_details())
@@ -308,6 +320,8 @@ class CodeDeployProvider:
                 beat.send()
             kept = [beat.details.previous] if beat.details.previous else []
             if deployment_id is None:
+                record = DeploymentRecord(execution_id=context.execution_id, previous=beat.details.previous)
+                await asyncio.to_thread(self._record, context, record)
 
                 async def revision() -> dict[str, Any]:
                     if input.ecs is None:
@@ -435,6 +449,29 @@ class CodeDeployProvider:
         )
 
     # --- the previous revision ----------------------------------------------------------------------------
+
+    def _records(self) -> AttemptRecords:
+        return AttemptRecords(record_backend(self.settings), RecordKind.CODEDEPLOY)
+
+    def _record(self, context: ActionContext, record: DeploymentRecord) -> None:
+        try:
+            self._records().replace(attempt_record(context), record)
+        except RecordStoreError as exc:
+            raise ApplicationError(f"action '{context.action_name}': could not record the previous revision before "
+                                   f"deploying: {exc}", type="AwsUnavailable") from None  # fmt: skip
+
+    def _recorded_previous(self, input: CodeDeployCompensation) -> list[ArtifactRef]:
+        """The kept revision the action's earliest attempt recorded before its deployment (an abandoned action
+        handed back none); nothing when no attempt got as far as deploying."""
+        for location in input.attempt_records:
+            try:
+                record = self._records().read(location, DeploymentRecord)
+            except RecordStoreError as exc:
+                raise ApplicationError(f"action '{input.context.action_name}': could not read the recorded previous "
+                                       f"revision: {exc}", type="AwsUnavailable") from None  # fmt: skip
+            if record is not None:
+                return [record.previous] if record.previous else []
+        return []
 
     def _keep_previous(self, input: CodeDeployInput, group: _Group, ours: str | None) -> ArtifactRef | None:
         """The revision of the group's last successful deployment before ours, kept in the store; None: none."""

@@ -12,6 +12,9 @@ until Ready and healthy) and its compensation (the environment updated back to i
   `Settings.beanstalk_poll_seconds`: Ready and Green (or HealthStatus Ok) succeeds; an ERROR event, health Red once
   Ready, or the environment Ready on another version (Elastic Beanstalk rolled the deployment back) fails the action
   naming it.
+- A stop or an abandon (a cancellation through the heartbeat) calls AbortEnvironmentUpdate on an update of the
+  action's version still under way, so Elastic Beanstalk rolls it back; the compensation then follows the
+  environment back to the previous version (or updates it back, when the abort did not take).
 """
 
 from __future__ import annotations
@@ -134,6 +137,10 @@ class _Environment:
                                    type="AwsUnavailable")  # fmt: skip
         return found
 
+    def abort(self) -> None:
+        with self.errors("AbortEnvironmentUpdate"):
+            self.client.abort_environment_update(EnvironmentName=self.name)
+
     def update(self, label: str) -> None:
         with self.errors("UpdateEnvironment"):
             self.client.update_environment(
@@ -170,6 +177,7 @@ class BeanstalkProvider:
         recorded = _heartbeat_state()
         beat = _Heartbeat(recorded or UpdateHeartbeat(version_label=input.version_label, started=time.time()))
         beating = asyncio.create_task(beat.forever())
+        env: _Environment | None = None
         try:
             env = await asyncio.to_thread(
                 self._environment, input.identity, input.context, input.application_name, input.environment_name
@@ -191,6 +199,10 @@ class BeanstalkProvider:
             lines.append(summary)
         except ApplicationError as exc:
             lines.append(exc.message)
+            raise
+        except asyncio.CancelledError:  # a stop or an abandon: the update must not go on unseen
+            if env is not None:
+                await asyncio.shield(self._abort(env, input.version_label, beat.state.updated, lines))
             raise
         finally:
             beating.cancel()
@@ -234,6 +246,19 @@ class BeanstalkProvider:
             lines.append(f"updating {input.environment_name} back to version {previous}")
         final = await self._follow(env, previous, beat.state.started, require_healthy=False)
         return f"environment {input.environment_name} back on version {previous}: {_state(final)}"
+
+    async def _abort(self, env: _Environment, label: str, updated: bool, lines: list[str]) -> None:
+        """AbortEnvironmentUpdate when the environment is updating to the action's version (or the action's update
+        call answered); a failure is logged, never raised: the cancellation goes on either way."""
+        try:
+            current = await asyncio.to_thread(env.describe)
+            if current.get("Status") != "Updating" or not (updated or current.get("VersionLabel") == label):
+                return
+            await asyncio.to_thread(env.abort)
+            lines.append(f"stopped: aborted the update of {env.name} to version {label} (Elastic Beanstalk rolls it "
+                         "back to the version before)")  # fmt: skip
+        except ApplicationError as exc:
+            _log_action(env).warning("beanstalk.abort_failed", error=exc.message)
 
     # --- parts --------------------------------------------------------------------------------------------------
 
@@ -353,6 +378,10 @@ def _log(context: ActionContext) -> Any:
         pipeline=context.pipeline_name, execution=context.execution_id, stage=context.stage_name,
         action=context.action_name,
     )  # fmt: skip
+
+
+def _log_action(env: _Environment) -> Any:
+    return structlog.get_logger().bind(action=env.action, environment=env.name)
 
 
 def activities(settings: Settings, store: ArtifactStore) -> list[Callable[..., Any]]:

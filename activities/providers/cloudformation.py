@@ -367,9 +367,13 @@ class _Follower:
                 self.provider.record_attempt(
                     self.record,
                     AttemptRecord(
-                        execution_id=self.context.execution_id, kind=kind, token=token, stack_name=self.stack.name,
-                        started=started, snapshot=self.snapshot,
-                    ),  # fmt: skip
+                        execution_id=self.context.execution_id,
+                        kind=kind,
+                        token=token,
+                        stack_name=self.stack.name,
+                        started=started,
+                        snapshot=self.snapshot,
+                    ),
                 )
             stack_id = call(token)
             operation = Operation(kind=kind, stack_id=stack_id, token=token, started=started, snapshot=self.snapshot)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from botocore.exceptions import ParamValidationError
@@ -62,6 +62,9 @@ from conveyor.stores.artifacts import ArtifactError, ArtifactStore, replicate_fo
 from conveyor.stores.entries import StoredKind
 from conveyor.stores.records import AttemptRecord, AttemptRecords, RecordKind, RecordStoreError, record_backend
 from conveyor.stores.s3 import parse_object_url
+
+if TYPE_CHECKING:
+    from mypy_boto3_codedeploy import CodeDeployClient
 
 HEARTBEAT_SECONDS = 2.0
 SUCCEEDED = "Succeeded"
@@ -150,7 +153,7 @@ def _heartbeat_details() -> DeploymentHeartbeat:
 class _Group:
     """CodeDeploy calls on one deployment group, with AWS errors as the action's."""
 
-    def __init__(self, client: Any, action: str, role: str | None, application: str, group: str) -> None:
+    def __init__(self, client: CodeDeployClient, action: str, role: str | None, application: str, group: str) -> None:
         self.client, self.action, self.role = client, action, role
         self.application, self.group = application, group
 
@@ -203,7 +206,8 @@ class _Group:
         found: list[dict[str, Any]] = []
         for start in range(0, len(ids), 25):  # BatchGetDeployments takes 25 ids
             with self.errors("BatchGetDeployments"):
-                found += self.client.batch_get_deployments(deploymentIds=ids[start : start + 25])["deploymentsInfo"]
+                batch = self.client.batch_get_deployments(deploymentIds=ids[start : start + 25])["deploymentsInfo"]
+            found += [cast(dict[str, Any], d) for d in batch]  # plain mappings from here on
         return sorted(found, key=lambda d: d["createTime"], reverse=True)
 
     def of_attempt(self, marker: str, since: datetime) -> dict[str, Any] | None:
@@ -246,7 +250,7 @@ class _Group:
 
     def get(self, deployment_id: str) -> dict[str, Any]:
         with self.errors("GetDeployment", f"deployment {deployment_id}"):
-            info: dict[str, Any] = self.client.get_deployment(deploymentId=deployment_id)["deploymentInfo"]
+            info = cast(dict[str, Any], self.client.get_deployment(deploymentId=deployment_id)["deploymentInfo"])
         return info
 
     def stop(self, deployment_id: str) -> None:

@@ -23,7 +23,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from botocore.exceptions import ClientError
@@ -45,6 +45,9 @@ from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactError, ArtifactStore, replicate_for_action
 from conveyor.stores.s3 import parse_object_url
 from conveyor.text import shorten
+
+if TYPE_CHECKING:
+    from mypy_boto3_elasticbeanstalk import ElasticBeanstalkClient
 
 HEARTBEAT_SECONDS = 2.0
 READY = "Ready"
@@ -88,7 +91,9 @@ def previous_from_description(description: str | None) -> str | None:
 class _Environment:
     """One action's calls on one environment (blocking: run them in a thread)."""
 
-    def __init__(self, client: Any, action: str, role: str | None, application: str, environment: str) -> None:
+    def __init__(
+        self, client: ElasticBeanstalkClient, action: str, role: str | None, application: str, environment: str
+    ) -> None:
         self.client, self.action, self.role = client, action, role
         self.application, self.name = application, environment
 
@@ -108,7 +113,7 @@ class _Environment:
                 "or fix EnvironmentName",
                 "AwsNotFound",
             )
-        environment: dict[str, Any] = live[0]
+        environment = cast(dict[str, Any], live[0])  # read as a plain mapping by the rest of the module
         return environment
 
     def version(self, label: str) -> dict[str, Any] | None:

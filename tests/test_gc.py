@@ -266,7 +266,8 @@ async def test_the_command_prints_what_it_removes_and_the_bytes_freed(
     assert done.code == 0, str(done)
     assert f"removed artifact {digest}, {size} bytes" in done.out
     assert (
-        f"removed 1 artifact, 0 pipeline declarations, 0 log directories, 0 workspaces, 0 job documents, 0 attempt records, 0 uploaded templates; freed {size} "
+        "removed 1 artifact, 0 pipeline declarations, 0 log directories, 0 workspaces, 0 job documents, "
+        f"0 attempt records, 0 uploaded templates; freed {size} "
         "bytes" in done.out
     )
     assert not store.path_for(digest).exists()

@@ -12,8 +12,9 @@ The sweep removes a store entry that is not marked AND unused for the minimum ag
 (`CONVEYOR_GC_MIN_AGE_MINUTES`): the store's listing is taken before the mark, a store hit refreshes an
 entry's last use and `delete` checks it again, so an artifact packed a moment ago by a running action
 that no state names yet, or one a put has just deduplicated against, is never removed. Logs of
-executions no longer retained, workspaces a killed worker left behind and Lambda jobs' documents of executions no
-longer open go by the same minimum age.
+executions no longer retained, workspaces a killed worker left behind, Lambda jobs' documents and providers'
+attempt records (conveyor.stores.records) of executions no longer open, and CloudFormation templates uploaded to
+the S3 store (`templates/`, put again at every use) go by the same minimum age.
 
 Only executions of the task queue (`CONVEYOR_TASK_QUEUE`) count: their workers write this store.
 Used by `conveyor gc` (in the command's process) and by the `collect_garbage` activity (the daily
@@ -45,6 +46,7 @@ from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactStore, StoredKind, StoreEntry
 from conveyor.stores.jobs import job_store
 from conveyor.stores.logs import s3_log_store
+from conveyor.stores.records import record_backend, stale_attempts, stale_under
 from conveyor.visibility import EXECUTIONS, quote
 
 QUERY_TIMEOUT = timedelta(seconds=5)
@@ -57,6 +59,8 @@ class GcKind(StrEnum):
     LOG = "log"
     WORKSPACE = "workspace"
     JOB = "job document"  # a Lambda job's ticket, result, attempt record or uploaded output (conveyor.stores.jobs)
+    RECORD = "attempt record"  # what an action attempt recorded before its AWS call (conveyor.stores.records)
+    TEMPLATE = "uploaded template"  # a CloudFormation template over the TemplateBody limit, put in the S3 store
 
 
 class Removed(CamelModel):
@@ -259,7 +263,25 @@ def sweep(
     removed += _sweep_s3_logs(settings, marks, cutoff, dry_run)
     removed += _sweep_workspaces(settings, marks, cutoff, dry_run)
     removed += _sweep_jobs(settings, marks, cutoff, dry_run)
+    removed += _sweep_records(settings, marks, cutoff, dry_run)
     return removed
+
+
+UPLOADED_TEMPLATES = "templates/"  # activities.providers.cloudformation puts large templates here, by digest
+
+
+def _sweep_records(settings: Settings, marks: Marks, cutoff: datetime, dry_run: bool) -> list[Removed]:
+    """Attempt records of every kind older than the cutoff, unless their execution is open (its action, or its
+    compensation, may still read them); uploaded templates older than the cutoff (CloudFormation reads one at the
+    call that names it, and every use puts it again)."""
+    backend = record_backend(settings)
+    records = stale_attempts(backend, marks.open_executions, cutoff)
+    templates = stale_under(backend, UPLOADED_TEMPLATES, cutoff) if settings.artifact_store is not None else []
+    if not dry_run:
+        backend.delete([doc.relative for doc in records + templates])
+    return [Removed(kind=GcKind.RECORD, name=backend.where(d.relative), size=d.size) for d in records] + [
+        Removed(kind=GcKind.TEMPLATE, name=backend.where(d.relative), size=d.size) for d in templates
+    ]
 
 
 def _sweep_jobs(settings: Settings, marks: Marks, cutoff: datetime, dry_run: bool) -> list[Removed]:

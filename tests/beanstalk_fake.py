@@ -1,12 +1,14 @@
 """A FAKE of Elastic Beanstalk, for the tests only: moto does not serve application versions and environment
 updates, so this serves exactly the calls the ElasticBeanstalk provider makes (DescribeEnvironments,
-DescribeApplicationVersions, CreateApplicationVersion, UpdateEnvironment, DescribeEvents) in Elastic Beanstalk's
-query protocol over HTTP on 127.0.0.1 (port 0). boto3 reaches it through AWS_ENDPOINT_URL_ELASTIC_BEANSTALK while S3
-and STS stay on moto. It checks no credentials.
+DescribeApplicationVersions, CreateApplicationVersion, UpdateEnvironment, AbortEnvironmentUpdate, DescribeEvents)
+in Elastic Beanstalk's query protocol over HTTP on 127.0.0.1 (port 0). boto3 reaches it through
+AWS_ENDPOINT_URL_ELASTIC_BEANSTALK while S3 and STS stay on moto. It checks no credentials.
 
 Outcomes are scripted per update (`Outcome`: how long it stays Updating, the health it ends in, an ERROR event), and
 every call is counted. What it does not model: real deployment policies, instances, basic vs enhanced health (it
-reports both Health and HealthStatus); an update shows its new VersionLabel at once.
+reports both Health and HealthStatus); an update shows its new VersionLabel at once; AbortEnvironmentUpdate (FAKE
+behaviour, as documented: an update under way is cancelled and the environment rolled back) puts the environment
+back on the version it ran before, Updating for `ABORT_SECONDS`, then Ready and Green.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
 NAMESPACE = "http://elasticbeanstalk.amazonaws.com/docs/2010-12-01/"
+ABORT_SECONDS = 0.3  # how long the fake's rollback after AbortEnvironmentUpdate stays Updating
 
 
 @dataclass
@@ -44,6 +47,7 @@ class _Environment:
     health: str = "Green"
     health_status: str = "Ok"
     pending: tuple[float, Outcome] | None = None  # (when the update began, how it ends)
+    previous_label: str | None = None  # what an update replaced: where AbortEnvironmentUpdate goes back to
     id: str = field(default_factory=lambda: f"e-{uuid.uuid4().hex[:10]}")
 
 
@@ -63,6 +67,7 @@ class BeanstalkFake:
         self.lock = threading.Lock()
         self.calls: Counter[str] = Counter()
         self.updates: list[tuple[str, str]] = []  # (environment, version label) per UpdateEnvironment
+        self.aborts: list[tuple[str, str | None]] = []  # (environment, label aborted) per AbortEnvironmentUpdate
         self.outcomes: list[Outcome] = []  # consumed by updates in order; none left: Outcome()
         self.environments: dict[str, _Environment] = {}
         self.versions: dict[tuple[str, str], dict[str, str]] = {}
@@ -176,10 +181,25 @@ class BeanstalkFake:
             return _error("InvalidParameterValue", f"No Application Version named '{label}' found.")
         outcome = self.outcomes.pop(0) if self.outcomes else Outcome()
         self.updates.append((env.name, label))
+        env.previous_label = env.version_label
         env.version_label, env.status, env.health, env.health_status = label, "Updating", "Grey", "Info"
         env.pending = (time.time(), outcome)
         self.events.append(_Event(time.time(), env.application, env.name, "INFO", "Environment update is starting."))
         return _ok("UpdateEnvironment", _environment_xml(env))
+
+    def _AbortEnvironmentUpdate(self, params: dict[str, str]) -> tuple[int, str]:
+        """FAKE: cancels the update under way; the environment goes back to the version it ran before."""
+        env = self.environments.get(params.get("EnvironmentName", ""))
+        if env is None:
+            return _error("InvalidParameterValue", f"No Environment found for EnvironmentName = "
+                          f"'{params.get('EnvironmentName')}'.")  # fmt: skip
+        if env.status != "Updating" or env.pending is None:
+            return _error("InvalidParameterValue", f"Environment named {env.name} has no update in progress.")
+        self.aborts.append((env.name, env.version_label))
+        env.version_label = env.previous_label
+        env.pending = (time.time(), Outcome(seconds=ABORT_SECONDS))
+        self.events.append(_Event(time.time(), env.application, env.name, "INFO", "Aborting environment update."))
+        return _ok("AbortEnvironmentUpdate", "")
 
     def _DescribeEvents(self, params: dict[str, str]) -> tuple[int, str]:
         since = (

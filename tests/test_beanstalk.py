@@ -19,7 +19,7 @@ import pytest_asyncio
 from temporalio.client import Client
 
 from conveyor.client import ConveyorClient
-from conveyor.model import ActionContext, ActionState, ExecutionState, ExecutionStatus
+from conveyor.model import ActionContext, ActionState, ActionStatus, ExecutionState, ExecutionStatus
 from conveyor.providers.elastic_beanstalk import version_label
 from conveyor.settings import S3Location, Settings
 from conveyor.spec import validate_pipeline
@@ -173,6 +173,27 @@ async def test_fake_beanstalk_compensation_updates_the_environment_back_to_the_p
     assert action.compensation is not None and action.compensation.status == "Succeeded", action.compensation
     assert beanstalk.updates == [(ENV, label), (ENV, "v1")]
     assert beanstalk.version_label(ENV) == "v1" and beanstalk.status(ENV) == "Ready"
+
+
+async def test_fake_beanstalk_an_abandoned_update_is_aborted_and_the_compensation_restores_the_previous_version(
+    client: ConveyorClient, beanstalk: BeanstalkFake
+) -> None:
+    """Fake test: the update would stay Updating for a minute; the execution is stopped with abandon. The action
+    calls AbortEnvironmentUpdate (the fake rolls the environment back to v1) and the stage's compensation (a first
+    release, rolled back on failure) follows the environment back to v1."""
+    beanstalk.script(Outcome(seconds=60))
+    ref, _ = await client.start(declaration())
+    await wait_for(lambda: len(beanstalk.updates) == 1, 30, "UpdateEnvironment")
+    await client.stop(ref, reason="wrong release", abandon=True)
+    state = await asyncio.wait_for(client.wait(ref, interval=0.2), 30)
+    label = expected_label(ref.pipeline_name, ref.execution_id)
+    assert state.status == ExecutionStatus.STOPPED, state.status_summary
+    action = release(state)
+    assert action.status == ActionStatus.ABANDONED
+    assert beanstalk.aborts == [(ENV, label)]
+    assert action.compensation is not None and action.compensation.status == "Succeeded", action.compensation
+    assert beanstalk.version_label(ENV) == "v1" and beanstalk.status(ENV) == "Ready"
+    assert beanstalk.updates == [(ENV, label)]  # the abort put it back: no second update was needed
 
 
 async def test_fake_beanstalk_local_artifact_store_is_refused_before_any_call(

@@ -25,7 +25,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from conveyor.client import ConveyorClient
-from conveyor.model import ActionState, ExecutionState, ExecutionStatus
+from conveyor.model import ActionState, ActionStatus, ExecutionState, ExecutionStatus
 from conveyor.settings import Settings
 from conveyor.spec import validate_pipeline
 from conveyor.worker import build_worker
@@ -276,6 +276,35 @@ async def test_a_failed_deployment_is_compensated_by_redeploying_the_previous_re
     assert "redeploy of " + previous in CodeDeployScript.deployment(redeploy).description
     assert failed != redeploy
     await asyncio.wait_for(client.wait(ref), 60)
+
+
+async def test_an_action_abandoned_mid_deployment_is_compensated_from_the_revision_it_recorded(
+    client: ConveyorClient, codedeploy: CodeDeployScript, aws: Aws
+) -> None:
+    """Contract test: the deployment stays InProgress and the execution is stopped with abandon: the cancelled
+    activity hands back nothing, so the compensation (the stage rolls back on failure, and this is its first release)
+    reads the previous revision from the attempt record written before CreateDeployment and redeploys it."""
+    previous = earlier_success(aws, codedeploy, key="releases/v7.zip")
+    codedeploy.hold = True
+    data = declaration()
+    data["stages"][1]["onFailure"] = {"result": "ROLLBACK"}
+    ref, _ = await client.start(data)
+    await wait_for(lambda: len(ours(codedeploy)) == 1, 30, "the deployment to be created")
+    await client.stop(ref, reason="wrong release", abandon=True)
+    for _ in range(300):
+        if release_action(await client.state(ref)).status == ActionStatus.ABANDONED:
+            break
+        await asyncio.sleep(0.1)
+    codedeploy.release.set()  # the compensation's deployment may end
+    state = await asyncio.wait_for(client.wait(ref, interval=0.2), 60)
+    assert state.status == ExecutionStatus.STOPPED, state.status_summary
+    action = release_action(state)
+    assert action.status == ActionStatus.ABANDONED and action.compensation_artifacts == []  # nothing came back
+    assert action.compensation is not None and action.compensation.status == "Succeeded", action.compensation
+    abandoned, redeploy = ours(codedeploy)
+    assert codedeploy.stopped == [(abandoned, True)]
+    assert CodeDeployScript.deployment(redeploy).revision == CodeDeployScript.deployment(previous).revision
+    assert "redeploy of " + previous in CodeDeployScript.deployment(redeploy).description
 
 
 async def test_a_local_artifact_store_is_refused_with_what_to_set(

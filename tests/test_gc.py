@@ -266,7 +266,8 @@ async def test_the_command_prints_what_it_removes_and_the_bytes_freed(
     assert done.code == 0, str(done)
     assert f"removed artifact {digest}, {size} bytes" in done.out
     assert (
-        f"removed 1 artifact, 0 pipeline declarations, 0 log directories, 0 workspaces, 0 job documents; freed {size} "
+        "removed 1 artifact, 0 pipeline declarations, 0 log directories, 0 workspaces, 0 job documents, "
+        f"0 attempt records, 0 uploaded templates; freed {size} "
         "bytes" in done.out
     )
     assert not store.path_for(digest).exists()
@@ -438,3 +439,52 @@ def test_lambda_job_documents_in_the_s3_store_and_their_uploaded_outputs_are_swe
         f"ci/jobs/attempts/{waiting_attempt}.json",
         f"ci/jobs/outputs/{waiting_attempt}/Built.zip",
     }
+
+
+# --- providers' attempt records and uploaded templates (conveyor.stores.records) -----------------------------------
+
+
+def test_attempt_records_of_every_kind_go_by_age_unless_their_execution_is_open(gc_settings: Settings) -> None:
+    """CloudFormation's and CodeDeploy's attempt records: a closed execution's older than the minimum age go; an open
+    execution's stay (its compensation may read one), and so does a newer one."""
+    from conveyor.stores.records import AttemptRecord, AttemptRecords, RecordKind, attempt_hash, record_backend
+
+    backend = record_backend(gc_settings)
+    names = {}
+    for kind in RecordKind:
+        for owner in ("closed-exec", "open-exec"):
+            names[(kind, owner)] = attempt_hash(kind, f"{owner}/Deploy/1/Release", 1)
+            AttemptRecords(backend, kind).create(names[(kind, owner)], AttemptRecord(execution_id=owner))
+    age(gc_settings.artifacts_dir)
+    fresh = attempt_hash(RecordKind.CODEDEPLOY, "fresh", 1)
+    AttemptRecords(backend, RecordKind.CODEDEPLOY).create(fresh, AttemptRecord(execution_id="closed-exec"))
+    marks = Marks(open_executions={"open-exec"})
+    cutoff = datetime.now(UTC) - timedelta(hours=1)
+    expected = {
+        str(gc_settings.artifacts_dir / f"{kind.value}/{names[(kind, 'closed-exec')]}.json") for kind in RecordKind
+    }
+    dry = sweep(store_of(gc_settings), gc_settings, [], marks, cutoff=cutoff, dry_run=True)
+    assert {item.name for item in dry if item.kind == GcKind.RECORD} == expected
+    done = sweep(store_of(gc_settings), gc_settings, [], marks, cutoff=cutoff, dry_run=False)
+    assert {item.name for item in done if item.kind == GcKind.RECORD} == expected
+    left = {p.name for p in gc_settings.artifacts_dir.rglob("*.json")}
+    assert left == {f"{names[(kind, 'open-exec')]}.json" for kind in RecordKind} | {f"{fresh}.json"}
+
+
+def test_uploaded_templates_in_the_s3_store_go_by_age(aws: Aws, gc_settings: Settings) -> None:
+    """A CloudFormation template put under templates/ (over the TemplateBody limit) goes once older than the
+    cutoff; one put since stays (every use puts it again)."""
+    aws.client("s3").create_bucket(Bucket="gc-templates")
+    settings = gc_settings.model_copy(update={"artifact_store": S3Location(bucket="gc-templates", prefix="ci")})
+    s3 = aws.client("s3")
+    s3.put_object(Bucket="gc-templates", Key="ci/templates/sha256/ab/old.template", Body=b"x" * 10)
+    time.sleep(1.1)  # S3 times have a second's resolution
+    cutoff = datetime.now(UTC)
+    time.sleep(1.1)
+    s3.put_object(Bucket="gc-templates", Key="ci/templates/sha256/cd/new.template", Body=b"y")
+    removed = sweep(store_of(settings), settings, [], Marks(), cutoff=cutoff, dry_run=False)
+    assert [(i.kind, i.name, i.size) for i in removed if i.kind == GcKind.TEMPLATE] == [
+        (GcKind.TEMPLATE, "s3://gc-templates/ci/templates/sha256/ab/old.template", 10)
+    ]
+    left = [o["Key"] for o in s3.list_objects_v2(Bucket="gc-templates", Prefix="ci/templates/")["Contents"]]
+    assert left == ["ci/templates/sha256/cd/new.template"]

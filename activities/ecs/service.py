@@ -8,13 +8,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio.exceptions import ApplicationError
 
 from activities.aws.session import aws_errors
 from activities.ecs.images import tag
 from conveyor.providers.ecs import ATTEMPT_TAG, PREVIOUS_TAG
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs import ECSClient
 
 # A registered revision is among the family's newest: another deploy would have to register this many in between.
 NEWEST_REVISIONS = 20
@@ -48,7 +51,7 @@ def refused(message: str, type: str = "ConfigurationError") -> ApplicationError:
 
 
 class EcsService:
-    def __init__(self, client: Any, cluster: str, service: str, action: str, role: str | None) -> None:
+    def __init__(self, client: ECSClient, cluster: str, service: str, action: str, role: str | None) -> None:
         self.client, self.cluster, self.name = client, cluster, service
         self.action, self.role = action, role
 

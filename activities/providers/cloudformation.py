@@ -49,7 +49,8 @@ from conveyor.providers.cloudformation import (
 from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactError, ArtifactStore, ConfiguredArtifactStore, store_for_outputs
 from conveyor.stores.entries import StoredKind
-from conveyor.stores.jobs import JobStoreError, job_store
+from conveyor.stores.records import AttemptRecord as StoredAttempt
+from conveyor.stores.records import AttemptRecords, RecordKind, RecordStoreError, record_backend
 from conveyor.stores.s3 import S3ArtifactStore, StoreUnavailableError
 from conveyor.text import shorten
 
@@ -77,8 +78,9 @@ class Operation(CamelModel):
     snapshot: ArtifactRef | None = None  # the stack as the attempt found it (for the compensation)
 
 
-class AttemptRecord(CamelModel):
-    """The operation an action attempt is about to start, recorded in the store before the call."""
+class AttemptRecord(StoredAttempt):
+    """The operation an action attempt is about to start, recorded in the store before the call (a record of
+    conveyor.stores.records: swept by `conveyor gc` once its execution is closed)."""
 
     kind: str  # CREATE, UPDATE, EXECUTE
     token: str
@@ -259,23 +261,22 @@ class CloudFormationProvider:
                 return self._snapshot([record.snapshot])
         return None
 
+    def _records(self) -> AttemptRecords:
+        return AttemptRecords(record_backend(self.settings), RecordKind.CLOUDFORMATION)
+
     def record_attempt(self, location: str, record: AttemptRecord) -> None:
         try:
-            job_store(self.settings).backend.replace(_record_path(location), record.model_dump_json().encode())
-        except JobStoreError as exc:
+            self._records().replace(location, record)
+        except RecordStoreError as exc:
             raise ApplicationError(f"could not record the stack operation before starting it: {exc}",
                                    type="AwsUnavailable") from None  # fmt: skip
 
     def recorded_attempt(self, location: str) -> AttemptRecord | None:
         try:
-            data = job_store(self.settings).backend.read(_record_path(location))
-        except JobStoreError as exc:
+            return self._records().read(location, AttemptRecord)
+        except RecordStoreError as exc:
             raise ApplicationError(f"could not read the recorded stack operation: {exc}",
                                    type="AwsUnavailable") from None  # fmt: skip
-        try:
-            return None if data is None else AttemptRecord.model_validate_json(data)
-        except ValidationError:
-            return None
 
     def template_source(self, context: ActionContext, template: str) -> dict[str, str]:
         """TemplateBody; a template over its 51,200-byte limit is put in the action's S3 store (by digest) and
@@ -366,7 +367,12 @@ class _Follower:
                 self.provider.record_attempt(
                     self.record,
                     AttemptRecord(
-                        kind=kind, token=token, stack_name=self.stack.name, started=started, snapshot=self.snapshot
+                        execution_id=self.context.execution_id,
+                        kind=kind,
+                        token=token,
+                        stack_name=self.stack.name,
+                        started=started,
+                        snapshot=self.snapshot,
                     ),
                 )
             stack_id = call(token)
@@ -1014,10 +1020,6 @@ async def _until_done(work: Coroutine[Any, Any, _T], beat: _Heartbeat) -> _T:
         except BaseException:  # the cancellation is what ends the activity
             pass
         raise
-
-
-def _record_path(location: str) -> str:
-    return f"cloudformation/attempts/{location}.json"
 
 
 def _log(context: ActionContext) -> Any:

@@ -7,7 +7,9 @@ and the compensation, which redeploys the revision the group had before.
   worker created and never starts a second one. A cancellation arriving while CreateDeployment is on its way still
   stops the deployment it made.
 - Before creating, the group's last successful deployment's revision is kept in the artifact store (for the
-  compensation); the action hands its reference back, with its success or its failure.
+  compensation); the action hands its reference back, with its success or its failure, and records it in the store
+  before CreateDeployment (`DeploymentRecord`, at the attempt's `attempt_record`): the compensation of an action
+  abandoned mid-deployment, which hands back nothing, reads it there.
 - A stop or an abandon (a cancellation through the heartbeat) and the action's timeout call StopDeployment with
   autoRollbackEnabled, so CodeDeploy rolls back what it had deployed where the group allows it.
 - CodeDeployToECS registers its task definition once per attempt too: the ARN is kept in the heartbeat.
@@ -24,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from botocore.exceptions import ParamValidationError
@@ -53,11 +55,16 @@ from conveyor.providers.codedeploy import (
     CodeDeployInput,
     EcsRevision,
     attempt_marker,
+    attempt_record,
 )
 from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactError, ArtifactStore, replicate_for_action, store_for_outputs
 from conveyor.stores.entries import StoredKind
+from conveyor.stores.records import AttemptRecord, AttemptRecords, RecordKind, RecordStoreError, record_backend
 from conveyor.stores.s3 import parse_object_url
+
+if TYPE_CHECKING:
+    from mypy_boto3_codedeploy import CodeDeployClient
 
 HEARTBEAT_SECONDS = 2.0
 SUCCEEDED = "Succeeded"
@@ -86,6 +93,13 @@ class DeploymentHeartbeat(CamelModel):
     deployment_id: str | None = None
     previous: ArtifactRef | None = None  # the group's revision before the deployment
     task_definition_arn: str | None = None  # CodeDeployToECS: registered once per attempt
+
+
+class DeploymentRecord(AttemptRecord):
+    """What an action attempt records before CreateDeployment: the group's revision before it, as kept (None: the
+    group had no successful deployment)."""
+
+    previous: ArtifactRef | None = None
 
 
 class PreviousRevision(CamelModel):
@@ -139,7 +153,7 @@ def _heartbeat_details() -> DeploymentHeartbeat:
 class _Group:
     """CodeDeploy calls on one deployment group, with AWS errors as the action's."""
 
-    def __init__(self, client: Any, action: str, role: str | None, application: str, group: str) -> None:
+    def __init__(self, client: CodeDeployClient, action: str, role: str | None, application: str, group: str) -> None:
         self.client, self.action, self.role = client, action, role
         self.application, self.group = application, group
 
@@ -192,7 +206,8 @@ class _Group:
         found: list[dict[str, Any]] = []
         for start in range(0, len(ids), 25):  # BatchGetDeployments takes 25 ids
             with self.errors("BatchGetDeployments"):
-                found += self.client.batch_get_deployments(deploymentIds=ids[start : start + 25])["deploymentsInfo"]
+                batch = self.client.batch_get_deployments(deploymentIds=ids[start : start + 25])["deploymentsInfo"]
+            found += [cast(dict[str, Any], d) for d in batch]  # plain mappings from here on
         return sorted(found, key=lambda d: d["createTime"], reverse=True)
 
     def of_attempt(self, marker: str, since: datetime) -> dict[str, Any] | None:
@@ -235,7 +250,7 @@ class _Group:
 
     def get(self, deployment_id: str) -> dict[str, Any]:
         with self.errors("GetDeployment", f"deployment {deployment_id}"):
-            info: dict[str, Any] = self.client.get_deployment(deploymentId=deployment_id)["deploymentInfo"]
+            info = cast(dict[str, Any], self.client.get_deployment(deploymentId=deployment_id)["deploymentInfo"])
         return info
 
     def stop(self, deployment_id: str) -> None:
@@ -261,9 +276,10 @@ class CodeDeployProvider:
 
     @activity.defn(name=COMPENSATION_ACTIVITY)
     async def codedeploy_compensate(self, input: CodeDeployCompensation) -> ActionOutcome:
-        if not input.previous:
+        previous = input.previous or await asyncio.to_thread(self._recorded_previous, input)
+        if not previous:
             return ActionOutcome(summary="nothing to undo: the group had no earlier successful deployment")
-        kept = await asyncio.to_thread(self._read_previous, input.previous[0], input.context.action_name)
+        kept = await asyncio.to_thread(self._read_previous, previous[0], input.context.action_name)
         group = await asyncio.to_thread(self._group, input.context, input.identity, input)
         marker = attempt_marker(input.context, "compensate")
         beat = _Beat(_heartbeat_details())
@@ -308,6 +324,8 @@ class CodeDeployProvider:
                 beat.send()
             kept = [beat.details.previous] if beat.details.previous else []
             if deployment_id is None:
+                record = DeploymentRecord(execution_id=context.execution_id, previous=beat.details.previous)
+                await asyncio.to_thread(self._record, context, record)
 
                 async def revision() -> dict[str, Any]:
                     if input.ecs is None:
@@ -435,6 +453,29 @@ class CodeDeployProvider:
         )
 
     # --- the previous revision ----------------------------------------------------------------------------
+
+    def _records(self) -> AttemptRecords:
+        return AttemptRecords(record_backend(self.settings), RecordKind.CODEDEPLOY)
+
+    def _record(self, context: ActionContext, record: DeploymentRecord) -> None:
+        try:
+            self._records().replace(attempt_record(context), record)
+        except RecordStoreError as exc:
+            raise ApplicationError(f"action '{context.action_name}': could not record the previous revision before "
+                                   f"deploying: {exc}", type="AwsUnavailable") from None  # fmt: skip
+
+    def _recorded_previous(self, input: CodeDeployCompensation) -> list[ArtifactRef]:
+        """The kept revision the action's earliest attempt recorded before its deployment (an abandoned action
+        handed back none); nothing when no attempt got as far as deploying."""
+        for location in input.attempt_records:
+            try:
+                record = self._records().read(location, DeploymentRecord)
+            except RecordStoreError as exc:
+                raise ApplicationError(f"action '{input.context.action_name}': could not read the recorded previous "
+                                       f"revision: {exc}", type="AwsUnavailable") from None  # fmt: skip
+            if record is not None:
+                return [record.previous] if record.previous else []
+        return []
 
     def _keep_previous(self, input: CodeDeployInput, group: _Group, ours: str | None) -> ArtifactRef | None:
         """The revision of the group's last successful deployment before ours, kept in the store; None: none."""

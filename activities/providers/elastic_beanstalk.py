@@ -12,6 +12,9 @@ until Ready and healthy) and its compensation (the environment updated back to i
   `Settings.beanstalk_poll_seconds`: Ready and Green (or HealthStatus Ok) succeeds; an ERROR event, health Red once
   Ready, or the environment Ready on another version (Elastic Beanstalk rolled the deployment back) fails the action
   naming it.
+- A stop or an abandon (a cancellation through the heartbeat) calls AbortEnvironmentUpdate on an update of the
+  action's version still under way, so Elastic Beanstalk rolls it back; the compensation then follows the
+  environment back to the previous version (or updates it back, when the abort did not take).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from botocore.exceptions import ClientError
@@ -42,6 +45,9 @@ from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactError, ArtifactStore, replicate_for_action
 from conveyor.stores.s3 import parse_object_url
 from conveyor.text import shorten
+
+if TYPE_CHECKING:
+    from mypy_boto3_elasticbeanstalk import ElasticBeanstalkClient
 
 HEARTBEAT_SECONDS = 2.0
 READY = "Ready"
@@ -85,7 +91,9 @@ def previous_from_description(description: str | None) -> str | None:
 class _Environment:
     """One action's calls on one environment (blocking: run them in a thread)."""
 
-    def __init__(self, client: Any, action: str, role: str | None, application: str, environment: str) -> None:
+    def __init__(
+        self, client: ElasticBeanstalkClient, action: str, role: str | None, application: str, environment: str
+    ) -> None:
         self.client, self.action, self.role = client, action, role
         self.application, self.name = application, environment
 
@@ -105,7 +113,7 @@ class _Environment:
                 "or fix EnvironmentName",
                 "AwsNotFound",
             )
-        environment: dict[str, Any] = live[0]
+        environment = cast(dict[str, Any], live[0])  # read as a plain mapping by the rest of the module
         return environment
 
     def version(self, label: str) -> dict[str, Any] | None:
@@ -133,6 +141,10 @@ class _Environment:
             raise ApplicationError(f"action '{self.action}': version {label} was created but is not listed yet",
                                    type="AwsUnavailable")  # fmt: skip
         return found
+
+    def abort(self) -> None:
+        with self.errors("AbortEnvironmentUpdate"):
+            self.client.abort_environment_update(EnvironmentName=self.name)
 
     def update(self, label: str) -> None:
         with self.errors("UpdateEnvironment"):
@@ -170,6 +182,7 @@ class BeanstalkProvider:
         recorded = _heartbeat_state()
         beat = _Heartbeat(recorded or UpdateHeartbeat(version_label=input.version_label, started=time.time()))
         beating = asyncio.create_task(beat.forever())
+        env: _Environment | None = None
         try:
             env = await asyncio.to_thread(
                 self._environment, input.identity, input.context, input.application_name, input.environment_name
@@ -191,6 +204,10 @@ class BeanstalkProvider:
             lines.append(summary)
         except ApplicationError as exc:
             lines.append(exc.message)
+            raise
+        except asyncio.CancelledError:  # a stop or an abandon: the update must not go on unseen
+            if env is not None:
+                await asyncio.shield(self._abort(env, input.version_label, beat.state.updated, lines))
             raise
         finally:
             beating.cancel()
@@ -234,6 +251,19 @@ class BeanstalkProvider:
             lines.append(f"updating {input.environment_name} back to version {previous}")
         final = await self._follow(env, previous, beat.state.started, require_healthy=False)
         return f"environment {input.environment_name} back on version {previous}: {_state(final)}"
+
+    async def _abort(self, env: _Environment, label: str, updated: bool, lines: list[str]) -> None:
+        """AbortEnvironmentUpdate when the environment is updating to the action's version (or the action's update
+        call answered); a failure is logged, never raised: the cancellation goes on either way."""
+        try:
+            current = await asyncio.to_thread(env.describe)
+            if current.get("Status") != "Updating" or not (updated or current.get("VersionLabel") == label):
+                return
+            await asyncio.to_thread(env.abort)
+            lines.append(f"stopped: aborted the update of {env.name} to version {label} (Elastic Beanstalk rolls it "
+                         "back to the version before)")  # fmt: skip
+        except ApplicationError as exc:
+            _log_action(env).warning("beanstalk.abort_failed", error=exc.message)
 
     # --- parts --------------------------------------------------------------------------------------------------
 
@@ -353,6 +383,10 @@ def _log(context: ActionContext) -> Any:
         pipeline=context.pipeline_name, execution=context.execution_id, stage=context.stage_name,
         action=context.action_name,
     )  # fmt: skip
+
+
+def _log_action(env: _Environment) -> Any:
+    return structlog.get_logger().bind(action=env.action, environment=env.name)
 
 
 def activities(settings: Settings, store: ArtifactStore) -> list[Callable[..., Any]]:

@@ -22,6 +22,8 @@ _NOUNS = {  # singular, plural
     GcKind.LOG: ("log directory", "log directories"),
     GcKind.WORKSPACE: ("workspace", "workspaces"),
     GcKind.JOB: ("job document", "job documents"),
+    GcKind.RECORD: ("attempt record", "attempt records"),
+    GcKind.TEMPLATE: ("uploaded template", "uploaded templates"),
 }
 
 

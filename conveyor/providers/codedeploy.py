@@ -10,7 +10,9 @@ already created among the group's deployments and follows it rather than creatin
 What differs from CodePipeline: `DeploymentConfigName` (Conveyor's own key) overrides the group's deployment
 configuration; a failure names CodeDeploy's error information; a stopped action stops the deployment (rolling it
 back when the group allows it); the group's previous revision is kept before deploying, and a compensation
-redeploys it.
+redeploys it. The kept revision's reference is also recorded in the store before CreateDeployment (an attempt
+record, conveyor.stores.records): the compensation of an action abandoned mid-deployment, which returned nothing,
+finds it there.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from conveyor.providers.contract import (
     ProviderActivity,
     ProviderContract,
 )
+from conveyor.stores.records import RecordKind, attempt_hash
 
 CODEDEPLOY_NAME = "CodeDeploy"
 ECS_NAME = "CodeDeployToECS"
@@ -93,6 +96,15 @@ class CodeDeployCompensation(CamelModel):
     deployment_config: str | None = None
     timeout_seconds: int = 60 * 60
     previous: list[ArtifactRef] = Field(default_factory=list)
+    # Where each attempt of the action records the kept revision before CreateDeployment (`attempt_record`): an
+    # action abandoned mid-deployment hands back no reference, so the compensation finds it there.
+    attempt_records: list[str] = Field(default_factory=list)
+
+
+def attempt_record(context: ActionContext, attempt: int | None = None) -> str:
+    """The store location (a hash) of an action attempt's record: the same for every activity of the attempt."""
+    number = context.action_attempt if attempt is None else attempt
+    return attempt_hash(RecordKind.CODEDEPLOY, context.idempotency_key, number)
 
 
 def attempt_marker(context: ActionContext, purpose: str = "deploy") -> str:
@@ -201,8 +213,12 @@ def register_compensation(
     request: ActionRequest, activity_input: BaseModel, sequence: int, provider: str = CODEDEPLOY_NAME
 ) -> CompensationStep:
     """Every deployment is undone by redeploying the group's previous revision, which the action keeps in the store
-    before creating its deployment (the stage adds its reference to the step once the action hands it back)."""
+    before creating its deployment (the stage adds its reference to the step once the action hands it back; an
+    abandoned action hands back nothing, so the step also names where each attempt records it)."""
     assert isinstance(activity_input, CodeDeployInput)
+    retry = request.action.conveyor.retry
+    first = activity_input.context.action_attempt
+    last = max(first, retry.maximum_attempts if retry else 1)
     target = CodeDeployCompensation(
         context=activity_input.context,
         identity=activity_input.identity,
@@ -210,6 +226,7 @@ def register_compensation(
         deployment_group=activity_input.deployment_group,
         deployment_config=activity_input.deployment_config,
         timeout_seconds=activity_input.timeout_seconds,
+        attempt_records=[attempt_record(activity_input.context, n) for n in range(first, last + 1)],
     )
     return CompensationStep(
         stage_name=request.context.stage_name,

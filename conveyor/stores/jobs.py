@@ -8,7 +8,8 @@ clear. Everything here is keyed by its SHA-256 (`job_hash`):
   so a second answer for the same job, a reused job id, is refused; the activity polls for it;
 - `jobs/attempts/<sha256 of the action attempt>.json`: the job an action attempt waits on, so a retried activity
   (a new worker) resumes waiting on it instead of invoking the function again.
-The local store keeps them under the artifacts directory, the S3 store under its prefix: serve must be configured
+They are records (conveyor.stores.records: its backends, create-once and replace): the local store keeps them
+under the artifacts directory, the S3 store under its prefix: serve must be configured
 with the same store as the workers (CONVEYOR_ARTIFACT_STORE, or the same data directory). `jobs/outputs/<attempt
 hash>/` holds the zips functions upload for output artifacts (S3 only).
 
@@ -20,24 +21,19 @@ ticket goes (or it names none), an attempt's uploaded outputs with the attempt r
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import secrets
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TypeVar
 
 from pydantic import Field
 
 from conveyor.model import CamelModel
-from conveyor.settings import S3Location, Settings
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+from conveyor.settings import Settings
+from conveyor.stores.records import RecordBackend, RecordStoreError, record_backend
 
 _M = TypeVar("_M", bound=CamelModel)
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -116,24 +112,10 @@ class JobDocument:
         return parts[2] if self.part == "outputs" and len(parts) > 3 else parts[-1].removesuffix(".json")
 
 
-class _Backend(Protocol):
-    def create(self, relative: str, data: bytes) -> bool: ...  # False: already there
-
-    def replace(self, relative: str, data: bytes) -> None: ...
-
-    def read(self, relative: str) -> bytes | None: ...
-
-    def listing(self, prefix: str) -> list[JobDocument]: ...
-
-    def delete(self, relatives: list[str]) -> None: ...
-
-    def where(self, relative: str) -> str: ...  # a path or an s3:// URL, for people
-
-
 class JobStore:
     """Tickets, results and attempts of Lambda jobs in the configured artifact store."""
 
-    def __init__(self, backend: _Backend) -> None:
+    def __init__(self, backend: RecordBackend) -> None:
         self.backend = backend
 
     def put_ticket(self, hashed: str, ticket: JobTicket) -> None:
@@ -163,7 +145,7 @@ class JobStore:
 
     def stale(self, open_executions: set[str], cutoff: datetime) -> list[JobDocument]:
         """What no waiting action can still use (see the module docstring); nothing changed since `cutoff`."""
-        documents = self.backend.listing("jobs/")
+        documents = [JobDocument(d.relative, d.last_modified, d.size) for d in self.backend.listing("jobs/")]
         kept_jobs: set[str] = set()
         for doc in _part(documents, "tickets"):
             if doc.last_modified >= cutoff:
@@ -198,15 +180,12 @@ def _part(documents: Iterable[JobDocument], part: str) -> Iterable[JobDocument]:
     return (doc for doc in documents if doc.part == part)
 
 
-class JobStoreError(RuntimeError):
-    """The job store could not be read or written."""
+JobStoreError = RecordStoreError  # the job store could not be read or written (or a job id was used twice)
 
 
 def job_store(settings: Settings) -> JobStore:
     """The job store of the configured artifact store (CONVEYOR_ARTIFACT_STORE, else the data directory)."""
-    if settings.artifact_store is not None:
-        return JobStore(_S3Backend(settings.artifact_store, settings.artifact_kms_key))
-    return JobStore(_LocalBackend(settings.artifacts_dir))
+    return JobStore(record_backend(settings))
 
 
 def _ticket(hashed: str) -> str:
@@ -219,130 +198,3 @@ def _result(hashed: str) -> str:
 
 def _dump(model: CamelModel) -> bytes:
     return model.model_dump_json(by_alias=True).encode()
-
-
-class _LocalBackend:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def create(self, relative: str, data: bytes) -> bool:
-        final = self.root / relative
-        final.parent.mkdir(parents=True, exist_ok=True)
-        # Written aside, then linked into place: link() fails if the name exists (an O_EXCL create), and a reader
-        # never sees a half-written document.
-        fd, tmp = tempfile.mkstemp(dir=final.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.link(tmp, final)
-        except FileExistsError:
-            return False
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return True
-
-    def replace(self, relative: str, data: bytes) -> None:
-        final = self.root / relative
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-    def read(self, relative: str) -> bytes | None:
-        try:
-            return (self.root / relative).read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def listing(self, prefix: str) -> list[JobDocument]:
-        found: list[JobDocument] = []
-        for dirpath, _, filenames in os.walk(self.root / prefix):
-            for name in filenames:
-                path = Path(dirpath) / name
-                try:
-                    st = path.lstat()
-                except FileNotFoundError:
-                    continue
-                modified = datetime.fromtimestamp(st.st_mtime, UTC)
-                found.append(JobDocument(path.relative_to(self.root).as_posix(), modified, st.st_size))
-        return sorted(found, key=lambda doc: doc.relative)
-
-    def delete(self, relatives: list[str]) -> None:
-        for relative in relatives:
-            (self.root / relative).unlink(missing_ok=True)
-
-    def where(self, relative: str) -> str:
-        return str(self.root / relative)
-
-
-class _S3Backend:
-    def __init__(self, location: S3Location, kms_key: str | None) -> None:
-        import boto3  # here: slow to import, and only an S3-configured process needs it
-
-        self.location = location
-        self.extra: dict[str, Any] = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key} if kms_key else {}
-        self.client = boto3.session.Session().client("s3")
-
-    def _key(self, relative: str) -> str:
-        return f"{self.location.prefix}/{relative}" if self.location.prefix else relative
-
-    def create(self, relative: str, data: bytes) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.put_object(
-                Bucket=self.location.bucket, Key=self._key(relative), Body=data, IfNoneMatch="*", **self.extra
-            )
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
-                return False
-            raise JobStoreError(f"s3://{self.location.bucket}/{self._key(relative)}: S3 answered {code}") from None
-        return True
-
-    def replace(self, relative: str, data: bytes) -> None:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.put_object(Bucket=self.location.bucket, Key=self._key(relative), Body=data, **self.extra)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            raise JobStoreError(f"s3://{self.location.bucket}/{self._key(relative)}: S3 answered {code}") from None
-
-    def read(self, relative: str) -> bytes | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            body = self.client.get_object(Bucket=self.location.bucket, Key=self._key(relative))["Body"]
-            data: bytes = body.read()
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise JobStoreError(f"s3://{self.location.bucket}/{self._key(relative)}: S3 answered {code}") from None
-        return data
-
-    def listing(self, prefix: str) -> list[JobDocument]:
-        found: list[JobDocument] = []
-        strip = f"{self.location.prefix}/" if self.location.prefix else ""
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.location.bucket, Prefix=self._key(prefix)
-        )
-        for page in pages:
-            for item in page.get("Contents", []):
-                key = item["Key"]
-                found.append(JobDocument(key.removeprefix(strip), item["LastModified"], item["Size"]))
-        return found
-
-    def delete(self, relatives: list[str]) -> None:
-        for start in range(0, len(relatives), 1000):  # DeleteObjects takes 1,000 keys a call
-            batch: list[ObjectIdentifierTypeDef] = [{"Key": self._key(r)} for r in relatives[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.location.bucket, Delete={"Objects": batch, "Quiet": True})
-
-    def where(self, relative: str) -> str:
-        return f"s3://{self.location.bucket}/{self._key(relative)}"

@@ -46,7 +46,7 @@ from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactStore, StoredKind, StoreEntry
 from conveyor.stores.jobs import job_store
 from conveyor.stores.logs import s3_log_store
-from conveyor.stores.records import record_backend, stale_attempts, stale_under
+from conveyor.stores.records import kept_by_open_attempts, record_backend, stale_attempts, stale_under
 from conveyor.visibility import EXECUTIONS, quote
 
 QUERY_TIMEOUT = timedelta(seconds=5)
@@ -251,8 +251,9 @@ def sweep(
     dry_run: bool,
 ) -> list[Removed]:
     removed: list[Removed] = []
+    in_use = marks.artifacts | kept_by_open_attempts(record_backend(settings), marks.open_executions)
     for entry in entries:
-        marked = marks.artifacts if entry.kind == StoredKind.ARTIFACT else marks.documents
+        marked = in_use if entry.kind == StoredKind.ARTIFACT else marks.documents
         if marked is None or entry.digest in marked or entry.last_used >= cutoff:
             continue
         if entry.kind == StoredKind.ARTIFACT and marks.keep_used_since and entry.last_used >= marks.keep_used_since:

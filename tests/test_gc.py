@@ -471,6 +471,30 @@ def test_attempt_records_of_every_kind_go_by_age_unless_their_execution_is_open(
     assert left == {f"{names[(kind, 'open-exec')]}.json" for kind in RecordKind} | {f"{fresh}.json"}
 
 
+def test_an_open_executions_attempt_record_keeps_the_artifacts_its_compensation_may_read(
+    gc_settings: Settings, tmp_path: Path
+) -> None:
+    """An abandoned action hands nothing back, so no action state names its saved stack or previous revision: the
+    attempt record does, and keeps it while the execution is open; once closed, it goes like any other."""
+    from conveyor.stores.records import AttemptRecord, AttemptRecords, RecordKind, attempt_hash, record_backend
+
+    store = store_of(gc_settings)
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "stack.json").write_text('{"template": "before"}')
+    saved = store.put("Saved", tmp_path / "saved", ["stack.json"])
+    AttemptRecords(record_backend(gc_settings), RecordKind.CLOUDFORMATION).create(
+        attempt_hash(RecordKind.CLOUDFORMATION, "open-exec/Deploy/1/Stack", 1),
+        AttemptRecord(execution_id="open-exec", keeps=[saved]),
+    )
+    age(gc_settings.artifacts_dir)
+    cutoff = datetime.now(UTC) - timedelta(hours=1)
+    entries = list(store.entries())
+    kept = sweep(store, gc_settings, entries, Marks(open_executions={"open-exec"}), cutoff=cutoff, dry_run=True)
+    assert saved.digest not in {item.name for item in kept}
+    closed = sweep(store, gc_settings, entries, Marks(), cutoff=cutoff, dry_run=True)
+    assert saved.digest in {item.name for item in closed}
+
+
 def test_uploaded_templates_in_the_s3_store_go_by_age(aws: Aws, gc_settings: Settings) -> None:
     """A CloudFormation template put under templates/ (over the TemplateBody limit) goes once older than the
     cutoff; one put since stays (every use puts it again)."""

@@ -373,6 +373,7 @@ class _Follower:
                         stack_name=self.stack.name,
                         started=started,
                         snapshot=self.snapshot,
+                        keeps=[self.snapshot] if self.snapshot is not None else [],
                     ),
                 )
             stack_id = call(token)

@@ -324,7 +324,10 @@ class CodeDeployProvider:
                 beat.send()
             kept = [beat.details.previous] if beat.details.previous else []
             if deployment_id is None:
-                record = DeploymentRecord(execution_id=context.execution_id, previous=beat.details.previous)
+                previous = beat.details.previous
+                record = DeploymentRecord(
+                    execution_id=context.execution_id, previous=previous, keeps=[previous] if previous else []
+                )
                 await asyncio.to_thread(self._record, context, record)
 
                 async def revision() -> dict[str, Any]:

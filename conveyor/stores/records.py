@@ -27,9 +27,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
-from conveyor.model import CamelModel
+from conveyor.model import ArtifactRef, CamelModel
 from conveyor.settings import S3Location, Settings
 
 if TYPE_CHECKING:
@@ -50,6 +50,9 @@ class AttemptRecord(CamelModel):
     """What every per-attempt record carries: the execution that wrote it (gc keeps those of open executions)."""
 
     execution_id: str = ""  # empty in a record written before this field: swept by age alone
+    # Artifacts the attempt's compensation may read (a stack's saved state, the revision deployed before): gc keeps
+    # them while the execution is open, also when no action state names them (an abandoned action).
+    keeps: list[ArtifactRef] = Field(default_factory=list)
 
 
 def attempt_hash(kind: RecordKind, idempotency_key: str, attempt: int) -> str:
@@ -132,6 +135,21 @@ def stale_attempts(backend: RecordBackend, open_executions: set[str], cutoff: da
             if not owner or owner not in open_executions:
                 stale.append(doc)
     return stale
+
+
+def kept_by_open_attempts(backend: RecordBackend, open_executions: set[str]) -> set[str]:
+    """The digests of the artifacts that open executions' attempt records keep (see `AttemptRecord.keeps`)."""
+    kept: set[str] = set()
+    for kind in RecordKind:
+        for doc in backend.listing(f"{kind.value}/"):
+            data = backend.read(doc.relative)
+            try:
+                record = None if data is None else AttemptRecord.model_validate_json(data)
+            except ValidationError:
+                record = None
+            if record is not None and record.execution_id in open_executions:
+                kept |= {ref.digest for ref in record.keeps}
+    return kept
 
 
 def stale_under(backend: RecordBackend, prefix: str, cutoff: datetime) -> list[RecordDocument]:

@@ -96,6 +96,8 @@ def action_state(state: StageState, name: str) -> ActionState:
 
 
 class ActionRunner:
+    """Runs the stage's actions, one call of `run` per action; the stage's state, ledger and stop are shared."""
+
     def __init__(
         self,
         stage_name: str,

@@ -25,8 +25,8 @@ with workflow.unsafe.imports_passed_through():
     from conveyor.providers.registry import compensation_call
     from conveyor.settings import compensation_log_name
     from conveyor.spec.declaration import Pipeline
+    from workflows.action import INFRASTRUCTURE_RETRY
     from workflows.recorder import Recorder
-    from workflows.stage import INFRASTRUCTURE_RETRY
 
 COMPENSATION_ATTEMPTS = 3
 

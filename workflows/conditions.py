@@ -45,7 +45,8 @@ with workflow.unsafe.imports_passed_through():
     from conveyor.spec.declaration import Condition, Rule
     from conveyor.text import shorten
     from conveyor.variables import UnresolvedVariableError, resolve
-    from workflows.stage import INFRASTRUCTURE_RETRY, failure_reason
+    from workflows.action import INFRASTRUCTURE_RETRY
+    from workflows.failures import failure_reason
 
 LOCAL = timedelta(seconds=30)
 # What an Errored condition does, whatever its declared result.

@@ -66,9 +66,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.conditions import ConditionContext
     from workflows.conditions import evaluate as evaluate_conditions
     from workflows.failure_policy import Next, StageOutcome, Verdict
+    from workflows.failures import failure_details
     from workflows.recorder import Recorder, WorkflowWriter
     from workflows.scope import ExecutionScope
-    from workflows.stage import StageWorkflow, failure_details, initial_stage_state
+    from workflows.stage import StageWorkflow, initial_stage_state
     from workflows.stage_gate import StageGate
 
 

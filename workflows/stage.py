@@ -1,8 +1,9 @@
 """The `PipelineStage` workflow: one stage attempt of an execution.
 
-Runs the stage's runOrder groups in ascending order, the actions of a group in parallel, each as an
-activity (or, for a Manual approval, as a durable wait answered by the `approve` / `reject`
-updates or signals). A failed action lets its group finish and starts no later group.
+Runs the stage's runOrder groups in ascending order, the actions of a group in parallel, each by the stage's
+`ActionRunner` (workflows/action.py: its activity, retries, waves, bake, compensation) or, for a Manual approval,
+as a durable wait answered by the `approve` / `reject` updates or signals. A failed action lets its group finish
+and starts no later group; a stop starts nothing new. A FAILED_ACTIONS retry keeps what succeeded before.
 Deterministic: no I/O, no clocks but `workflow.now()`, no randomness but `workflow.uuid4()`.
 """
 
@@ -13,16 +14,9 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError, is_cancelled_exception
-from temporalio.exceptions import TimeoutError as ActivityTimeoutError
-from temporalio.workflow import ActivityCancellationType, ActivityHandle
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel, ValidationError
-
-    from conveyor.artifact_locations import locations_for_action
-    from conveyor.aws.identity import action_identity
-    from conveyor.bake import start_bake, wave_action_name, wave_configuration
     from conveyor.interface import (
         Activity,
         ApprovalOutcome,
@@ -35,11 +29,6 @@ with workflow.unsafe.imports_passed_through():
         WorkflowType,
     )
     from conveyor.model import (
-        COMPENSATION_ARTIFACTS_DETAIL,
-        EXTERNAL_DETAIL,
-        PHASES_DETAIL,
-        ActionAttempt,
-        ActionContext,
         ActionOutcome,
         ActionState,
         ActionStatus,
@@ -48,25 +37,17 @@ with workflow.unsafe.imports_passed_through():
         ApprovalResult,
         ApproverQuery,
         ApproverSnapshot,
-        ArtifactRef,
-        BakeState,
-        BuildPhase,
-        CompensationStep,
         ErrorDetails,
         SlackMessageRef,
-        SourceRevision,
         StageInput,
         StageResult,
         StageState,
         StageStatus,
         StopRequest,
-        WaveState,
     )
-    from conveyor.providers.contract import ActionRequest, ProviderActivity, ProviderContract
     from conveyor.providers.manual import MANUAL
-    from conveyor.providers.registry import PROVIDERS
-    from conveyor.spec.declaration import Action, RetryPolicyExtension, Stage, Wave
-    from conveyor.variables import UnresolvedVariableError, resolve
+    from conveyor.spec.declaration import Action, Stage
+    from workflows.action import ActionRunner, action_state, action_timeout
     from workflows.approvals import (
         ApprovalBook,
         ApprovalRefused,
@@ -78,17 +59,12 @@ with workflow.unsafe.imports_passed_through():
         stopped,
         timed_out,
     )
-    from workflows.bake import bake
-    from workflows.waves import run_waves
+    from workflows.failures import ActionFailed
+    from workflows.ledger import StageLedger
 
 DEFAULT_APPROVAL_TIMEOUT = MANUAL.default_timeout
-# Infrastructure failures (a dead worker's heartbeat timeout) are retried; an action's own failure
-# is raised non-retryable by its activity, so it is not.
 NOTIFICATION_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30), maximum_attempts=5
-)
-INFRASTRUCTURE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10
 )
 
 
@@ -110,30 +86,6 @@ def initial_stage_state(stage: Stage, attempt: int = 0) -> StageState:
     )
 
 
-def _transient(action: Action, error: ErrorDetails) -> bool:
-    """Whether a declared retry policy retries this failure: its provider's transient errors (configuration
-    errors, a missing artifact or output variable, an unresolvable variable fail at once)."""
-    contract = PROVIDERS.get(action.action_type_id.provider)
-    if contract is None:
-        return False
-    return error.code in contract.for_category(action.action_type_id.category).retried_failures
-
-
-def _backoff(policy: RetryPolicyExtension, attempt: int) -> timedelta:
-    seconds = policy.initial_interval_seconds * policy.backoff_coefficient ** (attempt - 1)
-    if policy.maximum_interval_seconds is not None:
-        seconds = min(seconds, policy.maximum_interval_seconds)
-    return timedelta(seconds=seconds)
-
-
-class ActionFailed(Exception):
-    """An action ended unsuccessfully; carries what `status` shows."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.details = ErrorDetails(code=code, message=message)
-
-
 @workflow.defn(name=WorkflowType.STAGE.value)
 class StageWorkflow:
     @workflow.init
@@ -142,18 +94,18 @@ class StageWorkflow:
         self._stage = Stage.model_validate(input.stage)
         self._input = input
         self._state = initial_stage_state(self._stage, attempt=input.attempt)
-        self._values: dict[str, dict[str, str]] = {ns: dict(v) for ns, v in input.variables.items()}
-        self._artifacts: dict[str, ArtifactRef] = {ref.name: ref for ref in input.artifacts}
-        self._outputs: dict[str, dict[str, str]] = {}
-        self._produced: list[ArtifactRef] = []
-        self._revisions: list[SourceRevision] = []
+        self._ledger = StageLedger(
+            values={ns: dict(v) for ns, v in input.variables.items()},
+            artifacts={ref.name: ref for ref in input.artifacts},
+        )
         self._approvals = ApprovalBook(self._stage.name, self._state.actions)
         self._stop: StopRequest | None = None
         self._notifications: list[asyncio.Task[None]] = []
         self._slack: list[asyncio.Task[None]] = []  # Slack posts and updates, each after the one before
         self._notices: dict[str, ApprovalNotice] = {}
-        self._running: dict[str, ActivityHandle[ActionOutcome]] = {}
-        self._compensations: list[CompensationStep] = []
+        self._actions = ActionRunner(
+            self._stage.name, input, self._state, self._ledger, lambda: self._stop, self._wait_for_approval
+        )
         self._carried = self._carry_over(input)
 
     def _carry_over(self, input: StageInput) -> set[str]:
@@ -167,16 +119,10 @@ class StageWorkflow:
                 continue
             index = next(i for i, a in enumerate(self._state.actions) if a.action_name == before.action_name)
             self._state.actions[index] = before.model_copy(deep=True)
-            namespace = namespaces[before.action_name]
-            if namespace:
-                self._values[namespace] = before.output_variables
-                self._outputs[namespace] = before.output_variables
-            for ref in before.output_artifacts:
-                self._artifacts[ref.name] = ref
-                self._produced.append(ref)
+            self._ledger.carry(before, namespaces[before.action_name])
             carried.add(before.action_name)
         # What the kept actions did is still to be undone if the stage is rolled back.
-        self._compensations = [c for c in input.previous.compensations if c.action_name in carried]
+        self._ledger.compensations = [c for c in input.previous.compensations if c.action_name in carried]
         return carried
 
     # --- queries and approval messages ----------------------------------------------------------
@@ -215,8 +161,7 @@ class StageWorkflow:
         if self._stop is None or (request.abandon and not self._stop.abandon):
             self._stop = request
         if request.abandon:
-            for handle in self._running.values():
-                handle.cancel()
+            self._actions.cancel_running()
 
     def _check_decision(self, decision: ApprovalDecision) -> None:
         """Refuse (in the update's validator, so nothing is written) what the policy does not allow."""
@@ -257,7 +202,7 @@ class StageWorkflow:
             if self._stop is not None:
                 break  # a stop starts nothing new
             group = [a for a in self._stage.actions if a.run_order == run_order and a.name not in self._carried]
-            outcomes = await asyncio.gather(*(self._run_action(a) for a in group))
+            outcomes = await asyncio.gather(*(self._actions.run(a) for a in group))
             if not all(outcomes):
                 failed = True
                 break
@@ -285,10 +230,10 @@ class StageWorkflow:
     def _result(self) -> StageResult:
         return StageResult(
             state=self._state,
-            output_variables=self._outputs,
-            output_artifacts=self._produced,
-            source_revisions=self._revisions,
-            compensations=self._compensations,
+            output_variables=self._ledger.outputs,
+            output_artifacts=self._ledger.produced,
+            source_revisions=self._ledger.revisions,
+            compensations=self._ledger.compensations,
         )
 
     def _notify(self, action_name: str, kind: NoticeKind, outcome: ApprovalOutcome | None = None) -> None:
@@ -297,7 +242,7 @@ class StageWorkflow:
         base = self._notices.get(action_name)
         if base is None:
             return
-        state = self._action_state(action_name)
+        state = action_state(self._state, action_name)
         request = state.approval_request
         assert request is not None
         notice = progress_notice(base, kind, state, outcome)
@@ -330,273 +275,19 @@ class StageWorkflow:
             else:
                 self._notifications.append(asyncio.create_task(send(channel, None)))
 
-    def _action_state(self, name: str) -> ActionState:
-        return next(a for a in self._state.actions if a.action_name == name)
-
-    async def _run_action(self, action: Action) -> bool:
-        state = self._action_state(action.name)
-        state.status = ActionStatus.IN_PROGRESS
-        state.started_at = workflow.now()
-        policy = action.conveyor.retry
-        while True:
-            # No `finally` here: an evicted workflow's coroutines are closed outside the workflow loop.
-            try:
-                outcome = await self._dispatch(action, state)
-                break
-            except (ActionFailed, ActivityError) as failure:
-                error = failure.details if isinstance(failure, ActionFailed) else _activity_error(failure)
-                state.phases = _failed_phases(failure)
-                state.external_url = _failed_external(failure)
-                self._keep_for_compensation(action.name, _compensation_artifacts(failure), state)
-            if self._stop is not None and (self._stop.abandon or error.code == "ApprovalCancelled"):
-                state.status, state.error, state.finished_at = ActionStatus.ABANDONED, error, workflow.now()
-                return True  # not a failure of the stage: the stop decides what happens next
-            if policy is None or state.attempt >= policy.maximum_attempts or not _transient(action, error):
-                state.status, state.error, state.finished_at = ActionStatus.FAILED, error, workflow.now()
-                return False
-            # A declared retry: record this attempt (status shows each one), back off durably, go again.
-            failed = ActionAttempt(
-                attempt=state.attempt, started_at=state.started_at, finished_at=workflow.now(), error=error
-            )
-            state.attempts.append(failed)
-            await workflow.sleep(_backoff(policy, state.attempt))
-            state.attempt += 1
-            state.started_at = workflow.now()
-        state.finished_at = workflow.now()
-        state.status = ActionStatus.SUCCEEDED
-        state.summary = outcome.summary
-        state.external_url = outcome.external_url
-        state.output_variables = outcome.output_variables
-        state.output_artifacts = outcome.output_artifacts
-        state.phases = outcome.phases
-        state.review = outcome.review
-        self._keep_for_compensation(action.name, outcome.compensation_artifacts, state)
-        if action.namespace:
-            self._values[action.namespace] = outcome.output_variables
-            self._outputs[action.namespace] = outcome.output_variables
-        for ref in outcome.output_artifacts:
-            self._artifacts[ref.name] = ref
-            self._produced.append(ref)
-        if outcome.source_revision is not None:
-            self._revisions.append(outcome.source_revision)
-        return True
-
-    def _resolve(self, text: str) -> str:
-        try:
-            return resolve(text, self._values)
-        except UnresolvedVariableError as err:
-            raise ActionFailed("VariableError", str(err)) from None
-
-    def _context(self, action: Action) -> ActionContext:
-        return ActionContext(
-            pipeline_name=self._input.pipeline_name,
-            execution_id=self._input.execution_id,
-            stage_name=self._stage.name,
-            action_name=action.name,
-            stage_attempt=self._input.attempt,
-            action_attempt=self._action_state(action.name).attempt,
-            artifact_stores=locations_for_action(self._input.artifact_stores, action.region),
-        )
-
-    def _timeout(self, action: Action, default: timedelta) -> timedelta:
-        minutes = action.conveyor.timeout_minutes or action.timeout_in_minutes
-        return timedelta(minutes=minutes) if minutes else default
-
-    async def _dispatch(self, action: Action, state: ActionState) -> ActionOutcome:
-        """Run the action as its provider's contract says: its activity, or (Manual) a wait for a decision."""
-        configuration = {key: self._resolve(value) for key, value in action.configuration.items()}
-        state.resolved_configuration = configuration
-        provider = action.action_type_id.provider
-        registered = PROVIDERS.get(provider)
-        if registered is None:  # validation refuses unknown providers; this guards a hand-made input
-            raise ActionFailed("ConfigurationError", f"provider '{provider}' is not supported")
-        contract = registered.for_category(action.action_type_id.category)
-        run = contract.activity
-        if run is None:  # a durable wait for a decision, not an activity
-            return await self._wait_for_approval(action, state, configuration)
-        if action.conveyor.waves:
-            return await run_waves(
-                action,
-                state,
-                lambda declared, wave: self._run_wave(action, contract, run, configuration, declared, wave),
-                _failure_error,
-            )
-        outcome = await self._run_activity(action, contract, run, configuration, self._context(action))
-        state.bake = None
-        if action.conveyor.bake is not None:
-            self._keep_for_compensation(action.name, outcome.compensation_artifacts, state)
-            outcome.compensation_artifacts = []  # kept already: a failed bake still compensates them
-            state.bake = start_bake(action.conveyor.bake.minutes, action.conveyor.bake.alarms, workflow.now())
-            await self._bake(action, action, state.bake)
-        return outcome
-
-    async def _run_wave(
-        self,
-        action: Action,
-        contract: ProviderContract,
-        run: ProviderActivity,
-        configuration: dict[str, str],
-        declared: Wave,
-        wave: WaveState,
-    ) -> ActionOutcome:
-        """One wave: the action with the wave's target and configuration, under its own name (its logs, its
-        idempotency key, its compensation step), then its bake."""
-        overrides = {key: self._resolve(value) for key, value in declared.configuration.items()}
-        targeted = action.model_copy(
-            update={
-                "name": wave_action_name(action.name, wave.name),
-                "region": wave.region,
-                "role_arn": wave.role_arn,
-                "configuration": wave_configuration(action.configuration, declared.configuration),
-            }
-        )
-        context = self._context(action).model_copy(
-            update={
-                "action_name": targeted.name,
-                "artifact_stores": locations_for_action(self._input.artifact_stores, wave.region),
-            }
-        )
-        state = self._action_state(action.name)
-        try:
-            outcome = await self._run_activity(
-                targeted,
-                contract,
-                run,
-                wave_configuration(configuration, overrides),
-                context,
-                wave=wave.name,
-                owner=action.name,
-            )
-        except ActivityError as failure:
-            self._keep_for_compensation(action.name, _compensation_artifacts(failure), state, wave=wave.name)
-            raise
-        self._keep_for_compensation(action.name, outcome.compensation_artifacts, state, wave=wave.name)
-        outcome.compensation_artifacts = []
-        if action.conveyor.bake is not None:
-            wave.bake = start_bake(action.conveyor.bake.minutes, action.conveyor.bake.alarms, workflow.now())
-            await self._bake(action, targeted, wave.bake)
-        return outcome
-
-    async def _bake(self, action: Action, target: Action, state: BakeState) -> None:
-        """Watch the declared alarms as the target (the action, or one wave of it: its role and region) until the
-        bake ends; an alarm in a watched state fails the action."""
-        declared = action.conveyor.bake
-        assert declared is not None
-        context = self._context(action)
-        identity = action_identity(context, target.role_arn, self._input.pipeline_role_arn, target.region)
-        failure = await bake(
-            declared,
-            identity,
-            f"{self._stage.name}.{target.name}",
-            state,
-            lambda: self._stop is not None and self._stop.abandon,
-        )
-        if failure is not None:
-            raise ActionFailed(failure.code, failure.message)
-
-    async def _run_activity(
-        self,
-        action: Action,
-        contract: ProviderContract,
-        run: ProviderActivity,
-        configuration: dict[str, str],
-        context: ActionContext,
-        wave: str | None = None,
-        owner: str | None = None,
-    ) -> ActionOutcome:
-        """The action's activity (a wave's: `owner` is the stage's action, `wave` the wave's name)."""
-        override = next((r for r in self._input.source_revisions if r.action_name == action.name), None)
-        request = ActionRequest(
-            action=action,
-            context=context,
-            configuration=configuration,
-            timeout=self._timeout(action, contract.default_timeout),
-            revision_override=override.revision_value if override else None,
-            resolve=self._resolve,
-            artifact=lambda name: self._artifact(action, name),
-            pipeline_role_arn=self._input.pipeline_role_arn,
-            revision_type=override.revision_type if override else None,
-            codebuild_runner=self._input.codebuild_runner,
-            source_revisions=(*self._input.source_revisions_seen, *self._revisions),
-        )
-        activity_input = run.build_input(request)
-        self._register_compensation(contract, request, activity_input, owner or action.name, wave)
-        return await self._start(action, run, activity_input, request.timeout, self._heartbeat(action, contract))
-
-    def _heartbeat(self, action: Action, contract: ProviderContract) -> timedelta:
-        if action.conveyor.heartbeat_timeout_seconds:
-            return timedelta(seconds=action.conveyor.heartbeat_timeout_seconds)
-        return contract.heartbeat_timeout or timedelta(seconds=self._input.default_heartbeat_seconds)
-
-    def _register_compensation(
-        self,
-        contract: ProviderContract,
-        request: ActionRequest,
-        activity_input: BaseModel,
-        owner: str,
-        wave: str | None,
-    ) -> None:
-        """Registered before the action (or each of its waves) runs: a half-applied action is undone too."""
-        compensation = contract.compensation
-        action_name = owner
-        if compensation is None or (action_name, wave) in {(c.action_name, c.wave) for c in self._compensations}:
-            return
-        step = compensation.register(request, activity_input, len(self._compensations) + 1)
-        if step is not None:
-            step.action_name, step.wave = action_name, wave  # the stage's action, whose state shows the undo
-            self._compensations.append(step)
-
-    def _keep_for_compensation(
-        self, action_name: str, refs: list[ArtifactRef], state: ActionState, wave: str | None = None
-    ) -> None:
-        """What the action saved for its compensation (a stack's previous template), whether it succeeded or failed,
-        joins its registered step (the first attempt's first: the state before the action changed anything) and its
-        state (garbage collection keeps it)."""
-        step = next((c for c in self._compensations if c.action_name == action_name and c.wave == wave), None)
-        kept = {ref.digest for ref in state.compensation_artifacts}
-        refs = [ref for ref in refs if ref.digest not in kept]
-        if step is not None and refs:
-            step.input_artifacts = [*step.input_artifacts, *refs]
-            state.compensation_artifacts = [*state.compensation_artifacts, *refs]
-
-    async def _start(
-        self, action: Action, run: ProviderActivity, activity_input: BaseModel, timeout: timedelta, heartbeat: timedelta
-    ) -> ActionOutcome:
-        handle = workflow.start_activity(
-            run.name,
-            activity_input,
-            result_type=ActionOutcome,
-            start_to_close_timeout=timeout + run.timeout_margin,
-            heartbeat_timeout=heartbeat,
-            retry_policy=INFRASTRUCTURE_RETRY,
-            # An abandoned action is over only when its processes are gone.
-            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary=f"{self._stage.name}/{action.name}",
-        )
-        self._running[action.name] = handle
-        try:
-            outcome: ActionOutcome = await handle
-            return outcome
-        finally:
-            self._running.pop(action.name, None)
-
-    def _artifact(self, action: Action, name: str) -> ArtifactRef:
-        ref = self._artifacts.get(name)
-        if ref is None:
-            raise ActionFailed("ArtifactError", f"input artifact '{name}' of action '{action.name}' is not available")
-        return ref
-
     async def _wait_for_approval(
         self, action: Action, state: ActionState, configuration: dict[str, str]
     ) -> ActionOutcome:
-        timeout = self._timeout(action, DEFAULT_APPROVAL_TIMEOUT)
+        """A Manual action: its approval request opened and announced, then a durable wait for a decision (with
+        reminders), the timeout or a stop; called by the `ActionRunner` as the action's attempt."""
+        timeout = action_timeout(action, DEFAULT_APPROVAL_TIMEOUT)
         policy = action.conveyor.approval
         # An approval with a policy resolves its approvers (groups, emails, the identity directory) when it opens.
         membership = policy is not None
         if not membership:
             state.token = str(workflow.uuid4())
         state.external_url = configuration.get("ExternalEntityLink")
-        request = approval_request(policy, self._input, self._artifacts, configuration.get("CustomData"))
+        request = approval_request(policy, self._input, self._ledger.artifacts, configuration.get("CustomData"))
         request.reviews = [
             *self._input.reviews,
             *(f"{a.action_name}: {a.review}" for a in self._state.actions if a.review),
@@ -650,75 +341,3 @@ class StageWorkflow:
         if isinstance(outcome, ErrorDetails):
             raise ActionFailed(outcome.code, outcome.message)
         return outcome
-
-
-def failure_details(err: BaseException) -> ErrorDetails:
-    """The innermost cause of a received failure (an activity's or a child's own error, not the
-    "activity task failed" wrapped around it): its type and message."""
-    innermost: BaseException = err
-    while isinstance(innermost, FailureError) and innermost.cause is not None:
-        innermost = innermost.cause
-    code = getattr(innermost, "type", None) if isinstance(innermost, ApplicationError) else None
-    message = getattr(innermost, "message", None) or str(innermost) or type(innermost).__name__
-    return ErrorDetails(code=code or type(innermost).__name__, message=message)
-
-
-def failure_reason(err: BaseException) -> str:
-    return failure_details(err).message
-
-
-def _failure_detail(err: BaseException, key: str) -> object:
-    """What a failed activity put under `key` in its ApplicationError's details (a dict), if anything."""
-    cause = err.cause if isinstance(err, ActivityError) else None
-    if not isinstance(cause, ApplicationError):
-        return None
-    for detail in cause.details:
-        if isinstance(detail, dict) and key in detail:
-            return detail[key]
-    return None
-
-
-def _failed_phases(err: BaseException) -> list[BuildPhase]:
-    """A failed build's phases, which its runner put in the failure's details."""
-    found = _failure_detail(err, PHASES_DETAIL)
-    try:
-        return [BuildPhase.model_validate(item) for item in found] if isinstance(found, list) else []
-    except ValidationError:
-        return []
-
-
-def _failed_external(err: BaseException) -> str | None:
-    """A failed action's external link or execution id, which its activity put in the failure's details."""
-    found = _failure_detail(err, EXTERNAL_DETAIL)
-    return found if isinstance(found, str) else None
-
-
-def _compensation_artifacts(err: BaseException) -> list[ArtifactRef]:
-    """What a failed action kept for its compensation (a stack as it was), which it put in the failure's details."""
-    found = _failure_detail(err, COMPENSATION_ARTIFACTS_DETAIL)
-    try:
-        return [ArtifactRef.model_validate(item) for item in found] if isinstance(found, list) else []
-    except ValidationError:
-        return []
-
-
-def _failure_error(err: Exception) -> ErrorDetails:
-    """What status shows of an action's (or a wave's) failure."""
-    if isinstance(err, ActionFailed):
-        return err.details
-    if isinstance(err, ActivityError):
-        return _activity_error(err)
-    return ErrorDetails(code="ActionError", message=str(err))
-
-
-def _activity_error(err: ActivityError) -> ErrorDetails:
-    cause = err.cause
-    if isinstance(cause, ApplicationError):
-        return ErrorDetails(code=cause.type or "ActionError", message=cause.message)
-    if isinstance(cause, ActivityTimeoutError):
-        return ErrorDetails(
-            code="ActionTimeout", message=f"activity timed out ({cause.type.name if cause.type else ''})"
-        )
-    if is_cancelled_exception(err):
-        return ErrorDetails(code="ActionCancelled", message="the action was cancelled")
-    return ErrorDetails(code="ActionError", message=str(cause or err))

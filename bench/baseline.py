@@ -23,7 +23,7 @@ from temporalio import activity, workflow
 from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.workflow import ActivityCancellationType
 
-# Conveyor's own values (workflows/stage.py), copied rather than imported: the baseline must not
+# Conveyor's own values (workflows/action.py), copied rather than imported: the baseline must not
 # depend on the engine it is compared with, only match its settings.
 INFRASTRUCTURE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10

@@ -85,6 +85,7 @@ class Activity(StrEnum):
     LAMBDA_INVOKE_RULE = "lambda_invoke_rule"  # registered by the Lambda provider's activities module
     CHECK_ALARMS = "check_alarms"  # CloudWatchAlarm rule: one DescribeAlarms look
     COLLECT_GARBAGE = "collect_garbage"
+    DELIVER_EVENTS = "deliver_events"  # a batch of state-change events: the record, then the sinks
 
 
 class ActionCategory(StrEnum):

@@ -604,6 +604,7 @@ class StageInput(CamelModel):
     execution_id: str
     stage: dict[str, Any]  # the stage's declaration, already validated by the execution workflow
     attempt: int = 1
+    pipeline_version: int = 1  # for its actions' events
     retry_mode: RetryMode | None = None  # FAILED_ACTIONS keeps the actions that succeeded in `previous`
     previous: StageResult | None = None
     started_by: str | None = None  # for separation of duties in approvals

@@ -117,6 +117,7 @@ class Settings(BaseModel):
     # Where Git-hosted sources clone from and with which credential (conveyor/connections.py); None: the
     # data directory's connections.yaml if present, else the defaults.
     connections_file: Path | None = None
+    events_file: Path | None = None  # CONVEYOR_EVENTS_FILE: every delivered event appended as a JSON line
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -148,6 +149,7 @@ class Settings(BaseModel):
             connections_file=Path(env["CONVEYOR_CONNECTIONS"]).expanduser()
             if env.get("CONVEYOR_CONNECTIONS")
             else None,
+            events_file=Path(env["CONVEYOR_EVENTS_FILE"]).expanduser() if env.get("CONVEYOR_EVENTS_FILE") else None,
         )
 
     @property

@@ -106,7 +106,9 @@ class ActionRunner:
         ledger: StageLedger,
         stop: Callable[[], StopRequest | None],
         wait_for_approval: ApprovalWait,
+        changed: Callable[[Action, ActionState], None] | None = None,
     ) -> None:
+        self._changed = changed or (lambda action, state: None)  # told each status change (the stage's events)
         self._stage_name = stage_name
         self._input = input
         self._state = state
@@ -126,6 +128,7 @@ class ActionRunner:
         state = action_state(self._state, action.name)
         state.status = ActionStatus.IN_PROGRESS
         state.started_at = workflow.now()
+        self._changed(action, state)
         policy = action.conveyor.retry
         while True:
             # No `finally` here: an evicted workflow's coroutines are closed outside the workflow loop.
@@ -140,9 +143,11 @@ class ActionRunner:
             stop = self._stop()
             if stop is not None and (stop.abandon or error.code == "ApprovalCancelled"):
                 state.status, state.error, state.finished_at = ActionStatus.ABANDONED, error, workflow.now()
+                self._changed(action, state)
                 return True
             if policy is None or state.attempt >= policy.maximum_attempts or not transient(action, error):
                 state.status, state.error, state.finished_at = ActionStatus.FAILED, error, workflow.now()
+                self._changed(action, state)
                 return False
             # A declared retry: record this attempt (status shows each one), back off durably, go again.
             failed = ActionAttempt(
@@ -162,6 +167,7 @@ class ActionRunner:
         state.review = outcome.review
         self._ledger.keep_for_compensation(action.name, outcome.compensation_artifacts, state)
         self._ledger.record(action, outcome)
+        self._changed(action, state)
         return True
 
     async def _dispatch(self, action: Action, state: ActionState) -> ActionOutcome:

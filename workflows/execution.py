@@ -67,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.conditions import evaluate as evaluate_conditions
     from workflows.failure_policy import Next, StageOutcome, Verdict
     from workflows.failures import failure_details
+    from workflows.outbox import Outbox, tell_transition
     from workflows.recorder import Recorder, WorkflowWriter
     from workflows.scope import ExecutionScope
     from workflows.stage import StageWorkflow, initial_stage_state
@@ -76,7 +77,8 @@ with workflow.unsafe.imports_passed_through():
 @workflow.defn(name=WorkflowType.EXECUTION.value)
 class PipelineExecutionWorkflow:
     def __init__(self) -> None:
-        self._recorder = Recorder(WorkflowWriter())
+        self._recorder = Recorder(WorkflowWriter(), self._transitioned)
+        self._events: Outbox | None = None  # the pipeline's and stages' events (a stage child sends its actions')
         self._gate: StageGate | None = None
         self._saga: CompensationSaga | None = None
         self._scope: ExecutionScope | None = None
@@ -107,6 +109,25 @@ class PipelineExecutionWorkflow:
     async def run(self, raw_input: Any) -> ExecutionState:
         """`raw_input` is an `ExecutionInput` as JSON. It is taken as anything and validated here: an
         input that failed to decode would otherwise retry the first workflow task forever."""
+        try:
+            state = await self._execute(raw_input)
+        except BaseException as err:
+            # Its last events leave before it ends (not on a bug that fails the workflow task: replayed anyway).
+            if self._events is not None and (isinstance(err, FailureError) or is_cancelled_exception(err)):
+                await self._events.drain()
+            raise
+        if self._events is not None:
+            await self._events.drain()
+        return state
+
+    def _transitioned(self, transition: Transition) -> None:
+        state = self._recorder.state
+        if self._events is None:
+            self._events = Outbox(state.pipeline_name, state.execution_id, "execution", state.pipeline_version)
+        self._events.version = state.pipeline_version
+        tell_transition(self._events, state, transition)
+
+    async def _execute(self, raw_input: Any) -> ExecutionState:
         pipeline, stages = self._begin(raw_input)
         state, recorder = self._recorder.state, self._recorder
         try:
@@ -338,6 +359,7 @@ class PipelineExecutionWorkflow:
             execution_id=state.execution_id,
             stage=stage.model_dump(mode="json", exclude_none=True),
             attempt=stage_state.attempt,
+            pipeline_version=state.pipeline_version,
             variables=scope.variables_for(stage),
             artifacts=scope.artifacts_for(stage),
             source_revisions=self._input.source_revisions,

@@ -10,6 +10,7 @@ workflow implements with `workflow.upsert_memo`/`upsert_search_attributes` and a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -85,8 +86,9 @@ ActionMark = tuple[ActionStatus | None, datetime | None]  # an action's status a
 
 
 class Recorder:
-    def __init__(self, writer: VisibilityWriter) -> None:
+    def __init__(self, writer: VisibilityWriter, told: Callable[[Transition], None] | None = None) -> None:
         self._writer = writer
+        self._told = told  # hears each pipeline and stage transition as it is recorded (the events' outbox)
         self._state: ExecutionState | None = None
         self._memo_pending: dict[str, Any] = {}  # memo fields to upsert with the next upsert
         self._succeeded_stages: list[str] = []
@@ -294,7 +296,7 @@ class Recorder:
 
     def _pipeline_transition(self, before: ExecutionStatus | None, after: ExecutionStatus, reason: str | None) -> None:
         if before != after:
-            self.transitions.append(
+            self._record(
                 Transition(
                     scope=TransitionScope.PIPELINE,
                     from_status=before,
@@ -310,7 +312,7 @@ class Recorder:
         """`after` defaults to the stage's status now (when the change was already made)."""
         to_status = after if after is not None else stage.status
         if to_status is not None and before != to_status:
-            self.transitions.append(
+            self._record(
                 Transition(
                     scope=TransitionScope.STAGE,
                     stage_name=stage.stage_name,
@@ -320,6 +322,11 @@ class Recorder:
                     reason=reason,
                 )
             )
+
+    def _record(self, transition: Transition) -> None:
+        self.transitions.append(transition)
+        if self._told is not None:
+            self._told(transition)
 
     @staticmethod
     def _marks(stage: StageState) -> dict[str, ActionMark]:

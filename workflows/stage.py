@@ -14,9 +14,11 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from conveyor.event_states import action_event_state
+    from conveyor.events import EventScope
     from conveyor.interface import (
         Activity,
         ApprovalOutcome,
@@ -61,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.failures import ActionFailed
     from workflows.ledger import StageLedger
+    from workflows.outbox import Outbox, action_type
 
 DEFAULT_APPROVAL_TIMEOUT = MANUAL.default_timeout
 NOTIFICATION_RETRY = RetryPolicy(
@@ -103,8 +106,18 @@ class StageWorkflow:
         self._notifications: list[asyncio.Task[None]] = []
         self._slack: list[asyncio.Task[None]] = []  # Slack posts and updates, each after the one before
         self._notices: dict[str, ApprovalNotice] = {}
+        # Its actions' events leave from here, as each action changes state (the execution sends the stage's).
+        self._events = Outbox(
+            input.pipeline_name, input.execution_id, f"stage/{self._stage.name}/{input.attempt}", input.pipeline_version
+        )
         self._actions = ActionRunner(
-            self._stage.name, input, self._state, self._ledger, lambda: self._stop, self._wait_for_approval
+            self._stage.name,
+            input,
+            self._state,
+            self._ledger,
+            lambda: self._stop,
+            self._wait_for_approval,
+            self._action_changed,
         )
         self._carried = self._carry_over(input)
 
@@ -193,8 +206,31 @@ class StageWorkflow:
 
     # --- the stage ------------------------------------------------------------------------------
 
+    def _action_changed(self, action: Action, state: ActionState) -> None:
+        assert state.status is not None
+        self._events.add(
+            EventScope.ACTION,
+            action_event_state(state.status),
+            workflow.now(),
+            stage=self._stage.name,
+            action=action.name,
+            action_type=action_type(action),
+            summary=state.error.message if state.error and state.status != ActionStatus.SUCCEEDED else None,
+        )
+
     @workflow.run
     async def run(self, input: StageInput) -> StageResult:
+        try:
+            result = await self._run(input)
+        except BaseException as err:
+            # Its actions' last events leave before it ends (not on a bug failing the task: that is replayed).
+            if isinstance(err, FailureError) or is_cancelled_exception(err):
+                await self._events.drain()
+            raise
+        await self._events.drain()
+        return result
+
+    async def _run(self, input: StageInput) -> StageResult:
         self._state.status = StageStatus.IN_PROGRESS
         self._state.started_at = workflow.now()
         failed = False

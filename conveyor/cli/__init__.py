@@ -7,7 +7,7 @@ import os
 import sys
 from typing import NoReturn
 
-from conveyor.cli import declarations, executions, gc, pipelines, processes  # noqa: F401 - they register commands
+from conveyor.cli import declarations, events, executions, gc, pipelines, processes  # noqa: F401 - they register commands
 from conveyor.cli.common import UsageError, app, errors, print_error, say
 
 

@@ -1,0 +1,83 @@
+"""The `deliver_events` activity: one batch of a workflow's state-change events, kept in the record, then handed
+to every sink. A sink gets SINK_ATTEMPTS short tries; after them the batch is dead-lettered for that sink and the
+report says so: a sink never fails the activity, so it never delays the pipeline. Only the record's write can fail
+it (Temporal retries it, a few times). Re-sent as a whole after a lost worker: ids are stable, receivers de-duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from temporalio import activity
+
+from conveyor.event_delivery import SINK_ATTEMPTS, SINK_BACKOFF_SECONDS, DeadLettered, DeliveryReport
+from conveyor.events import EventBatch
+from conveyor.interface import Activity
+from conveyor.settings import Settings
+from conveyor.stores.event_record import dead_letter, record_batch
+from conveyor.stores.records import record_backend
+
+
+class EventSink(Protocol):
+    name: str
+
+    def deliver(self, batch: EventBatch) -> None:
+        """Take the whole batch or raise (blocking: called in a thread)."""
+
+
+class JsonLinesSink:
+    """CONVEYOR_EVENTS_FILE: every delivered event's wire form, one JSON line each, appended in order."""
+
+    name = "file"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()  # one batch's lines stay together
+
+    def deliver(self, batch: EventBatch) -> None:
+        lines = "".join(json.dumps(event.wire(), separators=(",", ":")) + "\n" for event in batch.events)
+        with self._lock, self.path.open("a", encoding="utf-8") as out:
+            out.write(lines)
+
+
+def configured_sinks(settings: Settings) -> list[EventSink]:
+    return [JsonLinesSink(settings.events_file)] if settings.events_file is not None else []
+
+
+class EventActivities:
+    def __init__(self, settings: Settings, sinks: Sequence[EventSink] | None = None) -> None:
+        self.settings = settings
+        self.sinks = list(sinks) if sinks is not None else configured_sinks(settings)
+
+    @activity.defn(name=Activity.DELIVER_EVENTS)
+    async def deliver_events(self, batch: EventBatch) -> DeliveryReport:
+        recorded = await asyncio.to_thread(record_batch, record_backend(self.settings), batch)
+        report = DeliveryReport(recorded=recorded)
+        for sink in self.sinks:
+            error = await self._try(sink, batch)
+            if error is None:
+                report.delivered.append(sink.name)
+                continue
+            where = await asyncio.to_thread(dead_letter, self.settings, batch, sink.name, error)
+            activity.logger.warning("events dead-lettered for sink %s: %s (%s)", sink.name, error, where)
+            report.dead_lettered.append(DeadLettered(sink=sink.name, error=error, where=where))
+        return report
+
+    @staticmethod
+    async def _try(sink: EventSink, batch: EventBatch) -> str | None:
+        """None once the sink took the batch; else the last error, after SINK_ATTEMPTS tries."""
+        error = ""
+        for attempt in range(SINK_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(SINK_BACKOFF_SECONDS[min(attempt, len(SINK_BACKOFF_SECONDS)) - 1])
+            try:
+                await asyncio.to_thread(sink.deliver, batch)
+                return None
+            except Exception as exc:  # any sink failure: retried, then dead-lettered, never raised
+                error = f"{type(exc).__name__}: {exc}"
+        return error

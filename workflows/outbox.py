@@ -1,0 +1,153 @@
+"""A workflow's outbox of state-change events (issue 18): each event is numbered in its producer (`origin`: the
+execution workflow, or a stage child "stage/<name>/<attempt>"), so its id is stable across replays and re-sends.
+
+Events leave in batches: everything added during one workflow activation goes together, at the workflow's next wait,
+to the `deliver_events` activity, started in the background; one batch in flight per workflow, in order (events added
+meanwhile wait for it and go as the next batch). Delivery never fails or blocks the workflow: the activity's failures
+are retried a few times (short), then logged and counted; `drain` waits (bounded) before the workflow completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from conveyor.event_delivery import DeliveryReport
+    from conveyor.event_states import pipeline_event_state, stage_event_state
+    from conveyor.events import (
+        ActionType,
+        EventBatch,
+        EventDetail,
+        EventScope,
+        EventState,
+        ExecutionTrigger,
+        PipelineEvent,
+        event_id,
+    )
+    from conveyor.interface import Activity
+    from conveyor.model import ExecutionState, ExecutionStatus, StageStatus, Transition, TransitionScope
+    from conveyor.spec.declaration import Action
+
+DELIVERY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=4),
+    maximum_attempts=5,
+)
+DELIVERY_TIMEOUT = timedelta(seconds=30)  # one try: the record's write, then each sink's bounded tries
+DRAIN_TIMEOUT = timedelta(seconds=60)  # how long a finishing workflow waits for its last events to leave
+
+
+class Outbox:
+    def __init__(self, pipeline: str, execution_id: str, origin: str, version: int) -> None:
+        self.pipeline, self.execution_id, self.origin, self.version = pipeline, execution_id, origin, version
+        self._pending: list[PipelineEvent] = []
+        self._sequence = 0
+        self._sender: asyncio.Task[None] | None = None
+        self.undelivered = 0  # events whose batch the activity never took (its retries ran out)
+        self.dead_lettered = 0  # events a sink could not take (kept as dead letters)
+
+    def add(
+        self,
+        scope: EventScope,
+        state: EventState,
+        at: datetime,
+        *,
+        stage: str | None = None,
+        action: str | None = None,
+        action_type: ActionType | None = None,
+        trigger: ExecutionTrigger | None = None,
+        summary: str | None = None,
+    ) -> None:
+        self._sequence += 1
+        detail = EventDetail(
+            pipeline=self.pipeline,
+            version=self.version,
+            execution_id=self.execution_id,
+            state=state,
+            stage=stage,
+            action=action,
+            type=action_type,
+            execution_trigger=trigger,
+            summary=summary,
+        )
+        self._pending.append(
+            PipelineEvent(
+                id=event_id(self.execution_id, self.origin, self._sequence),
+                sequence=self._sequence,
+                scope=scope,
+                time=at,
+                detail=detail,
+            )
+        )
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send())
+
+    @property
+    def empty(self) -> bool:
+        return not self._pending and (self._sender is None or self._sender.done())
+
+    async def drain(self, timeout: timedelta = DRAIN_TIMEOUT) -> None:
+        """Wait (at most `timeout`) until every event added so far has left."""
+        if self.empty:
+            return
+        try:
+            await workflow.wait_condition(lambda: self.empty, timeout=timeout)
+        except TimeoutError:
+            workflow.logger.warning("events of %s not delivered within %s", self.origin, timeout)
+
+    async def _send(self) -> None:
+        while self._pending:
+            events, self._pending = self._pending, []
+            batch = EventBatch(
+                pipeline_name=self.pipeline, execution_id=self.execution_id, origin=self.origin, events=events
+            )
+            try:
+                report = await workflow.execute_activity(
+                    Activity.DELIVER_EVENTS,
+                    batch,
+                    result_type=DeliveryReport,
+                    start_to_close_timeout=DELIVERY_TIMEOUT,
+                    retry_policy=DELIVERY_RETRY,
+                    summary=f"events {events[0].sequence}-{events[-1].sequence} of {self.origin}",
+                )
+            except ActivityError as err:
+                self.undelivered += len(events)
+                workflow.logger.warning("events of %s not delivered: %s", self.origin, err.cause or err)
+                continue
+            if report.dead_lettered:
+                self.dead_lettered += len(events) * len(report.dead_lettered)
+
+
+def tell_transition(outbox: Outbox, state: ExecutionState, transition: Transition) -> None:
+    """The execution's pipeline and stage transitions as events (its stage children send their actions' own)."""
+    if transition.scope == TransitionScope.PIPELINE:
+        assert isinstance(transition.to_status, ExecutionStatus)
+        before = transition.from_status if isinstance(transition.from_status, ExecutionStatus) else None
+        pipeline_state = pipeline_event_state(before, transition.to_status)
+        if pipeline_state is not None:
+            trigger = ExecutionTrigger(
+                trigger_type=state.trigger.trigger_type.value, trigger_detail=state.trigger.trigger_detail
+            )
+            outbox.add(EventScope.PIPELINE, pipeline_state, transition.at, trigger=trigger, summary=transition.reason)
+    elif transition.scope == TransitionScope.STAGE:
+        assert isinstance(transition.to_status, StageStatus)
+        was = transition.from_status if isinstance(transition.from_status, StageStatus) else None
+        stage_state = stage_event_state(was, transition.to_status)
+        if stage_state is not None:
+            summary = transition.reason
+            if transition.to_status == StageStatus.SKIPPED:
+                summary = f"skipped: {summary}" if summary else "skipped"
+            outbox.add(EventScope.STAGE, stage_state, transition.at, stage=transition.stage_name, summary=summary)
+
+
+def action_type(action: Action) -> ActionType:
+    type_id = action.action_type_id
+    return ActionType(
+        owner=type_id.owner.value, category=type_id.category.value, provider=type_id.provider, version=type_id.version
+    )

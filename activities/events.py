@@ -22,6 +22,14 @@ from conveyor.settings import Settings
 from conveyor.stores.event_record import dead_letter, record_batch
 from conveyor.stores.records import record_backend
 
+HEARTBEAT_SECONDS = 1.0
+
+
+async def _heartbeat(every: float) -> None:
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(every)
+
 
 class EventSink(Protocol):
     name: str
@@ -56,6 +64,14 @@ class EventActivities:
 
     @activity.defn(name=Activity.DELIVER_EVENTS)
     async def deliver_events(self, batch: EventBatch) -> DeliveryReport:
+        # Heartbeats while a sink is slow: a lost worker's batch is sent again within seconds, not at the timeout.
+        beating = asyncio.create_task(_heartbeat(HEARTBEAT_SECONDS))
+        try:
+            return await self._deliver(batch)
+        finally:
+            beating.cancel()
+
+    async def _deliver(self, batch: EventBatch) -> DeliveryReport:
         recorded = await asyncio.to_thread(record_batch, record_backend(self.settings), batch)
         report = DeliveryReport(recorded=recorded)
         for sink in self.sinks:

@@ -40,6 +40,7 @@ DELIVERY_RETRY = RetryPolicy(
     maximum_attempts=5,
 )
 DELIVERY_TIMEOUT = timedelta(seconds=30)  # one try: the record's write, then each sink's bounded tries
+DELIVERY_HEARTBEAT = timedelta(seconds=5)  # the activity beats every second: a lost worker's batch goes again soon
 DRAIN_TIMEOUT = timedelta(seconds=60)  # how long a finishing workflow waits for its last events to leave
 
 
@@ -113,6 +114,7 @@ class Outbox:
                     batch,
                     result_type=DeliveryReport,
                     start_to_close_timeout=DELIVERY_TIMEOUT,
+                    heartbeat_timeout=DELIVERY_HEARTBEAT,
                     retry_policy=DELIVERY_RETRY,
                     summary=f"events {events[0].sequence}-{events[-1].sequence} of {self.origin}",
                 )

@@ -1,0 +1,253 @@
+"""State-change events (issue 18): sent by the execution and stage workflows in batches to `deliver_events` on a real
+worker, kept in the store's record, appended to the JSON-lines file sink, read back by `conveyor events`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+
+from conveyor.client import ConveyorClient
+from conveyor.events import event_id
+from conveyor.model import ExecutionStatus
+from conveyor.settings import Settings
+from conveyor.stores.event_record import dead_letters, recorded_events
+from conveyor.stores.records import record_backend
+from conveyor.worker import build_worker
+from tests.helpers import pipeline
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def two_stages(name: str, build_commands: list[str] | None = None) -> dict[str, Any]:
+    commands = json.dumps(build_commands or ["echo built"])
+    return pipeline(
+        f"""
+name: {name}
+stages:
+  - name: Build
+    actions:
+      - {{name: Compile, provider: Commands, commands: {commands}}}
+      - {{name: Check, provider: Commands, runOrder: 2, commands: ["echo checked"]}}
+  - name: Ship
+    actions:
+      - {{name: Deploy, provider: Commands, commands: ["echo shipped"]}}
+"""
+    )
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def entity(event: dict[str, Any]) -> tuple[str, ...]:
+    detail = event["detail"]
+    return (event["detail-type"].split()[1], detail.get("stage", ""), detail.get("action", ""))
+
+
+def pipeline_ended(events: list[dict[str, Any]]) -> bool:
+    return any(entity(e)[0] == "Pipeline" and e["detail"]["state"] == "SUCCEEDED" for e in events)
+
+
+async def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def by_entity(events: list[dict[str, Any]]) -> dict[tuple[str, ...], list[str]]:
+    found: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for event in events:
+        found[entity(event)].append(event["detail"]["state"])
+    return dict(found)
+
+
+WHOLE_RUN = {
+    ("Pipeline", "", ""): ["STARTED", "SUCCEEDED"],
+    ("Stage", "Build", ""): ["STARTED", "SUCCEEDED"],
+    ("Action", "Build", "Compile"): ["STARTED", "SUCCEEDED"],
+    ("Action", "Build", "Check"): ["STARTED", "SUCCEEDED"],
+    ("Stage", "Ship", ""): ["STARTED", "SUCCEEDED"],
+    ("Action", "Ship", "Deploy"): ["STARTED", "SUCCEEDED"],
+}
+
+
+def conveyor_events(settings: Settings, *args: str) -> subprocess.Popen[str]:
+    env = os.environ | {"CONVEYOR_DATA_DIR": str(settings.data_dir)}
+    env.pop("CONVEYOR_ARTIFACT_STORE", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "events", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def test_a_whole_execution_in_order_per_entity_with_stable_unique_ids(
+    conveyor: ConveyorClient, temporal_client: Client, settings: Settings, tmp_path: Path
+) -> None:
+    sink = tmp_path / "events.jsonl"
+    name = unique("events-whole")
+    async with build_worker(temporal_client, settings.model_copy(update={"events_file": sink})):
+        ref, _ = await conveyor.start(two_stages(name))
+        state = await asyncio.wait_for(conveyor.wait(ref), 60)
+        assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+        await wait_for(lambda: pipeline_ended(read_lines(sink)), 30, "the pipeline's SUCCEEDED event at the sink")
+    events = read_lines(sink)
+    assert by_entity(events) == WHOLE_RUN
+    ids = [e["id"] for e in events]
+    assert len(set(ids)) == len(ids)  # unique
+    # Stable: derived from the execution, the producer and its sequence number (the same again on a re-send).
+    expected = {event_id(ref.execution_id, "execution", n) for n in range(1, 7)}
+    expected |= {event_id(ref.execution_id, "stage/Build/1", n) for n in range(1, 5)}
+    expected |= {event_id(ref.execution_id, "stage/Ship/1", n) for n in range(1, 3)}
+    assert set(ids) == expected
+    first = events[0]
+    assert first["source"] == "conveyor" and first["detail-type"] == "CodePipeline Pipeline Execution State Change"
+    assert first["detail"]["execution-trigger"]["trigger-type"] == "StartPipelineExecution"
+    assert first["detail"]["execution-id"] == ref.execution_id and first["detail"]["version"] == 1
+    compile_started = next(e for e in events if entity(e) == ("Action", "Build", "Compile"))
+    assert compile_started["detail"]["type"]["provider"] == "Commands"
+    # The record in the store holds the same events, each once, in order per execution.
+    recorded = recorded_events(record_backend(settings), ref.pipeline_name, ref.execution_id)
+    assert sorted(e.id for e in recorded) == sorted(ids)
+    assert by_entity([e.wire() for e in recorded]) == WHOLE_RUN
+    times = [e.time for e in recorded]
+    assert times == sorted(times)
+
+    # `conveyor events` (a separate process) prints the record: the same events, in the record's order.
+    printed = conveyor_events(settings, ref.pipeline_name, "--execution", ref.execution_id, "-o", "json")
+    out, err = printed.communicate(timeout=60)
+    assert printed.returncode == 0, err
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [e.id for e in recorded]
+    table = conveyor_events(settings, ref.pipeline_name)
+    out, err = table.communicate(timeout=60)
+    assert table.returncode == 0, err
+    assert f"{ref.execution_id}  Action  Build/Compile  STARTED" in out
+
+
+async def test_an_action_started_event_leaves_while_the_action_runs_and_follow_prints_it(
+    conveyor: ConveyorClient, temporal_client: Client, settings: Settings, tmp_path: Path
+) -> None:
+    sink = tmp_path / "events.jsonl"
+    release = tmp_path / "release"
+    name = unique("events-live")
+    wait_for_release = f"while [ ! -f {release} ]; do sleep 0.1; done"
+    async with build_worker(temporal_client, settings.model_copy(update={"events_file": sink})):
+        ref, _ = await conveyor.start(two_stages(name, [wait_for_release]))
+        follower = conveyor_events(settings, ref.pipeline_name, "--execution", ref.execution_id, "--follow", "-o", "json")
+        try:
+            started = ("Action", "Build", "Compile")
+            await wait_for(
+                lambda: any(entity(e) == started for e in read_lines(sink)), 30, "Compile's STARTED at the sink"
+            )
+            # The action still runs (it waits for the release file): its stage has not ended.
+            assert not any(
+                entity(e) == ("Stage", "Build", "") and e["detail"]["state"] != "STARTED" for e in read_lines(sink)
+            )
+            assert (await conveyor.state(ref)).stages[0].actions[0].status == "InProgress"
+            release.touch()
+            state = await asyncio.wait_for(conveyor.wait(ref), 60)
+            assert state.status == ExecutionStatus.SUCCEEDED
+            out, err = await asyncio.to_thread(follower.communicate, timeout=60)  # ends by itself at the end
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+    assert follower.returncode == 0, err
+    assert by_entity([json.loads(line) for line in out.splitlines()]) == WHOLE_RUN
+
+
+async def test_failing_delivery_never_delays_or_fails_the_pipeline_and_is_dead_lettered(
+    conveyor: ConveyorClient, temporal_client: Client, settings: Settings, tmp_path: Path
+) -> None:
+    unwritable = tmp_path / "missing-directory" / "events.jsonl"
+    name = unique("events-dead")
+    async with build_worker(temporal_client, settings.model_copy(update={"events_file": unwritable})):
+        ref, _ = await conveyor.start(two_stages(name))
+        state = await asyncio.wait_for(conveyor.wait(ref), 60)
+        assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+        # The workflow itself completes once its outbox drained (dead letters written, none lost).
+        handle = temporal_client.get_workflow_handle(ref.workflow_id)
+        await asyncio.wait_for(handle.result(), 60)
+    backend = record_backend(settings)
+    letters = dead_letters(backend, ref.pipeline_name, ref.execution_id)
+    assert letters and {letter.sink for letter in letters} == {"file"}
+    assert all("FileNotFoundError" in letter.error for letter in letters)
+    dead_ids = sorted(e.id for letter in letters for e in letter.batch.events)
+    recorded = recorded_events(backend, ref.pipeline_name, ref.execution_id)
+    assert dead_ids == sorted(e.id for e in recorded)  # every event: in the record, and dead-lettered for the sink
+    assert by_entity([e.wire() for e in recorded]) == WHOLE_RUN
+    assert not unwritable.exists()
+
+
+def start_worker_process(settings: Settings, events_file: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = os.environ | {
+        "TEMPORAL_ADDRESS": settings.temporal_address or "",
+        "CONVEYOR_TASK_QUEUE": settings.task_queue,
+        "CONVEYOR_DATA_DIR": str(settings.data_dir),
+        "CONVEYOR_EVENTS_FILE": str(events_file),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "worker"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
+
+
+async def test_a_worker_killed_between_a_change_and_its_delivery_loses_nothing(
+    conveyor: ConveyorClient, settings: Settings, tmp_path: Path
+) -> None:
+    # The first worker's sink is a FIFO nobody reads: its delivery blocks after the record is written, before the
+    # sink has the events. It is SIGKILLed there; the second worker sends the batches again.
+    blocked = tmp_path / "blocked.fifo"
+    os.mkfifo(blocked)
+    sink = tmp_path / "events.jsonl"
+    name = unique("events-kill")
+    first = start_worker_process(settings, blocked, tmp_path / "worker1.log")
+    try:
+        ref, _ = await conveyor.start(two_stages(name))
+        backend = record_backend(settings)
+        await wait_for(
+            lambda: any(e.scope == "Action" for e in recorded_events(backend, ref.pipeline_name, ref.execution_id)),
+            30,
+            "an action's event in the record (its delivery under way)",
+        )
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert read_lines(sink) == []
+    second = start_worker_process(settings, sink, tmp_path / "worker2.log")
+    try:
+        state = await asyncio.wait_for(conveyor.wait(ref), 90)
+        assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+        await wait_for(lambda: pipeline_ended(read_lines(sink)), 60, "the pipeline's SUCCEEDED event at the sink")
+    finally:
+        second.terminate()
+        second.wait(15)
+    events = read_lines(sink)
+    counts = Counter(e["id"] for e in events)
+    duplicates = sum(n - 1 for n in counts.values())
+    unique_events = {e["id"]: e for e in events}
+    # Nothing lost: every entity's whole story, each event once after de-duplication by id.
+    assert by_entity(sorted(unique_events.values(), key=lambda e: e["time"])) == WHOLE_RUN
+    # A duplicate is the same event again (same id, same content), never a new one.
+    for event in events:
+        assert event == unique_events[event["id"]]
+    print(f"events delivered {len(events)}, unique {len(unique_events)}, duplicates {duplicates}")

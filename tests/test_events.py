@@ -152,7 +152,9 @@ async def test_an_action_started_event_leaves_while_the_action_runs_and_follow_p
     wait_for_release = f"while [ ! -f {release} ]; do sleep 0.1; done"
     async with build_worker(temporal_client, settings.model_copy(update={"events_file": sink})):
         ref, _ = await conveyor.start(two_stages(name, [wait_for_release]))
-        follower = conveyor_events(settings, ref.pipeline_name, "--execution", ref.execution_id, "--follow", "-o", "json")
+        follower = conveyor_events(
+            settings, ref.pipeline_name, "--execution", ref.execution_id, "--follow", "-o", "json"
+        )
         try:
             started = ("Action", "Build", "Compile")
             await wait_for(

@@ -44,6 +44,7 @@ from conveyor.memo import state_from_memo
 from conveyor.model import CamelModel, ExecutionState, StageState, StageStatus
 from conveyor.settings import Settings
 from conveyor.stores.artifacts import ArtifactStore, StoredKind, StoreEntry
+from conveyor.stores.event_record import stale_event_documents
 from conveyor.stores.jobs import job_store
 from conveyor.stores.logs import s3_log_store
 from conveyor.stores.records import kept_by_open_attempts, record_backend, stale_attempts, stale_under
@@ -61,6 +62,7 @@ class GcKind(StrEnum):
     JOB = "job document"  # a Lambda job's ticket, result, attempt record or uploaded output (conveyor.stores.jobs)
     RECORD = "attempt record"  # what an action attempt recorded before its AWS call (conveyor.stores.records)
     TEMPLATE = "uploaded template"  # a CloudFormation template over the TemplateBody limit, put in the S3 store
+    EVENTS = "event record"  # a batch of an execution's events, or a dead letter (conveyor.stores.event_record)
 
 
 class Removed(CamelModel):
@@ -265,7 +267,17 @@ def sweep(
     removed += _sweep_workspaces(settings, marks, cutoff, dry_run)
     removed += _sweep_jobs(settings, marks, cutoff, dry_run)
     removed += _sweep_records(settings, marks, cutoff, dry_run)
+    removed += _sweep_events(settings, marks, cutoff, dry_run)
     return removed
+
+
+def _sweep_events(settings: Settings, marks: Marks, cutoff: datetime, dry_run: bool) -> list[Removed]:
+    """events/ and event-dead-letters/ of executions no longer retained: kept as long as their logs."""
+    backend = record_backend(settings)
+    stale = stale_event_documents(backend, marks.executions, cutoff)
+    if not dry_run:
+        backend.delete([doc.relative for doc in stale])
+    return [Removed(kind=GcKind.EVENTS, name=backend.where(d.relative), size=d.size) for d in stale]
 
 
 UPLOADED_TEMPLATES = "templates/"  # activities.providers.cloudformation puts large templates here, by digest

@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ from conveyor.client import ConveyorClient
 from conveyor.events import event_id
 from conveyor.model import ExecutionStatus
 from conveyor.settings import Settings
-from conveyor.stores.event_record import dead_letters, recorded_events
-from conveyor.stores.records import record_backend
+from conveyor.stores.event_record import dead_letters, recorded_events, stale_event_documents
+from conveyor.stores.records import LocalRecordBackend, record_backend
 from conveyor.worker import build_worker
 from tests.helpers import pipeline
 
@@ -253,3 +254,26 @@ async def test_a_worker_killed_between_a_change_and_its_delivery_loses_nothing(
     for event in events:
         assert event == unique_events[event["id"]]
     print(f"events delivered {len(events)}, unique {len(unique_events)}, duplicates {duplicates}")
+
+
+def test_gc_sweeps_the_record_and_dead_letters_with_their_execution(tmp_path: Path) -> None:
+    backend = LocalRecordBackend(tmp_path)
+    for path in (
+        "events/p/gone/execution/00000001.json",
+        "events/p/gone/stage/Build/1/00000001.json",
+        "event-dead-letters/p/gone/file/execution/00000001.json",
+        "events/p/kept/execution/00000001.json",  # retained execution
+        "events/p/fresh/execution/00000001.json",  # written since the cutoff
+    ):
+        backend.replace(path, b"{}")
+    old = time.time() - 7200
+    for path in tmp_path.rglob("*.json"):
+        if "fresh" not in str(path):
+            os.utime(path, (old, old))
+    cutoff = datetime.now(UTC) - timedelta(hours=1)
+    stale = stale_event_documents(backend, {("p", "kept")}, cutoff)
+    assert sorted(d.relative for d in stale) == [
+        "event-dead-letters/p/gone/file/execution/00000001.json",
+        "events/p/gone/execution/00000001.json",
+        "events/p/gone/stage/Build/1/00000001.json",
+    ]

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from conveyor.events import EventBatch, PipelineEvent
 from conveyor.model import CamelModel
 from conveyor.settings import Settings
-from conveyor.stores.records import RecordBackend, record_backend
+from conveyor.stores.records import RecordBackend, RecordDocument, record_backend
 
 EVENTS = "events"
 DEAD_LETTERS = "event-dead-letters"
@@ -101,3 +101,21 @@ def recorded_events(backend: RecordBackend, pipeline: str, execution_id: str | N
         ),
     )
     return [event for _, event in ordered]
+
+
+def stale_event_documents(
+    backend: RecordBackend, retained: set[tuple[str, str]], cutoff: datetime
+) -> list[RecordDocument]:
+    """The record and dead letters of every execution no longer retained (not in `retained`, pipeline and execution
+    id) and none of whose documents changed since `cutoff` (a batch still arriving is never removed)."""
+    groups: dict[tuple[str, str], list[RecordDocument]] = {}
+    for root in (EVENTS, DEAD_LETTERS):
+        for document in backend.listing(f"{root}/"):
+            parts = document.relative.split("/")
+            if len(parts) >= 4:
+                groups.setdefault((parts[1], parts[2]), []).append(document)
+    stale: list[RecordDocument] = []
+    for owner, documents in sorted(groups.items()):
+        if owner not in retained and all(doc.last_modified < cutoff for doc in documents):
+            stale += documents
+    return stale

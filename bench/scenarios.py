@@ -34,6 +34,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from bench.baseline import BaselineApproval, baseline_input
 from bench.codebuild import codebuild
+from bench.events import events
 from bench.handoff import handoff
 from bench.invoke import invoke
 from bench.report import geometric_mean, summarize_case
@@ -808,4 +809,5 @@ SCENARIOS: dict[str, Callable[[BenchContext], Awaitable[dict[str, Any]]]] = {
     "handoff": handoff,
     "codebuild": codebuild,
     "invoke": invoke,
+    "events": events,
 }

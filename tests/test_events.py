@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from temporalio.client import Client
 
 from conveyor.client import ConveyorClient
@@ -212,6 +213,7 @@ def start_worker_process(settings: Settings, events_file: Path, log: Path) -> su
     )
 
 
+@pytest.mark.slow  # two worker processes started, and a lost one's heartbeat timeout: about 35 s on 2 cores
 async def test_a_worker_killed_between_a_change_and_its_delivery_loses_nothing(
     conveyor: ConveyorClient, settings: Settings, tmp_path: Path
 ) -> None:
@@ -277,3 +279,12 @@ def test_gc_sweeps_the_record_and_dead_letters_with_their_execution(tmp_path: Pa
         "events/p/gone/execution/00000001.json",
         "events/p/gone/stage/Build/1/00000001.json",
     ]
+
+
+def test_conveyor_events_names_a_bad_argument_and_an_empty_record(settings: Settings) -> None:
+    wrong = conveyor_events(settings, "some-pipeline/some-execution")
+    out, err = wrong.communicate(timeout=60)
+    assert wrong.returncode == 2 and "--execution" in err and "Traceback" not in err
+    empty = conveyor_events(settings, unique("never-ran"))
+    out, err = empty.communicate(timeout=60)
+    assert empty.returncode == 0 and out == "" and "no events recorded" in err

@@ -41,7 +41,10 @@ DELIVERY_RETRY = RetryPolicy(
 )
 DELIVERY_TIMEOUT = timedelta(seconds=30)  # one try: the record's write, then each sink's bounded tries
 DELIVERY_HEARTBEAT = timedelta(seconds=5)  # the activity beats every second: a lost worker's batch goes again soon
-DRAIN_TIMEOUT = timedelta(seconds=60)  # how long a finishing workflow waits for its last events to leave
+DRAIN_TIMEOUT = timedelta(seconds=60)  # how long a finishing execution waits for its last events to leave
+# A stage's result waits for its last events (so an action's event precedes its stage's), never longer than this:
+# the next stage waits behind it.
+STAGE_DRAIN_TIMEOUT = timedelta(seconds=10)
 
 
 class Outbox:

@@ -63,7 +63,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.failures import ActionFailed
     from workflows.ledger import StageLedger
-    from workflows.outbox import Outbox, action_type
+    from workflows.outbox import STAGE_DRAIN_TIMEOUT, Outbox, action_type
 
 DEFAULT_APPROVAL_TIMEOUT = MANUAL.default_timeout
 NOTIFICATION_RETRY = RetryPolicy(
@@ -225,9 +225,9 @@ class StageWorkflow:
         except BaseException as err:
             # Its actions' last events leave before it ends (not on a bug failing the task: that is replayed).
             if isinstance(err, FailureError) or is_cancelled_exception(err):
-                await self._events.drain()
+                await self._events.drain(STAGE_DRAIN_TIMEOUT)
             raise
-        await self._events.drain()
+        await self._events.drain(STAGE_DRAIN_TIMEOUT)
         return result
 
     async def _run(self, input: StageInput) -> StageResult:

@@ -288,3 +288,27 @@ def test_conveyor_events_names_a_bad_argument_and_an_empty_record(settings: Sett
     empty = conveyor_events(settings, unique("never-ran"))
     out, err = empty.communicate(timeout=60)
     assert empty.returncode == 0 and out == "" and "no events recorded" in err
+
+
+async def test_an_abandoning_stop_sends_stopping_abandoned_and_stopped(
+    conveyor: ConveyorClient, temporal_client: Client, settings: Settings, tmp_path: Path
+) -> None:
+    sink = tmp_path / "events.jsonl"
+    name = unique("events-stop")
+    async with build_worker(temporal_client, settings.model_copy(update={"events_file": sink})):
+        ref, _ = await conveyor.start(two_stages(name, ["sleep 30"]))
+        started = ("Action", "Build", "Compile")
+        await wait_for(lambda: any(entity(e) == started for e in read_lines(sink)), 30, "Compile's STARTED")
+        await conveyor.stop(ref, reason="enough", abandon=True)
+        state = await asyncio.wait_for(conveyor.wait(ref), 60)
+        assert state.status == ExecutionStatus.STOPPED
+        await wait_for(
+            lambda: any(entity(e)[0] == "Pipeline" and e["detail"]["state"] == "STOPPED" for e in read_lines(sink)),
+            30,
+            "the pipeline's STOPPED event",
+        )
+    assert by_entity(read_lines(sink)) == {
+        ("Pipeline", "", ""): ["STARTED", "STOPPING", "STOPPED"],
+        ("Stage", "Build", ""): ["STARTED", "STOPPED"],
+        ("Action", "Build", "Compile"): ["STARTED", "ABANDONED"],
+    }

@@ -249,7 +249,7 @@ class EcsProvider:
     # --- shared -----------------------------------------------------------------------------------------------
 
     def _service(self, input: EcsDeployInput | EcsCompensation) -> EcsService:
-        client = self.sessions.session(input.identity, input.context.action_name).client("ecs")
+        client = self.sessions.client(input.identity, "ecs", input.context.action_name)
         return EcsService(client, input.cluster, input.service, input.context.action_name,
                           self.sessions.role(input.identity))  # fmt: skip
 

@@ -125,7 +125,10 @@ class EcsProvider:
             lines.append(f"following {state.task_definition} (registered by an earlier try of this attempt)")
             return Registered(arn=state.task_definition, previous=state.previous_task_definition)
         running: str = current["taskDefinition"]
-        found = await service.find_registered(family_of(running), input.attempt_marker)
+        # Only a retried try can have registered already: the first skips the search (a listing and up to 20
+        # descriptions, most of an ECS action's cost over the bare calls in `python -m bench --scenarios invoke`).
+        first_try = activity.info().attempt == 1
+        found = None if first_try else await service.find_registered(family_of(running), input.attempt_marker)
         if found is not None:
             lines.append(
                 f"found {found.arn}, registered by an earlier try of this attempt (replacing {found.previous})"

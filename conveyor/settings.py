@@ -117,6 +117,8 @@ class Settings(BaseModel):
     # Where Git-hosted sources clone from and with which credential (conveyor/connections.py); None: the
     # data directory's connections.yaml if present, else the defaults.
     connections_file: Path | None = None
+    # host:port where a worker serves Prometheus metrics (the SDK's and Conveyor's) at /metrics; None: off.
+    metrics_address: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -148,6 +150,7 @@ class Settings(BaseModel):
             connections_file=Path(env["CONVEYOR_CONNECTIONS"]).expanduser()
             if env.get("CONVEYOR_CONNECTIONS")
             else None,
+            metrics_address=_metrics_address(env),
         )
 
     @property
@@ -161,6 +164,19 @@ class Settings(BaseModel):
     @property
     def workspaces_dir(self) -> Path:
         return self.data_dir / "workspaces"
+
+
+def _metrics_address(env: Mapping[str, str]) -> str | None:
+    raw = env.get("CONVEYOR_METRICS_ADDRESS", "").strip()
+    if not raw:
+        return None
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(
+            f"CONVEYOR_METRICS_ADDRESS='{raw}': write HOST:PORT, e.g. CONVEYOR_METRICS_ADDRESS=127.0.0.1:9464 "
+            "(0.0.0.0:9464 for every interface), or leave it unset for no metrics"
+        )
+    return raw
 
 
 def _artifact_store(env: Mapping[str, str]) -> S3Location | None:

@@ -80,7 +80,7 @@ async def _worker(min_retention_days: int) -> int:
 
     config = settings()
     configure_logging(os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"), json=bool(os.environ.get("CONVEYOR_LOG_JSON")))
-    session = await connect_existing(config)
+    session = await connect_existing(config, telemetry=True)
     temporal = session.client.temporal
     if config.temporal_address:
         missing = await missing_search_attributes(temporal)
@@ -93,6 +93,8 @@ async def _worker(min_retention_days: int) -> int:
                 say(f"  {line}", to=errors)
             return 1
     say(f"Worker on {resolve_address(config)} namespace {config.temporal_namespace} task queue {config.task_queue}")
+    if config.metrics_address:
+        say(f"Metrics at http://{config.metrics_address}/metrics")
     try:
         if await ensure_gc_schedule(temporal, config.task_queue):
             say(f"Created the daily garbage collection schedule '{SCHEDULE_ID}' (see `conveyor gc --schedule`)")

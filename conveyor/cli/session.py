@@ -30,10 +30,10 @@ def resolve_address(settings: Settings) -> str:
     return settings.temporal_address or running_server_address(settings.data_dir) or DEFAULT_ADDRESS
 
 
-async def connect_existing(settings: Settings) -> Session:
+async def connect_existing(settings: Settings, *, telemetry: bool = False) -> Session:
     address = resolve_address(settings)
     try:
-        client = await asyncio.wait_for(connect(address, settings), 10)
+        client = await asyncio.wait_for(connect(address, settings, telemetry=telemetry), 10)
     except (TimeoutError, TemporalUnavailableError):
         hint = "" if settings.temporal_address else " Start one with `conveyor server`, or set TEMPORAL_ADDRESS."
         raise TemporalUnavailableError(f"no Temporal server answers at {address}.{hint}") from None

@@ -1,0 +1,126 @@
+"""Metrics scraped over HTTP after a run, checked for the values the run implies; serve's /metrics; tracing."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
+from temporalio.worker import Worker
+
+from conveyor.client import ConveyorClient
+from conveyor.connection import connect
+from conveyor.devserver import EmbeddedServer
+from conveyor.model import ExecutionStatus
+from conveyor.settings import Settings, SettingsError
+from conveyor.worker import build_worker
+from tests.helpers import pipeline, waiting_token
+
+GATED = """
+name: measured
+stages:
+  - name: Build
+    actions:
+      - {name: One, provider: Commands, commands: ["echo one"]}
+      - {name: Two, provider: Commands, commands: ["echo two"]}
+  - name: Prod
+    actions:
+      - {name: Gate, provider: Manual}
+"""
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def free_port() -> int:
+    """A port free now: the Temporal core binds the metrics address itself (no socket can be handed over)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def scrape(url: str) -> Samples:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(url, timeout=10)
+    response.raise_for_status()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sum over the samples of `name` carrying (at least) these labels."""
+    wanted = set(labels.items())
+    return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)
+
+
+@pytest_asyncio.fixture
+async def measured(server: EmbeddedServer, settings: Settings) -> AsyncIterator[tuple[ConveyorClient, str]]:
+    """A worker whose client serves metrics, as `conveyor worker` with CONVEYOR_METRICS_ADDRESS; the URL."""
+    for attempt in (1, 2, 3):  # another process may take the port between choosing and the core binding it
+        metered = settings.model_copy(update={"metrics_address": f"127.0.0.1:{free_port()}"})
+        try:
+            temporal = await connect(server.address, metered, telemetry=True)
+            break
+        except SettingsError:
+            if attempt == 3:
+                raise
+    worker: Worker = build_worker(temporal, metered)
+    async with worker:
+        yield ConveyorClient(temporal, metered), f"http://{metered.metrics_address}/metrics"
+
+
+async def test_worker_metrics_count_what_the_run_did(measured: tuple[ConveyorClient, str]) -> None:
+    conveyor, url = measured
+    declaration = pipeline(GATED)
+    name = declaration["name"]
+    ref, _ = await conveyor.start(declaration)
+    await waiting_token(conveyor, ref)
+    await conveyor.decide(ref, "Prod", "Gate", approve=True, summary="ship it", by="alice")
+    state = await asyncio.wait_for(conveyor.wait(ref), 60)
+    assert state.status == ExecutionStatus.SUCCEEDED
+
+    async def settled() -> Samples:  # the core exports what the workflow task recorded a moment later
+        while True:
+            samples = await scrape(url)
+            if value(samples, "conveyor_executions_finished_total", pipeline=name) >= 1:
+                return samples
+            await asyncio.sleep(0.2)
+
+    samples = await asyncio.wait_for(settled(), 15)
+    assert value(samples, "conveyor_executions_started_total", pipeline=name) == 1
+    assert value(samples, "conveyor_executions_finished_total", pipeline=name, status="Succeeded") == 1
+    assert value(samples, "conveyor_executions_finished_total", pipeline=name, status="Failed") == 0
+    assert value(samples, "conveyor_actions_executed_total", pipeline=name) == 3
+    assert value(samples, "conveyor_actions_executed_total", pipeline=name, provider="Commands") == 2
+    build = {"pipeline": name, "stage": "Build", "status": "Succeeded"}
+    assert value(samples, "conveyor_stage_duration_count", **build) == 1
+    assert value(samples, "conveyor_stage_duration_sum", **build) > 0
+    assert value(samples, "conveyor_action_duration_count", pipeline=name, action="One", status="Succeeded") == 1
+    assert value(samples, "conveyor_approval_wait_count", pipeline=name, action="Gate", outcome="Approved") == 1
+    assert value(samples, "conveyor_executions_waiting", pipeline=name, stage="Build") == 0
+    # Seconds, in Conveyor's buckets (the SDK's default ones are milliseconds): a stage of two echoes ends
+    # within a minute.
+    assert value(samples, "conveyor_stage_duration_bucket", le="60", **build) == 1
+    assert value(samples, "conveyor_stage_duration_bucket", le="86400", **build) == 1
+    # The SDK's own metrics, on the same endpoint.
+    assert value(samples, "temporal_workflow_completed_total", workflow_type="PipelineExecution") >= 1
+    assert any(n.startswith("temporal_activity_execution_latency") for n, _ in samples)
+
+
+def test_metrics_address_is_checked() -> None:
+    with pytest.raises(SettingsError, match="CONVEYOR_METRICS_ADDRESS='9464': write HOST:PORT"):
+        _from_env({"CONVEYOR_METRICS_ADDRESS": "9464"})
+
+
+def _from_env(env: dict[str, str]) -> Settings:
+    import os
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, env):
+        return Settings.from_env()

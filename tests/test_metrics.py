@@ -19,6 +19,8 @@ from conveyor.model import ExecutionStatus
 from conveyor.settings import Settings, SettingsError
 from conveyor.worker import build_worker
 from tests.helpers import pipeline, waiting_token
+from tests.test_pipelines import GATED as LOCKED
+from tests.test_pipelines import holding, waiting_at
 
 GATED = """
 name: measured
@@ -111,6 +113,26 @@ async def test_worker_metrics_count_what_the_run_did(measured: tuple[ConveyorCli
     # The SDK's own metrics, on the same endpoint.
     assert value(samples, "temporal_workflow_completed_total", workflow_type="PipelineExecution") >= 1
     assert any(n.startswith("temporal_activity_execution_latency") for n, _ in samples)
+
+
+async def test_executions_waiting_per_stage_is_the_coordinators_queue(measured: tuple[ConveyorClient, str]) -> None:
+    conveyor, url = measured
+    declaration = pipeline(LOCKED.format(mode="QUEUED"))
+    name = declaration["name"]
+    first, _ = await conveyor.start(declaration)
+    await holding(conveyor, name, "Gate", first)  # its approval keeps the stage locked
+    second, _ = await conveyor.start(declaration)
+    await waiting_at(conveyor, name, "Gate", second)
+
+    async def gauge() -> float:
+        while (found := value(await scrape(url), "conveyor_executions_waiting", pipeline=name, stage="Gate")) != 1:
+            await asyncio.sleep(0.2)
+        return found
+
+    assert await asyncio.wait_for(gauge(), 15) == 1
+    samples = await scrape(url)
+    assert value(samples, "conveyor_executions_waiting", pipeline=name, stage="Build") == 0
+    assert value(samples, "conveyor_executions_finished_total", pipeline=name) == 0
 
 
 def test_metrics_address_is_checked() -> None:

@@ -16,11 +16,17 @@ from conveyor.client import ConveyorClient
 from conveyor.connection import connect
 from conveyor.devserver import EmbeddedServer
 from conveyor.model import ExecutionStatus
+from conveyor.service.app import create_app
+from conveyor.service.github import WebhookSecrets
+from conveyor.service.jobs import create_jobs_app
+from conveyor.service.metrics import ServiceMetrics
 from conveyor.settings import Settings, SettingsError
+from conveyor.stores.jobs import job_store
 from conveyor.worker import build_worker
-from tests.helpers import pipeline, waiting_token
+from tests.helpers import pipeline, serving, waiting_token
 from tests.test_pipelines import GATED as LOCKED
 from tests.test_pipelines import holding, waiting_at
+from tests.test_webhooks import SECRET, deliver, push
 
 GATED = """
 name: measured
@@ -146,3 +152,25 @@ def _from_env(env: dict[str, str]) -> Settings:
 
     with mock.patch.dict(os.environ, env):
         return Settings.from_env()
+
+
+async def test_serve_metrics_count_webhooks_and_job_calls(conveyor: ConveyorClient, settings: Settings) -> None:
+    async def client() -> ConveyorClient:
+        return conveyor
+
+    counted = ServiceMetrics()
+    app = create_app(client, WebhookSecrets({"CONVEYOR_WEBHOOK_SECRET": SECRET}), metrics=counted)
+    jobs = create_jobs_app(job_store(settings), counted)
+    async with serving(app) as url, serving(jobs) as jobs_url, httpx.AsyncClient() as http:
+        hook = f"{url}/webhooks/github/not-registered"
+        assert (await deliver(http, hook, "ping", {})).status_code == 200
+        assert (await deliver(http, hook, "push", {}, secret="wrong")).status_code == 401
+        assert (await deliver(http, hook, "push", push("refs/heads/main", "abc", ["a"]))).status_code == 404
+        target = {"X-Amz-Target": "CodePipeline_20150709.PutJobSuccessResult"}
+        assert (await http.post(jobs_url, content=b"{}", headers=target)).status_code == 400
+        samples = await scrape(f"{url}/metrics")
+    assert value(samples, "conveyor_serve_webhooks_received_total", pipeline="not-registered", outcome="ignored") == 1
+    assert value(samples, "conveyor_serve_webhooks_received_total", outcome="unknown_pipeline") == 1
+    assert value(samples, "conveyor_serve_webhooks_refused_total", reason="bad_signature") == 1
+    assert value(samples, "conveyor_serve_webhooks_received_total", outcome="started") == 0
+    assert value(samples, "conveyor_serve_job_listener_calls_total", operation="PutJobSuccessResult", status="400") == 1

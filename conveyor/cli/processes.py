@@ -153,9 +153,12 @@ def serve(
         if slack_config is not None and socket_mode:
             slack_config = slack_config.model_copy(update={"socket_mode": True})
         options = slack_options(slack_config, service.identities) if slack_config else None
+        from conveyor.service.metrics import ServiceMetrics
+
+        counted = ServiceMetrics()  # /metrics: the service's and the job listener's
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(client, secrets, options),
+                create_app(client, secrets, options, counted),
                 host=bind_host,
                 port=bind_port,
                 log_config=None,
@@ -176,7 +179,11 @@ def serve(
 
         listener = uvicorn.Server(
             uvicorn.Config(
-                create_jobs_app(job_store(config)), host=jobs.host, port=jobs.port, log_config=None, access_log=False
+                create_jobs_app(job_store(config), counted),
+                host=jobs.host,
+                port=jobs.port,
+                log_config=None,
+                access_log=False,
             )
         )
         say(f"Lambda job listener on http://{jobs.host}:{jobs.port}")

@@ -9,7 +9,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import pytest_asyncio
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from conveyor.client import ConveyorClient
@@ -22,6 +26,7 @@ from conveyor.service.jobs import create_jobs_app
 from conveyor.service.metrics import ServiceMetrics
 from conveyor.settings import Settings, SettingsError
 from conveyor.stores.jobs import job_store
+from conveyor.telemetry import tracing_interceptor, tracing_interceptors
 from conveyor.worker import build_worker
 from tests.helpers import pipeline, serving, waiting_token
 from tests.test_pipelines import GATED as LOCKED
@@ -174,3 +179,46 @@ async def test_serve_metrics_count_webhooks_and_job_calls(conveyor: ConveyorClie
     assert value(samples, "conveyor_serve_webhooks_refused_total", reason="bad_signature") == 1
     assert value(samples, "conveyor_serve_webhooks_received_total", outcome="started") == 0
     assert value(samples, "conveyor_serve_job_listener_calls_total", operation="PutJobSuccessResult", status="400") == 1
+
+
+TRACED = """
+name: traced
+stages:
+  - name: Build
+    actions:
+      - {name: Compile, provider: Commands, commands: ["echo compiled"]}
+"""
+
+
+async def test_tracing_names_spans_after_the_pipeline_its_stages_and_actions(
+    temporal_client: Client, settings: Settings
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    traced = Client(**(temporal_client.config() | {"interceptors": [tracing_interceptor(provider)]}))
+    conveyor = ConveyorClient(traced, settings)
+    declaration = pipeline(TRACED)
+    name = declaration["name"]
+    async with build_worker(traced, settings):
+        ref, _ = await conveyor.start(declaration)
+        state = await asyncio.wait_for(conveyor.wait(ref), 60)
+    assert state.status == ExecutionStatus.SUCCEEDED
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    assert {f"Pipeline:{name}", "Stage:Build", "Action:Compile"} <= spans.keys(), sorted(spans)
+    action = spans["Action:Compile"].attributes or {}
+    assert action["conveyor.pipeline"] == name and action["conveyor.provider"] == "Commands"
+    assert action["conveyor.status"] == "Succeeded"
+    assert spans[f"Pipeline:{name}"].attributes["conveyor.status"] == "Succeeded"  # type: ignore[index]
+    # The SDK's own spans, in the same trace as ours.
+    assert "RunWorkflow:PipelineExecution" in spans
+    assert any(n.startswith("RunActivity:") for n in spans)
+    assert spans["Action:Compile"].context.trace_id == spans["RunWorkflow:PipelineExecution"].context.trace_id
+
+
+def test_tracing_is_configured_by_otel_traces_exporter() -> None:
+    assert tracing_interceptors({}) == []
+    assert tracing_interceptors({"OTEL_TRACES_EXPORTER": "none"}) == []
+    assert len(tracing_interceptors({"OTEL_TRACES_EXPORTER": "console"})) == 1
+    with pytest.raises(SettingsError, match="OTEL_TRACES_EXPORTER='jaeger': Conveyor exports traces with otlp"):
+        tracing_interceptors({"OTEL_TRACES_EXPORTER": "jaeger"})

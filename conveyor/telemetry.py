@@ -37,6 +37,15 @@ def metrics_runtime(settings: Settings) -> Runtime | None:
 TRACES_EXPORTERS = ("otlp", "console")
 
 
+def telemetry_wanted(settings: Settings, env: Mapping[str, str] | None = None) -> bool:
+    """Metrics or traces are asked for (a worker then needs a client of its own to serve them)."""
+    env = os.environ if env is None else env
+    return settings.metrics_address is not None or env.get("OTEL_TRACES_EXPORTER", "").strip().lower() not in (
+        "",
+        "none",
+    )
+
+
 def tracing_interceptors(env: Mapping[str, str] | None = None) -> list[Any]:
     """[TracingInterceptor] when OTEL_TRACES_EXPORTER is `otlp` (OTEL_EXPORTER_OTLP_* say where) or `console`,
     else []. Tracing needs `pip install 'conveyor[otel]'`; asked for without it, a clear error."""

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from conveyor.cli.session import running_session
 from conveyor.client import ConveyorClient
 from conveyor.connection import connect
 from conveyor.devserver import EmbeddedServer
@@ -222,3 +223,20 @@ def test_tracing_is_configured_by_otel_traces_exporter() -> None:
     assert len(tracing_interceptors({"OTEL_TRACES_EXPORTER": "console"})) == 1
     with pytest.raises(SettingsError, match="OTEL_TRACES_EXPORTER='jaeger': Conveyor exports traces with otlp"):
         tracing_interceptors({"OTEL_TRACES_EXPORTER": "jaeger"})
+
+
+async def test_conveyor_runs_worker_serves_metrics_too(settings: Settings) -> None:
+    """`conveyor run`'s in-process worker (here on the test server, as with --worker) gets a client of its own."""
+    metered = settings.model_copy(update={"metrics_address": f"127.0.0.1:{free_port()}"})
+    async with running_session(metered, with_worker=True) as session:
+        declaration = pipeline(TRACED)
+        ref, _ = await session.client.start(declaration)
+        state = await asyncio.wait_for(session.client.wait(ref), 60)
+        assert state.status == ExecutionStatus.SUCCEEDED
+
+        async def counted() -> None:
+            url = f"http://{metered.metrics_address}/metrics"
+            while value(await scrape(url), "conveyor_actions_executed_total", pipeline=declaration["name"]) != 1:
+                await asyncio.sleep(0.2)
+
+        await asyncio.wait_for(counted(), 15)

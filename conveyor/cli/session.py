@@ -12,6 +12,7 @@ from conveyor.client import ConveyorClient
 from conveyor.connection import TemporalUnavailableError, connect
 from conveyor.devserver import EmbeddedServer, running_server_address
 from conveyor.settings import Settings
+from conveyor.telemetry import telemetry_wanted
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 # On Ctrl-C, running activities get this long to notice cancellation and kill their processes.
@@ -58,7 +59,10 @@ async def running_session(settings: Settings, *, with_worker: bool | None = None
             # worker, so the others start in a fraction of the time.
             from conveyor.worker import build_worker
 
-            worker = build_worker(session.client.temporal, settings, graceful_shutdown_timeout=WORKER_SHUTDOWN_GRACE)
+            temporal = session.client.temporal
+            if telemetry_wanted(settings):  # the worker's own client serves metrics and traces
+                temporal = await connect(session.address, settings, telemetry=True)
+            worker = build_worker(temporal, settings, graceful_shutdown_timeout=WORKER_SHUTDOWN_GRACE)
             async with worker:
                 yield session
         else:

@@ -15,10 +15,10 @@ from temporalio.common import MetricMeter
 class MetricName(StrEnum):
     EXECUTIONS_STARTED = "conveyor_executions_started"
     EXECUTIONS_FINISHED = "conveyor_executions_finished"
-    STAGE_DURATION = "conveyor_stage_duration"
-    ACTION_DURATION = "conveyor_action_duration"
+    STAGE_DURATION = "conveyor_stage_duration_seconds"
+    ACTION_DURATION = "conveyor_action_duration_seconds"
     ACTIONS_EXECUTED = "conveyor_actions_executed"
-    APPROVAL_WAIT = "conveyor_approval_wait"
+    APPROVAL_WAIT = "conveyor_approval_wait_seconds"
     EXECUTIONS_WAITING = "conveyor_executions_waiting"
     EVENTS_DELIVERED = "conveyor_events_delivered"
     EVENTS_DEAD_LETTERED = "conveyor_events_dead_lettered"

@@ -113,15 +113,17 @@ async def test_worker_metrics_count_what_the_run_did(measured: tuple[ConveyorCli
     assert value(samples, "conveyor_actions_executed_total", pipeline=name) == 3
     assert value(samples, "conveyor_actions_executed_total", pipeline=name, provider="Commands") == 2
     build = {"pipeline": name, "stage": "Build", "status": "Succeeded"}
-    assert value(samples, "conveyor_stage_duration_count", **build) == 1
-    assert value(samples, "conveyor_stage_duration_sum", **build) > 0
-    assert value(samples, "conveyor_action_duration_count", pipeline=name, action="One", status="Succeeded") == 1
-    assert value(samples, "conveyor_approval_wait_count", pipeline=name, action="Gate", outcome="Approved") == 1
+    assert value(samples, "conveyor_stage_duration_seconds_count", **build) == 1
+    assert value(samples, "conveyor_stage_duration_seconds_sum", **build) > 0
+    assert (
+        value(samples, "conveyor_action_duration_seconds_count", pipeline=name, action="One", status="Succeeded") == 1
+    )
+    assert value(samples, "conveyor_approval_wait_seconds_count", pipeline=name, action="Gate", outcome="Approved") == 1
     assert value(samples, "conveyor_executions_waiting", pipeline=name, stage="Build") == 0
     # Seconds, in Conveyor's buckets (the SDK's default ones are milliseconds): a stage of two echoes ends
     # within a minute.
-    assert value(samples, "conveyor_stage_duration_bucket", le="60", **build) == 1
-    assert value(samples, "conveyor_stage_duration_bucket", le="86400", **build) == 1
+    assert value(samples, "conveyor_stage_duration_seconds_bucket", le="60", **build) == 1
+    assert value(samples, "conveyor_stage_duration_seconds_bucket", le="86400", **build) == 1
     # The SDK's own metrics, on the same endpoint.
     assert value(samples, "temporal_workflow_completed_total", workflow_type="PipelineExecution") >= 1
     assert any(n.startswith("temporal_activity_execution_latency") for n, _ in samples)

@@ -125,8 +125,8 @@ def serve(
     ] = None,
 ) -> None:
     """Run the HTTP service (GitHub webhooks at /webhooks/github/PIPELINE, the Slack app at /slack/events,
-    /healthz, /readyz) until Ctrl-C. With --jobs-port (or the config's jobs), also the listener Lambda actions'
-    functions report to (AWS_ENDPOINT_URL_CODEPIPELINE=http://HOST:PORT in the function's environment).
+    /healthz, /readyz, /metrics) until Ctrl-C. With --jobs-port (or the config's jobs), also the listener Lambda
+    actions' functions report to (AWS_ENDPOINT_URL_CODEPIPELINE=http://HOST:PORT in the function's environment).
 
     Webhook secrets: CONVEYOR_WEBHOOK_SECRET_<PIPELINE> (upper-cased, other characters as _), else
     CONVEYOR_WEBHOOK_SECRET (or the variable --config names); a pipeline with none refuses every delivery.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -171,10 +172,15 @@ def _metrics_address(env: Mapping[str, str]) -> str | None:
     if not raw:
         return None
     host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    try:
+        ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))  # the SDK's exporter binds IPs only
+        valid = bool(sep) and port.isdigit() and 0 < int(port) < 65536
+    except ValueError:
+        valid = False
+    if not valid:
         raise SettingsError(
-            f"CONVEYOR_METRICS_ADDRESS='{raw}': write HOST:PORT, e.g. CONVEYOR_METRICS_ADDRESS=127.0.0.1:9464 "
-            "(0.0.0.0:9464 for every interface), or leave it unset for no metrics"
+            f"CONVEYOR_METRICS_ADDRESS='{raw}': write IP:PORT, e.g. CONVEYOR_METRICS_ADDRESS=127.0.0.1:9464 "
+            "(0.0.0.0:9464 for every interface, [::1]:9464 for IPv6), or leave it unset for no metrics"
         )
     return raw
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,7 +28,7 @@ from conveyor.service.jobs import create_jobs_app
 from conveyor.service.metrics import ServiceMetrics
 from conveyor.settings import Settings, SettingsError
 from conveyor.stores.jobs import job_store
-from conveyor.telemetry import tracing_interceptor, tracing_interceptors
+from conveyor.telemetry import metrics_runtime, tracing_interceptor, tracing_interceptors
 from conveyor.worker import build_worker
 from tests.helpers import pipeline, serving, waiting_token
 from tests.test_pipelines import GATED as LOCKED
@@ -150,8 +151,20 @@ async def test_executions_waiting_per_stage_is_the_coordinators_queue(measured: 
 
 
 def test_metrics_address_is_checked() -> None:
-    with pytest.raises(SettingsError, match="CONVEYOR_METRICS_ADDRESS='9464': write HOST:PORT"):
-        _from_env({"CONVEYOR_METRICS_ADDRESS": "9464"})
+    for wrong in ("9464", "localhost:9464", "127.0.0.1:0", "127.0.0.1:http"):
+        with pytest.raises(SettingsError, match=f"CONVEYOR_METRICS_ADDRESS='{wrong}': write IP:PORT"):
+            _from_env({"CONVEYOR_METRICS_ADDRESS": wrong})
+    assert _from_env({"CONVEYOR_METRICS_ADDRESS": "[::1]:9464"}).metrics_address == "[::1]:9464"
+    assert _from_env({}).metrics_address is None
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(SettingsError, match=f"CONVEYOR_METRICS_ADDRESS='{address}': cannot serve metrics there"):
+            metrics_runtime(Settings(data_dir=tmp_path, metrics_address=address))
 
 
 def _from_env(env: dict[str, str]) -> Settings:

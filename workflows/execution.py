@@ -76,7 +76,7 @@ with workflow.unsafe.imports_passed_through():
 @workflow.defn(name=WorkflowType.EXECUTION.value)
 class PipelineExecutionWorkflow:
     def __init__(self) -> None:
-        self._recorder = Recorder(WorkflowWriter())
+        self._recorder = Recorder(WorkflowWriter(), workflow.metric_meter())
         self._gate: StageGate | None = None
         self._saga: CompensationSaga | None = None
         self._scope: ExecutionScope | None = None

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeUpdate, TypedSearchAttributes
+from temporalio.common import MetricMeter, SearchAttributeUpdate, TypedSearchAttributes
 
 with workflow.unsafe.imports_passed_through():
     from conveyor.memo import execution_memo, stage_memo
@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         PIPELINE_VERSION,
     )
     from conveyor.spec.declaration import Pipeline
+    from workflows.transition_metrics import TransitionMetrics
 
 
 class VisibilityWriter(Protocol):
@@ -85,8 +86,9 @@ ActionMark = tuple[ActionStatus | None, datetime | None]  # an action's status a
 
 
 class Recorder:
-    def __init__(self, writer: VisibilityWriter) -> None:
+    def __init__(self, writer: VisibilityWriter, meter: MetricMeter | None = None) -> None:
         self._writer = writer
+        self._metrics = TransitionMetrics(meter)  # conveyor_* metrics from the same status changes
         self._state: ExecutionState | None = None
         self._memo_pending: dict[str, Any] = {}  # memo fields to upsert with the next upsert
         self._succeeded_stages: list[str] = []
@@ -294,6 +296,7 @@ class Recorder:
 
     def _pipeline_transition(self, before: ExecutionStatus | None, after: ExecutionStatus, reason: str | None) -> None:
         if before != after:
+            self._metrics.pipeline(self.state.pipeline_name, before, after)
             self.transitions.append(
                 Transition(
                     scope=TransitionScope.PIPELINE,
@@ -310,6 +313,7 @@ class Recorder:
         """`after` defaults to the stage's status now (when the change was already made)."""
         to_status = after if after is not None else stage.status
         if to_status is not None and before != to_status:
+            self._metrics.stage(self.state.pipeline_name, stage, to_status, self._writer.now())
             self.transitions.append(
                 Transition(
                     scope=TransitionScope.STAGE,
@@ -351,6 +355,7 @@ class Recorder:
         at: datetime | None,
         reason: str | None,
     ) -> Transition:
+        self._metrics.action(self.state.pipeline_name, stage.stage_name, action, after, self._writer.now())
         return Transition(
             scope=TransitionScope.ACTION,
             stage_name=stage.stage_name,

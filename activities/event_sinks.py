@@ -14,12 +14,14 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from conveyor.aws.identity import AwsIdentity
@@ -48,6 +50,9 @@ SIGNATURE_HEADER = "X-Conveyor-Signature"
 TIMESTAMP_HEADER = "X-Conveyor-Timestamp"
 ATTEMPTS = 4
 FIRST_BACKOFF_SECONDS = 0.5  # doubled after each failed attempt: 0.5 + 1 + 2 = 3.5 s of waiting in all
+DEADLINE_SECONDS = 40.0  # a sink's whole delivery of a batch, retries included: then its failure is returned
+# boto3's own retries and timeouts, kept short so that ours (above) stay the bound
+_BOTO_CONFIG = Config(connect_timeout=5, read_timeout=10, retries={"mode": "standard", "max_attempts": 2})
 EVENTBRIDGE_BATCH = 10  # PutEvents' limit
 
 Sink = WebhookSink | SnsSink | EventBridgeSink | SlackSink
@@ -85,11 +90,13 @@ class EventSinks:
         config: EventsConfig | None = None,
         attempts: int = ATTEMPTS,
         first_backoff: float = FIRST_BACKOFF_SECONDS,
+        deadline: float = DEADLINE_SECONDS,
     ) -> None:
         self.settings = settings
         self.config = config if config is not None else global_events_config()
         self.attempts = attempts
         self.first_backoff = first_backoff
+        self.deadline = deadline
         self.aws = AwsSessions(settings)
 
     async def deliver(self, batch: EventBatch) -> list[SinkResult]:
@@ -107,67 +114,86 @@ class EventSinks:
         return list(await asyncio.gather(*jobs))
 
     async def _deliver_to(self, sink: Sink, batch: EventBatch, events: list[PipelineEvent]) -> SinkResult:
+        """Attempts until the sink accepted every event, a non-retryable error, the attempts or the deadline run out.
+        A retry sends only what the sink has not acknowledged yet (`sent`: event ids)."""
         send = self._sender(sink)
+        sent: set[str] = set()
         bound = log.bind(sink=sink.name, pipeline=batch.pipeline_name, execution=batch.execution_id)
-        delay = self.first_backoff
         error = ""
-        for attempt in range(1, self.attempts + 1):
-            try:
-                await send(events)
-            except SinkError as err:
-                error = str(err)
-                bound.warning("events.sink_failed", attempt=attempt, error=error)
-                if not err.retry or attempt == self.attempts:
-                    break
-                await asyncio.sleep(delay)
-                delay *= 2
-            else:
-                DELIVERY_COUNTS[(sink.name, "delivered")] += len(events)
-                return SinkResult(sink=sink.name, delivered=len(events))
-        DELIVERY_COUNTS[(sink.name, "failed")] += len(events)
-        return SinkResult(sink=sink.name, failed=len(events), error=f"sink '{sink.name}' ({sink.type}): {error}")
+        try:
+            async with asyncio.timeout(self.deadline):
+                delay = self.first_backoff
+                for attempt in range(1, self.attempts + 1):
+                    try:
+                        await send([e for e in events if e.id not in sent], sent)
+                        error = ""
+                        break
+                    except SinkError as err:
+                        error = str(err)
+                        bound.warning("events.sink_failed", attempt=attempt, error=error)
+                        if not err.retry or attempt == self.attempts:
+                            break
+                        await asyncio.sleep(delay)
+                        delay *= 2
+        except TimeoutError:
+            error = f"no delivery within {self.deadline:g} s" + (f" (last error: {error})" if error else "")
+        delivered = sum(1 for e in events if e.id in sent)
+        DELIVERY_COUNTS[(sink.name, "delivered")] += delivered
+        if not error:
+            return SinkResult(sink=sink.name, delivered=delivered)
+        DELIVERY_COUNTS[(sink.name, "failed")] += len(events) - delivered
+        return SinkResult(
+            sink=sink.name,
+            delivered=delivered,
+            failed=len(events) - delivered,
+            error=f"sink '{sink.name}' ({sink.type.value}): {error}",
+        )
 
-    def _sender(self, sink: Sink) -> Callable[[list[PipelineEvent]], Awaitable[None]]:
+    def _sender(self, sink: Sink) -> Callable[[list[PipelineEvent], set[str]], Awaitable[None]]:
         if isinstance(sink, WebhookSink):
-            return lambda events: _post_webhook(sink, events)
+            return lambda events, sent: _post_webhook(sink, events, sent)
         if isinstance(sink, SnsSink):
-            return lambda events: asyncio.to_thread(self._publish_sns, sink, events)
+            return lambda events, sent: asyncio.to_thread(self._publish_sns, sink, events, sent)
         if isinstance(sink, EventBridgeSink):
-            return lambda events: asyncio.to_thread(self._put_events, sink, events)
-        return lambda events: _post_slack(sink, events)
+            return lambda events, sent: asyncio.to_thread(self._put_events, sink, events, sent)
+        return lambda events, sent: _post_slack(sink, events, sent)
 
     # -- AWS ----------------------------------------------------------------------------------------------------
 
     def _client(self, sink: SnsSink | EventBridgeSink, service: str, region: str | None) -> Any:
         identity = AwsIdentity(role_arn=sink.role_arn, region=region, session_name=f"conveyor-events-{sink.name}")
         try:
-            return self.aws.session(identity, f"events sink {sink.name}").client(service)  # type: ignore[call-overload]
+            return self.aws.session(identity, f"events sink {sink.name}").client(service, config=_BOTO_CONFIG)  # type: ignore[call-overload]
         except Exception as err:  # an ApplicationError from AssumeRole, already free of credentials
             raise SinkError(shorten(str(err), 300)) from None
 
-    def _publish_sns(self, sink: SnsSink, events: list[PipelineEvent]) -> None:
+    def _publish_sns(self, sink: SnsSink, events: list[PipelineEvent], sent: set[str]) -> None:
         sns = self._client(sink, "sns", sink.region or sink.topic_arn.split(":")[3])
         fifo = sink.topic_arn.endswith(".fifo")
         with _aws_call("sns:Publish", sink.topic_arn):
             for event in events:
-                extra = {"MessageGroupId": event.detail.execution_id, "MessageDeduplicationId": event.id} if fifo else {}
+                extra = (
+                    {"MessageGroupId": event.detail.execution_id, "MessageDeduplicationId": event.id} if fifo else {}
+                )
                 sns.publish(
                     TopicArn=sink.topic_arn,
                     Message=json.dumps(event.wire()),
                     MessageAttributes={
-                        name: {"DataType": "String", "StringValue": value}
-                        for name, value in _attributes(event).items()
+                        name: {"DataType": "String", "StringValue": value} for name, value in _attributes(event).items()
                     },
                     **extra,
                 )
+                sent.add(event.id)
 
-    def _put_events(self, sink: EventBridgeSink, events: list[PipelineEvent]) -> None:
+    def _put_events(self, sink: EventBridgeSink, events: list[PipelineEvent], sent: set[str]) -> None:
         arn_region = sink.event_bus_name.split(":")[3] if sink.event_bus_name.startswith("arn:") else None
         bridge = self._client(sink, "events", sink.region or arn_region)
         with _aws_call("events:PutEvents", sink.event_bus_name):
             for start in range(0, len(events), EVENTBRIDGE_BATCH):
                 entries = [_entry(sink, e) for e in events[start : start + EVENTBRIDGE_BATCH]]
+                chunk = events[start : start + EVENTBRIDGE_BATCH]
                 response = bridge.put_events(Entries=entries)
+                sent.update(e.id for e, r in zip(chunk, response["Entries"], strict=True) if not r.get("ErrorCode"))
                 if response.get("FailedEntryCount"):
                     codes = {str(e.get("ErrorCode")) for e in response["Entries"] if e.get("ErrorCode")}
                     raise SinkError(f"PutEvents rejected {response['FailedEntryCount']} events ({', '.join(codes)})")
@@ -198,35 +224,30 @@ def _entry(sink: EventBridgeSink, event: PipelineEvent) -> dict[str, Any]:
     }
 
 
-class _aws_call:  # noqa: N801  (a context manager named like one)
+@contextmanager
+def _aws_call(call: str, target: str) -> Iterator[None]:
     """AWS failures as SinkErrors: throttling, 5xx and connection failures retried; the rest not. The messages
     carry the error code and AWS's message, never credentials."""
-
-    def __init__(self, call: str, target: str) -> None:
-        self.call = call
-        self.target = target
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: object) -> bool:
-        if isinstance(err, ClientError):
-            error = err.response.get("Error", {})
-            code = str(error.get("Code") or "")
-            status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            message = "" if status == 403 else shorten(str(error.get("Message") or ""), 200)
-            retry = status >= 500 or status == 429 or "Throttl" in code
-            text = f"{self.call} on {self.target}: {code or status}" + (f": {message}" if message else "")
-            raise SinkError(text, retry=retry) from None
-        if isinstance(err, BotoCoreError):
-            raise SinkError(f"{self.call} on {self.target}: {shorten(str(err), 200)}") from None
-        return False
+    try:
+        yield
+    except ClientError as err:
+        error = err.response.get("Error", {})
+        code = str(error.get("Code") or "")
+        status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        message = "" if status == 403 else shorten(str(error.get("Message") or ""), 200)
+        retry = status >= 500 or status == 429 or "Throttl" in code
+        text = f"{call} on {target}: {code or status}" + (f": {message}" if message else "")
+        raise SinkError(text, retry=retry) from None
+    except NoCredentialsError:
+        raise SinkError(f"{call}: the worker has no AWS credentials (boto3's standard chain)", retry=False) from None
+    except BotoCoreError as err:
+        raise SinkError(f"{call} on {target}: {shorten(str(err), 200)}") from None
 
 
 # -- webhook ----------------------------------------------------------------------------------------------------
 
 
-async def _post_webhook(sink: WebhookSink, events: list[PipelineEvent]) -> None:
+async def _post_webhook(sink: WebhookSink, events: list[PipelineEvent], sent: set[str]) -> None:
     secret = os.environ.get(sink.secret_env)
     if not secret:
         raise SinkError(f"the worker has no {sink.secret_env} (the webhook's signing secret)", retry=False)
@@ -246,6 +267,7 @@ async def _post_webhook(sink: WebhookSink, events: list[PipelineEvent]) -> None:
     if response.status_code >= 300:
         retry = response.status_code >= 500 or response.status_code in (408, 429)
         raise SinkError(f"POST {sink.url}: HTTP {response.status_code}", retry=retry)
+    sent.update(e.id for e in events)
 
 
 # -- Slack notification rules -----------------------------------------------------------------------------------
@@ -295,14 +317,14 @@ def notification_text(rule: NotificationRule, event: PipelineEvent) -> str:
     return f"{text}\n<{link}|Open the execution>" if link else text
 
 
-async def _post_slack(sink: SlackSink, events: list[PipelineEvent]) -> None:
+async def _post_slack(sink: SlackSink, events: list[PipelineEvent], sent: set[str]) -> None:
     token = os.environ.get(sink.token_env)
     if not token:
         raise SinkError(f"the worker has no {sink.token_env} to post to Slack with", retry=False)
     slack = slack_client(token)
     for event in events:
         rule = _rule_for(sink, event)
-        if rule is None:
+        if rule is None:  # deliver() passes only events a rule chose
             continue
         try:
             await slack.chat_postMessage(
@@ -316,3 +338,4 @@ async def _post_slack(sink: SlackSink, events: list[PipelineEvent]) -> None:
             raise SinkError(f"Slack refused the message: {error}", retry=retry) from None
         except (SlackClientError, OSError) as err:
             raise SinkError(f"Slack is unreachable: {shorten(str(err), 200)}") from None
+        sent.add(event.id)

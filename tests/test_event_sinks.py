@@ -4,6 +4,7 @@ against the fake Slack Web API, and the configuration's error messages."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -94,7 +95,9 @@ def run_events(pipeline: str = "web") -> list[PipelineEvent]:
     ]
 
 
-def batch(events: list[PipelineEvent], *, pipeline: str = "web", sinks: list[dict[str, Any]] | None = None) -> EventBatch:
+def batch(
+    events: list[PipelineEvent], *, pipeline: str = "web", sinks: list[dict[str, Any]] | None = None
+) -> EventBatch:
     return EventBatch.model_validate(
         {
             "pipelineName": pipeline,
@@ -121,6 +124,7 @@ class Receiver:
     statuses: list[int] = field(default_factory=list)  # answers to the first requests (then 200)
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     url: str = ""
+    delay: float = 0  # seconds each answer takes
 
     def verified(self) -> list[list[dict[str, Any]]]:
         """Each request's events, after checking its signature and timestamp (AssertionError if either is bad)."""
@@ -128,13 +132,16 @@ class Receiver:
         for headers, body in self.requests:
             timestamp = headers[TIMESTAMP_HEADER]
             assert abs(time.time() - int(timestamp)) < 300, "a stale timestamp: a replay"
-            expected = "sha256=" + hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+            expected = (
+                "sha256=" + hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+            )
             assert hmac.compare_digest(headers[SIGNATURE_HEADER], expected)
             out.append(json.loads(body))
         return out
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append((dict(request.headers), await request.read()))
+        await asyncio.sleep(self.delay)
         status = self.statuses.pop(0) if self.statuses else 200
         return web.Response(status=status)
 
@@ -207,6 +214,17 @@ async def test_webhook_down_for_good_returns_the_failure_within_the_bound(tmp_pa
     assert delivery_counts()[("down", "failed")] == before + 6
 
 
+async def test_a_hanging_webhook_is_cut_off_at_the_deadline(tmp_path: Path, receiver: Receiver) -> None:
+    receiver.delay = 3  # longer than the deadline (the teardown waits for the answer)
+    configured = EventSinks(
+        Settings(data_dir=tmp_path), config=config(webhook(receiver.url, "slow", timeoutSeconds=20)), deadline=1
+    )
+    started = time.monotonic()
+    (result,) = await configured.deliver(batch(run_events()))
+    assert time.monotonic() - started < 5
+    assert result.error is not None and "no delivery within 1 s" in result.error and result.failed == 6
+
+
 async def test_an_unreachable_webhook_and_a_client_error(tmp_path: Path, receiver: Receiver) -> None:
     refused = receiver.url.replace("/hook", "/nowhere")  # 404: not worth retrying
     unreachable = "http://127.0.0.1:9/hook"  # the discard port: nothing listens on loopback
@@ -246,7 +264,9 @@ async def test_filters_choose_pipelines_scopes_and_states(tmp_path: Path, receiv
     assert {r.sink: r.delivered for r in results} == {"prod-failures": 3, "stages": 2}
     results = await configured.deliver(batch(run_events("dev-web"), pipeline="dev-web"))
     assert {r.sink: r.delivered for r in results} == {"stages": 2}  # no result for a sink with nothing to send
-    states = sorted(e["detail"]["state"] + "/" + e["detail-type"].split()[1] for body in receiver.verified() for e in body)
+    states = sorted(
+        e["detail"]["state"] + "/" + e["detail-type"].split()[1] for body in receiver.verified() for e in body
+    )
     assert states.count("FAILED/Pipeline") == 1
     assert states.count("STARTED/Stage") == 2  # stages' STARTED of both pipelines
 
@@ -274,9 +294,7 @@ def _drain(sqs: Any, url: str, expected: int) -> list[dict[str, Any]]:
     bodies: list[dict[str, Any]] = []
     deadline = time.monotonic() + 10
     while len(bodies) < expected and time.monotonic() < deadline:
-        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
-            "Messages", []
-        ):
+        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", []):
             bodies.append(json.loads(message["Body"]))
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     return bodies
@@ -311,7 +329,9 @@ async def test_eventbridge_puts_events_a_rule_routes_to_sqs(tmp_path: Path, aws:
     events_client.put_rule(
         Name="conveyor-actions",
         EventBusName="releases",
-        EventPattern=json.dumps({"source": ["conveyor"], "detail-type": ["CodePipeline Action Execution State Change"]}),
+        EventPattern=json.dumps(
+            {"source": ["conveyor"], "detail-type": ["CodePipeline Action Execution State Change"]}
+        ),
     )
     events_client.put_targets(Rule="conveyor-actions", EventBusName="releases", Targets=[{"Id": "q", "Arn": queue_arn}])
     many = [
@@ -363,7 +383,10 @@ async def test_slack_posts_a_failure_an_approval_and_a_rollback_with_links(tmp_p
 
 async def test_slack_rules_choose_the_events(tmp_path: Path, slack: FakeSlack) -> None:
     only_failures = {"name": "f", "type": "slack", "channel": "C1", "rules": ["failure"]}
-    events = [*run_events(), event(7, EventScope.ACTION, EventState.STARTED, stage="P", action="x", category="Approval")]
+    events = [
+        *run_events(),
+        event(7, EventScope.ACTION, EventState.STARTED, stage="P", action="x", category="Approval"),
+    ]
     results = await sinks(tmp_path, only_failures).deliver(batch(events))
     assert [(r.delivered, r.error) for r in results] == [(1, None)]
     assert len(slack.messages) == 1 and "failed" in slack.messages[0].text
@@ -440,4 +463,6 @@ def test_a_pipelines_events_in_its_declaration() -> None:
     )
     assert extension.events is not None and extension.events.sinks[0].name == "mine"
     with pytest.raises(ValueError, match="unknown scope 'Job'"):
-        PipelineExtension.model_validate({"events": {"sinks": [{"name": "m", "type": "eventbridge", "filter": {"scopes": ["Job"]}}]}})
+        PipelineExtension.model_validate(
+            {"events": {"sinks": [{"name": "m", "type": "eventbridge", "filter": {"scopes": ["Job"]}}]}}
+        )

@@ -146,7 +146,7 @@ class EventSinks:
             sink=sink.name,
             delivered=delivered,
             failed=len(events) - delivered,
-            error=f"sink '{sink.name}' ({sink.type.value}): {error}",
+            error=f"sink '{sink.name}' ({sink.type}): {error}",
         )
 
     def _sender(self, sink: Sink) -> Callable[[list[PipelineEvent], set[str]], Awaitable[None]]:

@@ -102,7 +102,7 @@ class _Sink(_Model):
 class WebhookSink(_Sink):
     """POSTs each batch's events as a JSON array, signed with HMAC-SHA256 (README "Events")."""
 
-    type: Literal[SinkType.WEBHOOK] = SinkType.WEBHOOK
+    type: Literal["webhook"] = "webhook"  # SinkType.WEBHOOK: a string Literal, so errors list the tags as written
     url: str
     secret_env: str  # the worker's environment variable holding the HMAC secret
     timeout_seconds: float = Field(default=5.0, gt=0, le=30)
@@ -128,7 +128,7 @@ class _AwsSink(_Sink):
 class SnsSink(_AwsSink):
     """Publishes each event to an SNS topic, with message attributes to filter subscriptions on."""
 
-    type: Literal[SinkType.SNS] = SinkType.SNS
+    type: Literal["sns"] = "sns"  # SinkType.SNS: a string Literal, so errors list the tags as written
     topic_arn: str
 
     @field_validator("topic_arn")
@@ -142,7 +142,9 @@ class SnsSink(_AwsSink):
 class EventBridgeSink(_AwsSink):
     """PutEvents to an event bus, in batches of 10: Source "conveyor", DetailType as CodePipeline's."""
 
-    type: Literal[SinkType.EVENTBRIDGE] = SinkType.EVENTBRIDGE
+    type: Literal["eventbridge"] = (
+        "eventbridge"  # SinkType.EVENTBRIDGE: a string Literal, so errors list the tags as written
+    )
     event_bus_name: str = "default"  # a name or an ARN
 
 
@@ -157,7 +159,7 @@ class NotificationRule(StrEnum):
 class SlackSink(_Sink):
     """Notification rules: a message through the Slack Web API for the events the rules choose."""
 
-    type: Literal[SinkType.SLACK] = SinkType.SLACK
+    type: Literal["slack"] = "slack"  # SinkType.SLACK: a string Literal, so errors list the tags as written
     channel: str
     rules: list[NotificationRule] = Field(default_factory=lambda: list(NotificationRule), min_length=1)
     token_env: str = "SLACK_BOT_TOKEN"

@@ -43,7 +43,7 @@ from conveyor.events import (
     event_id,
 )
 from conveyor.settings import Settings
-from conveyor.spec.declaration import PipelineExtension
+from conveyor.spec.validation import validate_pipeline
 from tests.aws import ACCOUNT, REGION, Aws
 from tests.slack_fake import FakeSlack
 
@@ -457,12 +457,37 @@ def test_config_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
         load_events_config(tmp_path / "missing.yaml")
 
 
+def _declaration(events: dict[str, Any]) -> dict[str, Any]:
+    commands = {"actionTypeId": {"category": "Build", "owner": "Custom", "provider": "Commands"}, "commands": ["true"]}
+    return {
+        "name": "web",
+        "conveyor": {"events": events},
+        "stages": [{"name": s, "actions": [{"name": s.lower(), **commands}]} for s in ("One", "Two")],
+    }
+
+
 def test_a_pipelines_events_in_its_declaration() -> None:
-    extension = PipelineExtension.model_validate(
-        {"events": {"sinks": [{"name": "mine", "type": "eventbridge", "filter": {"states": ["FAILED"]}}]}}
+    report = validate_pipeline(
+        _declaration({"sinks": [{"name": "mine", "type": "eventbridge", "filter": {"states": ["FAILED"]}}]})
     )
-    assert extension.events is not None and extension.events.sinks[0].name == "mine"
-    with pytest.raises(ValueError, match="unknown scope 'Job'"):
-        PipelineExtension.model_validate(
-            {"events": {"sinks": [{"name": "m", "type": "eventbridge", "filter": {"scopes": ["Job"]}}]}}
+    assert report.ok, report.errors
+    assert report.pipeline is not None and report.pipeline.conveyor is not None
+    events = report.pipeline.conveyor.events
+    assert events is not None and events.sinks[0].name == "mine"
+    report = validate_pipeline(
+        _declaration(
+            {
+                "sinks": [
+                    {"name": "h", "type": "webhook", "url": "https://x", "secret": "hunter2"},
+                    {"name": "b", "type": "eventbridge", "filter": {"scopes": ["Job"]}},
+                    {"name": "c", "type": "pigeon"},
+                ]
+            }
         )
+    )
+    rendered = [issue.render("web.yaml") for issue in report.errors]
+    assert "web.yaml: conveyor.events.sinks[0].webhook.secretEnv: required field is missing" in rendered
+    assert any("sinks[0].webhook.secret: unknown field 'secret'" in line for line in rendered)
+    assert any("sinks[1].eventbridge.filter.scopes" in line and "unknown scope 'Job'" in line for line in rendered)
+    assert any("sinks[2]" in line and "'webhook', 'sns', 'eventbridge', 'slack'" in line for line in rendered)
+    assert not any("hunter2" in line for line in rendered)

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -141,11 +142,13 @@ class EventSinks:
         DELIVERY_COUNTS[(sink.name, "delivered")] += delivered
         if not error:
             return SinkResult(sink=sink.name, delivered=delivered)
-        DELIVERY_COUNTS[(sink.name, "failed")] += len(events) - delivered
+        undelivered = [e.id for e in events if e.id not in sent]
+        DELIVERY_COUNTS[(sink.name, "failed")] += len(undelivered)
         return SinkResult(
             sink=sink.name,
             delivered=delivered,
-            failed=len(events) - delivered,
+            failed=len(undelivered),
+            undelivered=undelivered,
             error=f"sink '{sink.name}' ({sink.type}): {error}",
         )
 
@@ -247,10 +250,17 @@ def _aws_call(call: str, target: str) -> Iterator[None]:
 # -- webhook ----------------------------------------------------------------------------------------------------
 
 
+def _origin(url: str) -> str:
+    """The URL's scheme and host only, for errors and logs: some receivers put a token in the path or query."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/..."
+
+
 async def _post_webhook(sink: WebhookSink, events: list[PipelineEvent], sent: set[str]) -> None:
     secret = os.environ.get(sink.secret_env)
     if not secret:
         raise SinkError(f"the worker has no {sink.secret_env} (the webhook's signing secret)", retry=False)
+    where = _origin(sink.url)
     body = json.dumps([e.wire() for e in events], separators=(",", ":")).encode()
     timestamp = str(int(time.time()))
     headers = {
@@ -263,10 +273,11 @@ async def _post_webhook(sink: WebhookSink, events: list[PipelineEvent], sent: se
         async with httpx.AsyncClient(timeout=sink.timeout_seconds) as http:
             response = await http.post(sink.url, content=body, headers=headers)
     except httpx.HTTPError as err:
-        raise SinkError(f"POST {sink.url}: {type(err).__name__}: {shorten(str(err), 200)}") from None
+        detail = shorten(str(err).replace(sink.url, where), 200)
+        raise SinkError(f"POST {where}: {type(err).__name__}" + (f": {detail}" if detail else "")) from None
     if response.status_code >= 300:
         retry = response.status_code >= 500 or response.status_code in (408, 429)
-        raise SinkError(f"POST {sink.url}: HTTP {response.status_code}", retry=retry)
+        raise SinkError(f"POST {where}: HTTP {response.status_code}", retry=retry)
     sent.update(e.id for e in events)
 
 

@@ -199,7 +199,8 @@ class SinkResult(_Model):
     sink: str
     delivered: int = 0  # events the sink accepted
     failed: int = 0  # events it did not
-    error: str | None = None
+    undelivered: list[str] = Field(default_factory=list)  # their ids: what to dead-letter for this sink
+    error: str | None = None  # free of secrets: a webhook's URL shows its scheme and host only
 
 
 class EventsConfigError(ValueError):

@@ -211,6 +211,7 @@ async def test_webhook_down_for_good_returns_the_failure_within_the_bound(tmp_pa
     assert result.error is not None and "HTTP 503" in result.error
     assert len(receiver.requests) == 4
     assert elapsed < 15
+    assert result.undelivered == [e.id for e in run_events()]
     assert delivery_counts()[("down", "failed")] == before + 6
 
 
@@ -233,6 +234,18 @@ async def test_an_unreachable_webhook_and_a_client_error(tmp_path: Path, receive
     assert by_name["a"].error is not None and "HTTP 404" in by_name["a"].error
     assert by_name["b"].error is not None and "ConnectError" in by_name["b"].error
     assert len(receiver.requests) == 0  # the 404 route is not the receiver's
+
+
+async def test_errors_do_not_show_a_webhooks_path_or_query(tmp_path: Path, receiver: Receiver) -> None:
+    receiver.statuses = [500] * 10
+    secret_url = receiver.url + "?token=T0KEN"
+    url_with_token_path = receiver.url.replace("/hook", "/T0KEN/hook")  # 404 on this receiver
+    results = await sinks(tmp_path, webhook(secret_url, "q"), webhook(url_with_token_path, "p")).deliver(
+        batch(run_events()[:1])
+    )
+    errors = [r.error or "" for r in results]
+    assert all("HTTP" in e for e in errors)
+    assert not any("T0KEN" in e for e in errors), errors
 
 
 async def test_a_missing_secret_fails_without_retrying_and_names_the_variable(

@@ -25,7 +25,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from conveyor.aws.identity import AwsIdentity
+from conveyor.aws.identity import SESSION_NAME_LIMIT, AwsIdentity
 from conveyor.event_sinks_config import (
     PUBLIC_URL_ENV,
     EventBridgeSink,
@@ -164,7 +164,9 @@ class EventSinks:
     # -- AWS ----------------------------------------------------------------------------------------------------
 
     def _client(self, sink: SnsSink | EventBridgeSink, service: str, region: str | None) -> Any:
-        identity = AwsIdentity(role_arn=sink.role_arn, region=region, session_name=f"conveyor-events-{sink.name}")
+        identity = AwsIdentity(
+            role_arn=sink.role_arn, region=region, session_name=f"conveyor-events-{sink.name}"[:SESSION_NAME_LIMIT]
+        )  # STS allows 64
         try:
             return self.aws.session(identity, f"events sink {sink.name}").client(service, config=_BOTO_CONFIG)  # type: ignore[call-overload]
         except Exception as err:  # an ApplicationError from AssumeRole, already free of credentials

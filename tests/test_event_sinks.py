@@ -351,10 +351,14 @@ async def test_eventbridge_puts_events_a_rule_routes_to_sqs(tmp_path: Path, aws:
         event(i, EventScope.ACTION, EventState.SUCCEEDED, stage="Deploy", action=f"a{i}", category="Deploy")
         for i in range(1, 24)
     ]  # three PutEvents calls of at most 10
-    results = await sinks(tmp_path, {"name": "bus", "type": "eventbridge", "eventBusName": "releases"}).deliver(
-        batch([*run_events()[:2], *many])
-    )
-    assert [(r.sink, r.delivered, r.error) for r in results] == [("bus", 25, None)]
+    bus = {
+        "name": "bus",
+        "type": "eventbridge",
+        "eventBusName": "releases",
+        "roleArn": f"arn:aws:iam::{ACCOUNT}:role/conveyor-events",  # assumed (moto's STS)
+    }
+    results = await sinks(tmp_path, bus).deliver(batch([*run_events()[:2], *many]))
+    assert [(r.sink, r.delivered, r.error) for r in results] == [(bus["name"], 25, None)]
     received = _drain(sqs, url, 23)
     assert len(received) == 23  # the rule matched the actions only
     assert {r["source"] for r in received} == {"conveyor"}

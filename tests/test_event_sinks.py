@@ -20,6 +20,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from activities.event_sinks import (
+    FIRST_BACKOFF_SECONDS,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     EventSinks,
@@ -113,8 +114,20 @@ def config(*sinks: dict[str, Any]) -> EventsConfig:
     return EventsConfig.model_validate({"sinks": list(sinks)})
 
 
-def sinks(tmp_path: Path, *configured: dict[str, Any], backoff: float = 0.05) -> EventSinks:
-    return EventSinks(Settings(data_dir=tmp_path), config=config(*configured), first_backoff=backoff)
+_OPEN: list[EventSinks] = []
+
+
+def sinks(tmp_path: Path, *configured: dict[str, Any], backoff: float = 0.05, **options: Any) -> EventSinks:
+    made = EventSinks(Settings(data_dir=tmp_path), config=config(*configured), first_backoff=backoff, **options)
+    _OPEN.append(made)
+    return made
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _close_sinks() -> AsyncIterator[None]:
+    yield
+    while _OPEN:
+        await _OPEN.pop().aclose()
 
 
 @dataclass
@@ -202,7 +215,7 @@ async def test_webhook_down_for_good_returns_the_failure_within_the_bound(tmp_pa
     before = delivery_counts().get(("down", "failed"), 0)
     started = time.monotonic()
     # the default retries and backoff: the bound a real worker has
-    results = await EventSinks(Settings(data_dir=tmp_path), config=config(webhook(receiver.url, "down"))).deliver(
+    results = await sinks(tmp_path, webhook(receiver.url, "down"), backoff=FIRST_BACKOFF_SECONDS).deliver(
         batch(run_events())
     )
     elapsed = time.monotonic() - started
@@ -217,9 +230,7 @@ async def test_webhook_down_for_good_returns_the_failure_within_the_bound(tmp_pa
 
 async def test_a_hanging_webhook_is_cut_off_at_the_deadline(tmp_path: Path, receiver: Receiver) -> None:
     receiver.delay = 3  # longer than the deadline (the teardown waits for the answer)
-    configured = EventSinks(
-        Settings(data_dir=tmp_path), config=config(webhook(receiver.url, "slow", timeoutSeconds=20)), deadline=1
-    )
+    configured = sinks(tmp_path, webhook(receiver.url, "slow", timeoutSeconds=20), deadline=1)
     started = time.monotonic()
     (result,) = await configured.deliver(batch(run_events()))
     assert time.monotonic() - started < 5

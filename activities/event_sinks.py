@@ -38,6 +38,7 @@ from conveyor.event_sinks_config import (
     global_events_config,
 )
 from conveyor.events import EVENT_SOURCE, EventBatch, EventScope, EventState, PipelineEvent
+from conveyor.interface import ActionCategory
 from conveyor.model import TriggerType
 from conveyor.settings import Settings
 from conveyor.slack.web import client as slack_client
@@ -320,7 +321,7 @@ def _rule_for(sink: SlackSink, event: PipelineEvent) -> NotificationRule | None:
         event.scope == EventScope.ACTION
         and detail.state == EventState.STARTED
         and detail.type is not None
-        and detail.type.category == "Approval"
+        and detail.type.category == ActionCategory.APPROVAL
     ):
         rule = NotificationRule.APPROVAL_WAITING
     elif (

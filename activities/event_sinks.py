@@ -145,6 +145,10 @@ class EventSinks:
                             break
                         await asyncio.sleep(delay)
                         delay *= 2
+                    except Exception as err:  # noqa: BLE001  a sink's bug must not fail the delivery of the others
+                        error = f"unexpected {type(err).__name__}"  # its text may quote a URL with a token
+                        bound.error("events.sink_crashed", attempt=attempt, error=error)
+                        break
         except TimeoutError:
             error = f"no delivery within {self.deadline:g} s" + (f" (last error: {error})" if error else "")
         delivered = sum(1 for e in events if e.id in sent)

@@ -14,6 +14,7 @@ import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -115,7 +116,12 @@ class WebhookSink(_Sink):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018  (raises for a port that is not a number up to 65535)
+        except ValueError as err:
+            raise ValueError(f"'{value}' is not a usable URL: {err}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"'{value}' is not an http(s) URL")
         return value
 

@@ -30,6 +30,7 @@ from conveyor.event_sinks_config import (
     EVENTS_CONFIG_ENV,
     EventsConfig,
     EventsConfigError,
+    WebhookSink,
     global_events_config,
     load_events_config,
 )
@@ -259,6 +260,17 @@ async def test_errors_do_not_show_a_webhooks_path_or_query(tmp_path: Path, recei
     assert not any("T0KEN" in e for e in errors), errors
 
 
+async def test_a_sink_that_crashes_is_a_returned_failure(tmp_path: Path, receiver: Receiver) -> None:
+    broken = WebhookSink.model_construct(name="bad", url="http://[::1/hook", secret_env=SECRET_ENV)  # unvalidated
+    made = sinks(tmp_path, webhook(receiver.url, "good"))
+    made.config = EventsConfig.model_construct(sinks=[broken, *made.config.sinks])
+    results = await made.deliver(batch(run_events()[:1]))
+    assert [(r.sink, r.failed, r.error) for r in results] == [
+        ("bad", 1, "sink 'bad' (webhook): unexpected ValueError"),
+        ("good", 0, None),
+    ]
+
+
 async def test_a_missing_secret_fails_without_retrying_and_names_the_variable(
     tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -469,6 +481,10 @@ def test_config_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
     assert "hunter2" not in message.replace("secret: hunter2", "")  # the value is not echoed
     message = _load(tmp_path, "sinks:\n  - {name: h, type: webhook, url: 'https://x', secretEnv: 'not a name'}\n")
     assert "sinks.0.webhook.secretEnv" in message and "environment variable name" in message
+    message = _load(tmp_path, "sinks:\n  - {name: h, type: webhook, url: 'http://[::1/x', secretEnv: S}\n")
+    assert "sinks.0.webhook.url" in message and "not a usable URL" in message
+    message = _load(tmp_path, "sinks:\n  - {name: h, type: webhook, url: 'ftp://x/y', secretEnv: S}\n")
+    assert "not an http(s) URL" in message
     message = _load(tmp_path, "sinks:\n  - {name: h, type: carrier-pigeon}\n")
     assert "unknown sink type: one of webhook, sns, eventbridge, slack" in message
     message = _load(tmp_path, "sinks:\n  - {name: h, type: sns, topicArn: mytopic}\n")

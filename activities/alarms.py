@@ -28,7 +28,7 @@ class AlarmActivities:
         return await asyncio.to_thread(self._check, check)
 
     def _check(self, check: AlarmCheck) -> AlarmAnswer:
-        client: CloudWatchClient = self.sessions.session(check.identity, check.who).client("cloudwatch")
+        client: CloudWatchClient = self.sessions.client(check.identity, "cloudwatch", check.who)
         states: dict[str, str] = {}
         with aws_errors(check.who, "cloudwatch:DescribeAlarms", self.sessions.role(check.identity)):
             for page in client.get_paginator("describe_alarms").paginate(

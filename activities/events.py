@@ -15,9 +15,11 @@ from typing import Protocol
 
 from temporalio import activity
 
+from activities.event_sinks import EventSinks
 from conveyor.event_delivery import SINK_ATTEMPTS, SINK_BACKOFF_SECONDS, DeadLettered, DeliveryReport
 from conveyor.events import EventBatch
 from conveyor.interface import Activity
+from conveyor.metrics import events_dead_lettered, events_delivered
 from conveyor.settings import Settings
 from conveyor.stores.event_record import dead_letter, record_batch
 from conveyor.stores.records import record_backend
@@ -58,9 +60,15 @@ def configured_sinks(settings: Settings) -> list[EventSink]:
 
 
 class EventActivities:
-    def __init__(self, settings: Settings, sinks: Sequence[EventSink] | None = None) -> None:
+    """`sinks`: the worker's own simple sinks (the file); `event_sinks`: the configured and per-pipeline ones
+    (webhook, SNS, EventBridge, Slack: activities/event_sinks.py), which retry within their own bound."""
+
+    def __init__(
+        self, settings: Settings, sinks: Sequence[EventSink] | None = None, event_sinks: EventSinks | None = None
+    ) -> None:
         self.settings = settings
         self.sinks = list(sinks) if sinks is not None else configured_sinks(settings)
+        self.event_sinks = event_sinks
 
     @activity.defn(name=Activity.DELIVER_EVENTS)
     async def deliver_events(self, batch: EventBatch) -> DeliveryReport:
@@ -78,10 +86,25 @@ class EventActivities:
             error = await self._try(sink, batch)
             if error is None:
                 report.delivered.append(sink.name)
+                events_delivered(activity.metric_meter(), sink.name, len(batch.events))
                 continue
             where = await asyncio.to_thread(dead_letter, self.settings, batch, sink.name, error)
             activity.logger.warning("events dead-lettered for sink %s: %s (%s)", sink.name, error, where)
             report.dead_lettered.append(DeadLettered(sink=sink.name, error=error, where=where))
+            events_dead_lettered(activity.metric_meter(), sink.name, len(batch.events))
+        if self.event_sinks is not None:
+            for result in await self.event_sinks.deliver(batch):
+                if result.delivered:
+                    events_delivered(activity.metric_meter(), result.sink, result.delivered)
+                if result.error is None:
+                    report.delivered.append(result.sink)
+                    continue
+                undelivered = set(result.undelivered)
+                left = batch.model_copy(update={"events": [e for e in batch.events if e.id in undelivered]})
+                where = await asyncio.to_thread(dead_letter, self.settings, left, result.sink, result.error)
+                activity.logger.warning("events dead-lettered for sink %s: %s (%s)", result.sink, result.error, where)
+                report.dead_lettered.append(DeadLettered(sink=result.sink, error=result.error, where=where))
+                events_dead_lettered(activity.metric_meter(), result.sink, len(left.events))
         return report
 
     @staticmethod

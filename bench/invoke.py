@@ -15,6 +15,10 @@ does for the same outcome, with clients made once beforehand. Cases, each headli
 4. `cloudformation`: CREATE_UPDATE of a one-parameter (SSM) template on a new stack, then the same action again
    (no change), against create_stack + describe_stacks polled at the same interval, then update_stack answered
    "No updates are to be performed.". Metrics `create_s`, `nochange_s`; headline their sum.
+5. `ecs`: the ECS deploy (issue 17): a new revision with one image changed, UpdateService, followed to COMPLETED
+   (moto's process plays the deployment: bench.moto_function), against describe_services + describe_task_definition
+   + register_task_definition + update_service + describe_services polled at the same interval (ecs_poll_seconds).
+   Both sides deploy the same service, each with an image of its own; the family gains a revision per deploy.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from botocore.exceptions import ClientError
 from temporalio.testing import ActivityEnvironment
 
 from activities.providers.cloudformation import CloudFormationProvider
+from activities.providers.ecs import EcsProvider
 from activities.providers.lambda_invoke import LambdaProvider
 from activities.providers.step_functions import StepFunctionsProvider
 from bench.moto import moto_config, moto_server
@@ -48,6 +53,7 @@ from conveyor.aws.identity import AwsIdentity
 from conveyor.devserver import free_port
 from conveyor.model import ActionContext
 from conveyor.providers.cloudformation import ActionMode, ArtifactPath, CloudFormationInput
+from conveyor.providers.ecs import EcsDeployInput, attempt_marker
 from conveyor.providers.lambda_invoke import InvokeMode, LambdaInvokeInput
 from conveyor.providers.step_functions import StepFunctionsInput, execution_name
 from conveyor.service.jobs import create_jobs_app
@@ -85,6 +91,8 @@ FLOOR_PARAMETERS = [{"ParameterKey": "Value", "ParameterValue": "v1"}]
 # Lambda without Docker (before any function is created), Step Functions executing machines.
 MOTO_CONFIG = b'{"lambda": {"use_docker": false}, "stepfunctions": {"execute_state_machine": true}}'
 _SFN_ROLE = "arn:aws:iam::123456789012:role/bench-sfn"
+ECS_CLUSTER, ECS_SERVICE = "bench", "web"
+ECS_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/web"
 
 Side = Callable[[], Awaitable[dict[str, float]]]
 
@@ -142,7 +150,7 @@ async def _interleaved(sides: dict[str, Side], repeats: int, warmup: bool) -> di
 
 
 class _Bench:
-    """The four cases on one moto server, one job listener and one data directory."""
+    """The cases on one moto server, one job listener and one data directory."""
 
     def __init__(self, settings: Settings, listener: str) -> None:
         self.settings = settings
@@ -304,13 +312,72 @@ class _Bench:
 
         return {"conveyor": conveyor, "baseline": lambda: asyncio.to_thread(floor_sync)}
 
+    # --- 5. ECS ----------------------------------------------------------------------------------------------
+
+    def ecs(self) -> dict[str, Side]:
+        provider = EcsProvider(self.settings, self.store)
+        ecs = boto3.client("ecs")
+        ecs.create_cluster(clusterName=ECS_CLUSTER)
+        first = ecs.register_task_definition(
+            family=ECS_SERVICE, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+            containerDefinitions=[
+                {"name": "web", "image": f"{ECS_IMAGE}:0", "essential": True, "portMappings": [{"containerPort": 80}]},
+                {"name": "sidecar", "image": "public.ecr.aws/envoy:1", "essential": False},
+            ],
+        )["taskDefinition"]["taskDefinitionArn"]  # fmt: skip
+        ecs.create_service(cluster=ECS_CLUSTER, serviceName=ECS_SERVICE, taskDefinition=first, desiredCount=2)
+        images = iter(range(1, 1_000_000))
+        source = self.settings.data_dir / "images-src"
+        source.mkdir(parents=True)
+
+        async def conveyor() -> dict[str, float]:
+            (source / "imagedefinitions.json").write_text(
+                json.dumps([{"name": "web", "imageUri": f"{ECS_IMAGE}:{next(images)}"}])
+            )
+            ref = self.store.put("Defs", source, ["imagedefinitions.json"])  # the artifact exists before the action
+            context = _context("Web")
+            request = EcsDeployInput(
+                context=context, identity=IDENTITY, cluster=ECS_CLUSTER, service=ECS_SERVICE, artifact=ref,
+                attempt_marker=attempt_marker(context), timeout_seconds=120,
+            )  # fmt: skip
+            began = time.perf_counter()
+            outcome = await _environment().run(provider.ecs_deploy, request)
+            elapsed = time.perf_counter() - began
+            assert outcome.summary and outcome.summary.endswith("completed)"), outcome
+            return {"wall_s": elapsed}
+
+        def floor_sync() -> dict[str, float]:
+            image = f"{ECS_IMAGE}:{next(images)}"
+            began = time.perf_counter()
+            service = ecs.describe_services(cluster=ECS_CLUSTER, services=[ECS_SERVICE])["services"][0]
+            current = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+            containers = [{**c, "image": image} if c["name"] == "web" else c for c in current["containerDefinitions"]]
+            keep = ("networkMode", "requiresCompatibilities", "cpu", "memory")
+            arn = ecs.register_task_definition(
+                family=current["family"], containerDefinitions=containers, **{k: current[k] for k in keep}
+            )["taskDefinition"]["taskDefinitionArn"]
+            updated = ecs.update_service(cluster=ECS_CLUSTER, service=ECS_SERVICE, taskDefinition=arn)["service"]
+            deployment = next(d["id"] for d in updated["deployments"] if d["taskDefinition"] == arn)
+            while True:
+                answer = ecs.describe_services(cluster=ECS_CLUSTER, services=[ECS_SERVICE])["services"][0]
+                ours = next(d for d in answer["deployments"] if d["id"] == deployment)
+                if ours["rolloutState"] == "COMPLETED":
+                    break
+                time.sleep(POLL_SECONDS)
+            return {"wall_s": time.perf_counter() - began}
+
+        return {"conveyor": conveyor, "baseline": lambda: asyncio.to_thread(floor_sync)}
+
 
 async def invoke(ctx: Any) -> dict[str, Any]:
-    """The four cases (see the module's docstring)."""
+    """The five cases (see the module's docstring)."""
     repeats = ctx.repeats(15)
     work = Path(tempfile.mkdtemp(prefix="invoke-", dir=ctx.data_dir))
     settings = Settings(
-        data_dir=work / "data", step_functions_poll_seconds=POLL_SECONDS, cloudformation_poll_seconds=POLL_SECONDS
+        data_dir=work / "data",
+        step_functions_poll_seconds=POLL_SECONDS,
+        cloudformation_poll_seconds=POLL_SECONDS,
+        ecs_poll_seconds=POLL_SECONDS,
     )
     port = free_port()
     listener = f"http://127.0.0.1:{port}/"
@@ -327,6 +394,7 @@ async def invoke(ctx: Any) -> dict[str, Any]:
                     ("lambda-plain", bench.lambda_plain(), "wall_s"),
                     ("stepfunctions", bench.step_functions(), "wall_s"),
                     ("cloudformation", bench.cloudformation(), "total_s"),
+                    ("ecs", bench.ecs(), "wall_s"),
                 ):
                     raw = await _interleaved(sides, repeats, warmup=not ctx.tiny)
                     case = summarize_case(raw, headline)

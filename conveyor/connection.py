@@ -16,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from conveyor import search_attributes
 from conveyor.payloads import data_converter
 from conveyor.settings import Settings
+from conveyor.telemetry import metrics_runtime, tracing_interceptors
 
 DEFAULT_RETENTION_DAYS = 30
 
@@ -46,8 +47,13 @@ def _cluster_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-async def connect(address: str, settings: Settings) -> Client:
+async def connect(address: str, settings: Settings, *, telemetry: bool = False) -> Client:
+    """`telemetry`: a worker's client, which serves Prometheus metrics (CONVEYOR_METRICS_ADDRESS) and traces
+    (OTEL_TRACES_EXPORTER) when configured; a CLI command's client does neither."""
     options = _cluster_options(settings) if settings.temporal_address == address else {}
+    if telemetry:
+        options["runtime"] = metrics_runtime(settings)
+        options["interceptors"] = tracing_interceptors()
     try:
         return await Client.connect(
             address, namespace=settings.temporal_namespace, data_converter=data_converter, **options

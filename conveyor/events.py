@@ -18,6 +18,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
+from conveyor.event_sinks_config import SinkConfig
 from conveyor.model import CamelModel
 
 EVENT_SOURCE = "conveyor"
@@ -127,3 +128,4 @@ class EventBatch(CamelModel):
     origin: str  # "execution" or "stage/<name>/<attempt>"
     events: list[PipelineEvent] = Field(default_factory=list)
     sinks: list[str] = Field(default_factory=list)  # names of the pipeline's own sinks (conveyor.events), if any
+    pipeline_sinks: list[SinkConfig] = Field(default_factory=list)  # the pipeline's own sinks (conveyor.events)

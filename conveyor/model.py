@@ -14,6 +14,7 @@ from typing import Any, cast
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from conveyor.event_sinks_config import SinkConfig
 from conveyor.interface import (
     ApprovalOutcome,
     ApprovalStatus,
@@ -605,6 +606,7 @@ class StageInput(CamelModel):
     stage: dict[str, Any]  # the stage's declaration, already validated by the execution workflow
     attempt: int = 1
     pipeline_version: int = 1  # for its actions' events
+    event_sinks: list[SinkConfig] = Field(default_factory=list)  # the pipeline's own sinks (conveyor.events)
     retry_mode: RetryMode | None = None  # FAILED_ACTIONS keeps the actions that succeeded in `previous`
     previous: StageResult | None = None
     started_by: str | None = None  # for separation of duties in approvals

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -117,6 +118,8 @@ class Settings(BaseModel):
     # Where Git-hosted sources clone from and with which credential (conveyor/connections.py); None: the
     # data directory's connections.yaml if present, else the defaults.
     connections_file: Path | None = None
+    # host:port where a worker serves Prometheus metrics (the SDK's and Conveyor's) at /metrics; None: off.
+    metrics_address: str | None = None
     events_file: Path | None = None  # CONVEYOR_EVENTS_FILE: every delivered event appended as a JSON line
 
     @classmethod
@@ -149,6 +152,7 @@ class Settings(BaseModel):
             connections_file=Path(env["CONVEYOR_CONNECTIONS"]).expanduser()
             if env.get("CONVEYOR_CONNECTIONS")
             else None,
+            metrics_address=_metrics_address(env),
             events_file=Path(env["CONVEYOR_EVENTS_FILE"]).expanduser() if env.get("CONVEYOR_EVENTS_FILE") else None,
         )
 
@@ -163,6 +167,24 @@ class Settings(BaseModel):
     @property
     def workspaces_dir(self) -> Path:
         return self.data_dir / "workspaces"
+
+
+def _metrics_address(env: Mapping[str, str]) -> str | None:
+    raw = env.get("CONVEYOR_METRICS_ADDRESS", "").strip()
+    if not raw:
+        return None
+    host, sep, port = raw.rpartition(":")
+    try:
+        ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))  # the SDK's exporter binds IPs only
+        valid = bool(sep) and port.isdigit() and 0 < int(port) < 65536
+    except ValueError:
+        valid = False
+    if not valid:
+        raise SettingsError(
+            f"CONVEYOR_METRICS_ADDRESS='{raw}': write IP:PORT, e.g. CONVEYOR_METRICS_ADDRESS=127.0.0.1:9464 "
+            "(0.0.0.0:9464 for every interface, [::1]:9464 for IPv6), or leave it unset for no metrics"
+        )
+    return raw
 
 
 def _artifact_store(env: Mapping[str, str]) -> S3Location | None:

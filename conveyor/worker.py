@@ -17,6 +17,7 @@ from activities.alarms import AlarmActivities
 from activities.approvers import resolve_approvers
 from activities.conditions import deployment_window, regex_matches
 from activities.coordination import CoordinationActivities
+from activities.event_sinks import EventSinks
 from activities.events import EventActivities
 from activities.gc import GcActivities
 from activities.notifications import notify_approval
@@ -58,7 +59,7 @@ def activities_for(settings: Settings) -> list[Callable[..., Any]]:
     triggers = TriggerActivities(settings, store)
     gc = GcActivities(settings, store)
     alarms = AlarmActivities(settings)
-    events = EventActivities(settings)
+    events = EventActivities(settings, event_sinks=EventSinks(settings))
     return [
         *provider_activities(settings, store),
         coordination.coordinate,

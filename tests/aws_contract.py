@@ -398,7 +398,7 @@ class EcsScript:
     outcomes: list[str] = field(default_factory=list)  # one per UpdateService, in order; then COMPLETED
     after: int = 1  # DescribeServices answered before a deployment reaches its outcome
     release: threading.Event = field(default_factory=threading.Event)
-    calls: list[str] = field(default_factory=list)  # RegisterTaskDefinition / UpdateService requests served
+    calls: list[str] = field(default_factory=list)  # Register/ListTaskDefinition(s), UpdateService requests served
     playing: dict[str, tuple[str, int]] = field(default_factory=dict)  # deployment id -> (outcome, polls so far)
 
     def count(self, operation: str) -> int:
@@ -419,6 +419,7 @@ class EcsScript:
 
         script = self
         original_register = EC2ContainerServiceResponse.register_task_definition
+        original_list = EC2ContainerServiceResponse.list_task_definitions
         original_update_response = EC2ContainerServiceResponse.update_service
         original_update = EC2ContainerServiceBackend.update_service
         original_describe = EC2ContainerServiceBackend.describe_services
@@ -426,6 +427,10 @@ class EcsScript:
         def register_task_definition(response: EC2ContainerServiceResponse) -> Any:
             script.calls.append("RegisterTaskDefinition")
             return original_register(response)
+
+        def list_task_definitions(response: EC2ContainerServiceResponse) -> Any:
+            script.calls.append("ListTaskDefinitions")
+            return original_list(response)
 
         def update_service_response(response: EC2ContainerServiceResponse) -> Any:
             script.calls.append("UpdateService")
@@ -446,6 +451,7 @@ class EcsScript:
             return services, failures
 
         monkeypatch.setattr(EC2ContainerServiceResponse, "register_task_definition", register_task_definition)
+        monkeypatch.setattr(EC2ContainerServiceResponse, "list_task_definitions", list_task_definitions)
         monkeypatch.setattr(EC2ContainerServiceResponse, "update_service", update_service_response)
         monkeypatch.setattr(EC2ContainerServiceBackend, "update_service", update_service)
         monkeypatch.setattr(EC2ContainerServiceBackend, "describe_services", describe_services)

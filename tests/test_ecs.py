@@ -155,6 +155,7 @@ async def test_a_deployment_completes_with_only_the_images_changed(
     tags = {t["key"]: t["value"] for t in after["tags"]}
     assert tags["team"] == "payments" and tags["conveyor:previous-task-definition"] == old
     assert script.count("RegisterTaskDefinition") == 1 and script.count("UpdateService") == 1
+    assert script.count("ListTaskDefinitions") == 0  # a first try has nothing registered earlier to look for
 
 
 async def test_several_containers_change_and_a_failed_deployment_fails_the_action(

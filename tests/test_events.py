@@ -27,6 +27,8 @@ from conveyor.stores.event_record import dead_letters, recorded_events, stale_ev
 from conveyor.stores.records import LocalRecordBackend, record_backend
 from conveyor.worker import build_worker
 from tests.helpers import pipeline
+from tests.test_event_sinks import Receiver, webhook
+from tests.test_event_sinks import receiver as receiver  # noqa: F401 - a fixture, used by name
 
 
 def unique(prefix: str) -> str:
@@ -312,3 +314,20 @@ async def test_an_abandoning_stop_sends_stopping_abandoned_and_stopped(
         ("Stage", "Build", ""): ["STARTED", "STOPPED"],
         ("Action", "Build", "Compile"): ["STARTED", "ABANDONED"],
     }
+
+
+async def test_a_pipelines_own_webhook_sink_gets_the_same_events_signed(
+    conveyor: ConveyorClient, temporal_client: Client, settings: Settings, tmp_path: Path, receiver: Receiver
+) -> None:
+    sink = tmp_path / "events.jsonl"
+    declared = two_stages(unique("events-hook"))
+    declared["conveyor"] = {"events": {"sinks": [webhook(receiver.url)]}}
+    async with build_worker(temporal_client, settings.model_copy(update={"events_file": sink})):
+        ref, _ = await conveyor.start(declared)
+        state = await asyncio.wait_for(conveyor.wait(ref), 60)
+        assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+        await wait_for(lambda: pipeline_ended([e for r in receiver.verified() for e in r]), 30, "the webhook's end")
+    received = [event for request in receiver.verified() for event in request]  # signatures checked
+    assert by_entity(received) == WHOLE_RUN
+    assert sorted(e["id"] for e in received) == sorted(e["id"] for e in read_lines(sink))
+    assert len(receiver.requests) < len(received)  # batches, not one request per event

@@ -34,6 +34,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from conveyor import metrics
     from conveyor.interface import (
         Activity,
         EntryDecision,
@@ -296,6 +297,7 @@ class PipelineWorkflow:
             except TimeoutError:
                 timed_out = self._state.handled == seen  # a message in the same activation counts
             await self._flush_outbox()
+            self._report_waiting()
             if timed_out and self._locks.someone_waits_behind_a_holder():
                 await self._reclaim_abandoned_locks(only_waited_for=True)
                 self._check_interval = min(self._check_interval * 2, input.liveness_check_max_seconds)
@@ -314,6 +316,15 @@ class PipelineWorkflow:
                 self._state.runs += 1
                 # A new run starts with an empty memo unless given one: carry what readers rely on.
                 workflow.continue_as_new(input.model_copy(update={"state": self._state}), memo=self._memo())
+
+    def _report_waiting(self) -> None:
+        """conveyor_executions_waiting per stage: set on every wake (a replayed run sets nothing, so a restarted
+        worker reports again on the next message)."""
+        meter = workflow.metric_meter()
+        for lock in self._state.stages:
+            metrics.executions_waiting(
+                meter, self._state.pipeline_name, lock.stage_name, len(lock.waiting) + len(lock.held)
+            )
 
     def _should_wake(self, handled_before: int) -> bool:
         return (

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from conveyor.artifact_locations import declared_locations
+    from conveyor.event_sinks_config import SinkConfig
     from conveyor.interface import (
         Activity,
         ConditionKind,
@@ -77,7 +78,7 @@ with workflow.unsafe.imports_passed_through():
 @workflow.defn(name=WorkflowType.EXECUTION.value)
 class PipelineExecutionWorkflow:
     def __init__(self) -> None:
-        self._recorder = Recorder(WorkflowWriter(), self._transitioned)
+        self._recorder = Recorder(WorkflowWriter(), workflow.metric_meter(), self._transitioned)
         self._events: Outbox | None = None  # the pipeline's and stages' events (a stage child sends its actions')
         self._gate: StageGate | None = None
         self._saga: CompensationSaga | None = None
@@ -129,6 +130,8 @@ class PipelineExecutionWorkflow:
 
     async def _execute(self, raw_input: Any) -> ExecutionState:
         pipeline, stages = self._begin(raw_input)
+        if self._events is not None:  # before its first batch leaves (at the first wait)
+            self._events.sinks = _pipeline_sinks(pipeline)
         state, recorder = self._recorder.state, self._recorder
         try:
             retry: StageRetryRequest | None = None
@@ -360,6 +363,7 @@ class PipelineExecutionWorkflow:
             stage=stage.model_dump(mode="json", exclude_none=True),
             attempt=stage_state.attempt,
             pipeline_version=state.pipeline_version,
+            event_sinks=_pipeline_sinks(pipeline),
             variables=scope.variables_for(stage),
             artifacts=scope.artifacts_for(stage),
             source_revisions=self._input.source_revisions,
@@ -620,6 +624,10 @@ def _undeclared_overrides(pipeline: Pipeline, input: ExecutionInput, source: str
                 f"revisionType of {' or '.join(accepted)}, not '{r.revision_type}'"
             )
     return problems
+
+
+def _pipeline_sinks(pipeline: Pipeline) -> list[SinkConfig]:
+    return list(pipeline.conveyor.events.sinks) if pipeline.conveyor.events else []
 
 
 def _result_carried_by(err: ChildWorkflowError) -> StageResult | None:

@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from conveyor.event_delivery import DeliveryReport
+    from conveyor.event_sinks_config import SinkConfig
     from conveyor.event_states import pipeline_event_state, stage_event_state
     from conveyor.events import (
         ActionType,
@@ -39,7 +40,7 @@ DELIVERY_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=4),
     maximum_attempts=5,
 )
-DELIVERY_TIMEOUT = timedelta(seconds=30)  # one try: the record's write, then each sink's bounded tries
+DELIVERY_TIMEOUT = timedelta(seconds=90)  # one try: the record's write, then the sinks' bounded tries (40 s each)
 DELIVERY_HEARTBEAT = timedelta(seconds=5)  # the activity beats every second: a lost worker's batch goes again soon
 DRAIN_TIMEOUT = timedelta(seconds=60)  # how long a finishing execution waits for its last events to leave
 # A stage's result waits for its last events (so an action's event precedes its stage's), never longer than this:
@@ -53,6 +54,7 @@ class Outbox:
         self._pending: list[PipelineEvent] = []
         self._sequence = 0
         self._sender: asyncio.Task[None] | None = None
+        self.sinks: list[SinkConfig] = []  # the pipeline's own (conveyor.events), besides the worker's
         self.undelivered = 0  # events whose batch the activity never took (its retries ran out)
         self.dead_lettered = 0  # events a sink could not take (kept as dead letters)
 
@@ -106,10 +108,16 @@ class Outbox:
             workflow.logger.warning("events of %s not delivered within %s", self.origin, timeout)
 
     async def _send(self) -> None:
+        # Conditions are checked once every ready task has run: what the rest of this step adds joins the batch.
+        await workflow.wait_condition(lambda: True)
         while self._pending:
             events, self._pending = self._pending, []
             batch = EventBatch(
-                pipeline_name=self.pipeline, execution_id=self.execution_id, origin=self.origin, events=events
+                pipeline_name=self.pipeline,
+                execution_id=self.execution_id,
+                origin=self.origin,
+                events=events,
+                pipeline_sinks=self.sinks,
             )
             try:
                 report = await workflow.execute_activity(

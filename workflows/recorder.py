@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeUpdate, TypedSearchAttributes
+from temporalio.common import MetricMeter, SearchAttributeUpdate, TypedSearchAttributes
 
 with workflow.unsafe.imports_passed_through():
     from conveyor.memo import execution_memo, stage_memo
@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         PIPELINE_VERSION,
     )
     from conveyor.spec.declaration import Pipeline
+    from workflows.transition_metrics import TransitionMetrics
 
 
 class VisibilityWriter(Protocol):
@@ -86,8 +87,14 @@ ActionMark = tuple[ActionStatus | None, datetime | None]  # an action's status a
 
 
 class Recorder:
-    def __init__(self, writer: VisibilityWriter, told: Callable[[Transition], None] | None = None) -> None:
+    def __init__(
+        self,
+        writer: VisibilityWriter,
+        meter: MetricMeter | None = None,
+        told: Callable[[Transition], None] | None = None,
+    ) -> None:
         self._writer = writer
+        self._metrics = TransitionMetrics(meter)  # conveyor_* metrics from the same status changes
         self._told = told  # hears each pipeline and stage transition as it is recorded (the events' outbox)
         self._state: ExecutionState | None = None
         self._memo_pending: dict[str, Any] = {}  # memo fields to upsert with the next upsert
@@ -296,6 +303,7 @@ class Recorder:
 
     def _pipeline_transition(self, before: ExecutionStatus | None, after: ExecutionStatus, reason: str | None) -> None:
         if before != after:
+            self._metrics.pipeline(self.state.pipeline_name, before, after)
             self._record(
                 Transition(
                     scope=TransitionScope.PIPELINE,
@@ -312,6 +320,7 @@ class Recorder:
         """`after` defaults to the stage's status now (when the change was already made)."""
         to_status = after if after is not None else stage.status
         if to_status is not None and before != to_status:
+            self._metrics.stage(self.state.pipeline_name, stage, to_status, self._writer.now())
             self._record(
                 Transition(
                     scope=TransitionScope.STAGE,
@@ -358,6 +367,7 @@ class Recorder:
         at: datetime | None,
         reason: str | None,
     ) -> Transition:
+        self._metrics.action(self.state.pipeline_name, stage.stage_name, action, after, self._writer.now())
         return Transition(
             scope=TransitionScope.ACTION,
             stage_name=stage.stage_name,

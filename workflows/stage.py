@@ -110,6 +110,7 @@ class StageWorkflow:
         self._events = Outbox(
             input.pipeline_name, input.execution_id, f"stage/{self._stage.name}/{input.attempt}", input.pipeline_version
         )
+        self._events.sinks = list(input.event_sinks)
         self._actions = ActionRunner(
             self._stage.name,
             input,

@@ -4,18 +4,23 @@ The worker's own credentials come from boto3's standard chain (environment, shar
 roles); endpoints from `AWS_ENDPOINT_URL` and its per-service variants, which boto3 reads itself. A role is
 assumed through STS with the execution's session name and the credentials are kept in this worker process only,
 until shortly before they expire: they never enter an activity's input or result, a log line or an error.
+
+boto3 clients are thread-safe (sessions are not), so clients are made once per credentials identity, region,
+service and endpoint, and shared by the actions of that identity until its assumed role is assumed again.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 import threading
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
 import botocore.loaders
@@ -28,11 +33,31 @@ from conveyor.settings import Settings
 from conveyor.text import shorten
 
 if TYPE_CHECKING:
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_codebuild import CodeBuildClient
+    from mypy_boto3_codedeploy import CodeDeployClient
     from mypy_boto3_ecr import ECRClient
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_elasticbeanstalk import ElasticBeanstalkClient
+    from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_stepfunctions import SFNClient
+    from mypy_boto3_sts import STSClient
 
 ROLE_DURATION_SECONDS = 3600
 REFRESH_BEFORE = timedelta(minutes=5)  # an assumed role is assumed again this long before it expires
+MAX_ASSUMED = 128  # assumed-role identities (one per role and execution) kept, least recently used dropped first
+# What boto3 reads from the environment when it makes a client: part of a cached client's key, so a client made for
+# one region, endpoint or set of worker credentials is never served for another.
+_CLIENT_ENVIRONMENT = (
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+)
 
 ACCESS_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
 TRANSIENT_CODES = frozenset(
@@ -82,47 +107,133 @@ def new_session(region: str | None, **credentials: str) -> boto3.session.Session
     return boto3.session.Session(botocore_session=core, region_name=region, **credentials)
 
 
-@dataclass(frozen=True)
+def _environment() -> tuple[str | None, ...]:
+    endpoints = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("AWS_ENDPOINT_URL"))
+    return (*(os.environ.get(name) for name in _CLIENT_ENVIRONMENT), *endpoints)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
 class _Assumed:
     session: boto3.session.Session
     expires: datetime
+    clients: dict[tuple[str, tuple[str | None, ...]], Any] = field(default_factory=dict)
 
 
 class AwsSessions:
-    """One per worker: sessions per (role, session name, region), roles assumed once and reused until they are
-    close to expiry."""
+    """One per provider in a worker: sessions per (role, session name, region), roles assumed once and reused until
+    they are close to expiry; clients per (credentials identity, region, service, endpoint), made once and refreshed
+    with the assumed role's credentials. `clock` is for tests."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = _now) -> None:
         self.settings = settings
-        self._assumed: dict[tuple[str, str, str | None], _Assumed] = {}
+        self._clock = clock
+        self._assumed: OrderedDict[tuple[str, str, str | None], _Assumed] = OrderedDict()
+        self._own: dict[tuple[str, str | None, tuple[str | None, ...]], Any] = {}  # the worker's credentials
+        self._accounts: dict[tuple[str | None, str | None, tuple[str | None, ...]], str] = {}
         self._lock = threading.Lock()
 
     def s3(self, identity: AwsIdentity, action: str) -> S3Client:
-        return self.session(identity, action).client("s3")
+        return self.client(identity, "s3", action)
 
     def ecr(self, identity: AwsIdentity, action: str) -> ECRClient:
-        return self.session(identity, action).client("ecr")
+        return self.client(identity, "ecr", action)
 
     def role(self, identity: AwsIdentity) -> str | None:
         return identity.role_for(self.settings.aws)
 
+    # One overload per service the worker calls, so each provider keeps its typed client.
+    @overload
+    def client(
+        self, identity: AwsIdentity, service: Literal["cloudformation"], action: str
+    ) -> CloudFormationClient: ...
+    @overload
+    def client(self, identity: AwsIdentity, service: Literal["cloudwatch"], action: str) -> CloudWatchClient: ...
+    @overload
+    def client(self, identity: AwsIdentity, service: Literal["codebuild"], action: str) -> CodeBuildClient: ...
+    @overload
+    def client(self, identity: AwsIdentity, service: Literal["codedeploy"], action: str) -> CodeDeployClient: ...
+    @overload
+    def client(self, identity: AwsIdentity, service: Literal["ecr"], action: str) -> ECRClient: ...
+    @overload
+    def client(self, identity: AwsIdentity, service: Literal["ecs"], action: str) -> ECSClient: ...
+    @overload
+    def client(
+        self, identity: AwsIdentity, service: Literal["elasticbeanstalk"], action: str
+    ) -> ElasticBeanstalkClient: ...
+    @overload
+    def client(self, identity: AwsIdentity, service: Literal["lambda"], action: str) -> LambdaClient: ...
+    @overload
+    def client(self, identity: AwsIdentity, service: Literal["s3"], action: str) -> S3Client: ...
+    @overload
+    def client(self, identity: AwsIdentity, service: Literal["stepfunctions"], action: str) -> SFNClient: ...
+    @overload
+    def client(self, identity: AwsIdentity, service: Literal["sts"], action: str) -> STSClient: ...
+    @overload
+    def client(self, identity: AwsIdentity, service: str, action: str) -> Any: ...
+
+    def client(self, identity: AwsIdentity, service: str, action: str) -> Any:
+        """The client of `service` for `action`'s identity (blocking the first time: call it from a thread)."""
+        environment = _environment()
+        role = self.role(identity)
+        if role is None:
+            key = (service, identity.region, environment)
+            with self._lock:
+                found = self._own.get(key)
+                if found is None:
+                    found = self._own[key] = new_session(identity.region).client(service)  # type: ignore[call-overload]
+                return found
+        assumed = self._assumed_session(role, identity, action)
+        with self._lock:  # a session is not thread-safe: clients are made from it one at a time
+            found = assumed.clients.get((service, environment))
+            if found is None:
+                found = assumed.clients[(service, environment)] = assumed.session.client(service)  # type: ignore[call-overload]
+            return found
+
+    def account(self, identity: AwsIdentity, action: str) -> str:
+        """The account the identity's calls run in: the assumed role's, else the worker's (STS, asked once)."""
+        role = self.role(identity)
+        parts = (role or "").split(":")
+        if len(parts) > 4 and parts[4].isdigit():
+            return parts[4]
+        key = (role, identity.session_name if role else None, _environment())
+        with self._lock:
+            found = self._accounts.get(key)
+        if found is None:
+            with aws_errors(action, "sts:GetCallerIdentity", role):
+                found = str(self.client(identity, "sts", action).get_caller_identity()["Account"])
+            with self._lock:
+                self._accounts[key] = found
+        return found
+
     def session(self, identity: AwsIdentity, action: str) -> boto3.session.Session:
-        """The session to call AWS with for `action` (blocking: call it from a thread)."""
+        """The session to call AWS with for `action` (blocking: call it from a thread). Not thread-safe: prefer
+        `client`, which shares clients between actions."""
         role = self.role(identity)
         if role is None:
             return new_session(identity.region)
+        return self._assumed_session(role, identity, action).session
+
+    def _assumed_session(self, role: str, identity: AwsIdentity, action: str) -> _Assumed:
         key = (role, identity.session_name, identity.region)
         with self._lock:
             cached = self._assumed.get(key)
-            if cached is not None and cached.expires - REFRESH_BEFORE > datetime.now(UTC):
-                return cached.session
+            if cached is not None and cached.expires - REFRESH_BEFORE > self._clock():
+                self._assumed.move_to_end(key)
+                return cached
         assumed = self._assume(role, identity, action)
         with self._lock:
             self._assumed[key] = assumed
-        return assumed.session
+            self._assumed.move_to_end(key)
+            while len(self._assumed) > MAX_ASSUMED:
+                self._assumed.popitem(last=False)
+        return assumed
 
     def _assume(self, role: str, identity: AwsIdentity, action: str) -> _Assumed:
-        sts = new_session(identity.region).client("sts")
+        sts = self.client(identity.model_copy(update={"role_arn": None, "pipeline_role_arn": None}), "sts", action)
         with aws_errors(action, "sts:AssumeRole", None, target=role):
             response = sts.assume_role(
                 RoleArn=role, RoleSessionName=identity.session_name, DurationSeconds=ROLE_DURATION_SECONDS

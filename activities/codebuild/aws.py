@@ -152,7 +152,7 @@ class AwsRunner:
         )
 
     def _codebuild(self, input: CodeBuildInput) -> CodeBuildClient:
-        return self.sessions.session(input.identity, input.context.action_name).client("codebuild")
+        return self.sessions.client(input.identity, "codebuild", input.context.action_name)
 
     def _s3(self, input: CodeBuildInput) -> S3Client:
         return self.sessions.s3(input.identity, input.context.action_name)

@@ -129,16 +129,19 @@ class LocalRunner:
         ]
         if not wanted:
             return {}
-        session = self.sessions.session(input.identity, input.context.action_name)
+        action = input.context.action_name
         role = self.sessions.role(input.identity)
         resolved: dict[str, str] = {}
         for name, kind, reference in wanted:
             if kind == BuildVariableType.PARAMETER_STORE:
                 with aws_errors(input.context.action_name, "ssm:GetParameter", role, target=reference):
-                    answer = session.client("ssm").get_parameter(Name=reference, WithDecryption=True)
+                    answer = self.sessions.client(input.identity, "ssm", action).get_parameter(
+                        Name=reference, WithDecryption=True
+                    )
                 resolved[name] = answer["Parameter"]["Value"]
             else:
-                resolved[name] = _secret_value(session, input.context.action_name, role, name, reference)
+                secrets = self.sessions.client(input.identity, "secretsmanager", action)
+                resolved[name] = _secret_value(secrets, action, role, name, reference)
         return resolved
 
     def _build_number(self, input: CodeBuildInput) -> int:
@@ -237,7 +240,7 @@ def _not_applied(spec: Buildspec) -> list[str]:
 # --- Environment ----------------------------------------------------------------------------------
 
 
-def _secret_value(session: Any, action: str, role: str | None, name: str, reference: str) -> str:
+def _secret_value(client: Any, action: str, role: str | None, name: str, reference: str) -> str:
     """`secret-id:json-key:version-stage:version-id` (an ARN secret-id has colons of its own)."""
     parts = reference.split(":")
     split = 7 if reference.startswith("arn:") else 1
@@ -249,7 +252,7 @@ def _secret_value(session: Any, action: str, role: str | None, name: str, refere
     if version:
         call["VersionId"] = version
     with aws_errors(action, "secretsmanager:GetSecretValue", role, target=secret_id):
-        text = str(session.client("secretsmanager").get_secret_value(**call).get("SecretString", ""))
+        text = str(client.get_secret_value(**call).get("SecretString", ""))
     if not json_key:
         return text
     try:

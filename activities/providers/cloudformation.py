@@ -210,7 +210,7 @@ class CloudFormationProvider:
             write_action_log(self.settings, input.context, lines)
 
     def _client(self, input: CloudFormationInput | CloudFormationCompensation) -> Any:
-        return self.sessions.session(input.identity, input.context.action_name).client("cloudformation")
+        return self.sessions.client(input.identity, "cloudformation", input.context.action_name)
 
     # --- the compensation -------------------------------------------------------------------------------------
 

@@ -353,7 +353,7 @@ class CodeDeployProvider:
         )
 
     def _group(self, context: ActionContext, identity: AwsIdentity, target: Any) -> _Group:
-        client = self.sessions.session(identity, context.action_name).client("codedeploy")
+        client = self.sessions.client(identity, "codedeploy", context.action_name)
         role = self.sessions.role(identity)
         return _Group(client, context.action_name, role, target.application, target.deployment_group)
 
@@ -631,7 +631,7 @@ class CodeDeployProvider:
 
     def _register(self, input: CodeDeployInput, taskdef: dict[str, Any]) -> str:
         action = input.context.action_name
-        client = self.sessions.session(input.identity, action).client("ecs")
+        client = self.sessions.client(input.identity, "ecs", action)
         arguments = {k: v for k, v in taskdef.items() if k not in _TASK_DEFINITION_OUTPUT_FIELDS}
         try:
             with aws_errors(action, "ecs:RegisterTaskDefinition", self.sessions.role(input.identity),

@@ -268,7 +268,7 @@ class BeanstalkProvider:
     # --- parts --------------------------------------------------------------------------------------------------
 
     def _environment(self, identity: AwsIdentity, context: ActionContext, application: str, name: str) -> _Environment:
-        client = self.sessions.session(identity, context.action_name).client("elasticbeanstalk")
+        client = self.sessions.client(identity, "elasticbeanstalk", context.action_name)
         return _Environment(client, context.action_name, self.sessions.role(identity), application, name)
 
     async def _version(

@@ -267,16 +267,14 @@ class LambdaProvider:
     # --- AWS --------------------------------------------------------------------------------------------
 
     def _client(self, identity: AwsIdentity, action: str) -> LambdaClient:
-        return self.sessions.session(identity, action).client("lambda")
+        return self.sessions.client(identity, "lambda", action)
 
     def _account(self, identity: AwsIdentity, action: str, function: str) -> str:
         """The event's accountId: the function ARN's, else the caller's (STS)."""
         parts = function.split(":")
         if function.startswith("arn:") and len(parts) > 4 and parts[4]:
             return parts[4]
-        sts = self.sessions.session(identity, action).client("sts")
-        with aws_errors(action, "sts:GetCallerIdentity", self.sessions.role(identity)):
-            return str(sts.get_caller_identity()["Account"])
+        return self.sessions.account(identity, action)  # the role's, else the worker's (STS, once per identity)
 
     def _invoke(
         self, client: LambdaClient, action: str, function: str, payload: dict[str, Any], *, sync: bool

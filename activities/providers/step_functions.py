@@ -106,7 +106,7 @@ class StepFunctionsProvider:
     # --- starting ---------------------------------------------------------------------------------------
 
     def _client(self, input: StepFunctionsInput) -> SFNClient:
-        return self.sessions.session(input.identity, input.context.action_name).client("stepfunctions")
+        return self.sessions.client(input.identity, "stepfunctions", input.context.action_name)
 
     def _errors(self, input: StepFunctionsInput, call: str, target: str) -> contextlib.AbstractContextManager[None]:
         return aws_errors(input.context.action_name, call, self.sessions.role(input.identity), target=target)

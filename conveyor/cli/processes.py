@@ -80,7 +80,7 @@ async def _worker(min_retention_days: int) -> int:
 
     config = settings()
     configure_logging(os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"), json=bool(os.environ.get("CONVEYOR_LOG_JSON")))
-    session = await connect_existing(config)
+    session = await connect_existing(config, telemetry=True)
     temporal = session.client.temporal
     if config.temporal_address:
         missing = await missing_search_attributes(temporal)
@@ -93,6 +93,8 @@ async def _worker(min_retention_days: int) -> int:
                 say(f"  {line}", to=errors)
             return 1
     say(f"Worker on {resolve_address(config)} namespace {config.temporal_namespace} task queue {config.task_queue}")
+    if config.metrics_address:
+        say(f"Metrics at http://{config.metrics_address}/metrics")
     try:
         if await ensure_gc_schedule(temporal, config.task_queue):
             say(f"Created the daily garbage collection schedule '{SCHEDULE_ID}' (see `conveyor gc --schedule`)")
@@ -123,8 +125,8 @@ def serve(
     ] = None,
 ) -> None:
     """Run the HTTP service (GitHub webhooks at /webhooks/github/PIPELINE, the Slack app at /slack/events,
-    /healthz, /readyz) until Ctrl-C. With --jobs-port (or the config's jobs), also the listener Lambda actions'
-    functions report to (AWS_ENDPOINT_URL_CODEPIPELINE=http://HOST:PORT in the function's environment).
+    /healthz, /readyz, /metrics) until Ctrl-C. With --jobs-port (or the config's jobs), also the listener Lambda
+    actions' functions report to (AWS_ENDPOINT_URL_CODEPIPELINE=http://HOST:PORT in the function's environment).
 
     Webhook secrets: CONVEYOR_WEBHOOK_SECRET_<PIPELINE> (upper-cased, other characters as _), else
     CONVEYOR_WEBHOOK_SECRET (or the variable --config names); a pipeline with none refuses every delivery.
@@ -151,9 +153,12 @@ def serve(
         if slack_config is not None and socket_mode:
             slack_config = slack_config.model_copy(update={"socket_mode": True})
         options = slack_options(slack_config, service.identities) if slack_config else None
+        from conveyor.service.metrics import ServiceMetrics
+
+        counted = ServiceMetrics()  # /metrics: the service's and the job listener's
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(client, secrets, options),
+                create_app(client, secrets, options, counted),
                 host=bind_host,
                 port=bind_port,
                 log_config=None,
@@ -174,7 +179,11 @@ def serve(
 
         listener = uvicorn.Server(
             uvicorn.Config(
-                create_jobs_app(job_store(config)), host=jobs.host, port=jobs.port, log_config=None, access_log=False
+                create_jobs_app(job_store(config), counted),
+                host=jobs.host,
+                port=jobs.port,
+                log_config=None,
+                access_log=False,
             )
         )
         say(f"Lambda job listener on http://{jobs.host}:{jobs.port}")

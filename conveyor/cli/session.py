@@ -12,6 +12,7 @@ from conveyor.client import ConveyorClient
 from conveyor.connection import TemporalUnavailableError, connect
 from conveyor.devserver import EmbeddedServer, running_server_address
 from conveyor.settings import Settings
+from conveyor.telemetry import telemetry_wanted
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 # On Ctrl-C, running activities get this long to notice cancellation and kill their processes.
@@ -30,10 +31,10 @@ def resolve_address(settings: Settings) -> str:
     return settings.temporal_address or running_server_address(settings.data_dir) or DEFAULT_ADDRESS
 
 
-async def connect_existing(settings: Settings) -> Session:
+async def connect_existing(settings: Settings, *, telemetry: bool = False) -> Session:
     address = resolve_address(settings)
     try:
-        client = await asyncio.wait_for(connect(address, settings), 10)
+        client = await asyncio.wait_for(connect(address, settings, telemetry=telemetry), 10)
     except (TimeoutError, TemporalUnavailableError):
         hint = "" if settings.temporal_address else " Start one with `conveyor server`, or set TEMPORAL_ADDRESS."
         raise TemporalUnavailableError(f"no Temporal server answers at {address}.{hint}") from None
@@ -58,7 +59,10 @@ async def running_session(settings: Settings, *, with_worker: bool | None = None
             # worker, so the others start in a fraction of the time.
             from conveyor.worker import build_worker
 
-            worker = build_worker(session.client.temporal, settings, graceful_shutdown_timeout=WORKER_SHUTDOWN_GRACE)
+            temporal = session.client.temporal
+            if telemetry_wanted(settings):  # the worker's own client serves metrics and traces
+                temporal = await connect(session.address, settings, telemetry=True)
+            worker = build_worker(temporal, settings, graceful_shutdown_timeout=WORKER_SHUTDOWN_GRACE)
             async with worker:
                 yield session
         else:

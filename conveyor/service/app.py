@@ -27,6 +27,7 @@ from conveyor.service.github import (
     push_event,
     signature_valid,
 )
+from conveyor.service.metrics import ServiceMetrics, WebhookOutcome, WebhookRefusal
 from conveyor.slack.app import SlackOptions, create_slack_app
 from conveyor.spec.validation import parse_pipeline
 from conveyor.triggers import GitEvent, matching_trigger
@@ -36,11 +37,15 @@ ClientFactory = Callable[[], Awaitable[ConveyorClient]]
 
 
 def create_app(
-    client_factory: ClientFactory, secrets: WebhookSecrets | None = None, slack: SlackOptions | None = None
+    client_factory: ClientFactory,
+    secrets: WebhookSecrets | None = None,
+    slack: SlackOptions | None = None,
+    metrics: ServiceMetrics | None = None,
 ) -> FastAPI:
     """The service; `client_factory` connects to Temporal once, at start-up. With `slack`, the Slack app
     takes interactions at /slack/events (HTTP mode) and/or over a Socket Mode websocket."""
     secrets = secrets or WebhookSecrets()
+    counted = metrics or ServiceMetrics()  # served at /metrics (the job listener counts into the same one)
     holder: dict[str, ConveyorClient] = {}
     bolt = (
         create_slack_app(lambda: holder["client"], slack.web_client(), slack.directory, slack.signing_secret)
@@ -93,11 +98,17 @@ def create_app(
             return JSONResponse({"status": "unavailable", "reason": f"Temporal: {type(err).__name__}"}, 503)
         return JSONResponse({"status": "ready"})
 
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        body, content_type = counted.exposition()
+        return Response(body, media_type=content_type)
+
     @app.post("/slack/events")
     async def slack_events(request: Request) -> Response:
         if slack_http is None:
             return _error(404, "the Slack app is not served over HTTP here (no slack signing secret configured)")
         response = await slack_http.handle(request)
+        counted.slack(response.status_code)
         if response.status_code == 401:
             log.warning("slack.refused", reason="bad or stale signature")
         return response
@@ -108,36 +119,46 @@ def create_app(
         secret = secrets.for_pipeline(pipeline)
         if secret is None:
             log.warning("webhook.refused", pipeline=pipeline, reason="no secret configured")
+            counted.refused(WebhookRefusal.NO_SECRET)
             variable = secrets.variable_for_pipeline(pipeline)
             return _error(401, f"no webhook secret is configured for this pipeline ({variable})")
         if not signature_valid(secret, body, request.headers.get("X-Hub-Signature-256")):
             log.warning("webhook.refused", pipeline=pipeline, reason="bad signature")
+            counted.refused(WebhookRefusal.BAD_SIGNATURE)
             return _error(401, "missing or invalid X-Hub-Signature-256")
+        response, outcome = await delivered(pipeline, body, request)
+        counted.webhook(pipeline, outcome)
+        return response
+
+    async def delivered(pipeline: str, body: bytes, request: Request) -> tuple[JSONResponse, WebhookOutcome]:
+        """A signed delivery: what it did, and the answer."""
         kind = request.headers.get("X-GitHub-Event", "")
         delivery = request.headers.get("X-GitHub-Delivery")
         if kind == "ping":
-            return JSONResponse({"pong": True})
+            return JSONResponse({"pong": True}), WebhookOutcome.IGNORED
         if kind not in ("push", "pull_request"):
-            return JSONResponse({"started": False, "reason": f"event '{kind}' is not handled"}, 202)
+            return JSONResponse(
+                {"started": False, "reason": f"event '{kind}' is not handled"}, 202
+            ), WebhookOutcome.IGNORED
         if not delivery:
-            return _error(400, "missing X-GitHub-Delivery")
+            return _error(400, "missing X-GitHub-Delivery"), WebhookOutcome.INVALID
         try:
             data = json.loads(body)
             event = _parse(kind, data)
         except (ValueError, ValidationError) as err:
-            return _error(400, f"unreadable {kind} payload: {str(err).splitlines()[0]}")
+            return _error(400, f"unreadable {kind} payload: {str(err).splitlines()[0]}"), WebhookOutcome.INVALID
         if event is None:
-            return JSONResponse({"started": False, "reason": "this event starts nothing"}, 200)
+            return JSONResponse({"started": False, "reason": "this event starts nothing"}, 200), WebhookOutcome.IGNORED
         client = holder["client"]
         try:
             _, declaration = await client.registered(pipeline)
         except ConveyorError as err:
-            return _error(404, str(err))
+            return _error(404, str(err)), WebhookOutcome.UNKNOWN_PIPELINE
         registered = parse_pipeline(declaration, pipeline)
         trigger = matching_trigger(registered, event)
         if trigger is None:
             log.info("webhook.filtered", pipeline=pipeline, kind=kind, delivery=delivery)
-            return JSONResponse({"started": False, "reason": "no trigger filter matched"}, 200)
+            return JSONResponse({"started": False, "reason": "no trigger filter matched"}, 200), WebhookOutcome.FILTERED
         ref, started = await client.start(
             declaration,
             # The delivery id maps to the execution id: a redelivery, even days later, starts nothing new.
@@ -154,7 +175,8 @@ def create_app(
             source_name=f"{pipeline} (webhook)",
         )
         log.info("webhook.started", pipeline=pipeline, execution=ref.execution_id, started=started)
-        return JSONResponse({"execution": str(ref), "started": started}, 202)
+        outcome = WebhookOutcome.STARTED if started else WebhookOutcome.DUPLICATE
+        return JSONResponse({"execution": str(ref), "started": started}, 202), outcome
 
     return app
 

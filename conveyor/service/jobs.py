@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from conveyor.service.metrics import ServiceMetrics
 from conveyor.stores.jobs import JobResult, JobResultKind, JobStore, JobStoreError, job_hash
 
 log = structlog.get_logger("conveyor.service.jobs")
@@ -106,12 +107,16 @@ def failure_result(request: PutJobFailureResult) -> JobResult:
     )
 
 
-def create_jobs_app(store: JobStore) -> Starlette:
+def create_jobs_app(store: JobStore, metrics: ServiceMetrics | None = None) -> Starlette:
+    """`metrics`: the service's, whose /metrics counts these calls."""
+
     async def answer(request: Request) -> Response:
         began = time.perf_counter()
         target = request.headers.get("x-amz-target", "")
         operation = target.removeprefix(TARGET_PREFIX)
         response = await _answer(request, operation)
+        if metrics is not None:
+            metrics.job_call(operation, response.status_code)
         # The operation and the status only: never the body, which holds the job id.
         log.info(
             "jobs.request",

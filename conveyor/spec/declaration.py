@@ -24,6 +24,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 
 from conveyor.alarms import MAX_ALARMS, AlarmState
+from conveyor.event_sinks_config import EventsConfig
 from conveyor.interface import ActionCategory, ActionOwner, ExecutionMode, RetryMode
 from conveyor.providers.registry import PROVIDERS
 
@@ -261,6 +262,8 @@ class PipelineExtension(DeclarationModel):
     )
     # The CodeBuild runner of the pipeline's CodeBuild actions that name none (`conveyor.codebuild.runner`).
     codebuild_runner: Literal["local", "aws"] | None = None
+    # The pipeline's own event sinks (README "Events"), besides the worker's global ones (CONVEYOR_EVENTS_CONFIG).
+    events: EventsConfig | None = None
 
 
 # --- CodePipeline's own declaration --------------------------------------------------------------

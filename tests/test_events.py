@@ -343,8 +343,8 @@ async def test_a_stage_hands_its_undelivered_events_to_the_execution_instead_of_
         state = await asyncio.wait_for(conveyor.wait(ref), 60)
         assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
         await wait_for(lambda: pipeline_ended(read_lines(sink)), 30, "the pipeline's SUCCEEDED event at the sink")
-        handle = temporal_client.get_workflow_handle(ref.stage_workflow_id("Build"))
-        result = await handle.result(result_type=StageResult)
+        handle = temporal_client.get_workflow_handle(ref.stage_workflow_id("Build"), result_type=StageResult)
+        result = await handle.result()
     # The stage ended in the step its last action did (no delivery round trip): that action's SUCCEEDED event
     # (the stage's 4th) was not confirmed delivered, and went in its result, with the stage's id for it.
     handed = [e.id for e in result.undelivered_events]

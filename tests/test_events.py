@@ -355,3 +355,27 @@ async def test_a_stage_hands_its_undelivered_events_to_the_execution_instead_of_
     order = [(entity(e), e["detail"]["state"]) for e in recorded]
     check_done = order.index((("Action", "Build", "Check"), "SUCCEEDED"))
     assert check_done < order.index((("Stage", "Build", ""), "SUCCEEDED"))
+
+
+async def test_a_failed_stage_hands_its_last_events_over_in_its_failure(
+    conveyor: ConveyorClient, temporal_client: Client, settings: Settings
+) -> None:
+    name = unique("events-failed")
+    async with build_worker(temporal_client, settings):
+        ref, _ = await conveyor.start(two_stages(name, ["exit 3"]))
+        state = await asyncio.wait_for(conveyor.wait(ref), 60)
+        assert state.status == ExecutionStatus.FAILED, state.status_summary
+
+        def recorded() -> list[dict[str, Any]]:
+            return [e.wire() for e in recorded_events(record_backend(settings), ref.pipeline_name, ref.execution_id)]
+
+        await wait_for(lambda: len(recorded()) == 6, 30, "the execution's 6 events in the record")
+    # The stage's failure carried Compile's FAILED event (not confirmed delivered when it ended); the execution
+    # sent it before the stage's FAILED event.
+    assert by_entity(recorded()) == {
+        ("Pipeline", "", ""): ["STARTED", "FAILED"],
+        ("Stage", "Build", ""): ["STARTED", "FAILED"],
+        ("Action", "Build", "Compile"): ["STARTED", "FAILED"],
+    }
+    order = [(entity(e), e["detail"]["state"]) for e in recorded()]
+    assert order.index((("Action", "Build", "Compile"), "FAILED")) < order.index((("Stage", "Build", ""), "FAILED"))

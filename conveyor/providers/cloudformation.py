@@ -28,6 +28,8 @@ from conveyor.providers.contract import (
     OutputVariables,
     ProviderActivity,
     ProviderContract,
+    provider_step,
+    provider_target,
 )
 
 CONTRACT_NAME = "CloudFormation"
@@ -242,20 +244,11 @@ def register_compensation(request: ActionRequest, activity_input: BaseModel, seq
         ],
         timeout_seconds=activity_input.timeout_seconds,
     )
-    return CompensationStep(
-        stage_name=request.context.stage_name,
-        action_name=request.action.name,
-        sequence=sequence,
-        commands=[],
-        provider_input=target.model_dump_json(by_alias=True),  # names and the identity: no secrets
-        timeout_seconds=activity_input.timeout_seconds,
-        provider=CONTRACT_NAME,
-    )
+    return provider_step(request, sequence, CONTRACT_NAME, target, activity_input.timeout_seconds)
 
 
 def compensation_input(step: CompensationStep, context: ActionContext) -> CloudFormationCompensation:
-    assert step.provider_input is not None, "a CloudFormation compensation step carries its stack"
-    target = CloudFormationCompensation.model_validate_json(step.provider_input)
+    target = provider_target(step, CloudFormationCompensation)
     # The action's artifact stores: a restored template over the TemplateBody limit goes through its region's store.
     context = context.model_copy(update={"artifact_stores": target.context.artifact_stores})
     return target.model_copy(update={"context": context, "snapshots": list(step.input_artifacts)})

@@ -34,6 +34,8 @@ from conveyor.providers.contract import (
     ConfigurationKey,
     ProviderActivity,
     ProviderContract,
+    provider_step,
+    provider_target,
 )
 from conveyor.stores.records import RecordKind, attempt_hash
 
@@ -228,20 +230,11 @@ def register_compensation(
         timeout_seconds=activity_input.timeout_seconds,
         attempt_records=[attempt_record(activity_input.context, n) for n in range(first, last + 1)],
     )
-    return CompensationStep(
-        stage_name=request.context.stage_name,
-        action_name=request.action.name,
-        sequence=sequence,
-        commands=[],
-        provider_input=target.model_dump_json(by_alias=True),  # names and the identity: no secrets
-        timeout_seconds=int(request.timeout.total_seconds()),
-        provider=provider,
-    )
+    return provider_step(request, sequence, provider, target, int(request.timeout.total_seconds()))
 
 
 def compensation_input(step: CompensationStep, context: ActionContext) -> CodeDeployCompensation:
-    assert step.provider_input is not None, "a CodeDeploy compensation step carries its deployment group"
-    target = CodeDeployCompensation.model_validate_json(step.provider_input)
+    target = provider_target(step, CodeDeployCompensation)
     return target.model_copy(update={"context": context, "previous": list(step.input_artifacts)})
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 
@@ -123,6 +123,31 @@ class Compensation:
     build_input: Callable[[CompensationStep, ActionContext], BaseModel]  # pure
     timeout_margin: timedelta = timedelta(0)
     takes_rollback_commands: bool = False  # declared with the action's `conveyor.rollback`
+
+
+_Target = TypeVar("_Target", bound=BaseModel)
+
+
+def provider_step(
+    request: ActionRequest, sequence: int, provider: str, target: BaseModel, timeout_seconds: int
+) -> CompensationStep:
+    """The compensation step of a provider that describes what to undo as its own model (`target`: names and the
+    identity, never secrets), kept as JSON in the step."""
+    return CompensationStep(
+        stage_name=request.context.stage_name,
+        action_name=request.action.name,
+        sequence=sequence,
+        commands=[],
+        provider_input=target.model_dump_json(by_alias=True),
+        timeout_seconds=timeout_seconds,
+        provider=provider,
+    )
+
+
+def provider_target(step: CompensationStep, model: type[_Target]) -> _Target:
+    """What `provider_step` kept: the provider's model of what to undo."""
+    assert step.provider_input is not None, f"a {step.provider} compensation step carries what it undoes"
+    return model.model_validate_json(step.provider_input)
 
 
 @dataclass(frozen=True)

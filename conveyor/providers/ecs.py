@@ -30,6 +30,8 @@ from conveyor.providers.contract import (
     KeyType,
     ProviderActivity,
     ProviderContract,
+    provider_step,
+    provider_target,
 )
 
 CONTRACT_NAME = "ECS"
@@ -120,20 +122,11 @@ def register_compensation(request: ActionRequest, activity_input: BaseModel, seq
         attempt_marker=activity_input.attempt_marker,
         timeout_seconds=activity_input.deployment_timeout_minutes * 60,
     )
-    return CompensationStep(
-        stage_name=request.context.stage_name,
-        action_name=request.action.name,
-        sequence=sequence,
-        commands=[],
-        provider_input=target.model_dump_json(by_alias=True),  # names and the identity: no secrets
-        timeout_seconds=target.timeout_seconds,
-        provider=CONTRACT_NAME,
-    )
+    return provider_step(request, sequence, CONTRACT_NAME, target, target.timeout_seconds)
 
 
 def compensation_input(step: CompensationStep, context: ActionContext) -> EcsCompensation:
-    assert step.provider_input is not None, "an ECS compensation step carries its service"
-    target = EcsCompensation.model_validate_json(step.provider_input)
+    target = provider_target(step, EcsCompensation)
     return target.model_copy(update={"context": context})
 
 

@@ -27,6 +27,8 @@ from conveyor.providers.contract import (
     ConfigurationKey,
     ProviderActivity,
     ProviderContract,
+    provider_step,
+    provider_target,
 )
 
 CONTRACT_NAME = "ElasticBeanstalk"
@@ -112,20 +114,11 @@ def register_compensation(request: ActionRequest, activity_input: BaseModel, seq
         version_label=activity_input.version_label,
         timeout_seconds=timeout,
     )
-    return CompensationStep(
-        stage_name=request.context.stage_name,
-        action_name=request.action.name,
-        sequence=sequence,
-        commands=[],
-        provider_input=target.model_dump_json(by_alias=True),  # names and the identity: no secrets
-        timeout_seconds=timeout,
-        provider=CONTRACT_NAME,
-    )
+    return provider_step(request, sequence, CONTRACT_NAME, target, timeout)
 
 
 def compensation_input(step: CompensationStep, context: ActionContext) -> BeanstalkCompensation:
-    assert step.provider_input is not None, "an ElasticBeanstalk compensation step carries its environment"
-    target = BeanstalkCompensation.model_validate_json(step.provider_input)
+    target = provider_target(step, BeanstalkCompensation)
     return target.model_copy(update={"context": context})
 
 

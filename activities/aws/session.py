@@ -249,6 +249,11 @@ class AwsSessions:
         return _Assumed(session, expires if expires.tzinfo else expires.replace(tzinfo=UTC))
 
 
+def refused(message: str, type: str = "ConfigurationError") -> ApplicationError:
+    """What a retry cannot fix (bad configuration, a missing artifact): the action fails at once."""
+    return ApplicationError(message, type=type, non_retryable=True)
+
+
 @contextmanager
 def aws_errors(action: str, call: str, role: str | None, *, target: str | None = None) -> Iterator[None]:
     """AWS failures of `call` (e.g. `s3:PutObject`) as the action's errors: AccessDenied (non-retryable) naming

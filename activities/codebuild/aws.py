@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.aws.session import AwsSessions, aws_errors
+from activities.aws.session import AwsSessions, aws_errors, refused
 from activities.codebuild.aws_build import (
     S3Prefix,
     attempt_marker,
@@ -67,10 +67,6 @@ class BuildHeartbeat(CamelModel):
     """What the activity's heartbeat carries: the build it follows."""
 
     build_id: str
-
-
-def _refused(message: str, type: str = "ConfigurationError") -> ApplicationError:
-    return ApplicationError(message, type=type, non_retryable=True)
 
 
 class AwsRunner:
@@ -140,12 +136,12 @@ class AwsRunner:
         try:
             store = store_for_outputs(self.store, input.context.artifact_stores)
         except ArtifactError as exc:
-            raise _refused(f"action '{input.context.action_name}': {exc}", "ArtifactError") from None
+            raise refused(f"action '{input.context.action_name}': {exc}", "ArtifactError") from None
         if isinstance(store, ConfiguredArtifactStore):
             store = store.default
         if isinstance(store, S3ArtifactStore):
             return store
-        raise _refused(
+        raise refused(
             f"action '{input.context.action_name}': the aws CodeBuild runner passes artifacts to CodeBuild through S3, "
             "but this worker's artifact store is local: set CONVEYOR_ARTIFACT_STORE=s3://<bucket>/<prefix>, or "
             "declare the pipeline's artifactStore and run the worker with CONVEYOR_AWS=true"
@@ -227,7 +223,7 @@ class AwsRunner:
         try:
             ref = replicate_for_action(self.store, ref, input.context.artifact_stores)
         except ArtifactError as exc:
-            raise _refused(f"input artifact '{ref.name}': {exc}", "ArtifactError") from None
+            raise refused(f"input artifact '{ref.name}': {exc}", "ArtifactError") from None
         parsed = parse_object_url(ref.location)
         if parsed is None:
             with tempfile.TemporaryDirectory(dir=self._tmp_dir()) as tmp:
@@ -236,7 +232,7 @@ class AwsRunner:
                     self.store.get_archive(ref, archive)
                     parsed = parse_object_url(store.put_archive(ref.name, archive).location)
                 except ArtifactError as exc:
-                    raise _refused(f"input artifact '{ref.name}': {exc}", "ArtifactError") from None
+                    raise refused(f"input artifact '{ref.name}': {exc}", "ArtifactError") from None
             assert parsed is not None  # the S3 store's refs are S3 URLs
         bucket, key = parsed
         return f"{bucket}/{key}"
@@ -252,7 +248,7 @@ class AwsRunner:
         with self._errors(input, "codebuild:BatchGetBuilds"):
             builds = codebuild.batch_get_builds(ids=[build_id])["builds"]
         if not builds:
-            raise _refused(
+            raise refused(
                 f"action '{input.context.action_name}': CodeBuild no longer knows build {build_id}", "AwsNotFound"
             )
         return builds[0]
@@ -298,7 +294,7 @@ class AwsRunner:
         try:
             target = store_for_outputs(self.store, input.context.artifact_stores)
         except ArtifactError as exc:
-            raise _refused(str(exc), "ArtifactError") from None
+            raise refused(str(exc), "ArtifactError") from None
         s3 = self._s3(input)
         refs: list[ArtifactRef] = []
         with tempfile.TemporaryDirectory(dir=self._tmp_dir()) as tmp:
@@ -322,7 +318,7 @@ class AwsRunner:
         except ApplicationError as exc:
             if exc.type != "AwsNotFound":
                 raise
-            raise _refused(
+            raise refused(
                 f"action '{input.context.action_name}': the build succeeded but wrote no output artifact '{name}' "
                 f"(s3://{outputs.bucket}/{key}): list it in the buildspec's artifacts (secondary-artifacts with "
                 f"identifier {name} for all but the first output)",
@@ -331,7 +327,7 @@ class AwsRunner:
         try:
             return target.put_archive(name, archive)
         except ArtifactError as exc:
-            raise _refused(f"output artifact '{name}': {exc}", "ArtifactError") from None
+            raise refused(f"output artifact '{name}': {exc}", "ArtifactError") from None
 
 
 class _BuildLog:

@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from temporalio.exceptions import ApplicationError
-
-from activities.aws.session import aws_errors
+from activities.aws.session import aws_errors, refused
 from activities.ecs.images import tag
 from conveyor.providers.ecs import ATTEMPT_TAG, PREVIOUS_TAG
 
@@ -44,10 +42,6 @@ class Progress:
     verdict: Verdict
     deployment_id: str | None
     detail: str  # what a log line or an error says about it
-
-
-def refused(message: str, type: str = "ConfigurationError") -> ApplicationError:
-    return ApplicationError(message, type=type, non_retryable=True)
 
 
 class EcsService:

@@ -32,7 +32,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.aws.running import action_workspace, write_action_log
-from activities.aws.session import AwsSessions, aws_errors
+from activities.aws.session import AwsSessions, aws_errors, refused
 from conveyor.model import COMPENSATION_ARTIFACTS_DETAIL, ActionContext, ActionOutcome, ArtifactRef, CamelModel
 from conveyor.providers.cloudformation import (
     ACTIVITY,
@@ -97,10 +97,6 @@ class Snapshot(CamelModel):
     template: str | None = None
     parameters: dict[str, str] = {}
     capabilities: list[str] = []
-
-
-def _refused(message: str, type: str = "ConfigurationError") -> ApplicationError:
-    return ApplicationError(message, type=type, non_retryable=True)
 
 
 def _no_changes(text: str | None) -> bool:
@@ -193,7 +189,7 @@ class CloudFormationProvider:
         action = input.context.action_name
         mode = action_mode(input.mode)
         if mode is None:
-            raise _refused(
+            raise refused(
                 f"action '{action}': ActionMode '{input.mode}' is not an action mode; "
                 f"use one of {', '.join(ActionMode)}"
             )
@@ -243,7 +239,7 @@ class CloudFormationProvider:
                 return ActionOutcome(summary=f"deleted stack {input.stack_name}, which the action created")
             assert snapshot.template is not None
             if current is None:
-                raise _refused(f"action '{action}': stack {input.stack_name} is gone: there is nothing to restore")
+                raise refused(f"action '{action}': stack {input.stack_name} is gone: there is nothing to restore")
             summary = follower.update(
                 current, snapshot.template, snapshot.parameters, snapshot.capabilities or input.capabilities,
                 input.role_arn, self.template_source(input.context, snapshot.template),
@@ -286,12 +282,12 @@ class CloudFormationProvider:
             return {"TemplateBody": template}
         what = f"action '{context.action_name}': the template ({len(data):,} bytes)"
         if len(data) > TEMPLATE_URL_LIMIT:
-            raise _refused(f"{what} is over CloudFormation's {TEMPLATE_URL_LIMIT:,}-byte template limit")
+            raise refused(f"{what} is over CloudFormation's {TEMPLATE_URL_LIMIT:,}-byte template limit")
         target = store_for_outputs(self.store, context.artifact_stores)
         if isinstance(target, ConfiguredArtifactStore):
             target = target.default
         if not isinstance(target, S3ArtifactStore):
-            raise _refused(
+            raise refused(
                 f"{what} is over CloudFormation's {TEMPLATE_BODY_LIMIT:,}-byte TemplateBody limit; a larger template "
                 "is passed as TemplateURL from an S3 artifact store, and this worker's store is local: set "
                 "CONVEYOR_ARTIFACT_STORE=s3://bucket/prefix (or declare the pipeline's artifactStore), or make the "
@@ -302,7 +298,7 @@ class CloudFormationProvider:
         try:
             target.put_bytes("the CloudFormation template", obj, data, "text/plain")
         except ArtifactError as exc:
-            raise _refused(f"{what}: {exc}", "ArtifactError") from None
+            raise refused(f"{what}: {exc}", "ArtifactError") from None
         except StoreUnavailableError as exc:
             raise ApplicationError(f"{what}: {exc}", type="AwsUnavailable") from None
         region = target.region or target.client.meta.region_name or "us-east-1"
@@ -315,7 +311,7 @@ class CloudFormationProvider:
             try:
                 self.store.extract(refs[0], Path(tmp))
             except ArtifactError as exc:
-                raise _refused(f"the stack's snapshot is not readable: {exc}", "ArtifactError") from None
+                raise refused(f"the stack's snapshot is not readable: {exc}", "ArtifactError") from None
             return Snapshot.model_validate_json((Path(tmp) / SNAPSHOT_FILE).read_text())
 
     def keep_snapshot(self, context: ActionContext, snapshot: Snapshot) -> ArtifactRef:
@@ -326,7 +322,7 @@ class CloudFormationProvider:
                     f"{context.action_name}-stack-snapshot", Path(tmp), [SNAPSHOT_FILE]
                 )
             except ArtifactError as exc:
-                raise _refused(f"could not keep the stack's snapshot: {exc}", "ArtifactError") from None
+                raise refused(f"could not keep the stack's snapshot: {exc}", "ArtifactError") from None
 
 
 class _Follower:
@@ -556,7 +552,7 @@ class _Run:
         ):
             status = current["StackStatus"]
             if not replace and status != "REVIEW_IN_PROGRESS":
-                raise _refused(
+                raise refused(
                     f"action '{self.action}': stack {self.stack.name} is in the failed state {status}: CREATE_UPDATE "
                     "cannot update it; delete it, or use ActionMode REPLACE_ON_FAILURE to delete and recreate it",
                     "StackFailed",
@@ -675,7 +671,7 @@ class _Run:
                     # A CHANGE_SET_REPLACE that found no changes leaves no change set (moto refuses to make one).
                     self.lines.append(f"{where}: not found: nothing to execute")
                     return self.finish(current, "no changes", f"{where} (not found)")
-                raise _refused(
+                raise refused(
                     f"action '{self.action}': stack {self.stack.name} has no change set {name}: a CHANGE_SET_REPLACE "
                     "action earlier in the pipeline creates it",
                     "StackFailed",
@@ -686,7 +682,7 @@ class _Run:
         if change_set["Status"] == "FAILED" and _no_changes(change_set.get("StatusReason")):
             return self.finish(current, "no changes", where)
         if change_set["Status"] != "CREATE_COMPLETE":
-            raise _refused(
+            raise refused(
                 f"action '{self.action}': {where} is {change_set['Status']}: "
                 f"{change_set.get('StatusReason') or 'it cannot be executed'}",
                 "StackFailed",
@@ -762,7 +758,7 @@ class _Run:
                 break
             time.sleep(self.provider.settings.cloudformation_poll_seconds)
         if change_set["Status"] == "FAILED" and not _no_changes(change_set.get("StatusReason")):
-            raise _refused(
+            raise refused(
                 f"action '{self.action}': change set {change_set['ChangeSetName']} of stack {self.stack.name} "
                 f"FAILED: {change_set.get('StatusReason')}",
                 "StackFailed",
@@ -791,7 +787,7 @@ class _Run:
                 target = store_for_outputs(self.provider.store, self.input.context.artifact_stores)
                 artifacts.append(target.put(self.input.output_artifact, directory, [self.input.output_file_name]))
             except ArtifactError as exc:
-                raise _refused(f"output artifact '{self.input.output_artifact}': {exc}", "ArtifactError") from None
+                raise refused(f"output artifact '{self.input.output_artifact}': {exc}", "ArtifactError") from None
         what = {"CREATE": "created", "UPDATE": "updated", "EXECUTE": "executed", "no changes": "no changes"}[done]
         subject = where or f"stack {self.stack.name}"
         summary = f"{subject}: {what}" + (f" ({len(outputs)} outputs)" if outputs else "")
@@ -812,7 +808,7 @@ class _Run:
             configuration = self.json_file(self.input.template_configuration, "TemplateConfiguration")
             given = configuration.get("Parameters", {})
             if not isinstance(given, dict):
-                raise _refused(f"action '{self.action}': TemplateConfiguration: Parameters must be an object")
+                raise refused(f"action '{self.action}': TemplateConfiguration: Parameters must be an object")
             parameters |= {str(k): str(v) for k, v in given.items()}
         if self.input.parameter_overrides:
             parameters |= self.overrides(self.input.parameter_overrides)
@@ -836,7 +832,7 @@ class _Run:
         if policy is None:
             return {}
         if not isinstance(policy, dict) or not isinstance(policy.get("Statement"), list):
-            raise _refused(
+            raise refused(
                 f"action '{self.action}': TemplateConfiguration: {located.artifact}::{located.path}: StackPolicy must "
                 'be a stack policy object, like {"Statement": [{"Effect": "Allow", "Action": "Update:*", '
                 '"Principal": "*", "Resource": "*"}]}'
@@ -846,14 +842,14 @@ class _Run:
     def overrides(self, text: str) -> dict[str, str]:
         problem = parameter_overrides_problem(text)
         if problem:
-            raise _refused(f"action '{self.action}': ParameterOverrides {problem}")
+            raise refused(f"action '{self.action}': ParameterOverrides {problem}")
         values: dict[str, str] = {}
         for name, value in json.loads(text).items():
             if isinstance(value, dict) and "Fn::GetParam" in value:
                 artifact, path, key = value["Fn::GetParam"]
                 document = self.json_file(ArtifactPath(artifact=artifact, path=path), f"ParameterOverrides.{name}")
                 if key not in document:
-                    raise _refused(
+                    raise refused(
                         f"action '{self.action}': ParameterOverrides.{name}: Fn::GetParam: {artifact}::{path} has no "
                         f"key '{key}'"
                     )
@@ -868,14 +864,14 @@ class _Run:
     def artifact_attribute(self, name: str, artifact: str, attribute: str) -> str:
         ref = self.artifact(artifact, f"ParameterOverrides.{name}")
         if not ref.location.startswith("s3://"):
-            raise _refused(
+            raise refused(
                 f"action '{self.action}': ParameterOverrides.{name}: Fn::GetArtifactAtt needs the artifact in an S3 "
                 f"store; '{artifact}' is in the worker's local store (configure CONVEYOR_ARTIFACT_STORE)"
             )
         bucket, _, key = ref.location.removeprefix("s3://").partition("/")
         attributes = {"BucketName": bucket, "ObjectKey": key, "URL": f"https://{bucket}.s3.amazonaws.com/{key}"}
         if attribute not in attributes:
-            raise _refused(
+            raise refused(
                 f"action '{self.action}': ParameterOverrides.{name}: Fn::GetArtifactAtt attribute '{attribute}' is "
                 "not BucketName, ObjectKey or URL"
             )
@@ -884,7 +880,7 @@ class _Run:
     def artifact(self, name: str, key: str) -> ArtifactRef:
         ref = self.input.input_artifacts.get(name)
         if ref is None:
-            raise _refused(
+            raise refused(
                 f"action '{self.action}': {key} names artifact '{name}', which is not an input artifact of the action "
                 f"(inputs: {', '.join(self.input.input_artifacts) or 'none'})",
                 "ArtifactError",
@@ -898,10 +894,10 @@ class _Run:
             try:
                 self.provider.store.extract(ref, root)
             except ArtifactError as exc:
-                raise _refused(f"action '{self.action}': {key}: {exc}", "ArtifactError") from None
+                raise refused(f"action '{self.action}': {key}: {exc}", "ArtifactError") from None
         path = (root / located.path).resolve()
         if not path.is_relative_to(root.resolve()) or not path.is_file():
-            raise _refused(
+            raise refused(
                 f"action '{self.action}': {key}: artifact '{located.artifact}' has no file '{located.path}'",
                 "ArtifactError",
             )
@@ -912,12 +908,12 @@ class _Run:
         try:
             document = json.loads(text)
         except json.JSONDecodeError as err:
-            raise _refused(
+            raise refused(
                 f"action '{self.action}': {key}: {located.artifact}::{located.path} is not JSON ({err.msg} at line "
                 f"{err.lineno})"
             ) from None
         if not isinstance(document, dict):
-            raise _refused(f"action '{self.action}': {key}: {located.artifact}::{located.path} is not a JSON object")
+            raise refused(f"action '{self.action}': {key}: {located.artifact}::{located.path} is not a JSON object")
         return document
 
 

@@ -35,7 +35,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.aws.running import action_workspace, write_action_log
-from activities.aws.session import AwsSessions, aws_errors
+from activities.aws.session import AwsSessions, aws_errors, refused
 from conveyor.aws.identity import AwsIdentity
 from conveyor.model import (
     COMPENSATION_ARTIFACTS_DETAIL,
@@ -107,10 +107,6 @@ class PreviousRevision(CamelModel):
     revision: dict[str, Any]
 
 
-def _refused(message: str, type: str = "ConfigurationError") -> ApplicationError:
-    return ApplicationError(message, type=type, non_retryable=True)
-
-
 def marker_text(marker: str) -> str:
     return f"[conveyor:{marker}]"
 
@@ -173,7 +169,7 @@ class _Group:
                 self.client.get_deployment_group(applicationName=self.application, deploymentGroupName=self.group)
         except ApplicationError as exc:
             if exc.type == "AwsError" and "DoesNotExist" in exc.message:
-                raise _refused(
+                raise refused(
                     f"action '{self.action}': {self.where} does not exist (check ApplicationName and "
                     f"DeploymentGroupName, and the action's region and role): {exc.message}",
                     "AwsNotFound",
@@ -493,7 +489,7 @@ class CodeDeployProvider:
                 target = store_for_outputs(self.store, input.context.artifact_stores)
                 return target.put(f"{input.context.action_name}-previous-revision", Path(tmp), [PREVIOUS_REVISION_FILE])
         except ArtifactError as exc:
-            raise _refused(f"action '{input.context.action_name}': could not keep the previous revision: {exc}",
+            raise refused(f"action '{input.context.action_name}': could not keep the previous revision: {exc}",
                            "ArtifactError") from None  # fmt: skip
 
     def _read_previous(self, ref: ArtifactRef, action: str) -> PreviousRevision:
@@ -502,7 +498,7 @@ class CodeDeployProvider:
                 self.store.extract(ref, Path(tmp) / "kept")
                 return PreviousRevision.model_validate_json((Path(tmp) / "kept" / PREVIOUS_REVISION_FILE).read_text())
         except (ArtifactError, OSError, ValidationError) as exc:
-            raise _refused(f"action '{action}': the kept previous revision is not readable: {exc}",
+            raise refused(f"action '{action}': the kept previous revision is not readable: {exc}",
                            "ArtifactError") from None  # fmt: skip
 
     def _tmp(self) -> Path:
@@ -528,11 +524,11 @@ class CodeDeployProvider:
         try:
             self.store.extract(ref, root)
         except ArtifactError as exc:
-            raise _refused(f"action '{action}': {exc}", "ArtifactError") from None
+            raise refused(f"action '{action}': {exc}", "ArtifactError") from None
         for name in LAMBDA_APPSPECS:
             if (root / name).is_file():
                 return (root / name).read_text(encoding="utf-8", errors="replace")
-        raise _refused(
+        raise refused(
             f"action '{action}': a Lambda deployment's input artifact '{ref.name}' holds its AppSpec at the root: "
             f"none of {', '.join(LAMBDA_APPSPECS)} found"
         )
@@ -542,10 +538,10 @@ class CodeDeployProvider:
         try:
             ref = replicate_for_action(self.store, bundle, input.context.artifact_stores)
         except ArtifactError as exc:
-            raise _refused(f"action '{action}': {exc}", "ArtifactError") from None
+            raise refused(f"action '{action}': {exc}", "ArtifactError") from None
         located = parse_object_url(ref.location)
         if located is None:
-            raise _refused(
+            raise refused(
                 f"action '{action}': CodeDeploy reads the revision bundle '{ref.name}' from S3, but this worker's "
                 "artifact store is local: set CONVEYOR_ARTIFACT_STORE=s3://<bucket>/<prefix> (or declare the "
                 "pipeline's artifactStore and run the worker with CONVEYOR_AWS=true)"
@@ -581,15 +577,15 @@ class CodeDeployProvider:
         try:
             taskdef = json.loads(taskdef_text)
         except json.JSONDecodeError as err:
-            raise _refused(f"action '{action}': {where} is not JSON ({err.msg} at line {err.lineno})") from None
+            raise refused(f"action '{action}': {where} is not JSON ({err.msg} at line {err.lineno})") from None
         if not isinstance(taskdef, dict):
-            raise _refused(f"action '{action}': {ecs.task_definition_path} is not a task definition (a JSON object)")
+            raise refused(f"action '{action}': {ecs.task_definition_path} is not a task definition (a JSON object)")
         containers = [c for c in taskdef.get("containerDefinitions") or [] if isinstance(c, dict)]
         for name, (uri, artifact) in by_container.items():
             matching = [c for c in containers if c.get("name") == name]
             if not matching:
                 names = ", ".join(str(c.get("name")) for c in containers) or "none"
-                raise _refused(
+                raise refused(
                     f"action '{action}': {where} has neither <{name}> nor a container named '{name}' (it has "
                     f"{names}): put <{name}> where the image of artifact '{artifact}' goes, or name the container"
                 )
@@ -597,7 +593,7 @@ class CodeDeployProvider:
                 container["image"] = uri
         appspec = self._file(action, ecs.appspec_artifact, ecs.appspec_path, workspace, "AppSpecTemplatePath")
         if TASK_DEFINITION_PLACEHOLDER not in appspec:
-            raise _refused(
+            raise refused(
                 f"action '{action}': {ecs.appspec_path} of artifact '{ecs.appspec_artifact.name}' has no "
                 f"{TASK_DEFINITION_PLACEHOLDER}: write `TaskDefinition: {TASK_DEFINITION_PLACEHOLDER}` in its "
                 "TargetService properties"
@@ -610,10 +606,10 @@ class CodeDeployProvider:
             try:
                 self.store.extract(ref, root)
             except ArtifactError as exc:
-                raise _refused(f"action '{action}': {exc}", "ArtifactError") from None
+                raise refused(f"action '{action}': {exc}", "ArtifactError") from None
         file = (root / path).resolve()
         if not file.is_relative_to(root.resolve()) or not file.is_file():
-            raise _refused(f"action '{action}': {key} '{path}' is not a file in input artifact '{ref.name}'")
+            raise refused(f"action '{action}': {key} '{path}' is not a file in input artifact '{ref.name}'")
         return file.read_text(encoding="utf-8", errors="replace")
 
     def _image_uri(self, action: str, ref: ArtifactRef, workspace: Path) -> str:
@@ -623,7 +619,7 @@ class CodeDeployProvider:
         except (json.JSONDecodeError, AttributeError):
             uri = None
         if not isinstance(uri, str) or not uri:
-            raise _refused(
+            raise refused(
                 f"action '{action}': {IMAGE_DETAIL_FILE} of artifact '{ref.name}' has no ImageURI "
                 '(it holds {"ImageURI": "<registry>/<repository>@<digest>"}, as an ECR source writes)'
             )
@@ -638,7 +634,7 @@ class CodeDeployProvider:
                             target=f"family {arguments.get('family')}"):  # fmt: skip
                 arn: str = client.register_task_definition(**arguments)["taskDefinition"]["taskDefinitionArn"]
         except ParamValidationError as err:
-            raise _refused(f"action '{action}': the task definition template is not one ECS takes: {err}") from None
+            raise refused(f"action '{action}': the task definition template is not one ECS takes: {err}") from None
         return arn
 
     async def _log(self, context: ActionContext, lines: list[str]) -> None:

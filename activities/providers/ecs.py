@@ -26,9 +26,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.aws.running import action_workspace, write_action_log
-from activities.aws.session import AwsSessions
+from activities.aws.session import AwsSessions, refused
 from activities.ecs.images import ImageDefinitionsError, new_revision_request, parse_image_definitions
-from activities.ecs.service import EcsService, Registered, Verdict, deployment_of, family_of, progress, refused
+from activities.ecs.service import EcsService, Registered, Verdict, deployment_of, family_of, progress
 from conveyor.model import ActionOutcome, CamelModel
 from conveyor.providers.ecs import ACTIVITY, COMPENSATION_ACTIVITY, EcsCompensation, EcsDeployInput
 from conveyor.settings import Settings

@@ -32,7 +32,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.aws.running import write_action_log
-from activities.aws.session import AwsSessions, aws_errors
+from activities.aws.session import AwsSessions, aws_errors, refused
 from conveyor.aws.identity import AwsIdentity
 from conveyor.model import ActionContext, ActionOutcome, CamelModel
 from conveyor.providers.elastic_beanstalk import (
@@ -70,10 +70,6 @@ class UpdateHeartbeat(CamelModel):
     updated: bool = False  # UpdateEnvironment answered: never called again for this version
 
 
-def _refused(message: str, type: str = "ConfigurationError") -> ApplicationError:
-    return ApplicationError(message, type=type, non_retryable=True)
-
-
 def describe_version(previous: str | None, context: ActionContext) -> str:
     who = f"Conveyor {context.pipeline_name}/{context.execution_id} {context.stage_name}.{context.action_name}"
     return f"{PREVIOUS}{previous or NO_PREVIOUS}{SEPARATOR}{who}"[:DESCRIPTION_LIMIT]
@@ -108,7 +104,7 @@ class _Environment:
             )["Environments"]
         live = [e for e in found if e.get("Status") not in ("Terminated", "Terminating")]
         if not live:
-            raise _refused(
+            raise refused(
                 f"action '{self.action}': application {self.application} has no environment {self.name}: create it "
                 "or fix EnvironmentName",
                 "AwsNotFound",
@@ -294,10 +290,10 @@ class BeanstalkProvider:
         try:
             ref = replicate_for_action(self.store, input.source_bundle, input.context.artifact_stores)
         except ArtifactError as exc:
-            raise _refused(f"action '{action}': {exc}", "ArtifactError") from None
+            raise refused(f"action '{action}': {exc}", "ArtifactError") from None
         located = parse_object_url(ref.location)
         if located is None:
-            raise _refused(
+            raise refused(
                 f"action '{action}': Elastic Beanstalk reads its source bundle from S3, but input artifact "
                 f"'{ref.name}' is in this worker's local artifact store: set CONVEYOR_ARTIFACT_STORE=s3://<bucket>/"
                 "<prefix> (or declare the pipeline's artifactStore with CONVEYOR_AWS=true)"
@@ -322,17 +318,17 @@ class BeanstalkProvider:
             if failures:
                 named = "; ".join(shorten(m, 300) for m in failures[:MAX_EVENTS_NAMED])
                 more = f" (and {len(failures) - MAX_EVENTS_NAMED} more)" if len(failures) > MAX_EVENTS_NAMED else ""
-                raise _refused(f"action '{action}': {where} updating to version {label}: ERROR event: {named}{more}",
+                raise refused(f"action '{action}': {where} updating to version {label}: ERROR event: {named}{more}",
                                "DeploymentFailed")  # fmt: skip
             if current.get("Status") == READY:
                 if current.get("VersionLabel") != label:
-                    raise _refused(
+                    raise refused(
                         f"action '{action}': {where} is Ready on version {current.get('VersionLabel')}, not {label}: "
                         "the deployment was rolled back",
                         "DeploymentFailed",
                     )
                 if current.get("Health") == "Red":
-                    raise _refused(f"action '{action}': {where} on version {label} is {_state(current)}",
+                    raise refused(f"action '{action}': {where} on version {label} is {_state(current)}",
                                    "DeploymentFailed")  # fmt: skip
                 healthy = current.get("Health") in HEALTHY or current.get("HealthStatus") in HEALTHY_STATUS
                 if healthy or not require_healthy:

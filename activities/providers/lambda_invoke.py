@@ -27,7 +27,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.aws.running import write_action_log
-from activities.aws.session import AwsSessions, aws_errors
+from activities.aws.session import AwsSessions, aws_errors, refused
 from conveyor.aws.identity import AwsIdentity
 from conveyor.model import EXTERNAL_DETAIL, ActionContext, ActionOutcome, ArtifactRef, CamelModel
 from conveyor.providers.lambda_invoke import (
@@ -74,10 +74,6 @@ class JobHeartbeat(CamelModel):
     invocation: int
 
 
-def _refused(message: str, type: str = "ConfigurationError") -> ApplicationError:
-    return ApplicationError(message, type=type, non_retryable=True)
-
-
 class LambdaProvider:
     def __init__(self, settings: Settings, store: ArtifactStore) -> None:
         self.settings = settings
@@ -122,7 +118,7 @@ class LambdaProvider:
         payload = event.payload(new_job_id(), None)  # an id CodePipeline's functions expect; no ticket: no PutJob
         answer, error = self._invoke(client, input.context.action_name, input.function_name, payload, sync=True)
         if error is not None:
-            raise _refused(
+            raise refused(
                 f"action '{input.context.action_name}': function {input.function_name} failed: {error}",
                 "LambdaFunctionError",
             )
@@ -185,7 +181,7 @@ class LambdaProvider:
             return answered
         limit = duration_text(input.timeout_seconds)
         write_action_log(self.settings, ctx, [f"job #{current.invocation} timed out after {limit}; closed"])
-        raise _refused(
+        raise refused(
             f"action '{ctx.action_name}': function {input.function_name} did not report within the action's timeout "
             f"({limit}): no PutJobSuccessResult or PutJobFailureResult for job #{current.invocation}; the job is "
             "closed (a later answer is refused). Raise the action's timeoutMinutes if the function needs longer",
@@ -234,7 +230,7 @@ class LambdaProvider:
         message = result.message or "no message"
         write_action_log(self.settings, ctx, [f"job #{current.invocation} {result.kind.value.lower()}{external}"])
         if result.kind == JobResultKind.ABANDONED:
-            raise _refused(f"action '{ctx.action_name}': the job was closed: {message}", "LambdaJobAbandoned")
+            raise refused(f"action '{ctx.action_name}': the job was closed: {message}", "LambdaJobAbandoned")
         kind = f" ({result.failure_type})" if result.failure_type else ""
         details = [{EXTERNAL_DETAIL: result.external_execution_id}] if result.external_execution_id else []
         raise ApplicationError(
@@ -300,13 +296,13 @@ class LambdaProvider:
         try:
             store = store_for_outputs(self.store, input.context.artifact_stores)
         except ArtifactError as exc:
-            raise _refused(f"action '{input.context.action_name}': {exc}", "ArtifactError") from None
+            raise refused(f"action '{input.context.action_name}': {exc}", "ArtifactError") from None
         if isinstance(store, ConfiguredArtifactStore):
             store = store.default
         if isinstance(store, S3ArtifactStore):
             return store
         if input.output_artifacts:
-            raise _refused(
+            raise refused(
                 f"action '{input.context.action_name}': a Lambda action's output artifacts are uploaded by the "
                 "function to S3, but this worker's artifact store is local: set CONVEYOR_ARTIFACT_STORE="
                 "s3://<bucket>/<prefix> (or declare the pipeline's artifactStore with CONVEYOR_AWS=true), or "
@@ -326,7 +322,7 @@ class LambdaProvider:
                 try:
                     outputs.client.download_file(bucket, key, str(archive))
                 except Exception:  # noqa: BLE001 - missing or unreadable: the function did not upload it
-                    raise _refused(
+                    raise refused(
                         f"action '{input.context.action_name}': the function succeeded but uploaded no output "
                         f"artifact '{name}' to s3://{bucket}/{key} (the event's outputArtifacts location)",
                         "ArtifactError",
@@ -334,7 +330,7 @@ class LambdaProvider:
                 try:
                     refs.append(outputs.put_archive(name, archive))
                 except ArtifactError as exc:
-                    raise _refused(f"output artifact '{name}': {exc}", "ArtifactError") from None
+                    raise refused(f"output artifact '{name}': {exc}", "ArtifactError") from None
         return refs
 
 

@@ -24,7 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.aws.running import action_workspace, write_action_log
-from activities.aws.session import AwsSessions, aws_errors
+from activities.aws.session import AwsSessions, aws_errors, refused
 from conveyor.model import ActionOutcome, ArtifactRef, CamelModel
 from conveyor.providers.step_functions import ACTIVITY, OUTPUT_FILE, InputType, StepFunctionsInput
 from conveyor.settings import Settings
@@ -42,10 +42,6 @@ MAX_INPUT_BYTES = 256 * 1024  # Step Functions' limit for an execution's input
 
 class ExecutionHeartbeat(CamelModel):
     execution_arn: str
-
-
-def _refused(message: str, type: str = "ConfigurationError") -> ApplicationError:
-    return ApplicationError(message, type=type, non_retryable=True)
 
 
 class StepFunctionsProvider:
@@ -149,7 +145,7 @@ class StepFunctionsProvider:
         if input.input_type == InputType.LITERAL:
             return input.input or "{}"
         if input.input_artifact is None or not input.input:
-            raise _refused(f"action '{action}': InputType FilePath reads Input as a path in the input artifact: "
+            raise refused(f"action '{action}': InputType FilePath reads Input as a path in the input artifact: "
                            "give the action one input artifact and Input a path in it")  # fmt: skip
         async with action_workspace(self.settings, input.context) as workspace:
             return await asyncio.to_thread(self._read_input_file, input, input.input_artifact, input.input, workspace)
@@ -161,17 +157,17 @@ class StepFunctionsProvider:
             ref = replicate_for_action(self.store, ref, input.context.artifact_stores)  # the action region's copy
             self.store.extract(ref, root)
         except ArtifactError as exc:
-            raise _refused(f"action '{action}': {exc}", "ArtifactError") from None
+            raise refused(f"action '{action}': {exc}", "ArtifactError") from None
         file = (root / path).resolve()
         if not file.is_relative_to(root.resolve()) or not file.is_file():
-            raise _refused(f"action '{action}': Input '{path}' is not a file in input artifact '{ref.name}'")
+            raise refused(f"action '{action}': Input '{path}' is not a file in input artifact '{ref.name}'")
         if file.stat().st_size > MAX_INPUT_BYTES:
-            raise _refused(f"action '{action}': Input '{path}' is over Step Functions' 256 KB input limit")
+            raise refused(f"action '{action}': Input '{path}' is over Step Functions' 256 KB input limit")
         text = file.read_text(encoding="utf-8", errors="replace")
         try:
             json.loads(text)
         except json.JSONDecodeError as err:
-            raise _refused(
+            raise refused(
                 f"action '{action}': Input '{path}' of artifact '{ref.name}' is not JSON "
                 f"({err.msg} at line {err.lineno})"
             ) from None
@@ -209,7 +205,7 @@ class StepFunctionsProvider:
                 target = store_for_outputs(self.store, input.context.artifact_stores)
                 return await asyncio.to_thread(target.put, name, workspace, [OUTPUT_FILE])
             except ArtifactError as exc:
-                raise _refused(f"output artifact '{name}': {exc}", "ArtifactError") from None
+                raise refused(f"output artifact '{name}': {exc}", "ArtifactError") from None
 
     async def _log(self, input: StepFunctionsInput, lines: list[str]) -> None:
         await asyncio.to_thread(write_action_log, self.settings, input.context, lines)

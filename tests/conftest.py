@@ -21,7 +21,7 @@ from conveyor.payloads import data_converter
 from conveyor.settings import Settings
 from conveyor.worker import build_worker
 
-pytest_plugins = ["tests.aws"]  # the moto server fixtures
+pytest_plugins = ["tests.aws", "tests.browser"]  # the moto server fixtures; the headless browser fixtures
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -52,11 +52,13 @@ async def waiting_for_stage(conveyor: ConveyorClient, ref: ExecutionRef, stage: 
 async def serving(app: Any, **options: Any) -> AsyncIterator[str]:
     """An ASGI app served by uvicorn on loopback (`options` for uvicorn.Config), its base URL. The socket is bound
     here to port 0 and handed to uvicorn, so no other process (a second pytest-xdist worker) can take the port
-    between choosing and binding."""
+    between choosing and binding. A response still streaming when the test leaves (a browser's open event stream
+    after a failed assertion) is cancelled after a short grace: otherwise the shutdown waits for it forever."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, **({"log_config": None, "access_log": False} | options)))
+    defaults = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 2}
+    server = uvicorn.Server(uvicorn.Config(app, **(defaults | options)))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse
+from starlette.exceptions import HTTPException
 from temporalio.service import RPCError
 
 from conveyor.client import ConveyorClient, ConveyorError
@@ -45,13 +47,18 @@ def console_app(client: Callable[[], ConveyorClient], options: ConsoleOptions) -
 
     @app.exception_handler(ConveyorError)
     async def conveyor_error(request: Request, err: ConveyorError) -> HTMLResponse:
-        return render(
-            request,
-            "error.html",
-            status=404 if "not registered" in str(err) else 409,
-            title="Cannot do that",
-            message=str(err),
-        )
+        # A page that cannot be read is not found; an action that cannot be done conflicts with the state.
+        status = 404 if request.method == "GET" else 409
+        return render(request, "error.html", status=status, title="Cannot do that", message=str(err))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> HTMLResponse:
+        return render(request, "error.html", status=err.status_code, title="Not found", message=str(err.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, err: RequestValidationError) -> HTMLResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+        return render(request, "error.html", status=400, title="Bad request", message=problems)
 
     @app.exception_handler(RPCError)
     async def temporal_error(request: Request, err: RPCError) -> HTMLResponse:

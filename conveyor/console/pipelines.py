@@ -20,7 +20,7 @@ from conveyor.console.auth import Operating, Refused, Viewer, Viewing, options_o
 from conveyor.console.csrf import CheckedForm, issue
 from conveyor.console.pages import back, client, confirm, fragment, href, render
 from conveyor.model import CoordinatorState, ExecutionState, StageLock, StageState, Trigger, TriggerType
-from conveyor.spec.declaration import Pipeline
+from conveyor.spec.declaration import Pipeline, PipelineName
 from conveyor.spec.validation import DeclarationError, parse_pipeline
 
 router = APIRouter()
@@ -144,7 +144,7 @@ def stages_fragment(request: Request, view: PipelineView) -> str:
 
 
 @router.get("/pipelines/{name}")
-async def pipeline_page(request: Request, name: str, _: Viewing) -> HTMLResponse:
+async def pipeline_page(request: Request, name: PipelineName, _: Viewing) -> HTMLResponse:
     conveyor = client(request)
     view = await pipeline_view(conveyor, name)
     declared = await declared_variables(conveyor, name)
@@ -176,7 +176,7 @@ async def current_pipeline(conveyor: ConveyorClient, name: str) -> Pipeline:
 
 
 @router.get("/pipelines/{name}/stream")
-async def pipeline_stream(request: Request, name: str, _: Viewing) -> StreamingResponse:
+async def pipeline_stream(request: Request, name: PipelineName, _: Viewing) -> StreamingResponse:
     conveyor = client(request)
 
     async def render_stages() -> str:
@@ -197,7 +197,7 @@ class DiffLine:
 @router.get("/pipelines/{name}/diff")
 async def diff_page(
     request: Request,
-    name: str,
+    name: PipelineName,
     old: Annotated[int, Query(alias="from", ge=1)],
     new: Annotated[int, Query(alias="to", ge=1)],
     _: Viewing,
@@ -228,7 +228,7 @@ def diff_line(line: str) -> DiffLine:
 
 @router.post("/pipelines/{name}/transition", response_model=None)
 async def transition(
-    request: Request, name: str, viewer: Operating, form: CheckedForm
+    request: Request, name: PipelineName, viewer: Operating, form: CheckedForm
 ) -> HTMLResponse | RedirectResponse:
     stage = form.required("stage")
     enable = form.get("enabled") == "true"
@@ -269,7 +269,7 @@ def parse_variables(text: str) -> dict[str, str]:
 
 @router.post("/pipelines/{name}/release", response_model=None)
 async def release_change(
-    request: Request, name: str, viewer: Operating, form: CheckedForm
+    request: Request, name: PipelineName, viewer: Operating, form: CheckedForm
 ) -> HTMLResponse | RedirectResponse:
     page = href("pipelines", name)
     conveyor = client(request)

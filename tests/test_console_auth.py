@@ -192,3 +192,22 @@ async def test_without_a_console_section_nothing_is_served(conveyor: ConveyorCli
     async with serving(create_app(client)) as url, httpx.AsyncClient(base_url=url) as http:
         assert (await http.get("/console/pipelines")).status_code == 404
         assert (await http.get("/")).status_code == 404
+
+
+def test_serve_config_turns_the_console_on(tmp_path: Path) -> None:
+    from ipaddress import ip_network
+
+    from conveyor.service.config import load_service_config
+    from conveyor.spec.validation import DeclarationError
+
+    path = tmp_path / "serve.yaml"
+    path.write_text(
+        "console:\n  trustedProxies: [10.1.0.0/16]\n  operators: [alice]\n"
+        "  tokens: [{name: ci, env: CI_TOKEN, role: operator}]\n"
+    )
+    console_config = load_service_config(path).console
+    assert console_config is not None and console_config.trusted_proxies == [ip_network("10.1.0.0/16")]
+    assert console_config.anonymous is None and console_config.user_header == "X-Forwarded-User"
+    path.write_text("console:\n  trustedProxies: [not-an-address]\n")
+    with pytest.raises(DeclarationError, match="trustedProxies"):
+        load_service_config(path)

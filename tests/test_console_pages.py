@@ -15,7 +15,7 @@ from temporalio.worker import Worker
 from conveyor.client import ConveyorClient, ExecutionRef
 from conveyor.console.csrf import issue
 from conveyor.model import ExecutionStatus
-from tests.helpers import pipeline, waiting_token
+from tests.helpers import pipeline, waiting_for_stage, waiting_token
 from tests.test_console_auth import ENV, as_user, console, csrf_token
 
 OPERATORS = {
@@ -118,6 +118,10 @@ async def test_transition_toggle_through_the_form(conveyor: ConveyorClient, work
         fields = {"csrf": csrf_token(page.text), "stage": "Prod", "enabled": "false", "reason": "release freeze"}
         first = await http.post(path, data=fields, headers=OLGA)
         assert "This will disable the transition into stage Prod (reason: release freeze) on pipeline" in first.text
+        assert (
+            f'action="/console/pipelines/{name}/transition"' in first.text
+            and 'name="confirmed" value="yes"' in first.text
+        )
         assert (await conveyor.pipeline_state(name)).stage("Prod").transition.enabled  # not before Confirm
         done = await act(http, path, fields, OLGA)
         assert "flash=" in done.headers["location"]
@@ -210,6 +214,7 @@ async def test_live_stage_fragment_and_approval_summary_escaped(conveyor: Convey
             lines = stream.aiter_lines()
             first = await asyncio.wait_for(read_event(lines), 10)
             assert "waiting for approval" in first
+            assert f'<span class="holder">{ref.execution_id}</span>' in first  # who holds Prod
             assert 'href="javascript:' not in first and "javascript:alert(document.domain)" in first  # text only
             summary = "<img src=x onerror=alert(1)> looks good"
             await conveyor.decide(ref, "Prod", "Gate", approve=True, summary=summary, token=token, by="olga")
@@ -223,3 +228,17 @@ async def test_live_stage_fragment_and_approval_summary_escaped(conveyor: Convey
             changed = await asyncio.wait_for(until_succeeded(), 15)
         assert "&lt;img src=x onerror=alert(1)&gt; looks good" in changed and "<img" not in changed
         assert 'status-Succeeded">Succeeded' in changed
+
+
+async def test_who_waits_for_a_stage_is_shown(conveyor: ConveyorClient, worker: Worker) -> None:
+    name = (await registered(conveyor, TWO_STAGES))["name"]
+    await conveyor.set_transition(name, "Prod", enabled=False, reason="<i>freeze</i>", by="ops")
+    ref = await run(conveyor, name)
+    await waiting_for_stage(conveyor, ref, "Prod")
+    async with console(conveyor, **OPERATORS) as http:
+        page = (await http.get(f"/console/pipelines/{name}", headers=VERA)).text
+        assert f'<span class="waiting">{ref.execution_id}</span>' in page
+        assert "&lt;i&gt;freeze&lt;/i&gt;" in page and "<i>freeze" not in page
+        assert "Waiting for stage Prod: the transition into Prod was disabled by ops" in page
+    await conveyor.set_transition(name, "Prod", enabled=True, by="ops")
+    assert (await conveyor.wait(ref)).status == ExecutionStatus.SUCCEEDED

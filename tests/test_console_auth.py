@@ -119,6 +119,15 @@ async def test_roles_match_any_name_the_identity_directory_knows(conveyor: Conve
         assert response.status_code == 403
 
 
+async def test_groups_from_the_trusted_proxy(conveyor: ConveyorClient) -> None:
+    config = {"trustedProxies": LOOPBACK, "groupsHeader": "X-Forwarded-Groups", "operators": ["group:release"]}
+    async with console(conveyor, **config) as http:
+        member = as_user("carol") | {"X-Forwarded-Groups": "dev, release"}
+        assert "operator, viewer" in (await http.get("/console/pipelines", headers=member)).text
+        outsider = as_user("dave") | {"X-Forwarded-Groups": "dev,release-notes"}
+        assert (await http.get("/console/pipelines", headers=outsider)).status_code == 403
+
+
 async def test_bearer_tokens(conveyor: ConveyorClient) -> None:
     tokens = [{"name": "ci-bot", "env": "CONSOLE_CI_TOKEN", "role": "operator"}]
     async with console(conveyor, tokens=tokens) as http:

@@ -40,6 +40,7 @@ class Viewer:
     roles: frozenset[Role]
     via: Via
     email: str | None = None
+    groups: frozenset[str] = frozenset()  # from the trusted proxy's groups header
 
     def can(self, role: Role) -> bool:
         return role in self.roles
@@ -108,9 +109,13 @@ def trusted_peer(request: Request, options: ConsoleOptions) -> bool:
     return any(peer in network for network in options.config.trusted_proxies)
 
 
-def roles_of(options: ConsoleOptions, user: str, email: str | None) -> frozenset[Role]:
-    """Roles from the viewers/operators lists, matched against every name the directory knows for the person."""
+def roles_of(
+    options: ConsoleOptions, user: str, email: str | None = None, groups: frozenset[str] = frozenset()
+) -> frozenset[Role]:
+    """Roles from the viewers/operators lists, matched against every name the directory knows for the person
+    and the groups the trusted proxy names (`group:NAME`)."""
     names = options.directory.closure(user) | (options.directory.closure(f"email:{email}") if email else set())
+    names |= {f"group:{group}" for group in groups}
 
     def listed(entries: list[str]) -> bool:
         return any(entry == ANYONE or normalize(entry) in names for entry in entries)
@@ -136,8 +141,12 @@ def identify(request: Request, options: ConsoleOptions) -> Viewer:
         user = request.headers.get(options.config.user_header, "").strip()
         email_header = options.config.email_header
         email = (request.headers.get(email_header, "").strip() or None) if email_header else None
+        groups_header = options.config.groups_header
+        listed = request.headers.get(groups_header, "") if groups_header else ""
+        groups = frozenset(g.strip() for g in listed.split(",") if g.strip())
         if user:
-            return Viewer(user=user, roles=roles_of(options, user, email), via=Via.PROXY, email=email)
+            granted = roles_of(options, user, email, groups)
+            return Viewer(user=user, roles=granted, via=Via.PROXY, email=email, groups=groups)
     # Any other peer's header is ignored: anyone who can reach this port directly could write it.
     if options.config.anonymous is not None:
         return Viewer(user="anonymous", roles=frozenset({Role.VIEWER}), via=Via.ANONYMOUS)

@@ -36,8 +36,9 @@ class ConsoleConfig(BaseModel):
       trustedProxies: [127.0.0.1/32]   # the SSO proxy's addresses: only they may name the user
       userHeader: X-Forwarded-User     # the header naming the user (oauth2-proxy's)
       emailHeader: X-Forwarded-Email   # optional: also the user's email
-      viewers: ["*"]                   # identities, emails or "*" (anyone signed in)
-      operators: [alice, email:bob@example.com]
+      groupsHeader: X-Forwarded-Groups # optional: the proxy's groups (comma-separated), matched as group:NAME
+      viewers: ["*"]                   # identities, email:..., group:... or "*" (anyone signed in)
+      operators: [alice, email:bob@example.com, group:release-managers]
       tokens:
         - {name: deploy-bot, env: CONVEYOR_CONSOLE_TOKEN_BOT, role: operator}
       anonymous: viewer                # default: off (401)
@@ -49,6 +50,7 @@ class ConsoleConfig(BaseModel):
     trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=list)
     user_header: HeaderName = Field(default="X-Forwarded-User", min_length=1)
     email_header: HeaderName | None = None
+    groups_header: HeaderName | None = None
     viewers: list[str] = Field(default_factory=list)
     operators: list[str] = Field(default_factory=list)
     tokens: list[BearerToken] = Field(default_factory=list)

@@ -209,11 +209,12 @@ async def test_live_stage_fragment_and_approval_summary_escaped(conveyor: Convey
     ref = await run(conveyor, name)
     token = await waiting_token(conveyor, ref)
     async with console(conveyor, **OPERATORS) as http:
-        async with http.stream("GET", f"/console/pipelines/{name}/stream", headers=VERA) as stream:
+        async with http.stream("GET", f"/console/pipelines/{name}/stream", headers=OLGA) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
             lines = stream.aiter_lines()
             first = await asyncio.wait_for(read_event(lines), 10)
             assert "waiting for approval" in first
+            assert 'name="csrf" value="' in first and "Disable</button>" in first  # an operator's forms, live too
             assert f'<span class="holder">{ref.execution_id}</span>' in first  # who holds Prod
             assert 'href="javascript:' not in first and "javascript:alert(document.domain)" in first  # text only
             summary = "<img src=x onerror=alert(1)> looks good"

@@ -9,7 +9,7 @@
   `confirm(...)`, the page saying what will happen, whose Confirm re-posts the same fields; with it, it acts and answers
   `back(href(...), message)`, a redirect whose flash the page shows (a ConveyorError's text with `error=True`).
   Forms in templates: `{% include "csrf_field.html" %}` inside the <form>.
-- A live fragment: a template rendered on its own (`fragment(...)`), included by the page inside
+- A live fragment: a template rendered on its own (`fragment(request, NAME, ...)`), included by the page inside
   `<div hx-ext="sse" sse-connect="{{ href(...'stream') }}"><div sse-swap="EVENT">`, and a `/stream` route
   answering `live.stream(request, render, event="EVENT")`.
 """
@@ -60,6 +60,7 @@ templates.globals.update(
     duration=duration,
     utc_time=utc_time,
     static=lambda key: f"{PREFIX}/static/{STATIC_FILES[key]}",
+    csrf_field=csrf.FIELD,
 )
 
 
@@ -69,23 +70,17 @@ def client(request: Request) -> ConveyorClient:
     return found
 
 
-def fragment(template: str, **context: Any) -> str:
-    return templates.get_template(template).render(**context)
+def fragment(request: Request, template: str, **context: Any) -> str:
+    """A template with what every page and fragment has: the viewer and a CSRF token for its forms."""
+    viewer: Viewer | None = getattr(request.state, "viewer", None)
+    token = csrf.issue(options_of(request).csrf_secret, viewer.user) if viewer else ""
+    return templates.get_template(template).render(viewer=viewer, csrf_token=token, **context)
 
 
 def render(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
-    """A whole page: base.html's context (the viewer, a CSRF token for its forms, the flash) and the page's."""
-    viewer: Viewer | None = getattr(request.state, "viewer", None)
-    token = csrf.issue(options_of(request).csrf_secret, viewer.user) if viewer else ""
+    """A whole page: a fragment of base.html's kind, with the flash of the action that led here."""
     flash = request.query_params.get("flash")
-    page = templates.get_template(template).render(
-        viewer=viewer,
-        csrf_token=token,
-        csrf_field=csrf.FIELD,
-        flash=flash,
-        flash_error=request.query_params.get("error") == "1",
-        **context,
-    )
+    page = fragment(request, template, flash=flash, flash_error=request.query_params.get("error") == "1", **context)
     return HTMLResponse(page, status_code=status)
 
 

@@ -16,8 +16,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from conveyor.client import ConveyorClient, ConveyorError, ExecutionSummary
 from conveyor.console import live
-from conveyor.console.auth import Operating, Refused, Viewer, Viewing, options_of
-from conveyor.console.csrf import CheckedForm, issue
+from conveyor.console.auth import Operating, Refused, Viewing
+from conveyor.console.csrf import CheckedForm
 from conveyor.console.pages import back, client, confirm, fragment, href, render
 from conveyor.model import CoordinatorState, ExecutionState, StageLock, StageState, Trigger, TriggerType
 from conveyor.spec.declaration import Pipeline, PipelineName
@@ -134,13 +134,7 @@ async def pipelines_page(request: Request, _: Viewing) -> HTMLResponse:
 
 def stages_fragment(request: Request, view: PipelineView) -> str:
     """The live part of the pipeline page (also sent by /stream): stages, actions, transitions, locks."""
-    viewer: Viewer = request.state.viewer
-    return fragment(
-        "pipeline_stages.html",
-        view=view,
-        viewer=viewer,
-        csrf_token=issue(options_of(request).csrf_secret, viewer.user),
-    )
+    return fragment(request, "pipeline_stages.html", view=view)
 
 
 @router.get("/pipelines/{name}")
@@ -183,7 +177,7 @@ async def pipeline_stream(request: Request, name: PipelineName, _: Viewing) -> S
         try:
             return stages_fragment(request, await pipeline_view(conveyor, name))
         except ConveyorError as err:
-            return fragment("problem.html", message=str(err))
+            return fragment(request, "problem.html", message=str(err))
 
     return live.stream(request, render_stages, event=STAGES_EVENT)
 

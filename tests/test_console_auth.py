@@ -3,6 +3,7 @@ roles, CSRF, security headers. Pages that read pipelines talk to the real Tempor
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -16,8 +17,11 @@ from conveyor.client import ConveyorClient
 from conveyor.console.auth import console_options
 from conveyor.console.config import ConsoleConfig
 from conveyor.console.csrf import issue, valid
+from conveyor.devserver import EmbeddedServer, free_port
 from conveyor.service.app import create_app
+from conveyor.settings import Settings
 from tests.helpers import serving
+from tests.test_cli import Background, cli_env
 
 LOOPBACK = ["127.0.0.1/32"]
 TOKEN = "t0ken-for-the-ci-script"
@@ -220,3 +224,40 @@ def test_serve_config_turns_the_console_on(tmp_path: Path) -> None:
     path.write_text("console:\n  trustedProxies: [not-an-address]\n")
     with pytest.raises(DeclarationError, match="trustedProxies"):
         load_service_config(path)
+
+
+async def test_serve_command_serves_the_console(server: EmbeddedServer, settings: Settings, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        f"port: {port}\nconsole:\n  trustedProxies: [127.0.0.1/32]\n  viewers: ['*']\n"
+        "  tokens: [{name: ci, env: SERVE_CONSOLE_TOKEN}]\n"
+    )
+    env = cli_env(settings.data_dir, server.address, settings.task_queue)
+    missing = Background.conveyor("serve", "--config", str(config), env=env, log=tmp_path / "missing.log")
+    assert await asyncio.to_thread(missing.process.wait, 30) == 1  # refuses to start, naming the variable
+    assert "SERVE_CONSOLE_TOKEN is not set (console.tokens: the token of 'ci')" in missing.text()
+    service = Background.conveyor(
+        "serve", "--config", str(config), env=env | {"SERVE_CONSOLE_TOKEN": TOKEN}, log=tmp_path / "serve.log"
+    )
+    try:
+        await service.wait_for_text("Serving on")
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            for _ in range(50):
+                try:
+                    await http.get("/healthz")
+                    break
+                except httpx.ConnectError:
+                    await asyncio.sleep(0.1)
+            # The peer is the socket's: an X-Forwarded-For a client adds does not make the proxy untrusted
+            # (nor would one make a stranger trusted).
+            spoofed = as_user("alice") | {"X-Forwarded-For": "10.9.9.9"}
+            assert (await http.get("/console/pipelines", headers=spoofed)).status_code == 200
+            assert (
+                await http.get("/console/pipelines", headers={"Authorization": f"Bearer {TOKEN}"})
+            ).status_code == 200
+            assert (await http.get("/console/pipelines")).status_code == 401
+    finally:
+        await service.stop()
+    assert TOKEN not in service.text()

@@ -14,7 +14,7 @@ from temporalio.service import RPCError
 from conveyor.client import ConveyorClient, ConveyorError
 from conveyor.console import pipelines
 from conveyor.console.auth import ConsoleOptions, Refused, Viewing, authenticated
-from conveyor.console.pages import PREFIX, STATIC, href, render
+from conveyor.console.pages import STATIC, href, render
 
 SECURITY_HEADERS = {
     # No inline script or style anywhere: what an action or a person wrote cannot run even if escaping failed.
@@ -77,6 +77,3 @@ def console_app(client: Callable[[], ConveyorClient], options: ConsoleOptions) -
 
     app.include_router(pipelines.router)
     return app
-
-
-__all__ = ["PREFIX", "console_app"]

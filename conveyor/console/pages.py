@@ -6,8 +6,9 @@
 - URLs: `href("pipelines", name, key=value)` in Python and templates (each part quoted, under /console).
 - An action: a POST route taking `viewer: Operating` (or `Identified`) and then `form: CheckedForm` (the role
   first, so a viewer gets the role's 403, then the CSRF check). Without `confirmed=yes` it answers
-  `confirm(...)`, the page saying what will happen, whose Confirm re-posts the same fields; with it, it acts and answers
-  `back(href(...), message)`, a redirect whose flash the page shows (a ConveyorError's text with `error=True`).
+  `confirm(...)`, the page saying what will happen, whose Confirm re-posts the same fields; with it, it acts
+  and answers `back(href(...), message)`, a redirect whose flash the page shows (a ConveyorError's text with
+  `error=True`); a field the confirm step must not lose (an idempotency token) is a hidden field of the form.
   Forms in templates: `{% include "csrf_field.html" %}` inside the <form>.
 - A live fragment: a template rendered on its own (`fragment(request, NAME, ...)`), included by the page inside
   `<div hx-ext="sse" sse-connect="{{ href(...'stream') }}"><div sse-swap="EVENT">`, and a `/stream` route

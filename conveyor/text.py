@@ -20,3 +20,15 @@ def shorten(value: str, limit: int = VALUE_LIMIT) -> str:
 def utc_time(moment: datetime) -> str:
     """A moment as messages show it: `2026-11-20 08:00:00 UTC` (`moment` must carry its time zone)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def duration(start: datetime | None, end: datetime | None) -> str:
+    """`12.5s`, `3m07s`, `2h05m`; up to now while `end` is None (reads the clock: not for workflow code)."""
+    if start is None:
+        return ""
+    seconds = ((end or datetime.now(UTC)) - start).total_seconds()
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

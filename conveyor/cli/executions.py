@@ -37,7 +37,6 @@ from conveyor.cli.common import (
 )
 from conveyor.cli.render import (
     action_details_table,
-    duration,
     execution_table,
     literal,
     status_text,
@@ -57,6 +56,7 @@ from conveyor.spec.validation import parse_pipeline
 from conveyor.stores.archive import ArtifactError
 from conveyor.stores.logs import ActionLogName, ActionLogReader, action_log_reader
 from conveyor.stores.s3 import StoreUnavailableError
+from conveyor.text import duration
 
 # --- running pipelines ------------------------------------------------------------------------------
 

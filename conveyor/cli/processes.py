@@ -110,7 +110,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080)")] = None,
     config_file: Annotated[
         Path | None,
-        typer.Option("--config", help="YAML: host, port, webhookSecretEnv, identities, slack (see README)"),
+        typer.Option(
+            "--config", help="YAML: host, port, webhookSecretEnv, identities, slack, jobs, console (see README)"
+        ),
     ] = None,
     slack: Annotated[bool, typer.Option("--slack", help="Serve the Slack app (settings: the config's slack)")] = False,
     socket_mode: Annotated[
@@ -125,7 +127,8 @@ def serve(
     ] = None,
 ) -> None:
     """Run the HTTP service (GitHub webhooks at /webhooks/github/PIPELINE, the Slack app at /slack/events,
-    /healthz, /readyz, /metrics) until Ctrl-C. With --jobs-port (or the config's jobs), also the listener Lambda
+    /healthz, /readyz, /metrics, and with the config's console the web console at /console/) until Ctrl-C.
+    With --jobs-port (or the config's jobs), also the listener Lambda
     actions' functions report to (AWS_ENDPOINT_URL_CODEPIPELINE=http://HOST:PORT in the function's environment).
 
     Webhook secrets: CONVEYOR_WEBHOOK_SECRET_<PIPELINE> (upper-cased, other characters as _), else
@@ -156,13 +159,21 @@ def serve(
         from conveyor.service.metrics import ServiceMetrics
 
         counted = ServiceMetrics()  # /metrics: the service's and the job listener's
+        console = None
+        if service.console is not None:
+            from conveyor.console.auth import console_options
+
+            console = console_options(service.console, service.identities)
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(client, secrets, options, counted),
+                create_app(client, secrets, options, counted, console),
                 host=bind_host,
                 port=bind_port,
                 log_config=None,
                 access_log=False,
+                # The console trusts a user header by the TCP peer's address (console.trustedProxies):
+                # uvicorn must not replace that address with an X-Forwarded-For value.
+                proxy_headers=False,
             )
         )
         say(f"Serving on http://{bind_host}:{bind_port} (Temporal at {resolve_address(config)})")

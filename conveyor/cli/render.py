@@ -38,7 +38,7 @@ from conveyor.model import (
     TransitionState,
 )
 from conveyor.settings import compensation_log_name
-from conveyor.text import utc_time
+from conveyor.text import duration, utc_time
 
 STYLES = {
     "Succeeded": "green",
@@ -95,17 +95,6 @@ def status_text(status: str | None) -> Text:
     if status is None:
         return Text("-", style="dim")
     return literal(status, STYLES.get(status, ""))
-
-
-def duration(start: datetime | None, end: datetime | None) -> str:
-    if start is None:
-        return ""
-    seconds = ((end or datetime.now(UTC)) - start).total_seconds()
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def first_line(text: str) -> str:

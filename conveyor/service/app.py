@@ -11,13 +11,15 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import ValidationError
 from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
 from conveyor.client import ConveyorClient, ConveyorError
+from conveyor.console.app import console_app
+from conveyor.console.auth import ConsoleOptions
 from conveyor.model import SourceRevisionOverride, Trigger, TriggerType
 from conveyor.service.github import (
     PullRequestPayload,
@@ -41,9 +43,11 @@ def create_app(
     secrets: WebhookSecrets | None = None,
     slack: SlackOptions | None = None,
     metrics: ServiceMetrics | None = None,
+    console: ConsoleOptions | None = None,
 ) -> FastAPI:
     """The service; `client_factory` connects to Temporal once, at start-up. With `slack`, the Slack app
-    takes interactions at /slack/events (HTTP mode) and/or over a Socket Mode websocket."""
+    takes interactions at /slack/events (HTTP mode) and/or over a Socket Mode websocket. With `console`,
+    the web console is served under /console/ (and / leads there)."""
     secrets = secrets or WebhookSecrets()
     counted = metrics or ServiceMetrics()  # served at /metrics (the job listener counts into the same one)
     holder: dict[str, ConveyorClient] = {}
@@ -102,6 +106,13 @@ def create_app(
     async def prometheus() -> Response:
         body, content_type = counted.exposition()
         return Response(body, media_type=content_type)
+
+    if console is not None:
+        app.mount("/console", console_app(lambda: holder["client"], console))
+
+        @app.get("/", include_in_schema=False)
+        async def home() -> RedirectResponse:
+            return RedirectResponse("/console/", status_code=303)
 
     @app.post("/slack/events")
     async def slack_events(request: Request) -> Response:

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from conveyor.console.config import ConsoleConfig
 from conveyor.spec.loading import load_model_file
 
 _CONFIG = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid")
@@ -47,6 +48,14 @@ class ServiceConfig(BaseModel):
     jobs:                        # Lambda actions' PutJob*Result listener (off unless set)
       host: 0.0.0.0
       port: 8081
+    console:                     # the web console at /console/ (off unless set; README "Console")
+      trustedProxies: [127.0.0.1/32]   # the SSO proxy: only it may name the user (X-Forwarded-User)
+      viewers: ["*"]                   # identities, emails (email:...) or "*": anyone signed in
+      operators: [alice]               # may also act: transitions, release change, stop, retry, ...
+      tokens:                          # scripts: Authorization: Bearer $CONVEYOR_CONSOLE_TOKEN_CI
+        - {name: ci, env: CONVEYOR_CONSOLE_TOKEN_CI, role: operator}
+      anonymous: viewer                # read-only for anyone (default: off, 401)
+      csrfSecretEnv: CONVEYOR_CONSOLE_CSRF_SECRET  # forms' signing key (default: random per process)
     ```
     The file names variables, never secrets: it can be committed and read by anyone."""
 
@@ -58,6 +67,7 @@ class ServiceConfig(BaseModel):
     identities: Path | None = None  # default: $CONVEYOR_IDENTITIES, the worker's
     slack: SlackConfig | None = None
     jobs: JobListenerConfig | None = None
+    console: ConsoleConfig | None = None
 
 
 def load_service_config(path: Path) -> ServiceConfig:

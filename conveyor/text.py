@@ -6,6 +6,7 @@ Pure (no I/O): activities and workflows use it alike.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 VALUE_LIMIT = 200  # characters of a value (a command, an input) quoted in a message
 
@@ -20,3 +21,14 @@ def shorten(value: str, limit: int = VALUE_LIMIT) -> str:
 def utc_time(moment: datetime) -> str:
     """A moment as messages show it: `2026-11-20 08:00:00 UTC` (`moment` must carry its time zone)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def window_opening(opens_at: datetime, time_zone: str | None) -> str:
+    """When a deployment window opens, in the window's own time zone (and in UTC when that differs)."""
+    zone_name = time_zone or "UTC"
+    try:
+        local = opens_at.astimezone(ZoneInfo(zone_name))
+    except (ZoneInfoNotFoundError, ValueError):
+        return utc_time(opens_at)
+    text = f"{local:%Y-%m-%d %H:%M:%S}, {zone_name}"
+    return text if zone_name == "UTC" else f"{text} ({utc_time(opens_at)})"

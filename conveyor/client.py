@@ -295,9 +295,9 @@ class ConveyorClient:
     async def list_page(
         self, selected: ExecutionFilter, page_size: int, next_page_token: bytes | None = None
     ) -> ExecutionPage:
-        """One page of the executions `selected` keeps, in visibility's order (running first, then the most
-        recently closed), and the token of the next page (None: this was the last). One visibility call per
-        page, however many executions there are."""
+        """One page of the executions `selected` keeps, in visibility's order (open workflows first, newest started
+        first, then closed ones, last closed first: SQL visibility has no ORDER BY), and the token of the next page
+        (None: this was the last). One visibility call per page, however many executions there are."""
         listed = self.temporal.list_workflows(
             executions_query(selected), page_size=page_size, next_page_token=next_page_token
         )

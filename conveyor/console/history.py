@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from datetime import datetime
 
 from pydantic import BaseModel, Field
-from temporalio.service import RPCError, RPCStatusCode
 
 from conveyor.client import ConveyorClient, ExecutionSummary
 from conveyor.model import ExecutionStatus, TriggerType
-from conveyor.visibility import ExecutionFilter
+from conveyor.visibility import ExecutionFilter, executions_query
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 200
 REVISION_CHARS = 12  # a revision id as `conveyor status` shortens it
-BAD_TOKEN = "the page token is not one the history page gave out: start again from the first page"
+BAD_TOKEN = "the page token is not one the history page gave out for these filters: start again from the first page"
+TOKEN_VERSION = b"\x01"
+BINDING_BYTES = 8
 
 
 class HistoryTokenError(ValueError):
@@ -46,6 +48,7 @@ class HistoryRow(BaseModel):
     duration_seconds: float | None = None  # None while it runs
     source_revisions: str = ""  # "Source@0123456789ab, Other@..." (action and shortened revision id)
     pipeline_version: int | None = None
+    open: bool = False  # its workflow is open: running, or failed and still retryable (within its retry window)
 
 
 class HistoryPage(BaseModel):
@@ -55,7 +58,8 @@ class HistoryPage(BaseModel):
 
 
 async def execution_history(client: ConveyorClient, pipeline: str, query: HistoryQuery) -> HistoryPage:
-    """One page of `pipeline`'s executions, running ones first, then the most recently closed (visibility's order)."""
+    """One page of `pipeline`'s executions in visibility's order (SQL visibility has no ORDER BY): open ones first
+    (running, or failed within their retry window), newest started first; then closed ones, last closed first."""
     selected = ExecutionFilter(
         pipeline=pipeline,
         status=query.status,
@@ -63,16 +67,11 @@ async def execution_history(client: ConveyorClient, pipeline: str, query: Histor
         succeeded_in=query.succeeded_in or None,
         source_revision=query.source_revision or None,
     )
-    try:
-        page = await client.list_page(selected, query.page_size, decode_token(query.page_token))
-    except RPCError as exc:
-        if query.page_token and exc.status == RPCStatusCode.INVALID_ARGUMENT:
-            raise HistoryTokenError(BAD_TOKEN) from None  # well-formed base64, not Temporal's token
-        raise
+    page = await client.list_page(selected, query.page_size, decode_token(selected, query.page_token))
     return HistoryPage(
         pipeline=pipeline,
         rows=[history_row(summary) for summary in page.rows],
-        next_token=encode_token(page.next_page_token),
+        next_token=encode_token(selected, page.next_page_token),
     )
 
 
@@ -87,6 +86,7 @@ def history_row(summary: ExecutionSummary) -> HistoryRow:
         duration_seconds=summary.duration_seconds,
         source_revisions=revisions_summary(summary.source_revisions),
         pipeline_version=summary.pipeline_version,
+        open=summary.temporal_status == "RUNNING",
     )
 
 
@@ -99,14 +99,27 @@ def revisions_summary(revisions: list[str]) -> str:
     return ", ".join(parts)
 
 
-def encode_token(token: bytes | None) -> str | None:
-    return base64.urlsafe_b64encode(token).decode("ascii") if token else None
+def encode_token(selected: ExecutionFilter, token: bytes | None) -> str | None:
+    """Temporal's page token, bound to the filters it pages through (a token reused with other filters, or
+    edited in the URL, is refused rather than answering a different question)."""
+    if not token:
+        return None
+    text = TOKEN_VERSION + _binding(selected, token) + token
+    return base64.urlsafe_b64encode(text).decode("ascii").rstrip("=")
 
 
-def decode_token(token: str | None) -> bytes | None:
+def decode_token(selected: ExecutionFilter, token: str | None) -> bytes | None:
     if not token:
         return None
     try:
-        return base64.urlsafe_b64decode(token.encode("ascii"))
+        raw = base64.urlsafe_b64decode(token.encode("ascii") + b"=" * (-len(token) % 4))
     except (binascii.Error, UnicodeEncodeError, ValueError):
         raise HistoryTokenError(BAD_TOKEN) from None
+    version, binding, temporal = raw[:1], raw[1 : 1 + BINDING_BYTES], raw[1 + BINDING_BYTES :]
+    if version != TOKEN_VERSION or not temporal or binding != _binding(selected, temporal):
+        raise HistoryTokenError(BAD_TOKEN)
+    return temporal
+
+
+def _binding(selected: ExecutionFilter, token: bytes) -> bytes:
+    return hashlib.sha256(executions_query(selected).encode() + b"\0" + token).digest()[:BINDING_BYTES]

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from conveyor.bake import bake_summary, wave_line
 from conveyor.identities import who_may_decide
-from conveyor.interface import ApprovalStatus, ConditionKind
+from conveyor.interface import ApprovalStatus
 from conveyor.model import (
     ActionState,
     ActionStatus,
@@ -52,11 +52,6 @@ STYLES = {
 LOUD = "bold red"
 BAKE_STYLES = {BakeStatus.BAKING: "cyan", BakeStatus.PASSED: "green", BakeStatus.FAILED: "red"}
 WAITING = "yellow"
-CONDITION_NAMES = {
-    ConditionKind.BEFORE_ENTRY: "beforeEntry",
-    ConditionKind.ON_SUCCESS: "onSuccess",
-    ConditionKind.ON_FAILURE: "onFailure",
-}
 
 # --- literal text ---------------------------------------------------------------------------------
 
@@ -283,14 +278,12 @@ def _skip_reason(stage: StageState) -> Text | None:
         return literal(f"skipped (onFailure: SKIP) after it failed: {stage.error.message}", "dim")
     failed = next((c for c in reversed(stage.conditions) if c.status == ConditionStatus.FAILED), None)
     if failed is not None:
-        return literal(
-            f"skipped: its {CONDITION_NAMES.get(failed.kind, failed.kind)} condition failed (result SKIP)", "dim"
-        )
+        return literal(f"skipped: its {failed.kind.declared} condition failed (result SKIP)", "dim")
     return literal("skipped", "dim")
 
 
 def _condition(condition: ConditionState) -> Text:
-    kind = CONDITION_NAMES.get(condition.kind, condition.kind)
+    kind = condition.kind.declared
     if condition.status == ConditionStatus.OVERRIDDEN:
         at = f" at {utc_time(condition.overridden_at)}" if condition.overridden_at else ""
         why = condition.override_reason or "no reason given"

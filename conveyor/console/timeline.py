@@ -475,7 +475,7 @@ def _condition_segment(condition: ConditionState, clock: _Clock) -> Segment:
     start, end, running = clock.span(condition.started_at, None if condition.status.is_open else condition.finished_at)
     return Segment(
         kind=SegmentKind.CONDITION,
-        label=f"{condition.kind} condition",
+        label=f"{condition.kind.declared} condition",
         start=start,
         end=end,
         running=running,
@@ -565,7 +565,7 @@ def conditions(state: ExecutionState) -> list[ConditionRow]:
     return [
         ConditionRow(
             stage_name=stage.stage_name,
-            kind=condition.kind.value,
+            kind=condition.kind.declared,
             result=condition.result,
             status=condition.status.value,
             started_at=condition.started_at,

@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from temporalio.client import WorkflowFailureError
+
 from conveyor.client import ConveyorClient, ExecutionRef
 from conveyor.connection import connect
 from conveyor.console.history import HistoryQuery, execution_history
 from conveyor.devserver import EmbeddedServer
-from conveyor.model import ExecutionStatus, Trigger, TriggerType
+from conveyor.model import ExecutionState, ExecutionStatus, Trigger, TriggerType
 from conveyor.settings import Settings
 from conveyor.worker import build_worker
 
@@ -112,9 +114,14 @@ async def fill_history(
             ref, _ = await conveyor.start(
                 declaration, variables={"Outcome": "fail" if fails else "ok"}, trigger=trigger
             )
-            state = await conveyor.wait(ref, interval=0.25)
+            # The workflow's result (a long poll), not `wait`'s state queries: those would load the worker.
+            handle = conveyor.temporal.get_workflow_handle(ref.workflow_id, result_type=ExecutionState)
+            try:
+                status = (await handle.result()).status.value
+            except WorkflowFailureError:  # a failed execution's workflow fails with it
+                status = ExecutionStatus.FAILED.value
         refs.append(ref)
-        statuses[state.status.value] = statuses.get(state.status.value, 0) + 1
+        statuses[status] = statuses.get(status, 0) + 1
         if progress is not None and len(refs) % 500 == 0:
             progress(len(refs), count)
 

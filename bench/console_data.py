@@ -2,7 +2,7 @@
 time of the execution history's pages over them (conveyor/console/history.py).
 
     python -m bench.console_data --count 1000           # its own embedded server and worker; prints JSON
-    python -m bench.console_data --count 10000 --out /tmp/history.json
+    python -m bench.console_data --count 200 --copies 9800   # 10,000 in visibility: 200 run, 9,800 copied
 
 `fill_history` is what the console's page benchmark calls to fill its server: the pipeline is two stages, `Build`
 (a Noop) and `Deploy` (a Noop behind a VariableCheck beforeEntry condition), PARALLEL, retry window 0, so nothing
@@ -33,6 +33,7 @@ from conveyor.client import ConveyorClient, ExecutionRef
 from conveyor.connection import connect
 from conveyor.console.history import HistoryQuery, execution_history
 from conveyor.devserver import EmbeddedServer
+from conveyor.interface import WorkflowType
 from conveyor.model import ExecutionState, ExecutionStatus, Trigger, TriggerType
 from conveyor.settings import Settings
 from conveyor.worker import build_worker
@@ -136,6 +137,41 @@ async def fill_history(
     )
 
 
+async def copy_history(
+    conveyor: ConveyorClient, filled: FilledHistory, count: int, *, concurrency: int = 32, progress: Any = None
+) -> float:
+    """`count` more closed executions of `filled.pipeline` in visibility only, fast (no worker runs them): each a
+    PipelineExecution workflow started on a task queue nobody polls, with the memo and search attributes of one of
+    the real executions (in turn), then terminated. The history page reads visibility only (search attributes and
+    memo), so they cost it what real ones do; `conveyor status` on one finds no state. Returns the seconds taken."""
+    templates = []
+    for ref in filled.refs[: min(len(filled.refs), 20)]:
+        description = await conveyor.temporal.get_workflow_handle(ref.workflow_id).describe()
+        templates.append((await description.memo(), description.typed_search_attributes))
+    slots = asyncio.Semaphore(concurrency)
+    done = 0
+    began = time.perf_counter()
+
+    async def one(index: int) -> None:
+        nonlocal done
+        memo, attributes = templates[index % len(templates)]
+        async with slots:
+            handle = await conveyor.temporal.start_workflow(
+                WorkflowType.EXECUTION.value,
+                id=f"{filled.pipeline}/copy-{uuid.uuid4()}",
+                task_queue=f"{conveyor.settings.task_queue}-visibility-only",
+                memo=memo,
+                search_attributes=attributes,
+            )
+            await handle.terminate(reason="a visibility-only copy for the console benchmark")
+        done += 1
+        if progress is not None and done % 1000 == 0:
+            progress(done, count)
+
+    await asyncio.gather(*(one(index) for index in range(count)))
+    return time.perf_counter() - began
+
+
 async def listed(conveyor: ConveyorClient, pipeline: str, count: int, timeout: float = 120) -> None:
     """Until visibility lists all `count` executions (it is eventually consistent)."""
     query = f"WorkflowType = 'PipelineExecution' AND PipelineName = '{pipeline}'"
@@ -180,7 +216,7 @@ async def time_pages(conveyor: ConveyorClient, pipeline: str, *, repeat: int = 1
     return results
 
 
-async def run(count: int, concurrency: int, repeat: int) -> dict[str, Any]:
+async def run(count: int, copies: int, concurrency: int, repeat: int) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="conveyor-console-bench-"))
     server = EmbeddedServer(Settings(data_dir=data_dir), headless=True)
     try:
@@ -194,10 +230,13 @@ async def run(count: int, concurrency: int, repeat: int) -> dict[str, Any]:
                 print(f"[console_data] {done}/{total} executions", file=sys.stderr, flush=True)
 
             filled = await fill_history(conveyor, count, concurrency=concurrency, progress=progress)
-        await listed(conveyor, filled.pipeline, count)
+        copied = await copy_history(conveyor, filled, copies, progress=progress) if copies else 0.0
+        await listed(conveyor, filled.pipeline, count + copies)
         pages = await time_pages(conveyor, filled.pipeline, repeat=repeat)
         return {
             "executions": count,
+            "visibility_only_copies": copies,
+            "copy_seconds": round(copied, 1),
             "fill_seconds": round(filled.seconds, 1),
             "executions_per_second": round(filled.per_second, 1),
             "statuses": filled.statuses,
@@ -212,11 +251,14 @@ async def run(count: int, concurrency: int, repeat: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.console_data", description=__doc__)
     parser.add_argument("--count", type=int, default=1000, help="executions to run (default 1000)")
+    parser.add_argument(
+        "--copies", type=int, default=0, help="closed visibility-only copies of them to add (copy_history)"
+    )
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="executions in flight at once")
     parser.add_argument("--repeat", type=int, default=11, help="timed calls per page (default 11)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    result = asyncio.run(run(args.count, args.concurrency, args.repeat))
+    result = asyncio.run(run(args.count, args.copies, args.concurrency, args.repeat))
     text = json.dumps(result, indent=2)
     print(text)
     if args.out is not None:

@@ -36,6 +36,7 @@ from conveyor.devserver import EmbeddedServer
 from conveyor.interface import WorkflowType
 from conveyor.model import ExecutionState, ExecutionStatus, Trigger, TriggerType
 from conveyor.settings import Settings
+from conveyor.visibility import ExecutionFilter, executions_query
 from conveyor.worker import build_worker
 
 DEFAULT_CONCURRENCY = 48  # executions in flight at once (started, not yet finished)
@@ -174,7 +175,7 @@ async def copy_history(
 
 async def listed(conveyor: ConveyorClient, pipeline: str, count: int, timeout: float = 120) -> None:
     """Until visibility lists all `count` executions (it is eventually consistent)."""
-    query = f"WorkflowType = 'PipelineExecution' AND PipelineName = '{pipeline}'"
+    query = executions_query(ExecutionFilter(pipeline=pipeline))
     deadline = time.perf_counter() + timeout
     while (await conveyor.temporal.count_workflows(query)).count < count:
         if time.perf_counter() > deadline:

@@ -157,3 +157,18 @@ def test_history_query_names_what_is_wrong() -> None:
         HistoryQuery(page_size=0)
     with pytest.raises(ValidationError, match="page_size"):
         HistoryQuery(page_size=10_000)
+
+
+async def test_the_benchmarks_fill_helper_makes_rows_like_real_ones(conveyor: ConveyorClient, worker: Worker) -> None:
+    """bench/console_data.py, at tiny scale: real executions, then visibility-only copies that list as they do."""
+    from bench.console_data import copy_history, fill_history, listed  # noqa: PLC0415 - bench is not the package
+
+    filled = await asyncio.wait_for(fill_history(conveyor, 4, fail_every=2), 60)
+    assert filled.statuses == {"Succeeded": 2, "Failed": 2}
+    await copy_history(conveyor, filled, 8)  # each of the 4 real ones copied twice
+    await listed(conveyor, filled.pipeline, 12, timeout=20)
+    page = await execution_history(conveyor, filled.pipeline, HistoryQuery(page_size=50))
+    assert len(page.rows) == 12 and not any(row.note for row in page.rows)  # not shown as terminated
+    assert [row.status for row in page.rows].count("Failed") == 6
+    failed = await execution_history(conveyor, filled.pipeline, HistoryQuery(status=ExecutionStatus.FAILED))
+    assert len(failed.rows) == 6 and all(row.trigger for row in failed.rows)

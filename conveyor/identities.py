@@ -28,7 +28,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from conveyor.model import ApprovalRequest
+from conveyor.model import ApprovalRequest, ApprovalResult
 from conveyor.spec.loading import load_model_file
 
 IDENTITIES_ENV = "CONVEYOR_IDENTITIES"
@@ -101,6 +101,23 @@ def allowed_deciders(request: ApprovalRequest) -> list[str]:
 def excluded_deciders(request: ApprovalRequest) -> set[str]:
     """Who separation of duties keeps out (the starter, the source revision's authors)."""
     return {normalize(e) for e in request.excluded}
+
+
+MAX_NAMES_LISTED = 10  # of the people who may still decide an approval
+
+
+def who_may_decide(request: ApprovalRequest, approved: list[ApprovalResult]) -> str:
+    """Who may still decide a waiting approval, in words (`conveyor status`, the console): never someone excluded,
+    nor someone whose approval is already counted."""
+    if not request.approvers:
+        return "anyone with access" + (" except those below" if request.excluded else "")
+    excluded = excluded_deciders(request)
+    decided = {name for d in approved for name in decider_names(d.by, d.principals)}
+    left = [name for name in allowed_deciders(request) if name not in excluded and name not in decided]
+    if not left:
+        return "nobody left (no approver who has not decided yet is allowed)"
+    more = f" and {len(left) - MAX_NAMES_LISTED} more" if len(left) > MAX_NAMES_LISTED else ""
+    return ", ".join(left[:MAX_NAMES_LISTED]) + more
 
 
 def load_directory(path: Path | None = None) -> IdentityDirectory:

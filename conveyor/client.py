@@ -74,7 +74,7 @@ from conveyor.starter import start_execution
 from conveyor.stores.artifacts import ArtifactStore, store_from_settings
 from conveyor.temporal_status import ClosedByTemporal, close_details, closed_by_temporal, stuck_reason
 from conveyor.text import utc_time
-from conveyor.visibility import ExecutionFilter, executions_query
+from conveyor.visibility import ExecutionFilter, executions_query, matches_nothing
 
 FIRST_STATE_WAIT = 60.0  # seconds `wait` gives a new execution to record its first state
 QUERY_TIMEOUT = timedelta(seconds=3)
@@ -288,8 +288,10 @@ class ConveyorClient:
         self, pipeline: str | None = None, limit: int = 20, *, succeeded_in: str | None = None
     ) -> list[ExecutionSummary]:
         """Executions, newest first; `succeeded_in` keeps those that succeeded in that stage."""
-        query = executions_query(ExecutionFilter(pipeline=pipeline, succeeded_in=succeeded_in))
-        listed = [wf async for wf in self.temporal.list_workflows(query, limit=limit)]
+        selected = ExecutionFilter(pipeline=pipeline, succeeded_in=succeeded_in)
+        if matches_nothing(selected):
+            return []
+        listed = [wf async for wf in self.temporal.list_workflows(executions_query(selected), limit=limit)]
         return await self._summaries(listed)
 
     async def list_page(
@@ -298,6 +300,8 @@ class ConveyorClient:
         """One page of the executions `selected` keeps, in visibility's order (open workflows first, newest started
         first, then closed ones, last closed first: SQL visibility has no ORDER BY), and the token of the next page
         (None: this was the last). One visibility call per page, however many executions there are."""
+        if matches_nothing(selected):
+            return ExecutionPage(rows=[], next_page_token=None)
         listed = self.temporal.list_workflows(
             executions_query(selected), page_size=page_size, next_page_token=next_page_token
         )

@@ -40,6 +40,13 @@ class ExecutionFilter(BaseModel):
     source_revision: str | None = None  # a source revision id, full or short (search_attributes.revision_keys)
 
 
+def matches_nothing(selected: ExecutionFilter) -> bool:
+    """A keyword-list value with a double quote: SQLite visibility matches keyword lists with a full-text query
+    that such a value breaks (the server answers "unterminated string" as Unavailable, which the client retries
+    until its deadline), and no stage name or revision id holds one, so the listing is empty without asking."""
+    return any('"' in (value or "") for value in (selected.succeeded_in, selected.source_revision))
+
+
 def executions_query(selected: ExecutionFilter) -> str:
     """The visibility query for executions `selected` keeps: the one query builder (`conveyor list`, the
     console's history). Every value is a quoted literal: a quote in it cannot end the literal or widen the query."""

@@ -34,6 +34,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from bench.baseline import BaselineApproval, baseline_input
 from bench.codebuild import codebuild
+from bench.console import console
 from bench.events import events
 from bench.handoff import handoff
 from bench.invoke import invoke
@@ -810,4 +811,5 @@ SCENARIOS: dict[str, Callable[[BenchContext], Awaitable[dict[str, Any]]]] = {
     "codebuild": codebuild,
     "invoke": invoke,
     "events": events,
+    "console": console,
 }

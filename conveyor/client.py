@@ -291,7 +291,11 @@ class ConveyorClient:
         selected = ExecutionFilter(pipeline=pipeline, succeeded_in=succeeded_in)
         if matches_nothing(selected):
             return []
-        listed = [wf async for wf in self.temporal.list_workflows(executions_query(selected), limit=limit)]
+        # page_size: the SDK's default page (1,000) would have visibility read 1,000 rows for `limit=1`
+        query = executions_query(selected)
+        listed = [
+            wf async for wf in self.temporal.list_workflows(query, limit=limit, page_size=min(max(1, limit), 1000))
+        ]
         return await self._summaries(listed)
 
     async def list_page(

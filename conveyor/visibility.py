@@ -18,7 +18,7 @@ from temporalio.client import Client
 
 from conveyor import search_attributes as sa
 from conveyor.interface import split_execution_workflow_id
-from conveyor.memo import header_from_memo, stage_from_memo
+from conveyor.memo import STAGE_KEY_PREFIX, header_from_memo, stage_from_memo
 from conveyor.model import ExecutionStatus, StageFact, TriggerType
 
 EXECUTIONS = "WorkflowType = 'PipelineExecution'"
@@ -82,14 +82,25 @@ async def newest_entries(
     if started_after is not None:
         query += f" AND StartTime > '{_rfc3339(started_after)}'"
     newest: dict[str, StageFact] = {}
-    async for listed in client.list_workflows(query, limit=SCAN_LIMIT):
+    # page_size: the SDK's default page is 1,000 rows, read and sent whole however few the limit keeps
+    async for listed in client.list_workflows(query, limit=SCAN_LIMIT, page_size=SCAN_LIMIT):
         memo = await listed.memo()
         for stage_name in stage_names:
-            stage = stage_from_memo(memo, stage_name)
-            entered = stage.started_at if stage else None
+            entered = _stage_started_at(memo, stage_name)
             if entered is not None and (stage_name not in newest or entered > newest[stage_name].at):
                 newest[stage_name] = _fact(listed.id, memo, entered)
     return newest
+
+
+def _stage_started_at(memo: Mapping[str, Any], stage_name: str) -> datetime | None:
+    """A stage's start from its memo key without validating the whole stage (its actions): this runs for
+    each stage of up to SCAN_LIMIT executions on every pipeline page."""
+    entry = memo.get(STAGE_KEY_PREFIX + stage_name)
+    started = entry.get("startedAt") if isinstance(entry, dict) else None
+    if not isinstance(started, str):
+        stage = stage_from_memo(memo, stage_name)  # an unexpected shape: the model decides
+        return stage.started_at if stage else None
+    return datetime.fromisoformat(started)
 
 
 async def last_succeeded(client: Client, pipeline_name: str, stage_name: str) -> StageFact | None:
@@ -97,7 +108,7 @@ async def last_succeeded(client: Client, pipeline_name: str, stage_name: str) ->
     query = (
         f"{EXECUTIONS} AND PipelineName = '{quote(pipeline_name)}' AND PipelineStagesSucceeded = '{quote(stage_name)}'"
     )
-    async for listed in client.list_workflows(query, limit=1):
+    async for listed in client.list_workflows(query, limit=1, page_size=1):
         memo = await listed.memo()
         stage = stage_from_memo(memo, stage_name)
         finished = stage.finished_at if stage else None

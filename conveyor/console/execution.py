@@ -191,11 +191,19 @@ def lines_html(lines: list[str]) -> str:
     return "".join(f'<span class="line">{html.escape(line)}</span>' for line in lines)
 
 
-async def log_messages(conveyor: ConveyorClient, ref: ExecutionRef, stage: str, action: str) -> AsyncIterator[str]:
-    """SSE messages: each batch of new lines, then one `end` saying how it ended (or why it cannot be read)."""
+async def log_messages(
+    conveyor: ConveyorClient, ref: ExecutionRef, stage: str, action: str, *, skip: int = 0
+) -> AsyncIterator[str]:
+    """SSE messages: each batch of new lines (its id: the lines sent so far, so a browser reconnecting with
+    Last-Event-ID gets only the lines after those it has: `skip`), then one `end` saying how it ended (or why the
+    log cannot be read)."""
+    sent = 0
     try:
         async for batch in follow_action_log(conveyor, ref, stage, action):
-            yield live.message(LINES_EVENT, lines_html(batch))
+            new = batch[max(0, skip - sent) :]
+            sent += len(batch)
+            if new:
+                yield f"id: {sent}\n" + live.message(LINES_EVENT, lines_html(new))
         ending = "The action has ended; this is its whole log."
     except (ConveyorError, ArtifactError, StoreUnavailableError) as err:
         ending = f"The log cannot be read: {err}"
@@ -206,8 +214,10 @@ async def log_messages(conveyor: ConveyorClient, ref: ExecutionRef, stage: str, 
 async def log_stream(
     request: Request, name: PipelineName, execution_id: ExecutionIdText, stage: LogName, action: LogName, _: Viewing
 ) -> StreamingResponse:
+    last = request.headers.get("last-event-id", "")
+    skip = int(last) if last.isdigit() else 0  # the browser's EventSource reconnecting after a dropped stream
     return StreamingResponse(
-        log_messages(client(request), ExecutionRef(name, execution_id), stage, action),
+        log_messages(client(request), ExecutionRef(name, execution_id), stage, action, skip=skip),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

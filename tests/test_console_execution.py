@@ -17,12 +17,14 @@ import httpx
 from temporalio.worker import Worker
 
 from conveyor.client import ConveyorClient
-from conveyor.console.execution import WIDTH, row_views, seconds_text
+from conveyor.console.execution import WIDTH, row_views, seconds_text, view_context
+from conveyor.console.pages import templates
 from conveyor.console.timeline import RowKind, Segment, SegmentKind, Timeline, TimelineRow, build_timeline
-from conveyor.model import ActionStatus, ExecutionState, ExecutionStatus
+from conveyor.model import ActionStatus, CompensationState, CompensationStatus, ExecutionState, ExecutionStatus
 from conveyor.text import utc_time
 from tests.helpers import pipeline, waiting_token
 from tests.test_console_auth import as_user, console
+from tests.test_console_timeline import T0, at, failed_then_waiting
 
 VIEWERS = {"trustedProxies": ["127.0.0.1/32"], "viewers": ["vera"]}
 VERA = as_user("vera")
@@ -254,3 +256,33 @@ def build_timeline_like(now: datetime, rows: list[TimelineRow]) -> Timeline:
         now,
     )
     return base.model_copy(update={"rows": rows})
+
+
+def test_conditions_compensations_rollback_links_and_links_drawn_from_a_state() -> None:
+    """What a short run does not show, from a state as the recorder fills it: a deployment window's wait and its
+    condition's rules, a bake, a stage retried, a compensation with its log, an approval still waiting (who may
+    decide), the rollback links both ways, and external links only when http(s)."""
+    state = failed_then_waiting()
+    gate, deploy = state.stages[1].actions
+    gate.external_url = "javascript:alert(document.domain)"
+    deploy.external_url = "https://deploy.example.com/runs/7?a=1&b=2"
+    deploy.compensation = CompensationState(
+        status=CompensationStatus.SUCCEEDED, attempt=1, started_at=at(36), finished_at=at(38)
+    )
+    state.rollback_execution = "e-2"
+    text = templates.get_template("execution_live.html").render(viewer=None, **view_context(state, at(50)))
+    for kind in ("windowWait", "condition", "bake", "approvalWait", "attempt", "retryWait", "compensation"):
+        assert f'class="seg seg-{kind}' in text, kind
+    assert 'Hours <span class="provider">DeploymentWindow</span>' in text  # the condition's rule
+    compensations = text[text.index('<table class="compensations">') :].split("</table>")[0]
+    assert 'href="/console/pipelines/shop/executions/e-1/logs/Prod/Deploy.rollback"' in compensations
+    assert "may decide: bob, cy" in text and "ann" in text and "1 of 2" in text
+    assert 'class="rolled-back-by" href="/console/pipelines/shop/executions/e-2"' in text
+    assert 'href="https://deploy.example.com/runs/7?a=1&amp;b=2"' in text
+    assert 'href="javascript:' not in text and "javascript:alert(document.domain)" in text  # shown, not a link
+    assert "0123456789abcdef" in text  # the source revision
+    rollback = ExecutionState(
+        pipeline_name="shop", execution_id="e-2", execution_type="ROLLBACK", rollback_of="e-1", rollback_stage="Prod"
+    )
+    shown = templates.get_template("execution_live.html").render(viewer=None, **view_context(rollback, T0))
+    assert 'stage Prod to the inputs of <a class="rollback-of" href="/console/pipelines/shop/executions/e-1">' in shown

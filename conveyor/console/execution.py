@@ -21,6 +21,7 @@ from conveyor.console.logs import follow_action_log
 from conveyor.console.pages import client, fragment, href, render
 from conveyor.console.timeline import RowKind, Segment, Timeline, TimelineRow, build_timeline
 from conveyor.log_follow import log_owner
+from conveyor.model import ExecutionState
 from conveyor.spec.declaration import PipelineName, StageOrActionName
 from conveyor.stores.errors import ArtifactError
 from conveyor.stores.s3 import StoreUnavailableError
@@ -118,10 +119,9 @@ def row_views(timeline: Timeline) -> list[RowView]:
     return views
 
 
-async def execution_view(conveyor: ConveyorClient, ref: ExecutionRef) -> dict[str, Any]:
-    """What the page's live part shows: the timeline (as of now) and the facts the timeline does not carry."""
-    state = await conveyor.state(ref)
-    timeline = build_timeline(state, datetime.now(UTC))
+def view_context(state: ExecutionState, now: datetime) -> dict[str, Any]:
+    """What the page's live part shows as of `now`: the timeline and the facts the timeline does not carry."""
+    timeline = build_timeline(state, now)
     detail = f" ({state.trigger.trigger_detail})" if state.trigger.trigger_detail else ""
     return {
         "t": timeline,
@@ -132,6 +132,10 @@ async def execution_view(conveyor: ConveyorClient, ref: ExecutionRef) -> dict[st
         "width": WIDTH,
         "seconds_text": seconds_text,
     }
+
+
+async def execution_view(conveyor: ConveyorClient, ref: ExecutionRef) -> dict[str, Any]:
+    return view_context(await conveyor.state(ref), datetime.now(UTC))
 
 
 @router.get("/pipelines/{name}/executions/{execution_id}")

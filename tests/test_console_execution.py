@@ -17,7 +17,7 @@ import httpx
 from temporalio.worker import Worker
 
 from conveyor.client import ConveyorClient
-from conveyor.console.execution import WIDTH, row_views, seconds_text, view_context
+from conveyor.console.execution import WIDTH, log_messages, row_views, seconds_text, view_context
 from conveyor.console.pages import templates
 from conveyor.console.timeline import RowKind, Segment, SegmentKind, Timeline, TimelineRow, build_timeline
 from conveyor.model import ActionStatus, CompensationState, CompensationStatus, ExecutionState, ExecutionStatus
@@ -167,6 +167,7 @@ async def test_a_running_actions_log_is_streamed(conveyor: ConveyorClient, worke
 
         got = await asyncio.wait_for(follow(), 30)
     assert gate.exists()
+    assert await asyncio.wait_for(keepalive_while_quiet(conveyor, tmp_path), 30)
     shown = re.findall(r'<span class="line">([^<]*)</span>', "".join(d for e, d in got if e == "lines"))
     lines = [line for line in shown if line.startswith("line-")]  # without Conveyor's own "[conveyor] ..." lines
     assert lines == [f"line-{i} &lt;img src=x onerror=alert({i})&gt;" for i in range(1, 6)] + [
@@ -174,6 +175,20 @@ async def test_a_running_actions_log_is_streamed(conveyor: ConveyorClient, worke
     ]
     assert sum(1 for e, _ in got if e == "lines") > 1  # in batches, as it ran
     assert got[-1][0] == "end"
+
+
+async def keepalive_while_quiet(conveyor: ConveyorClient, tmp_path: Path) -> bool:
+    """A quiet action's log stream sends comment lines (keepalives) until more lines come, then the end."""
+    gate = tmp_path / "quiet-gate"
+    data = pipeline(EMITTING.format(gate=gate))
+    ref, _ = await conveyor.start(data)
+    seen: list[str] = []
+    async for message in log_messages(conveyor, ref, "Build", "Emit", keepalive=0.2):
+        seen.append(message)
+        if message.startswith(": keepalive") and "line-5" in "".join(seen):
+            gate.touch()  # quiet after line-5 until the gate opens: keepalives came meanwhile
+    assert seen[-1].startswith("event: end") and "line-10" in "".join(seen)
+    return gate.exists()
 
 
 LIVE = """

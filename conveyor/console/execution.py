@@ -5,6 +5,7 @@ log followed live over SSE (console/logs.py) until the action ends."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -195,15 +196,44 @@ def lines_html(lines: list[str]) -> str:
     return "".join(f'<span class="line">{html.escape(line)}</span>' for line in lines)
 
 
+async def with_keepalive(batches: AsyncIterator[list[str]], every: float) -> AsyncIterator[list[str] | None]:
+    """The batches, and None whenever `every` seconds pass without one (a quiet action: the stream says it is
+    alive, so a proxy does not close it). The pending read is never cancelled mid-way, only when we stop."""
+    pending: asyncio.Future[list[str]] = asyncio.ensure_future(anext(batches))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not done:
+                yield None
+                continue
+            try:
+                batch = pending.result()
+            except StopAsyncIteration:
+                return
+            yield batch
+            pending = asyncio.ensure_future(anext(batches))
+    finally:
+        pending.cancel()
+
+
 async def log_messages(
-    conveyor: ConveyorClient, ref: ExecutionRef, stage: str, action: str, *, skip: int = 0
+    conveyor: ConveyorClient,
+    ref: ExecutionRef,
+    stage: str,
+    action: str,
+    *,
+    skip: int = 0,
+    keepalive: float = live.KEEPALIVE,
 ) -> AsyncIterator[str]:
     """SSE messages: each batch of new lines (its id: the lines sent so far, so a browser reconnecting with
-    Last-Event-ID gets only the lines after those it has: `skip`), then one `end` saying how it ended (or why the
-    log cannot be read)."""
+    Last-Event-ID gets only the lines after those it has: `skip`), a comment line when quiet, then one `end`
+    saying how it ended (or why the log cannot be read)."""
     sent = 0
     try:
-        async for batch in follow_action_log(conveyor, ref, stage, action):
+        async for batch in with_keepalive(follow_action_log(conveyor, ref, stage, action), keepalive):
+            if batch is None:
+                yield ": keepalive\n\n"
+                continue
             new = batch[max(0, skip - sent) :]
             sent += len(batch)
             if new:

@@ -28,7 +28,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from conveyor.model import ApprovalRequest
+from conveyor.model import ApprovalRequest, ApprovalResult
 from conveyor.spec.loading import load_model_file
 
 IDENTITIES_ENV = "CONVEYOR_IDENTITIES"
@@ -101,6 +101,20 @@ def allowed_deciders(request: ApprovalRequest) -> list[str]:
 def excluded_deciders(request: ApprovalRequest) -> set[str]:
     """Who separation of duties keeps out (the starter, the source revision's authors)."""
     return {normalize(e) for e in request.excluded}
+
+
+def who_may_decide(request: ApprovalRequest, approved: list[ApprovalResult], most: int = 10) -> str:
+    """Who may still decide an open approval (never someone excluded, nor who already approved), in words;
+    shown by `conveyor status` and the console's approval page."""
+    if not request.approvers:
+        return "anyone with access" + (" except those below" if request.excluded else "")
+    excluded = excluded_deciders(request)
+    decided = {name for d in approved for name in decider_names(d.by, d.principals)}
+    left = [name for name in allowed_deciders(request) if name not in excluded and name not in decided]
+    if not left:
+        return "nobody left (no approver who has not decided yet is allowed)"
+    more = f" and {len(left) - most} more" if len(left) > most else ""
+    return ", ".join(left[:most]) + more
 
 
 def load_directory(path: Path | None = None) -> IdentityDirectory:

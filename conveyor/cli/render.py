@@ -16,13 +16,12 @@ from rich.table import Table
 from rich.text import Text
 
 from conveyor.bake import bake_summary, wave_line
-from conveyor.identities import allowed_deciders, decider_names, excluded_deciders
+from conveyor.identities import who_may_decide
 from conveyor.interface import ApprovalStatus, ConditionKind
 from conveyor.model import (
     ActionState,
     ActionStatus,
     ApprovalRequest,
-    ApprovalResult,
     BakeStatus,
     CompensationStatus,
     ConditionState,
@@ -415,7 +414,7 @@ def _approval_waiting(action: ActionState) -> Text:
     if request.quorum > 1 or approved:
         by = f" (approved by {', '.join(d.by or 'unknown' for d in approved)})" if approved else ""
         parts.append(f"{len(approved)} of {request.quorum} approvals{by}")
-    parts.append(f"may decide: {_who_may_decide(request, approved)}")
+    parts.append(f"may decide: {who_may_decide(request, approved, MAX_NAMES_LISTED)}")
     if request.excluded:
         parts.append(f"may not decide (separation of duties): {', '.join(request.excluded)}")
     custom = request.custom_data or action.resolved_configuration.get("CustomData")
@@ -424,18 +423,6 @@ def _approval_waiting(action: ActionState) -> Text:
     if request.reviews:
         parts.append(f"changes to review: {' | '.join(request.reviews)}")
     return literal("; ".join(parts), WAITING)
-
-
-def _who_may_decide(request: ApprovalRequest, approved: list[ApprovalResult]) -> str:
-    if not request.approvers:
-        return "anyone with access" + (" except those below" if request.excluded else "")
-    excluded = excluded_deciders(request)
-    decided = {name for d in approved for name in decider_names(d.by, d.principals)}
-    left = [name for name in allowed_deciders(request) if name not in excluded and name not in decided]
-    if not left:
-        return "nobody left (no approver who has not decided yet is allowed)"
-    more = f" and {len(left) - MAX_NAMES_LISTED} more" if len(left) > MAX_NAMES_LISTED else ""
-    return ", ".join(left[:MAX_NAMES_LISTED]) + more
 
 
 # --- the pipeline (`conveyor state`) ---------------------------------------------------------------

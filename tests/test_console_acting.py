@@ -339,6 +339,11 @@ async def test_the_pipeline_page_links_to_the_approval_and_the_actions(
         assert f'href="{gate_page(ref)}?{back}">Review</a>' in page
         assert f'href="/console/pipelines/{name}/executions/{ref.execution_id}/stop?{back}">Stop</a>' in page
         assert f'href="/console/pipelines/{name}/stages/Prod/rollback?{back}">Roll back</a>' in page
+        not_an_approval = await http.get(gate_page(ref, "Prod", "Nope"), headers=VERA)
+        assert (
+            not_an_approval.status_code == 404
+            and "stage &#39;Prod&#39; has no action &#39;Nope&#39;" in not_an_approval.text
+        )
         viewer_page = (await http.get(f"/console/pipelines/{name}", headers=VERA)).text
         assert ">Review</a>" in viewer_page and ">Stop</a>" not in viewer_page  # anyone may open the approval
         # The link a Slack message or notification carries is this console's approval page.
@@ -361,7 +366,15 @@ async def test_the_pipeline_page_links_to_the_approval_and_the_actions(
 def test_back_goes_only_to_console_pages() -> None:
     default = "/console/pipelines/p"
     assert back_to("/console/pipelines/p/executions/e", default) == "/console/pipelines/p/executions/e"
-    for foreign in ["https://evil.example/", "//evil.example/console/", "/console//evil", "/console\\@evil", "", None]:
+    for foreign in [
+        "https://evil.example/",
+        "//evil.example/console/",
+        "/console//evil",
+        "/console\\@evil",
+        "/console/../x",
+        "",
+        None,
+    ]:
         assert back_to(foreign, default) == default
 
 

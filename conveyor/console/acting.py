@@ -64,8 +64,9 @@ def approval_page(name: str, execution_id: str, stage: str, action: str) -> str:
 
 def back_to(asked: str | None, default: str) -> str:
     """The console page a form goes back to: `asked` when it is one of this console's paths (never another
-    site: `//host`, a scheme or a backslash would make the redirect leave the console), else `default`."""
-    if asked and asked.startswith(f"{PREFIX}/") and "//" not in asked and "\\" not in asked:
+    site: `//host`, a scheme or a backslash would make the redirect leave the console; `..` its pages), else
+    `default`."""
+    if asked and asked.startswith(f"{PREFIX}/") and not any(bad in asked for bad in ("//", "\\", "..")):
         return asked
     return default
 

@@ -259,8 +259,7 @@ async def test_rollback_to_the_last_success_before_the_current(conveyor: Conveyo
 
 
 async def test_override_a_failed_before_entry_condition(conveyor: ConveyorClient, worker: Worker) -> None:
-    gated = pipeline(
-        """
+    gated = """
 name: conditioned
 conveyor: {retryWindowMinutes: 10}
 stages:
@@ -278,11 +277,12 @@ stages:
     actions:
       - {name: Ship, provider: Commands, commands: ["echo shipped"]}
 """
-    )
-    ref, _ = await conveyor.start(gated)
+    ref = await run(conveyor, (await registered(conveyor, gated))["name"])
     assert (await asyncio.wait_for(conveyor.wait(ref), 30)).status == ExecutionStatus.FAILED
     path = f"/console/pipelines/{ref.pipeline_name}/executions/{ref.execution_id}/stages/Deploy/override"
     async with console(conveyor, **CONFIG) as http:
+        pipeline_page = (await http.get(f"/console/pipelines/{ref.pipeline_name}", headers=OLGA)).text
+        assert f'href="{path}?back=' in pipeline_page  # the failed condition's Override link
         form = await http.get(path, headers=OLGA)
         assert "BEFORE_ENTRY" in form.text and "Check: Failed" in form.text
         fields = {"csrf": csrf_token(form.text), "condition": "before-entry", "reason": "hotfix 12"}

@@ -26,7 +26,7 @@ from conveyor.model import ApprovalNotice, ExecutionStatus, TriggerType
 from conveyor.slack.messages import approval_blocks
 from tests.helpers import pipeline, waiting_token
 from tests.test_console_auth import ENV, as_user, console, csrf_token
-from tests.test_console_pages import act, confirm_fields, registered, run
+from tests.test_console_pages import act, confirm_fields, read_event, registered, run
 
 CONFIG = {
     "trustedProxies": ["127.0.0.1/32"],
@@ -169,6 +169,23 @@ async def test_reject_fails_the_action_and_the_execution(conveyor: ConveyorClien
     gate = final.stage("Prod").actions[0]
     assert gate.approval.status == ApprovalStatus.REJECTED and gate.approval.by == "vera"
     assert gate.approval.summary == "not during the freeze" and gate.approval.source == "console"
+
+
+async def test_the_approval_status_follows_a_decision_made_elsewhere(conveyor: ConveyorClient, worker: Worker) -> None:
+    ref, _ = await conveyor.start(pipeline(ONE_GATE))
+    token = await waiting_token(conveyor, ref)
+    async with console(conveyor, **CONFIG) as http:
+        page = await http.get(gate_page(ref), headers=VERA)
+        assert f'sse-connect="{gate_page(ref)}/stream"' in page.text and 'sse-swap="approval"' in page.text
+        async with http.stream("GET", f"{gate_page(ref)}/stream", headers=VERA) as stream:
+            lines = stream.aiter_lines()
+            assert "Waiting for a decision" in await asyncio.wait_for(read_event(lines), 10)
+            await conveyor.decide(
+                ref, "Prod", "Gate", approve=True, summary="<i>via</i> the CLI", token=token, by="cli-user"
+            )
+            changed = await asyncio.wait_for(read_event(lines), 10)
+        assert "No decision is taken any more" in changed and "cli-user" in changed
+        assert "&lt;i&gt;via&lt;/i&gt; the CLI" in changed and "<i>" not in changed
 
 
 async def test_stop_and_abandon(conveyor: ConveyorClient, worker: Worker) -> None:

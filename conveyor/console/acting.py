@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from conveyor.client import (
     ConveyorClient,
@@ -35,9 +35,10 @@ from conveyor.client import (
     UpdateNotApplied,
     approval_closed_reason,
 )
+from conveyor.console import live
 from conveyor.console.auth import Authenticated, Identified, Operating, Via, Viewer, options_of
 from conveyor.console.csrf import CheckedForm, Form
-from conveyor.console.pages import PREFIX, back, client, confirm, href, render
+from conveyor.console.pages import PREFIX, back, client, confirm, fragment, href, render
 from conveyor.identities import IdentityDirectory, normalize, who_may_decide
 from conveyor.interface import ApprovalStatus, ConditionKind, RetryMode
 from conveyor.model import ActionState, ApprovalRequest, ApprovalResult, ExecutionState, TriggerType
@@ -47,6 +48,7 @@ from conveyor.spec.validation import DeclarationError, parse_pipeline
 
 router = APIRouter()
 EXECUTION = "/pipelines/{name}/executions/{execution_id}"
+APPROVAL_EVENT = "approval"  # the SSE event carrying the approval page's status fragment
 SUMMARY_LIMIT = 512  # characters: CodePipeline's limit on an approval's summary
 ROLLBACK_CANDIDATES = 20  # executions that succeeded in the stage offered as rollback targets
 RETRY_MODES = {"failed-actions": RetryMode.FAILED_ACTIONS, "all-actions": RetryMode.ALL_ACTIONS}
@@ -107,7 +109,9 @@ class ApprovalView:
         return approval_page(self.ref.pipeline_name, self.ref.execution_id, self.stage, self.action.action_name)
 
 
-async def approval_view(conveyor: ConveyorClient, ref: ExecutionRef, stage: str, action: str) -> ApprovalView:
+async def approval_view(
+    conveyor: ConveyorClient, ref: ExecutionRef, stage: str, action: str, *, deadline: bool = True
+) -> ApprovalView:
     state, found = await conveyor.action_state(ref, stage, action)
     if found.category != "Approval":
         raise ConveyorError(f"{stage}/{action} is a {found.provider} action, not an approval")
@@ -123,7 +127,7 @@ async def approval_view(conveyor: ConveyorClient, ref: ExecutionRef, stage: str,
         approved=approved,
         may_decide=who_may_decide(request, approved),
         closed=None if waiting else approval_closed_reason(ref, state, stage, action),
-        deadline=await approval_deadline(conveyor, state, stage, found) if waiting else None,
+        deadline=await approval_deadline(conveyor, state, stage, found) if waiting and deadline else None,
         custom_data=request.custom_data or found.resolved_configuration.get("CustomData"),
     )
 
@@ -163,7 +167,27 @@ async def approval(
         form_id=str(uuid.uuid4()),  # one per rendered form: a repeated Confirm is the same update
         summary_limit=SUMMARY_LIMIT,
         back=back_to(request.query_params.get("back"), view.page),
+        approval_event=APPROVAL_EVENT,
     )
+
+
+@router.get(EXECUTION + "/approvals/{stage}/{action}/stream")
+async def approval_stream(
+    request: Request, name: PipelineName, execution_id: str, stage: str, action: str, _: Authenticated
+) -> StreamingResponse:
+    """The approval's status and decisions, live: a decision from Slack or the CLI shows without a reload."""
+    conveyor, ref = client(request), ExecutionRef(name, execution_id)
+    first = await approval_view(conveyor, ref, stage, action)  # the deadline is read once: it does not move
+
+    async def render_status() -> str:
+        try:
+            view = await approval_view(conveyor, ref, stage, action, deadline=False)
+        except ConveyorError as err:
+            return fragment(request, "problem.html", message=str(err))
+        view.deadline = first.deadline if view.closed is None else None
+        return fragment(request, "approval_status.html", view=view)
+
+    return live.stream(request, render_status, event=APPROVAL_EVENT)
 
 
 @router.post(EXECUTION + "/approvals/{stage}/{action}", response_model=None)

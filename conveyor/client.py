@@ -74,7 +74,7 @@ from conveyor.starter import start_execution
 from conveyor.stores.artifacts import ArtifactStore, store_from_settings
 from conveyor.temporal_status import ClosedByTemporal, close_details, closed_by_temporal, stuck_reason
 from conveyor.text import utc_time
-from conveyor.visibility import EXECUTIONS, quote
+from conveyor.visibility import ExecutionFilter, executions_query
 
 FIRST_STATE_WAIT = 60.0  # seconds `wait` gives a new execution to record its first state
 QUERY_TIMEOUT = timedelta(seconds=3)
@@ -140,6 +140,13 @@ class ExecutionSummary(CamelModel):
     @property
     def ref(self) -> ExecutionRef:
         return ExecutionRef(self.pipeline_name, self.execution_id)
+
+
+class ExecutionPage(CamelModel):
+    """One page of `list_page`: its rows and the opaque token of the next page (None: no more)."""
+
+    rows: list[ExecutionSummary]
+    next_page_token: bytes | None = None
 
 
 class ConveyorClient:
@@ -281,14 +288,26 @@ class ConveyorClient:
         self, pipeline: str | None = None, limit: int = 20, *, succeeded_in: str | None = None
     ) -> list[ExecutionSummary]:
         """Executions, newest first; `succeeded_in` keeps those that succeeded in that stage."""
-        query = EXECUTIONS
-        if pipeline:
-            query += f" AND PipelineName = '{quote(pipeline)}'"
-        if succeeded_in:
-            query += f" AND PipelineStagesSucceeded = '{quote(succeeded_in)}'"
+        query = executions_query(ExecutionFilter(pipeline=pipeline, succeeded_in=succeeded_in))
         listed = [wf async for wf in self.temporal.list_workflows(query, limit=limit)]
+        return await self._summaries(listed)
+
+    async def list_page(
+        self, selected: ExecutionFilter, page_size: int, next_page_token: bytes | None = None
+    ) -> ExecutionPage:
+        """One page of the executions `selected` keeps, in visibility's order (open workflows first, newest started
+        first, then closed ones, last closed first: SQL visibility has no ORDER BY), and the token of the next page
+        (None: this was the last). One visibility call per page, however many executions there are."""
+        listed = self.temporal.list_workflows(
+            executions_query(selected), page_size=page_size, next_page_token=next_page_token
+        )
+        await listed.fetch_next_page()
+        rows = await self._summaries(list(listed.current_page or []))
+        return ExecutionPage(rows=rows, next_page_token=listed.next_page_token if rows else None)
+
+    async def _summaries(self, listed: builtins.list[WorkflowExecution]) -> builtins.list[ExecutionSummary]:
         describes = asyncio.Semaphore(LIST_DESCRIBES)
-        return list(await asyncio.gather(*(self._summary(wf, describes) for wf in listed)))
+        return builtins.list(await asyncio.gather(*(self._summary(wf, describes) for wf in listed)))
 
     async def _summary(self, wf: WorkflowExecution, describes: asyncio.Semaphore) -> ExecutionSummary:
         """One row of `list`: the recorded status, unless Temporal closed the workflow first (then

@@ -103,9 +103,12 @@ def excluded_deciders(request: ApprovalRequest) -> set[str]:
     return {normalize(e) for e in request.excluded}
 
 
-def who_may_decide(request: ApprovalRequest, approved: list[ApprovalResult], most: int = 10) -> str:
-    """Who may still decide an open approval (never someone excluded, nor who already approved), in words;
-    shown by `conveyor status` and the console's approval page."""
+MAX_NAMES_LISTED = 10  # of the people who may still decide an approval
+
+
+def who_may_decide(request: ApprovalRequest, approved: list[ApprovalResult]) -> str:
+    """Who may still decide a waiting approval, in words (`conveyor status`, the console): never someone excluded,
+    nor someone whose approval is already counted."""
     if not request.approvers:
         return "anyone with access" + (" except those below" if request.excluded else "")
     excluded = excluded_deciders(request)
@@ -113,8 +116,8 @@ def who_may_decide(request: ApprovalRequest, approved: list[ApprovalResult], mos
     left = [name for name in allowed_deciders(request) if name not in excluded and name not in decided]
     if not left:
         return "nobody left (no approver who has not decided yet is allowed)"
-    more = f" and {len(left) - most} more" if len(left) > most else ""
-    return ", ".join(left[:most]) + more
+    more = f" and {len(left) - MAX_NAMES_LISTED} more" if len(left) > MAX_NAMES_LISTED else ""
+    return ", ".join(left[:MAX_NAMES_LISTED]) + more
 
 
 def load_directory(path: Path | None = None) -> IdentityDirectory:

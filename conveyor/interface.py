@@ -179,6 +179,11 @@ class ConditionKind(StrEnum):
     ON_SUCCESS = "ON_SUCCESS"
     ON_FAILURE = "ON_FAILURE"
 
+    @property
+    def declared(self) -> str:
+        """The word the declaration uses for it: beforeEntry, onSuccess, onFailure."""
+        return {"BEFORE_ENTRY": "beforeEntry", "ON_SUCCESS": "onSuccess", "ON_FAILURE": "onFailure"}[self.value]
+
 
 def execution_workflow_id(pipeline_name: str, execution_id: str) -> str:
     return f"{pipeline_name}/{execution_id}"

@@ -6,6 +6,7 @@ Pure (no I/O): activities and workflows use it alike.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 VALUE_LIMIT = 200  # characters of a value (a command, an input) quoted in a message
 
@@ -32,3 +33,14 @@ def duration(start: datetime | None, end: datetime | None) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def window_opening(opens_at: datetime, time_zone: str | None) -> str:
+    """When a deployment window opens, in the window's own time zone (and in UTC when that differs)."""
+    zone_name = time_zone or "UTC"
+    try:
+        local = opens_at.astimezone(ZoneInfo(zone_name))
+    except (ZoneInfoNotFoundError, ValueError):
+        return utc_time(opens_at)
+    text = f"{local:%Y-%m-%d %H:%M:%S}, {zone_name}"
+    return text if zone_name == "UTC" else f"{text} ({utc_time(opens_at)})"

@@ -13,11 +13,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
 from temporalio.client import Client
 
+from conveyor import search_attributes as sa
 from conveyor.interface import split_execution_workflow_id
 from conveyor.memo import header_from_memo, stage_from_memo
-from conveyor.model import StageFact
+from conveyor.model import ExecutionStatus, StageFact, TriggerType
 
 EXECUTIONS = "WorkflowType = 'PipelineExecution'"
 SCAN_LIMIT = 500  # executions read at most to find a stage's newest entry
@@ -26,6 +28,31 @@ SCAN_LIMIT = 500  # executions read at most to find a stage's newest entry
 def quote(value: str) -> str:
     """A string literal for a visibility query."""
     return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+class ExecutionFilter(BaseModel):
+    """Which executions a listing keeps (every field optional: None keeps all)."""
+
+    pipeline: str | None = None
+    status: ExecutionStatus | None = None
+    trigger: TriggerType | None = None
+    succeeded_in: str | None = None  # a stage the execution succeeded in
+    source_revision: str | None = None  # a source revision id, full or short (search_attributes.revision_keys)
+
+
+def executions_query(selected: ExecutionFilter) -> str:
+    """The visibility query for executions `selected` keeps: the one query builder (`conveyor list`, the
+    console's history). Every value is a quoted literal: a quote in it cannot end the literal or widen the query."""
+    conditions = [EXECUTIONS]
+    equal: list[tuple[str, str | None]] = [
+        (sa.PIPELINE_NAME.name, selected.pipeline),
+        (sa.PIPELINE_STATUS.name, selected.status.value if selected.status else None),
+        (sa.PIPELINE_TRIGGER.name, selected.trigger.value if selected.trigger else None),
+        (sa.PIPELINE_STAGES_SUCCEEDED.name, selected.succeeded_in),
+        (sa.PIPELINE_SOURCE_REVISIONS.name, selected.source_revision),
+    ]
+    conditions += [f"{name} = '{quote(value)}'" for name, value in equal if value]
+    return " AND ".join(conditions)
 
 
 def _rfc3339(moment: datetime) -> str:

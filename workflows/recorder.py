@@ -40,10 +40,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from conveyor.search_attributes import (
         PIPELINE_NAME,
+        PIPELINE_SOURCE_REVISIONS,
         PIPELINE_STAGES_SUCCEEDED,
         PIPELINE_STATUS,
         PIPELINE_TRIGGER,
         PIPELINE_VERSION,
+        revision_keys,
     )
     from conveyor.spec.declaration import Pipeline
     from workflows.transition_metrics import TransitionMetrics
@@ -158,6 +160,7 @@ class Recorder:
         state.execution_type, state.rollback_of = "ROLLBACK", rollback.target_execution_id
         state.rollback_stage = rollback.stage_name
         state.source_revisions = list(rollback.source_revisions)
+        self._sources_resolved()
         self.upsert_memo(execution_memo(state, with_stages=False))
 
     def waiting_for(self, stage_name: str | None) -> None:
@@ -252,12 +255,20 @@ class Recorder:
         result.state.conditions = stage.conditions
         state.stages[index] = result.state
         state.source_revisions.extend(result.source_revisions)
+        if result.source_revisions:
+            self._sources_resolved()
         marks = self._actions_before.pop(stage.stage_name, {})
         self._action_transitions(result.state, marks)
         reason = result.state.error.message if result.state.error else None
         self._stage_transition(result.state, StageStatus.IN_PROGRESS, reason)
         # A success is told with whatever comes next (the next stage's entry, its conditions, the end).
         self.upsert_memo(stage_memo(result.state), later=result.state.status == StageStatus.SUCCEEDED)
+
+    def _sources_resolved(self) -> None:
+        """PipelineSourceRevisions: the execution history is filtered by a revision id, full or short."""
+        keys = revision_keys([revision.revision_id for revision in self.state.source_revisions])
+        if keys:
+            self._writer.upsert_search_attributes([PIPELINE_SOURCE_REVISIONS.value_set(keys)])
 
     def stage_succeeded(self, stage_name: str) -> None:
         self._succeeded_stages.append(stage_name)

@@ -46,10 +46,10 @@ from conveyor.cli.session import Session, connect_existing, running_session
 from conveyor.client import ConveyorClient, ConveyorError, ExecutionRef
 from conveyor.connections import beside
 from conveyor.interface import ApprovalStatus, ConditionKind, RetryMode
+from conveyor.log_follow import follow_log, log_finished, log_owner
 from conveyor.logging import configure_logging
-from conveyor.model import ActionStatus, CompensationStatus, ExecutionState, ExecutionStatus, SourceRevisionOverride
+from conveyor.model import ExecutionState, ExecutionStatus, SourceRevisionOverride
 from conveyor.presence import WorkerPresence, worker_presence
-from conveyor.settings import compensation_log_name
 from conveyor.spec.declaration import Pipeline
 from conveyor.spec.loading import load_pipeline
 from conveyor.spec.validation import parse_pipeline
@@ -415,22 +415,22 @@ async def _logs(execution: str, stage: str, action: str, follow: bool) -> int:
     config = settings()
     ref = parse_ref(execution)
     reader = action_log_reader(config, ActionLogName(ref.pipeline_name, ref.execution_id, stage, action))
-    session = await connect_existing(config) if follow else None
-    while True:
+    if not follow:
         _print_bytes(await asyncio.to_thread(_read_log, reader, ref, stage, action))
-        if session is None:
-            if not await asyncio.to_thread(reader.found):
-                configured = "CONVEYOR_ARTIFACT_STORE" if config.artifact_store else "CONVEYOR_DATA_DIR"
-                raise ConveyorError(
-                    f"no log for {ref} {stage}/{action} in {reader.where}: the action has not started, "
-                    f"or it ran on a worker with another {configured}"
-                )
-            return 0
-        if await _action_finished(session.client, ref, stage, action):
-            # Every chunk is in the store before the action's result is: what is left is read once more.
-            _print_bytes(await asyncio.to_thread(_read_log, reader, ref, stage, action))
-            return 0
-        await asyncio.sleep(0.5)
+        if not await asyncio.to_thread(reader.found):
+            configured = "CONVEYOR_ARTIFACT_STORE" if config.artifact_store else "CONVEYOR_DATA_DIR"
+            raise ConveyorError(
+                f"no log for {ref} {stage}/{action} in {reader.where}: the action has not started, "
+                f"or it ran on a worker with another {configured}"
+            )
+        return 0
+    session = await connect_existing(config)
+    try:
+        async for chunk in follow_log(reader, lambda: _action_finished(session.client, ref, stage, action)):
+            _print_bytes(chunk)
+    except (ArtifactError, StoreUnavailableError) as exc:
+        raise ConveyorError(f"cannot read the log of {ref} {stage}/{action}: {exc}") from None
+    return 0
 
 
 def _read_log(reader: ActionLogReader, ref: ExecutionRef, stage: str, action: str) -> bytes:
@@ -448,19 +448,8 @@ def _print_bytes(chunk: bytes) -> None:
 
 async def _action_finished(client: ConveyorClient, ref: ExecutionRef, stage: str, action: str) -> bool:
     """Whether the action (or, for `<Action>.rollback`, its compensation) has ended."""
-    compensated = _compensated_action(action)
-    state, found = await client.action_state(ref, stage, compensated or action)
-    if state.status.is_terminal:
-        return True
-    if compensated:
-        return found.compensation is not None and found.compensation.status != CompensationStatus.IN_PROGRESS
-    return found.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.ABANDONED)
-
-
-def _compensated_action(log_name: str) -> str | None:
-    """The action whose compensation logs under `log_name` (`Install.rollback`), if it is one."""
-    action = log_name.rpartition(".")[0]
-    return action if action and compensation_log_name(action) == log_name else None
+    state, found = await client.action_state(ref, stage, log_owner(action))
+    return log_finished(state, found, action)
 
 
 # --- approvals ----------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ retitle or hyperlink the operator's terminal.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich.console import Group
 from rich.table import Table
@@ -17,7 +16,7 @@ from rich.text import Text
 
 from conveyor.bake import bake_summary, wave_line
 from conveyor.identities import who_may_decide
-from conveyor.interface import ApprovalStatus, ConditionKind
+from conveyor.interface import ApprovalStatus
 from conveyor.model import (
     ActionState,
     ActionStatus,
@@ -29,7 +28,6 @@ from conveyor.model import (
     CoordinatorState,
     ExecutionSlot,
     ExecutionState,
-    RuleState,
     StageAttempt,
     StageFact,
     StageState,
@@ -37,7 +35,7 @@ from conveyor.model import (
     TransitionState,
 )
 from conveyor.settings import compensation_log_name
-from conveyor.text import duration, utc_time
+from conveyor.text import duration, utc_time, window_opening
 
 STYLES = {
     "Succeeded": "green",
@@ -54,12 +52,6 @@ STYLES = {
 LOUD = "bold red"
 BAKE_STYLES = {BakeStatus.BAKING: "cyan", BakeStatus.PASSED: "green", BakeStatus.FAILED: "red"}
 WAITING = "yellow"
-CONDITION_NAMES = {
-    ConditionKind.BEFORE_ENTRY: "beforeEntry",
-    ConditionKind.ON_SUCCESS: "onSuccess",
-    ConditionKind.ON_FAILURE: "onFailure",
-}
-MAX_NAMES_LISTED = 10  # of the people who may still decide an approval
 
 # --- literal text ---------------------------------------------------------------------------------
 
@@ -275,14 +267,12 @@ def _skip_reason(stage: StageState) -> Text | None:
         return literal(f"skipped (onFailure: SKIP) after it failed: {stage.error.message}", "dim")
     failed = next((c for c in reversed(stage.conditions) if c.status == ConditionStatus.FAILED), None)
     if failed is not None:
-        return literal(
-            f"skipped: its {CONDITION_NAMES.get(failed.kind, failed.kind)} condition failed (result SKIP)", "dim"
-        )
+        return literal(f"skipped: its {failed.kind.declared} condition failed (result SKIP)", "dim")
     return literal("skipped", "dim")
 
 
 def _condition(condition: ConditionState) -> Text:
-    kind = CONDITION_NAMES.get(condition.kind, condition.kind)
+    kind = condition.kind.declared
     if condition.status == ConditionStatus.OVERRIDDEN:
         at = f" at {utc_time(condition.overridden_at)}" if condition.overridden_at else ""
         why = condition.override_reason or "no reason given"
@@ -299,22 +289,11 @@ def _condition(condition: ConditionState) -> Text:
         return literal(f"{kind} condition passed", "green")
     rule = next((r for r in condition.rules if r.status == ConditionStatus.IN_PROGRESS), None)
     if rule is not None and rule.opens_at is not None:
-        return literal(f"{kind}: waiting for the window to open at {_window_opening(rule)}", WAITING)
+        opens = window_opening(rule.opens_at, rule.time_zone)
+        return literal(f"{kind}: waiting for the window to open at {opens}", WAITING)
     if rule is not None:
         return literal(f"{kind}: checking rule '{rule.rule_name}' ({rule.provider})", "cyan")
     return literal(f"{kind} condition being evaluated", "cyan")
-
-
-def _window_opening(rule: RuleState) -> str:
-    """When a deployment window opens, in the window's own time zone (and in UTC when that differs)."""
-    assert rule.opens_at is not None
-    zone_name = rule.time_zone or "UTC"
-    try:
-        local = rule.opens_at.astimezone(ZoneInfo(zone_name))
-    except (ZoneInfoNotFoundError, ValueError):
-        return utc_time(rule.opens_at)
-    text = f"{local:%Y-%m-%d %H:%M:%S}, {zone_name}"
-    return text if zone_name == "UTC" else f"{text} ({utc_time(rule.opens_at)})"
 
 
 def _action_details(state: ExecutionState, stage: StageState, action: ActionState) -> Text:
@@ -414,7 +393,7 @@ def _approval_waiting(action: ActionState) -> Text:
     if request.quorum > 1 or approved:
         by = f" (approved by {', '.join(d.by or 'unknown' for d in approved)})" if approved else ""
         parts.append(f"{len(approved)} of {request.quorum} approvals{by}")
-    parts.append(f"may decide: {who_may_decide(request, approved, MAX_NAMES_LISTED)}")
+    parts.append(f"may decide: {who_may_decide(request, approved)}")
     if request.excluded:
         parts.append(f"may not decide (separation of duties): {', '.join(request.excluded)}")
     custom = request.custom_data or action.resolved_configuration.get("CustomData")

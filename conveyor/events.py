@@ -18,8 +18,8 @@ from enum import StrEnum
 
 from pydantic import Field
 
+from conveyor.camel import CamelModel
 from conveyor.event_sinks_config import SinkConfig
-from conveyor.model import CamelModel
 
 EVENT_SOURCE = "conveyor"
 _EVENT_NAMESPACE = uuid.UUID("5c0b6a8e-2f4d-4a51-9b7e-3d1c8e2f6a90")

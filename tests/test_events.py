@@ -21,7 +21,7 @@ from temporalio.client import Client
 
 from conveyor.client import ConveyorClient
 from conveyor.events import event_id
-from conveyor.model import ExecutionStatus
+from conveyor.model import ExecutionStatus, StageResult
 from conveyor.settings import Settings
 from conveyor.stores.event_record import dead_letters, recorded_events, stale_event_documents
 from conveyor.stores.records import LocalRecordBackend, record_backend
@@ -331,3 +331,51 @@ async def test_a_pipelines_own_webhook_sink_gets_the_same_events_signed(
     assert by_entity(received) == WHOLE_RUN
     assert sorted(e["id"] for e in received) == sorted(e["id"] for e in read_lines(sink))
     assert len(receiver.requests) < len(received)  # batches, not one request per event
+
+
+async def test_a_stage_hands_its_undelivered_events_to_the_execution_instead_of_waiting(
+    conveyor: ConveyorClient, temporal_client: Client, settings: Settings, tmp_path: Path
+) -> None:
+    sink = tmp_path / "events.jsonl"
+    name = unique("events-handoff")
+    async with build_worker(temporal_client, settings.model_copy(update={"events_file": sink})):
+        ref, _ = await conveyor.start(two_stages(name))
+        state = await asyncio.wait_for(conveyor.wait(ref), 60)
+        assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+        await wait_for(lambda: pipeline_ended(read_lines(sink)), 30, "the pipeline's SUCCEEDED event at the sink")
+        handle = temporal_client.get_workflow_handle(ref.stage_workflow_id("Build"), result_type=StageResult)
+        result = await handle.result()
+    # The stage ended in the step its last action did (no delivery round trip): that action's SUCCEEDED event
+    # (the stage's 4th) was not confirmed delivered, and went in its result, with the stage's id for it.
+    handed = [e.id for e in result.undelivered_events]
+    assert event_id(ref.execution_id, "stage/Build/1", 4) in handed
+    # The execution sent it, before the stage's own SUCCEEDED event (the record keeps each id once).
+    recorded = [e.wire() for e in recorded_events(record_backend(settings), ref.pipeline_name, ref.execution_id)]
+    assert by_entity(recorded) == WHOLE_RUN
+    order = [(entity(e), e["detail"]["state"]) for e in recorded]
+    check_done = order.index((("Action", "Build", "Check"), "SUCCEEDED"))
+    assert check_done < order.index((("Stage", "Build", ""), "SUCCEEDED"))
+
+
+async def test_a_failed_stage_hands_its_last_events_over_in_its_failure(
+    conveyor: ConveyorClient, temporal_client: Client, settings: Settings
+) -> None:
+    name = unique("events-failed")
+    async with build_worker(temporal_client, settings):
+        ref, _ = await conveyor.start(two_stages(name, ["exit 3"]))
+        state = await asyncio.wait_for(conveyor.wait(ref), 60)
+        assert state.status == ExecutionStatus.FAILED, state.status_summary
+
+        def recorded() -> list[dict[str, Any]]:
+            return [e.wire() for e in recorded_events(record_backend(settings), ref.pipeline_name, ref.execution_id)]
+
+        await wait_for(lambda: len(recorded()) == 6, 30, "the execution's 6 events in the record")
+    # The stage's failure carried Compile's FAILED event (not confirmed delivered when it ended); the execution
+    # sent it before the stage's FAILED event.
+    assert by_entity(recorded()) == {
+        ("Pipeline", "", ""): ["STARTED", "FAILED"],
+        ("Stage", "Build", ""): ["STARTED", "FAILED"],
+        ("Action", "Build", "Compile"): ["STARTED", "FAILED"],
+    }
+    order = [(entity(e), e["detail"]["state"]) for e in recorded()]
+    assert order.index((("Action", "Build", "Compile"), "FAILED")) < order.index((("Stage", "Build", ""), "FAILED"))

@@ -68,7 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.conditions import evaluate as evaluate_conditions
     from workflows.failure_policy import Next, StageOutcome, Verdict
     from workflows.failures import failure_details
-    from workflows.outbox import Outbox, tell_transition
+    from workflows.outbox import Outbox, stage_origin, tell_transition
     from workflows.recorder import Recorder, WorkflowWriter
     from workflows.scope import ExecutionScope
     from workflows.stage import StageWorkflow, initial_stage_state
@@ -402,6 +402,10 @@ class PipelineExecutionWorkflow:
             result = _result_carried_by(err) or self._recorder.stage_errored(stage_state, _failure_message(err))
         finally:
             self._running_stage = None
+        if self._events is not None and result.undelivered_events:
+            # Before the stage's own event (stage_finished): an action's events precede its stage's.
+            self._events.take_over(stage_origin(stage.name, stage_state.attempt), result.undelivered_events)
+        result = result.model_copy(update={"undelivered_events": []})  # sent: not carried into a retry's input
         self._last_results[stage.name] = result
         self._recorder.stage_finished(index, result)
         scope.absorb(result)

@@ -4,7 +4,10 @@ execution workflow, or a stage child "stage/<name>/<attempt>"), so its id is sta
 Events leave in batches: everything added during one workflow activation goes together, at the workflow's next wait,
 to the `deliver_events` activity, started in the background; one batch in flight per workflow, in order (events added
 meanwhile wait for it and go as the next batch). Delivery never fails or blocks the workflow: the activity's failures
-are retried a few times (short), then logged and counted; `drain` waits (bounded) before the workflow completes.
+are retried a few times (short), then logged and counted; `drain` waits (bounded) before the execution completes.
+A stage does not wait: it hands what is not confirmed delivered (`hand_off`) to the execution in its StageResult, whose
+outbox sends it (`take_over`) as a batch of the stage's origin, same ids, before the stage's own event. At least once:
+the stage's batch in flight may arrive too (a duplicate by id; receivers de-duplicate).
 """
 
 from __future__ import annotations
@@ -43,15 +46,21 @@ DELIVERY_RETRY = RetryPolicy(
 DELIVERY_TIMEOUT = timedelta(seconds=90)  # one try: the record's write, then the sinks' bounded tries (40 s each)
 DELIVERY_HEARTBEAT = timedelta(seconds=5)  # the activity beats every second: a lost worker's batch goes again soon
 DRAIN_TIMEOUT = timedelta(seconds=60)  # how long a finishing execution waits for its last events to leave
-# A stage's result waits for its last events (so an action's event precedes its stage's), never longer than this:
-# the next stage waits behind it.
+# A stage that ends without a result to carry its events (cancelled, or failed before one existed) waits this long.
 STAGE_DRAIN_TIMEOUT = timedelta(seconds=10)
+
+
+def stage_origin(stage_name: str, attempt: int) -> str:
+    """A stage child's events are numbered under this origin (the execution's under "execution")."""
+    return f"stage/{stage_name}/{attempt}"
 
 
 class Outbox:
     def __init__(self, pipeline: str, execution_id: str, origin: str, version: int) -> None:
         self.pipeline, self.execution_id, self.origin, self.version = pipeline, execution_id, origin, version
         self._pending: list[PipelineEvent] = []
+        self._taken_over: list[tuple[str, list[PipelineEvent]]] = []  # (origin, events): stages' handed-off events
+        self._in_flight: list[PipelineEvent] = []  # the batch the activity has, until it answers
         self._sequence = 0
         self._sender: asyncio.Task[None] | None = None
         self.sinks: list[SinkConfig] = []  # the pipeline's own (conveyor.events), besides the worker's
@@ -91,12 +100,32 @@ class Outbox:
                 detail=detail,
             )
         )
+        self._wake()
+
+    def take_over(self, origin: str, events: list[PipelineEvent]) -> None:
+        """A finished stage's undelivered events: they leave as its own batch (its origin and ids), after what is
+        queued here already and before anything added from now on (the stage's own event)."""
+        if not events:
+            return
+        if self._pending:  # what was added before keeps its place ahead of them
+            self._taken_over.append((self.origin, self._pending))
+            self._pending = []
+        self._taken_over.append((origin, list(events)))
+        self._wake()
+
+    def hand_off(self) -> list[PipelineEvent]:
+        """Everything not confirmed delivered (the batch in flight, then the pending ones), for whoever sends it
+        on: nothing is left pending here (the batch in flight may still arrive: a duplicate by id)."""
+        events, self._pending = [*self._in_flight, *self._pending], []
+        return events
+
+    def _wake(self) -> None:
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send())
 
     @property
     def empty(self) -> bool:
-        return not self._pending and (self._sender is None or self._sender.done())
+        return not self._pending and not self._taken_over and (self._sender is None or self._sender.done())
 
     async def drain(self, timeout: timedelta = DRAIN_TIMEOUT) -> None:
         """Wait (at most `timeout`) until every event added so far has left."""
@@ -110,31 +139,41 @@ class Outbox:
     async def _send(self) -> None:
         # Conditions are checked once every ready task has run: what the rest of this step adds joins the batch.
         await workflow.wait_condition(lambda: True)
-        while self._pending:
-            events, self._pending = self._pending, []
-            batch = EventBatch(
-                pipeline_name=self.pipeline,
-                execution_id=self.execution_id,
-                origin=self.origin,
-                events=events,
-                pipeline_sinks=self.sinks,
-            )
+        while self._taken_over or self._pending:
+            if self._taken_over:
+                origin, events = self._taken_over.pop(0)
+            else:
+                origin, events, self._pending = self.origin, self._pending, []
+            self._in_flight = events
             try:
-                report = await workflow.execute_activity(
-                    Activity.DELIVER_EVENTS,
-                    batch,
-                    result_type=DeliveryReport,
-                    start_to_close_timeout=DELIVERY_TIMEOUT,
-                    heartbeat_timeout=DELIVERY_HEARTBEAT,
-                    retry_policy=DELIVERY_RETRY,
-                    summary=f"events {events[0].sequence}-{events[-1].sequence} of {self.origin}",
-                )
-            except ActivityError as err:
-                self.undelivered += len(events)
-                workflow.logger.warning("events of %s not delivered: %s", self.origin, err.cause or err)
-                continue
-            if report.dead_lettered:
-                self.dead_lettered += len(events) * len(report.dead_lettered)
+                await self._deliver(origin, events)
+            finally:
+                self._in_flight = []
+
+    async def _deliver(self, origin: str, events: list[PipelineEvent]) -> None:
+        batch = EventBatch(
+            pipeline_name=self.pipeline,
+            execution_id=self.execution_id,
+            origin=origin,
+            events=events,
+            pipeline_sinks=self.sinks,
+        )
+        try:
+            report = await workflow.execute_activity(
+                Activity.DELIVER_EVENTS,
+                batch,
+                result_type=DeliveryReport,
+                start_to_close_timeout=DELIVERY_TIMEOUT,
+                heartbeat_timeout=DELIVERY_HEARTBEAT,
+                retry_policy=DELIVERY_RETRY,
+                summary=f"events {events[0].sequence}-{events[-1].sequence} of {origin}",
+            )
+        except ActivityError as err:
+            self.undelivered += len(events)
+            workflow.logger.warning("events of %s not delivered: %s", origin, err.cause or err)
+            return
+        if report.dead_lettered:
+            self.dead_lettered += len(events) * len(report.dead_lettered)
 
 
 def tell_transition(outbox: Outbox, state: ExecutionState, transition: Transition) -> None:

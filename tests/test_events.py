@@ -227,7 +227,8 @@ async def test_a_worker_killed_between_a_change_and_its_delivery_loses_nothing(
     name = unique("events-kill")
     first = start_worker_process(settings, blocked, tmp_path / "worker1.log")
     try:
-        ref, _ = await conveyor.start(two_stages(name))
+        # Compile outlasts the stage's hold, so the stage's own batch starts (Check's events go with its result).
+        ref, _ = await conveyor.start(two_stages(name, ["sleep 2"]))
         backend = record_backend(settings)
         await wait_for(
             lambda: any(e.scope == "Action" for e in recorded_events(backend, ref.pipeline_name, ref.execution_id)),

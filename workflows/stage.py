@@ -63,7 +63,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.failures import ActionFailed
     from workflows.ledger import StageLedger
-    from workflows.outbox import STAGE_DRAIN_TIMEOUT, Outbox, action_type, stage_origin
+    from workflows.outbox import STAGE_DRAIN_TIMEOUT, STAGE_HOLD, Outbox, action_type, stage_origin
 
 STAGE_FAILED = "StageFailed"  # the failure type whose details carry the StageResult
 DEFAULT_APPROVAL_TIMEOUT = MANUAL.default_timeout
@@ -113,6 +113,7 @@ class StageWorkflow:
             input.execution_id,
             stage_origin(self._stage.name, input.attempt),
             input.pipeline_version,
+            hold=STAGE_HOLD,
         )
         self._events.sinks = list(input.event_sinks)
         self._actions = ActionRunner(
@@ -231,9 +232,12 @@ class StageWorkflow:
             # A failed stage's result (in the failure's details) carries its last events; without one (cancelled),
             # they leave from here before it ends (not on a bug failing the task: that is replayed).
             carried = isinstance(err, ApplicationError) and err.type == STAGE_FAILED
-            if not carried and (isinstance(err, FailureError) or is_cancelled_exception(err)):
+            if carried:
+                await self._events.settle()  # the cancel of the batch in flight goes out before the failure
+            elif isinstance(err, FailureError) or is_cancelled_exception(err):
                 await self._events.drain(STAGE_DRAIN_TIMEOUT)
             raise
+        await self._events.settle()  # the cancel of the batch in flight goes out before the result
         return result
 
     async def _run(self, input: StageInput) -> StageResult:

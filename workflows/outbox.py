@@ -5,10 +5,11 @@ Events leave in batches to the `deliver_events` activity: one batch in flight pe
 synchronously, in program order, where an event is added while none is in flight; events added while one is in flight
 wait for it and go together as the next batch. Delivery never fails or blocks the workflow: the activity's failures
 are retried a few times (short), then logged and counted; `drain` waits (bounded) before the execution completes.
-A stage does not wait: it hands what is not confirmed delivered (`hand_off`: the batch in flight, which it cancels, and
-the pending ones) to the execution in its StageResult, whose outbox sends them (`take_over`) as a batch of the stage's
-origin, same ids, before the stage's own event. At least once: the cancelled batch may have arrived already (a
-duplicate by id; receivers de-duplicate).
+A stage does not wait: it holds its events for STAGE_HOLD before a batch of their own starts, and at its end hands
+what is not confirmed delivered (`hand_off`: the batch in flight, which it cancels, and the pending ones) to the
+execution in its StageResult; the execution's next batch carries them (`take_over`: their origin and ids) ahead of the
+stage's own event. At least once: the cancelled batch may have arrived already (a duplicate by id; receivers
+de-duplicate).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from conveyor.event_states import pipeline_event_state, stage_event_state
     from conveyor.events import (
         ActionType,
+        CarriedEvents,
         EventBatch,
         EventDetail,
         EventScope,
@@ -70,7 +72,7 @@ class Outbox:
         self._hold = hold
         self._timer: asyncio.TimerHandle | None = None
         self._pending: list[PipelineEvent] = []
-        self._taken_over: list[tuple[str, list[PipelineEvent]]] = []  # (origin, events): stages' handed-off events
+        self._carried: list[CarriedEvents] = []  # finished stages' handed-off events: ahead of the pending ones
         self._in_flight: list[PipelineEvent] = []  # the batch the activity has, until it answers
         self._delivery: workflow.ActivityHandle[DeliveryReport] | None = None
         self._watcher: asyncio.Task[None] | None = None  # awaits the batch in flight, then starts the next
@@ -116,14 +118,11 @@ class Outbox:
         self._start_batch()
 
     def take_over(self, origin: str, events: list[PipelineEvent]) -> None:
-        """A finished stage's undelivered events: they leave as its own batch (its origin and ids), after what is
-        queued here already and before anything added from now on (the stage's own event)."""
+        """A finished stage's undelivered events: the next batch carries them (their origin and ids) ahead of this
+        outbox's own pending events, among them the stage's own event added next: one activity for both."""
         if not events:
             return
-        if self._pending:  # what was added before keeps its place ahead of them
-            self._taken_over.append((self.origin, self._pending))
-            self._pending = []
-        self._taken_over.append((origin, list(events)))
+        self._carried.append(CarriedEvents(origin=origin, events=list(events)))
         self._start_batch()
 
     def hand_off(self) -> list[PipelineEvent]:
@@ -148,7 +147,7 @@ class Outbox:
 
     @property
     def empty(self) -> bool:
-        return not self._pending and not self._taken_over and self._delivery is None
+        return not self._pending and not self._carried and self._delivery is None
 
     async def drain(self, timeout: timedelta = DRAIN_TIMEOUT) -> None:
         """Wait (at most `timeout`) until every event added so far has left."""
@@ -170,25 +169,25 @@ class Outbox:
         into activations (the SDK applies an update before an activity's result when they share one): a chained
         Slack notice (workflows/stage.py `_notify`), ready at once in one grouping and blocked on the previous
         notice in the other, went before the batch live and after it in the replay on another worker (TMPRL1100:
-        'deliver_events' does not match 'notify_slack'). tests/test_event_replay.py replays both groupings."""
-        if self._delivery is not None or self._handed_off or not (self._taken_over or self._pending):
+        'deliver_events' does not match 'notify_slack'). tests/test_outbox_order.py pins the order."""
+        if self._delivery is not None or self._handed_off or not (self._carried or self._pending):
             return
         if self._hold is not None and not held:
             if self._timer is None:  # its start and cancel commands, too, are emitted at the call
                 self._timer = asyncio.get_running_loop().call_later(self._hold.total_seconds(), self._held)
             return
-        if self._taken_over:
-            origin, events = self._taken_over.pop(0)
-        else:
-            origin, events, self._pending = self.origin, self._pending, []
+        carried, events, self._carried, self._pending = self._carried, self._pending, [], []
         batch = EventBatch(
             pipeline_name=self.pipeline,
             execution_id=self.execution_id,
-            origin=origin,
+            origin=self.origin,
             events=events,
             pipeline_sinks=self.sinks,
+            carried=carried,
         )
-        self._in_flight = events
+        self._in_flight = events  # a stage's own (a stage carries nothing): what `hand_off` passes on
+        count = len(events) + sum(len(c.events) for c in carried)
+        what = f"events {events[0].sequence}-{events[-1].sequence} of {self.origin}" if events else "events"
         self._delivery = workflow.start_activity(
             Activity.DELIVER_EVENTS,
             batch,
@@ -196,9 +195,9 @@ class Outbox:
             start_to_close_timeout=DELIVERY_TIMEOUT,
             heartbeat_timeout=DELIVERY_HEARTBEAT,
             retry_policy=DELIVERY_RETRY,
-            summary=f"events {events[0].sequence}-{events[-1].sequence} of {origin}",
+            summary=what + "".join(f", {len(c.events)} of {c.origin}" for c in carried),
         )
-        self._watcher = asyncio.create_task(self._watch(self._delivery, origin, len(events)))
+        self._watcher = asyncio.create_task(self._watch(self._delivery, self.origin, count))
 
     async def _watch(self, delivery: workflow.ActivityHandle[DeliveryReport], origin: str, count: int) -> None:
         try:

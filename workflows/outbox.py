@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from conveyor.event_delivery import DeliveryReport
@@ -127,10 +128,10 @@ class Outbox:
 
     def hand_off(self) -> list[PipelineEvent]:
         """A stage ending now: everything not confirmed delivered (the batch in flight, then the pending ones), for
-        the execution to send on. The batch in flight is cancelled (`settle` lets the cancel go out before the stage
-        completes): a closed workflow must leave no activity behind it, which its worker would run to no avail and
-        which keeps the time-skipping test server from ever skipping time again. It may have arrived already: a
-        duplicate by id, at least once."""
+        the execution to send on. The batch in flight is cancelled, and `settle` waits for the cancel to complete (at
+        once if it had not started; else at its next heartbeat, about a second): a closed workflow must leave no
+        activity behind it, which its worker would run to no avail and which, scheduled as the stage closed, kept the
+        time-skipping test server from ever skipping time again. It may have arrived already: a duplicate by id."""
         events, self._pending = [*self._in_flight, *self._pending], []
         self._handed_off = True
         if self._timer is not None:
@@ -141,7 +142,7 @@ class Outbox:
         return events
 
     async def settle(self) -> None:
-        """Until the batch in flight has answered (a cancelled one answers at once: TRY_CANCEL, no round trip)."""
+        """Until the batch in flight has answered (a cancelled one: once its cancel completed)."""
         if self._watcher is not None and not self._watcher.done():
             await asyncio.wait([self._watcher])
 
@@ -195,6 +196,8 @@ class Outbox:
             start_to_close_timeout=DELIVERY_TIMEOUT,
             heartbeat_timeout=DELIVERY_HEARTBEAT,
             retry_policy=DELIVERY_RETRY,
+            # A stage's cancelled batch ends before the stage does (`settle`): no activity outlives its workflow.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             summary=what + "".join(f", {len(c.events)} of {c.origin}" for c in carried),
         )
         self._watcher = asyncio.create_task(self._watch(self._delivery, self.origin, count))

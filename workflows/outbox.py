@@ -170,7 +170,10 @@ class Outbox:
         into activations (the SDK applies an update before an activity's result when they share one): a chained
         Slack notice (workflows/stage.py `_notify`), ready at once in one grouping and blocked on the previous
         notice in the other, went before the batch live and after it in the replay on another worker (TMPRL1100:
-        'deliver_events' does not match 'notify_slack'). tests/test_outbox_order.py pins the order."""
+        'deliver_events' does not match 'notify_slack'). tests/test_outbox_order.py pins the order. Left: a batch
+        that waited for the previous one starts at that one's answer, so an add and that answer arriving in one
+        workflow task but grouped otherwise on replay could still move it; with the stage's hold, a batch rarely
+        follows another."""
         if self._delivery is not None or self._handed_off or not (self._carried or self._pending):
             return
         if self._hold is not None and not held:

@@ -13,6 +13,7 @@ from temporalio.service import RPCError
 
 from conveyor.client import ConveyorClient, ConveyorError
 from conveyor.console import execution, pipelines
+from conveyor.console.acting import router as acting_router
 from conveyor.console.auth import ConsoleOptions, Refused, Viewing, authenticated
 from conveyor.console.pages import STATIC, href, render
 
@@ -76,5 +77,6 @@ def console_app(client: Callable[[], ConveyorClient], options: ConsoleOptions) -
         return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
 
     app.include_router(pipelines.router)
+    app.include_router(acting_router)
     app.include_router(execution.router)
     return app

@@ -17,17 +17,27 @@ import httpx
 from temporalio.worker import Worker
 
 from conveyor.client import ConveyorClient
+from conveyor.console.auth import Via, Viewer
+from conveyor.console.config import Role
 from conveyor.console.execution import WIDTH, log_messages, row_views, seconds_text, view_context
 from conveyor.console.pages import templates
 from conveyor.console.timeline import RowKind, Segment, SegmentKind, Timeline, TimelineRow, build_timeline
-from conveyor.model import ActionStatus, CompensationState, CompensationStatus, ExecutionState, ExecutionStatus
+from conveyor.model import (
+    ActionStatus,
+    CompensationState,
+    CompensationStatus,
+    ConditionStatus,
+    ExecutionState,
+    ExecutionStatus,
+    StageStatus,
+)
 from conveyor.text import utc_time
 from tests.helpers import pipeline, waiting_token
 from tests.test_console_auth import as_user, console
 from tests.test_console_timeline import T0, at, failed_then_waiting
 
-VIEWERS = {"trustedProxies": ["127.0.0.1/32"], "viewers": ["vera"]}
-VERA = as_user("vera")
+VIEWERS = {"trustedProxies": ["127.0.0.1/32"], "viewers": ["vera"], "operators": ["olga"]}
+VERA, OLGA = as_user("vera"), as_user("olga")
 MARKUP = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(2)>"
 
@@ -112,6 +122,9 @@ async def test_the_page_after_a_run_shows_what_ran(conveyor: ConveyorClient, wor
         assert "lead" in approvals and utc_time(decision.decided_at) in approvals and "Approved" in approvals
         assert "&lt;img src=x onerror=alert(2)&gt; ship it" in approvals
         assert "StartPipelineExecution" in text and "Pipeline version</dt><dd>1<" in text
+        as_operator = (await http.get(page_path, headers=OLGA)).text
+        assert f'class="act rollback" href="/console/pipelines/{name}/stages/Prod/rollback"' in as_operator
+        assert "Stop…" not in as_operator and "retry…" not in as_operator  # it succeeded: nothing to stop or retry
         # Nothing a pipeline or a person wrote became markup.
         assert MARKUP not in text and IMG not in text and "<i>1.2" not in text
         log_link = f"{page_path}/logs/Build/Make"
@@ -209,6 +222,10 @@ async def test_the_live_fragment_follows_the_state(conveyor: ConveyorClient, wor
         page = (await http.get(path, headers=VERA)).text
         assert f'sse-connect="{path}/stream"' in page and 'sse-swap="timeline"' in page
         assert "may decide" in page and 'class="bar bar-InProgress running"' in page
+        assert f'class="act approve" href="{path}/approvals/Prod/Gate"' in page  # to console/acting.py's page
+        assert "Stop…" not in page  # a viewer is offered no operator's link
+        as_operator = (await http.get(path, headers=OLGA)).text
+        assert f'class="act stop" href="{path}/stop"' in as_operator
         async with http.stream("GET", f"{path}/stream", headers=VERA) as stream:
             messages = events(stream)
             event, first = await asyncio.wait_for(anext(messages), 10)
@@ -296,6 +313,15 @@ def test_conditions_compensations_rollback_links_and_links_drawn_from_a_state() 
     assert 'href="https://deploy.example.com/runs/7?a=1&amp;b=2"' in text
     assert 'href="javascript:' not in text and "javascript:alert(document.domain)" in text  # shown, not a link
     assert "0123456789abcdef" in text  # the source revision
+    state.stages[0].status = StageStatus.FAILED
+    window = state.stages[1].conditions[0]
+    window.status, window.finished_at = ConditionStatus.IN_PROGRESS, None
+    olga = Viewer(user="olga", roles=frozenset({Role.VIEWER, Role.OPERATOR}), via=Via.PROXY)
+    acts = templates.get_template("execution_live.html").render(viewer=olga, **view_context(state, at(50)))
+    assert 'class="act retry" href="/console/pipelines/shop/executions/e-1/stages/Build/retry"' in acts
+    assert 'class="act override" href="/console/pipelines/shop/executions/e-1/stages/Prod/override"' in acts
+    assert 'class="act stop" href="/console/pipelines/shop/executions/e-1/stop"' in acts
+    assert 'class="act ' not in text.replace('class="act approve"', "")  # no viewer: only the approval's link
     rollback = ExecutionState(
         pipeline_name="shop", execution_id="e-2", execution_type="ROLLBACK", rollback_of="e-1", rollback_stage="Prod"
     )

@@ -22,7 +22,7 @@ from conveyor.console.logs import follow_action_log
 from conveyor.console.pages import client, fragment, href, render
 from conveyor.console.timeline import RowKind, Segment, Timeline, TimelineRow, build_timeline
 from conveyor.log_follow import log_owner
-from conveyor.model import ExecutionState
+from conveyor.model import ConditionStatus, ExecutionState
 from conveyor.spec.declaration import PipelineName, StageOrActionName
 from conveyor.stores.errors import ArtifactError
 from conveyor.stores.s3 import StoreUnavailableError
@@ -129,6 +129,8 @@ def view_context(state: ExecutionState, now: datetime) -> dict[str, Any]:
         "rows": row_views(timeline),
         "trigger": f"{state.trigger.trigger_type.value}{detail}",
         "started_by": state.started_by,
+        "terminal": state.status.is_terminal,
+        "open_conditions": {c.stage_name for c in timeline.conditions if c.status == ConditionStatus.IN_PROGRESS},
         "kinds": RowKind,
         "width": WIDTH,
         "seconds_text": seconds_text,

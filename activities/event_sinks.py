@@ -27,7 +27,6 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from conveyor.aws.identity import SESSION_NAME_LIMIT, AwsIdentity
 from conveyor.event_sinks_config import (
-    PUBLIC_URL_ENV,
     EventBridgeSink,
     EventsConfig,
     NotificationRule,
@@ -39,6 +38,7 @@ from conveyor.event_sinks_config import (
 )
 from conveyor.events import EVENT_SOURCE, EventBatch, EventScope, EventState, PipelineEvent
 from conveyor.interface import ActionCategory
+from conveyor.links import approval_link, execution_link
 from conveyor.model import TriggerType
 from conveyor.settings import Settings
 from conveyor.slack.web import client as slack_client
@@ -340,12 +340,6 @@ def _rule_for(sink: SlackSink, event: PipelineEvent) -> NotificationRule | None:
     return rule if rule in sink.rules else None
 
 
-def execution_link(pipeline: str, execution_id: str) -> str | None:
-    """Where people see the execution, from CONVEYOR_PUBLIC_URL; None when it is not configured."""
-    base = os.environ.get(PUBLIC_URL_ENV, "").strip().rstrip("/")
-    return f"{base}/pipelines/{pipeline}/executions/{execution_id}" if base else None
-
-
 def notification_text(rule: NotificationRule, event: PipelineEvent) -> str:
     detail = event.detail
     where = f"*{detail.pipeline}* execution `{detail.execution_id}`"
@@ -356,8 +350,11 @@ def notification_text(rule: NotificationRule, event: PipelineEvent) -> str:
     else:
         trigger = detail.execution_trigger.trigger_type if detail.execution_trigger else ""
         text = f":rewind: {where} started a rollback ({trigger})"
-    link = execution_link(detail.pipeline, detail.execution_id)
-    return f"{text}\n<{link}|Open the execution>" if link else text
+    if rule == NotificationRule.APPROVAL_WAITING and detail.stage and detail.action:
+        link, label = approval_link(detail.pipeline, detail.execution_id, detail.stage, detail.action), "Review it"
+    else:
+        link, label = execution_link(detail.pipeline, detail.execution_id), "Open the execution"
+    return f"{text}\n<{link}|{label}>" if link else text
 
 
 async def _post_slack(sink: SlackSink, events: list[PipelineEvent], sent: set[str]) -> None:

@@ -79,16 +79,20 @@ class EventActivities:
         finally:
             beating.cancel()
 
-    async def _deliver(self, batch: EventBatch) -> DeliveryReport:
-        recorded = await asyncio.to_thread(record_batch, record_backend(self.settings), batch)
-        report = DeliveryReport(recorded=recorded)
+    async def _deliver(self, received: EventBatch) -> DeliveryReport:
+        # The record keeps each producer's events apart (a carried stage's under its own origin); sinks get them all,
+        # in order, as one batch; a dead letter keeps each producer's undelivered events apart, as the record does.
+        backend = record_backend(self.settings)
+        paths = [await asyncio.to_thread(record_batch, backend, part) for part in received.parts()]
+        report = DeliveryReport(recorded=paths[-1] if paths else "")
+        batch = received.whole()
         for sink in self.sinks:
             error = await self._try(sink, batch)
             if error is None:
                 report.delivered.append(sink.name)
                 events_delivered(activity.metric_meter(), sink.name, len(batch.events))
                 continue
-            where = await asyncio.to_thread(dead_letter, self.settings, batch, sink.name, error)
+            where = await self._dead_letter(received, set(e.id for e in batch.events), sink.name, error)
             activity.logger.warning("events dead-lettered for sink %s: %s (%s)", sink.name, error, where)
             report.dead_lettered.append(DeadLettered(sink=sink.name, error=error, where=where))
             events_dead_lettered(activity.metric_meter(), sink.name, len(batch.events))
@@ -100,12 +104,20 @@ class EventActivities:
                     report.delivered.append(result.sink)
                     continue
                 undelivered = set(result.undelivered)
-                left = batch.model_copy(update={"events": [e for e in batch.events if e.id in undelivered]})
-                where = await asyncio.to_thread(dead_letter, self.settings, left, result.sink, result.error)
+                where = await self._dead_letter(received, undelivered, result.sink, result.error)
                 activity.logger.warning("events dead-lettered for sink %s: %s (%s)", result.sink, result.error, where)
                 report.dead_lettered.append(DeadLettered(sink=result.sink, error=result.error, where=where))
-                events_dead_lettered(activity.metric_meter(), result.sink, len(left.events))
+                events_dead_lettered(activity.metric_meter(), result.sink, len(undelivered))
         return report
+
+    async def _dead_letter(self, received: EventBatch, ids: set[str], sink: str, error: str) -> str:
+        """Each producer's undelivered events as a dead letter of their own; where the last one went."""
+        where = ""
+        for part in received.parts():
+            left = part.model_copy(update={"events": [e for e in part.events if e.id in ids]})
+            if left.events:
+                where = await asyncio.to_thread(dead_letter, self.settings, left, sink, error)
+        return where
 
     @staticmethod
     async def _try(sink: EventSink, batch: EventBatch) -> str | None:

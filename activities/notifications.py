@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from conveyor.interface import (
     Activity,
 )
+from conveyor.links import approval_link
 from conveyor.model import ApprovalNotice
 
 log = structlog.get_logger("conveyor.notifications")
@@ -38,7 +39,10 @@ def approval_message(notice: ApprovalNotice) -> dict[str, Any]:
             "token": notice.token,
             "expires": notice.expires.isoformat(),
             "externalEntityLink": notice.external_entity_link,
-            "approvalReviewLink": None,
+            # CodePipeline's link to its console's approval page: ours, when CONVEYOR_PUBLIC_URL says where it is.
+            "approvalReviewLink": approval_link(
+                notice.pipeline_name, notice.execution_id, notice.stage_name, notice.action_name
+            ),
             "customData": notice.custom_data,
         },
         "conveyor": {

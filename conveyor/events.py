@@ -18,8 +18,8 @@ from enum import StrEnum
 
 from pydantic import Field
 
+from conveyor.camel import CamelModel
 from conveyor.event_sinks_config import SinkConfig
-from conveyor.model import CamelModel
 
 EVENT_SOURCE = "conveyor"
 _EVENT_NAMESPACE = uuid.UUID("5c0b6a8e-2f4d-4a51-9b7e-3d1c8e2f6a90")
@@ -120,8 +120,16 @@ def event_id(execution_id: str, origin: str, sequence: int) -> str:
     return str(uuid.uuid5(_EVENT_NAMESPACE, f"{execution_id}/{origin}/{sequence}"))
 
 
+class CarriedEvents(CamelModel):
+    """Consecutive events of another producer that a batch carries (a finished stage's, handed to its execution)."""
+
+    origin: str
+    events: list[PipelineEvent] = Field(default_factory=list)
+
+
 class EventBatch(CamelModel):
-    """Input of the delivery activity: consecutive events of one producer, in order."""
+    """Input of the delivery activity: consecutive events of one producer, in order; with `carried`, other producers'
+    events that go ahead of them (a finished stage's last events, ahead of the stage's own event)."""
 
     pipeline_name: str
     execution_id: str
@@ -129,3 +137,21 @@ class EventBatch(CamelModel):
     events: list[PipelineEvent] = Field(default_factory=list)
     sinks: list[str] = Field(default_factory=list)  # names of the pipeline's own sinks (conveyor.events), if any
     pipeline_sinks: list[SinkConfig] = Field(default_factory=list)  # the pipeline's own sinks (conveyor.events)
+    carried: list[CarriedEvents] = Field(default_factory=list)
+
+    def parts(self) -> list[EventBatch]:
+        """One batch per producer (as the record keeps them): the carried ones, then this one's own events."""
+        carried = [
+            self.model_copy(update={"origin": c.origin, "events": c.events, "carried": []})
+            for c in self.carried
+            if c.events
+        ]
+        own = [self.model_copy(update={"carried": []})] if self.events else []
+        return [*carried, *own]
+
+    def whole(self) -> EventBatch:
+        """Every event in order (carried first), as the sinks get them."""
+        if not self.carried:
+            return self
+        events = [e for c in self.carried for e in c.events] + self.events
+        return self.model_copy(update={"events": events, "carried": []})

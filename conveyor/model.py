@@ -11,10 +11,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
+from conveyor.camel import CamelModel as CamelModel
 from conveyor.event_sinks_config import SinkConfig
+from conveyor.events import PipelineEvent
 from conveyor.interface import (
     ApprovalOutcome,
     ApprovalStatus,
@@ -32,15 +33,6 @@ def nullable(model: type[Any]) -> type[Any]:
     """`model | None` as a `result_type`: Temporal's pydantic converter decodes the union (an activity or
     update may answer nothing), but the SDK's annotations ask for a class."""
     return cast(type[Any], model | None)
-
-
-class CamelModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-    )
 
 
 # --- Statuses (CodePipeline's vocabulary; Temporal's close status is a separate thing) -----------
@@ -629,6 +621,9 @@ class StageResult(CamelModel):
     output_artifacts: list[ArtifactRef] = Field(default_factory=list)
     source_revisions: list[SourceRevision] = Field(default_factory=list)
     compensations: list[CompensationStep] = Field(default_factory=list)
+    # The stage's action events not yet confirmed delivered when it ended (its pending ones and the batch in flight):
+    # the execution sends them, under the stage's origin and ids, before the stage's own event (issue 18).
+    undelivered_events: list[PipelineEvent] = Field(default_factory=list)
 
 
 class RollbackSpec(CamelModel):

@@ -420,7 +420,8 @@ async def test_slack_posts_a_failure_an_approval_and_a_rollback_with_links(tmp_p
     assert "waiting for approval `sign-off` in stage `Prod`" in texts[1]
     assert "rollback" in texts[2] and "AutomatedRollback" in texts[2]
     link = f"https://conveyor.example.com/pipelines/web/executions/{EXECUTION}"
-    assert all(f"<{link}|" in text for text in texts)
+    assert f"<{link}|Open the execution>" in texts[0] and f"<{link}|Open the execution>" in texts[2]
+    assert f"<{link}/approvals/Prod/sign-off|Review it>" in texts[1]  # the console's approval page
 
 
 async def test_slack_rules_choose_the_events(tmp_path: Path, slack: FakeSlack) -> None:

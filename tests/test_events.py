@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from conveyor.client import ConveyorClient
 from conveyor.events import event_id
-from conveyor.model import ExecutionStatus
+from conveyor.model import ExecutionStatus, StageResult
 from conveyor.settings import Settings
 from conveyor.stores.event_record import dead_letters, recorded_events, stale_event_documents
 from conveyor.stores.records import LocalRecordBackend, record_backend
@@ -227,7 +228,8 @@ async def test_a_worker_killed_between_a_change_and_its_delivery_loses_nothing(
     name = unique("events-kill")
     first = start_worker_process(settings, blocked, tmp_path / "worker1.log")
     try:
-        ref, _ = await conveyor.start(two_stages(name))
+        # Compile outlasts the stage's hold, so the stage's own batch starts (Check's events go with its result).
+        ref, _ = await conveyor.start(two_stages(name, ["sleep 2"]))
         backend = record_backend(settings)
         await wait_for(
             lambda: any(e.scope == "Action" for e in recorded_events(backend, ref.pipeline_name, ref.execution_id)),
@@ -331,3 +333,106 @@ async def test_a_pipelines_own_webhook_sink_gets_the_same_events_signed(
     assert by_entity(received) == WHOLE_RUN
     assert sorted(e["id"] for e in received) == sorted(e["id"] for e in read_lines(sink))
     assert len(receiver.requests) < len(received)  # batches, not one request per event
+
+
+async def test_a_stage_hands_its_undelivered_events_to_the_execution_instead_of_waiting(
+    conveyor: ConveyorClient, temporal_client: Client, settings: Settings, tmp_path: Path
+) -> None:
+    sink = tmp_path / "events.jsonl"
+    name = unique("events-handoff")
+    async with build_worker(temporal_client, settings.model_copy(update={"events_file": sink})):
+        ref, _ = await conveyor.start(two_stages(name))
+        state = await asyncio.wait_for(conveyor.wait(ref), 60)
+        assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+        await wait_for(lambda: pipeline_ended(read_lines(sink)), 30, "the pipeline's SUCCEEDED event at the sink")
+        handle = temporal_client.get_workflow_handle(ref.stage_workflow_id("Build"), result_type=StageResult)
+        result = await handle.result()
+        # It left no delivery behind it (one scheduled as it closed kept the time-skipping server from skipping).
+        assert not (await handle.describe()).raw_description.pending_activities
+    # The stage ended in the step its last action did (no delivery round trip): that action's SUCCEEDED event
+    # (the stage's 4th) was not confirmed delivered, and went in its result, with the stage's id for it.
+    handed = [e.id for e in result.undelivered_events]
+    assert event_id(ref.execution_id, "stage/Build/1", 4) in handed
+    # The execution sent it, before the stage's own SUCCEEDED event (the record keeps each id once).
+    recorded = [e.wire() for e in recorded_events(record_backend(settings), ref.pipeline_name, ref.execution_id)]
+    assert by_entity(recorded) == WHOLE_RUN
+    order = [(entity(e), e["detail"]["state"]) for e in recorded]
+    check_done = order.index((("Action", "Build", "Check"), "SUCCEEDED"))
+    assert check_done < order.index((("Stage", "Build", ""), "SUCCEEDED"))
+
+
+@pytest.mark.slow  # three 5 s webhook answers in a row for the execution's batches: about 20 s
+async def test_a_stage_ending_with_its_batch_in_flight_cancels_it_and_hands_its_events_over(
+    conveyor: ConveyorClient, temporal_client: Client, settings: Settings, receiver: Receiver
+) -> None:
+    # Each webhook answer takes 5 s: the stage's own batch (its action outlasts the hold) is still in flight when the
+    # action ends a second later.
+    receiver.delay = 5
+    declared = pipeline(
+        f"""
+name: {unique("events-inflight")}
+stages:
+  - name: Build
+    actions:
+      - {{name: Compile, provider: Commands, commands: ["sleep 1"]}}
+"""
+    )
+    declared["conveyor"] = {"events": {"sinks": [webhook(receiver.url)]}}
+    async with build_worker(temporal_client, settings):
+        ref, _ = await conveyor.start(declared)
+        handle = temporal_client.get_workflow_handle(ref.stage_workflow_id("Build"), result_type=StageResult)
+
+        async def started() -> bool:
+            try:
+                await handle.describe()
+                return True
+            except RPCError:  # not started yet
+                return False
+
+        deadline = time.monotonic() + 30
+        while not await started():
+            assert time.monotonic() < deadline, "the stage never started"
+            await asyncio.sleep(0.1)
+        result = await asyncio.wait_for(handle.result(), 60)
+        # Its batch in flight (Compile's STARTED) was cancelled, not waited for (that would take 4 s more) nor left
+        # running (its cancel completes at the activity's next heartbeat), and its events were handed over.
+        described = await handle.describe()
+        assert not described.raw_description.pending_activities
+        finished = result.state.actions[0].finished_at
+        assert finished is not None and described.close_time is not None
+        assert described.close_time - finished < timedelta(seconds=3.5)
+        handed = [e.id for e in result.undelivered_events]
+        assert handed[:2] == [event_id(ref.execution_id, "stage/Build/1", n) for n in (1, 2)]
+        state = await asyncio.wait_for(conveyor.wait(ref), 60)
+        assert state.status == ExecutionStatus.SUCCEEDED, state.status_summary
+        await wait_for(lambda: pipeline_ended([e for r in receiver.verified() for e in r]), 60, "the webhook's end")
+    received = {e["id"]: e for r in receiver.verified() for e in r}  # a receiver de-duplicates by id
+    assert by_entity(sorted(received.values(), key=lambda e: e["time"])) == {
+        ("Pipeline", "", ""): ["STARTED", "SUCCEEDED"],
+        ("Stage", "Build", ""): ["STARTED", "SUCCEEDED"],
+        ("Action", "Build", "Compile"): ["STARTED", "SUCCEEDED"],
+    }
+
+
+async def test_a_failed_stage_hands_its_last_events_over_in_its_failure(
+    conveyor: ConveyorClient, temporal_client: Client, settings: Settings
+) -> None:
+    name = unique("events-failed")
+    async with build_worker(temporal_client, settings):
+        ref, _ = await conveyor.start(two_stages(name, ["exit 3"]))
+        state = await asyncio.wait_for(conveyor.wait(ref), 60)
+        assert state.status == ExecutionStatus.FAILED, state.status_summary
+
+        def recorded() -> list[dict[str, Any]]:
+            return [e.wire() for e in recorded_events(record_backend(settings), ref.pipeline_name, ref.execution_id)]
+
+        await wait_for(lambda: len(recorded()) == 6, 30, "the execution's 6 events in the record")
+    # The stage's failure carried Compile's FAILED event (not confirmed delivered when it ended); the execution
+    # sent it before the stage's FAILED event.
+    assert by_entity(recorded()) == {
+        ("Pipeline", "", ""): ["STARTED", "FAILED"],
+        ("Stage", "Build", ""): ["STARTED", "FAILED"],
+        ("Action", "Build", "Compile"): ["STARTED", "FAILED"],
+    }
+    order = [(entity(e), e["detail"]["state"]) for e in recorded()]
+    assert order.index((("Action", "Build", "Compile"), "FAILED")) < order.index((("Stage", "Build", ""), "FAILED"))

@@ -103,7 +103,9 @@ async def test_worker_metrics_count_what_the_run_did(measured: tuple[ConveyorCli
     async def settled() -> Samples:  # the core exports what the workflow task recorded a moment later
         while True:
             samples = await scrape(url)
-            if value(samples, "conveyor_executions_finished_total", pipeline=name) >= 1:
+            # The status is final before the workflow closes (after its last events leave): wait for both.
+            finished = value(samples, "conveyor_executions_finished_total", pipeline=name) >= 1
+            if finished and value(samples, "temporal_workflow_completed_total", workflow_type="PipelineExecution"):
                 return samples
             await asyncio.sleep(0.2)
 

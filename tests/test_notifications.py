@@ -71,9 +71,14 @@ stages:
 
 
 async def test_sns_and_signed_webhook_carry_the_approval(
-    conveyor: ConveyorClient, worker: Worker, aws_endpoint: str, receiver: tuple[str, list]
+    conveyor: ConveyorClient,
+    worker: Worker,
+    aws_endpoint: str,
+    receiver: tuple[str, list],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     hook, received = receiver
+    monkeypatch.setenv("CONVEYOR_PUBLIC_URL", "https://conveyor.example.com/console/")  # the worker's (in-process)
     sns = boto3.client("sns", endpoint_url=aws_endpoint, region_name="us-east-1")
     sqs = boto3.client("sqs", endpoint_url=aws_endpoint, region_name="us-east-1")
     topic = sns.create_topic(Name=f"approvals-{uuid.uuid4().hex[:6]}")["TopicArn"]
@@ -97,6 +102,8 @@ async def test_sns_and_signed_webhook_carry_the_approval(
     assert message["region"] == "us-east-1"
     assert message["approval"]["token"] == token and message["approval"]["actionName"] == "Gate"
     assert message["approval"]["customData"] == f"ship {ref.execution_id}?"  # variables resolved
+    review = f"https://conveyor.example.com/console/pipelines/{ref.pipeline_name}/executions/{ref.execution_id}"
+    assert message["approval"]["approvalReviewLink"] == f"{review}/approvals/Prod/Gate"  # the console's page
     assert message["conveyor"]["startedBy"] == "dave" and message["conveyor"]["kind"] == "opened"
     headers, body = received[0]
     assert headers["x-conveyor-event"] == "approval.opened"

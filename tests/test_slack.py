@@ -185,8 +185,14 @@ async def gate_state(conveyor: ConveyorClient, ref: ExecutionRef) -> ActionState
 
 
 async def test_request_message_shows_and_binds_what_is_approved(
-    conveyor: ConveyorClient, worker: Worker, slack: FakeSlack, app: str, tmp_path: Path
+    conveyor: ConveyorClient,
+    worker: Worker,
+    slack: FakeSlack,
+    app: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("CONVEYOR_PUBLIC_URL", "https://conveyor.example.com/console")  # the in-process worker's
     repo = repository(tmp_path / "repo", {"app.txt": "v1.4"}, "Release 1.4: faster checkout")
     data = gated()
     data["stages"][0]["actions"] = [
@@ -215,6 +221,8 @@ async def test_request_message_shows_and_binds_what_is_approved(
         "`alice`",
         f"`slack-group:{RELEASERS}`",
         "Bound to `Src` sha256:",
+        f"<https://conveyor.example.com/console/pipelines/{data['name']}/executions/{ref.execution_id}"
+        "/approvals/Prod/Gate|Open the approval in the console>",
     ):
         assert shown in text, f"{shown!r} missing from the request message"
     request = (await gate_state(conveyor, ref)).approval_request

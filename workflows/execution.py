@@ -68,7 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.conditions import evaluate as evaluate_conditions
     from workflows.failure_policy import Next, StageOutcome, Verdict
     from workflows.failures import failure_details
-    from workflows.outbox import Outbox, tell_transition
+    from workflows.outbox import Outbox, stage_origin, tell_transition
     from workflows.recorder import Recorder, WorkflowWriter
     from workflows.scope import ExecutionScope
     from workflows.stage import StageWorkflow, initial_stage_state
@@ -80,6 +80,7 @@ class PipelineExecutionWorkflow:
     def __init__(self) -> None:
         self._recorder = Recorder(WorkflowWriter(), workflow.metric_meter(), self._transitioned)
         self._events: Outbox | None = None  # the pipeline's and stages' events (a stage child sends its actions')
+        self._sinks: list[SinkConfig] = []  # the pipeline's own event sinks (conveyor.events), once validated
         self._gate: StageGate | None = None
         self._saga: CompensationSaga | None = None
         self._scope: ExecutionScope | None = None
@@ -126,12 +127,11 @@ class PipelineExecutionWorkflow:
         if self._events is None:
             self._events = Outbox(state.pipeline_name, state.execution_id, "execution", state.pipeline_version)
         self._events.version = state.pipeline_version
+        self._events.sinks = self._sinks  # a batch starts at the first event: the pipeline's sinks are known by then
         tell_transition(self._events, state, transition)
 
     async def _execute(self, raw_input: Any) -> ExecutionState:
         pipeline, stages = self._begin(raw_input)
-        if self._events is not None:  # before its first batch leaves (at the first wait)
-            self._events.sinks = _pipeline_sinks(pipeline)
         state, recorder = self._recorder.state, self._recorder
         try:
             retry: StageRetryRequest | None = None
@@ -204,6 +204,7 @@ class PipelineExecutionWorkflow:
         state.pipeline_version = pipeline.version or 1
         state.variables = {v.name: v.default_value or "" for v in pipeline.variables} | input.variables
         state.stages = [initial_stage_state(stage) for stage in pipeline.stages]
+        self._sinks = _pipeline_sinks(pipeline)
         self._recorder.started(pipeline)
         self._scope = ExecutionScope(pipeline.name, state.execution_id, state.variables)
         stages = range(0, len(pipeline.stages))
@@ -402,6 +403,10 @@ class PipelineExecutionWorkflow:
             result = _result_carried_by(err) or self._recorder.stage_errored(stage_state, _failure_message(err))
         finally:
             self._running_stage = None
+        if self._events is not None and result.undelivered_events:
+            # Before the stage's own event (stage_finished): an action's events precede its stage's.
+            self._events.take_over(stage_origin(stage.name, stage_state.attempt), result.undelivered_events)
+        result = result.model_copy(update={"undelivered_events": []})  # sent: not carried into a retry's input
         self._last_results[stage.name] = result
         self._recorder.stage_finished(index, result)
         scope.absorb(result)

@@ -63,8 +63,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.failures import ActionFailed
     from workflows.ledger import StageLedger
-    from workflows.outbox import STAGE_DRAIN_TIMEOUT, Outbox, action_type
+    from workflows.outbox import STAGE_DRAIN_TIMEOUT, STAGE_HOLD, Outbox, action_type, stage_origin
 
+STAGE_FAILED = "StageFailed"  # the failure type whose details carry the StageResult
 DEFAULT_APPROVAL_TIMEOUT = MANUAL.default_timeout
 NOTIFICATION_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30), maximum_attempts=5
@@ -108,7 +109,11 @@ class StageWorkflow:
         self._notices: dict[str, ApprovalNotice] = {}
         # Its actions' events leave from here, as each action changes state (the execution sends the stage's).
         self._events = Outbox(
-            input.pipeline_name, input.execution_id, f"stage/{self._stage.name}/{input.attempt}", input.pipeline_version
+            input.pipeline_name,
+            input.execution_id,
+            stage_origin(self._stage.name, input.attempt),
+            input.pipeline_version,
+            hold=STAGE_HOLD,
         )
         self._events.sinks = list(input.event_sinks)
         self._actions = ActionRunner(
@@ -224,11 +229,15 @@ class StageWorkflow:
         try:
             result = await self._run(input)
         except BaseException as err:
-            # Its actions' last events leave before it ends (not on a bug failing the task: that is replayed).
-            if isinstance(err, FailureError) or is_cancelled_exception(err):
+            # A failed stage's result (in the failure's details) carries its last events; without one (cancelled),
+            # they leave from here before it ends (not on a bug failing the task: that is replayed).
+            carried = isinstance(err, ApplicationError) and err.type == STAGE_FAILED
+            if carried:
+                await self._events.settle()  # the cancel of the batch in flight goes out before the failure
+            elif isinstance(err, FailureError) or is_cancelled_exception(err):
                 await self._events.drain(STAGE_DRAIN_TIMEOUT)
             raise
-        await self._events.drain(STAGE_DRAIN_TIMEOUT)
+        await self._events.settle()  # the cancel of the batch in flight goes out before the result
         return result
 
     async def _run(self, input: StageInput) -> StageResult:
@@ -260,17 +269,20 @@ class StageWorkflow:
             self._state.error = ErrorDetails(
                 code=first.error.code, message=f"action '{first.action_name}' failed: {first.error.message}"
             )
-            raise ApplicationError(self._state.error.message, result, type="StageFailed", non_retryable=True)
+            raise ApplicationError(self._state.error.message, result, type=STAGE_FAILED, non_retryable=True)
         self._state.status = StageStatus.SUCCEEDED
         return result
 
     def _result(self) -> StageResult:
+        """Built as the stage ends (no await follows): its actions' events not yet delivered go with it, and the
+        execution sends them before the stage's own event, so the stage never waits for a delivery round trip."""
         return StageResult(
             state=self._state,
             output_variables=self._ledger.outputs,
             output_artifacts=self._ledger.produced,
             source_revisions=self._ledger.revisions,
             compensations=self._ledger.compensations,
+            undelivered_events=self._events.hand_off(),
         )
 
     def _notify(self, action_name: str, kind: NoticeKind, outcome: ApprovalOutcome | None = None) -> None:

@@ -12,7 +12,8 @@ from starlette.exceptions import HTTPException
 from temporalio.service import RPCError
 
 from conveyor.client import ConveyorClient, ConveyorError
-from conveyor.console import history_page, pipelines
+from conveyor.console import execution, history_page, pipelines
+from conveyor.console.acting import router as acting_router
 from conveyor.console.auth import ConsoleOptions, Refused, Viewing, authenticated
 from conveyor.console.pages import STATIC, href, render
 
@@ -76,5 +77,7 @@ def console_app(client: Callable[[], ConveyorClient], options: ConsoleOptions) -
         return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
 
     app.include_router(pipelines.router)
+    app.include_router(acting_router)
+    app.include_router(execution.router)
     app.include_router(history_page.router)
     return app

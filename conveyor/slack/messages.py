@@ -66,8 +66,9 @@ def not_counted_text(*, approve: bool, reason: str) -> str:
     return f":no_entry: Your {'approval' if approve else 'rejection'} did not count: {escape(reason)}"
 
 
-def approval_blocks(notice: ApprovalNotice) -> Blocks:
-    """The whole message; its buttons are gone once the approval is closed."""
+def approval_blocks(notice: ApprovalNotice, console_link: str | None = None) -> Blocks:
+    """The whole message; its buttons are gone once the approval is closed. `console_link`: the approval's
+    page in the console (conveyor.links.approval_link), where it can also be decided."""
     expires = int(notice.expires.timestamp())
     expiry = f"<!date^{expires}^{{date_short_pretty}} {{time}}|{notice.expires.isoformat()}>"
     who = ", ".join(f"`{escape(a)}`" for a in notice.approvers) or "anyone with access"
@@ -96,6 +97,8 @@ def approval_blocks(notice: ApprovalNotice) -> Blocks:
     if notice.artifacts:
         bound = ", ".join(f"`{escape(name)}` {digest[:19]}" for name, digest in sorted(notice.artifacts.items()))
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Bound to {bound}"[:2000]}]})
+    if console_link:
+        blocks.append(_section(f"<{escape(console_link)}|Open the approval in the console>"))
     blocks.append({"type": "section", "block_id": "conveyor_status", "text": _mrkdwn(status_line(notice))})
     if notice.outcome is None:
         blocks.append({"type": "actions", "block_id": "conveyor_actions", "elements": _buttons(notice)})

@@ -109,7 +109,7 @@ class RetryPolicyExtension(DeclarationModel):
     maximum_interval_seconds: float | None = Field(default=None, gt=0)
 
 
-DECISION_SOURCES = ("cli", "temporal", "signal", "slack", "api")
+DECISION_SOURCES = ("cli", "temporal", "signal", "slack", "api", "console")
 
 
 class ApprovalPolicy(DeclarationModel):

@@ -23,6 +23,7 @@ from conveyor.model import ExecutionStatus, StageFact, TriggerType
 
 EXECUTIONS = "WorkflowType = 'PipelineExecution'"
 SCAN_LIMIT = 500  # executions read at most to find a stage's newest entry
+SCAN_PAGE = 50  # rows per visibility page while scanning (the scan usually ends in the first)
 
 
 def quote(value: str) -> str:
@@ -82,8 +83,16 @@ async def newest_entries(
     if started_after is not None:
         query += f" AND StartTime > '{_rfc3339(started_after)}'"
     newest: dict[str, StageFact] = {}
-    # page_size: the SDK's default page is 1,000 rows, read and sent whole however few the limit keeps
-    async for listed in client.list_workflows(query, limit=SCAN_LIMIT, page_size=SCAN_LIMIT):
+    # Visibility lists open executions first, then closed ones by close time, newest first (Temporal's order for
+    # every store). A closed execution entered its stages before it closed, so once every stage has an entry newer
+    # than the close time in hand, nothing listed after it can be newer: the scan ends there, usually within a
+    # page, instead of reading SCAN_LIMIT memos (the console's pipeline page does this every second it is open).
+    # page_size: the SDK's default page is 1,000 rows, read and sent whole however few are kept.
+    async for listed in client.list_workflows(query, limit=SCAN_LIMIT, page_size=SCAN_PAGE):
+        closed_at = listed.close_time
+        if closed_at is not None and len(newest) == len(stage_names):
+            if all(fact.at >= closed_at for fact in newest.values()):
+                break
         memo = await listed.memo()
         for stage_name in stage_names:
             entered = _stage_started_at(memo, stage_name)

@@ -54,7 +54,9 @@ async def serving(app: Any, **options: Any) -> AsyncIterator[str]:
     here to port 0 and handed to uvicorn, so no other process (a second pytest-xdist worker) can take the port
     between choosing and binding. A response still streaming when the test leaves (a browser's open event stream
     after a failed assertion) is cancelled after a short grace: otherwise the shutdown waits for it forever."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets whose proto says TCP (0 does not), and without
+    # it every keep-alive request waits ~40 ms for the delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     defaults = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 2}

@@ -70,7 +70,10 @@ async def test_anonymous_access_is_off_by_default(conveyor: ConveyorClient) -> N
         assert response.status_code == 401
         assert "anonymous access is off" in response.text
         assert_secured(response)  # the error page too
-        assert (await http.get("/console/static/console.css")).status_code == 401  # every console request
+        for path in ("/console/", "/console/pipelines/x/executions", "/console/pipelines/x/executions/e/stop"):
+            assert (await http.get(path)).status_code == 401, path  # every page and form
+        # Only the shipped static files are public (the style sheet and htmx: the 401 page needs them).
+        assert (await http.get("/console/static/console.css")).status_code == 200
 
 
 async def test_anonymous_viewer_reads_but_cannot_act(conveyor: ConveyorClient) -> None:

@@ -28,7 +28,10 @@ SECURITY_HEADERS = {
 
 def console_app(client: Callable[[], ConveyorClient], options: ConsoleOptions) -> FastAPI:
     """The console's ASGI app; `client` gives the service's connected client."""
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, dependencies=[Depends(authenticated)])
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    # Every page and form authenticates; only the shipped static files (the style sheet and the vendored htmx: nothing
+    # of anyone's) are public, so the "not signed in" page is styled like the rest.
+    signed = [Depends(authenticated)]
     app.state.console_options = options
     app.state.console_client = client
 
@@ -65,7 +68,7 @@ def console_app(client: Callable[[], ConveyorClient], options: ConsoleOptions) -
     async def temporal_error(request: Request, err: RPCError) -> HTMLResponse:
         return render(request, "error.html", status=503, title="Temporal did not answer", message=err.message)
 
-    @app.get("/")
+    @app.get("/", dependencies=signed)
     async def home(_: Viewing) -> Response:
         return Response(status_code=303, headers={"Location": href("pipelines")})
 
@@ -76,8 +79,8 @@ def console_app(client: Callable[[], ConveyorClient], options: ConsoleOptions) -
             raise Refused(404, "Not found", f"no static file '{name}'")
         return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
 
-    app.include_router(pipelines.router)
-    app.include_router(acting_router)
-    app.include_router(execution.router)
-    app.include_router(history_page.router)
+    app.include_router(pipelines.router, dependencies=signed)
+    app.include_router(acting_router, dependencies=signed)
+    app.include_router(execution.router, dependencies=signed)
+    app.include_router(history_page.router, dependencies=signed)
     return app

@@ -93,8 +93,10 @@ async def pipeline_row(
 
 
 async def pipeline_view(conveyor: ConveyorClient, name: str) -> PipelineView:
+    # The coordinator's state, not pipeline_facts: the page shows transitions, holders and waiters, never a stage's
+    # newest entry or last success, which for a PARALLEL pipeline cost a visibility scan of up to 500 memos.
     coordinator, (latest, problem) = await asyncio.gather(
-        conveyor.pipeline_facts(name), latest_state(conveyor, name, live=True)
+        conveyor.pipeline_state(name), latest_state(conveyor, name, live=True)
     )
     view = PipelineView(name=name, coordinator=coordinator, latest=latest, latest_problem=problem)
     names = list(coordinator.current.stage_names) if coordinator.current else []

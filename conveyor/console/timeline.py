@@ -186,6 +186,20 @@ class _Clock:
         finish = end or max(self.stop, start)
         return self.at(start), self.at(finish), end is None
 
+    def segment(
+        self,
+        kind: SegmentKind,
+        label: str,
+        start: datetime,
+        end: datetime | None,
+        *,
+        status: str | None = None,
+        detail: str | None = None,
+    ) -> Segment:
+        """A segment from `start` to `end` (None: still going)."""
+        offset, finish, running = self.span(start, end)
+        return Segment(kind=kind, label=label, start=offset, end=finish, running=running, status=status, detail=detail)
+
 
 def build_timeline(state: ExecutionState, now: datetime) -> Timeline:
     """The execution page's timeline and lists for `state` as of `now` (timezone-aware)."""
@@ -239,47 +253,37 @@ def _stage_row(state: ExecutionState, stage: StageState, clock: _Clock, previous
     for attempt in stage.previous_attempts:
         if attempt.started_at is None:
             continue
-        start, end, running = clock.span(attempt.started_at, attempt.finished_at)
         status = attempt.status.value if attempt.status else None
         mode = f" ({attempt.retry_mode})" if attempt.retry_mode else ""
         detail = f"retried by {attempt.retried_by or 'unknown'}{mode}"
         if attempt.error is not None:
             detail = f"{attempt.error.message}; {detail}"
         segments.append(
-            Segment(
-                kind=SegmentKind.ATTEMPT,
-                label=f"attempt {attempt.attempt}",
-                start=start,
-                end=end,
-                running=running,
+            clock.segment(
+                SegmentKind.ATTEMPT,
+                f"attempt {attempt.attempt}",
+                attempt.started_at,
+                attempt.finished_at,
                 status=status,
                 detail=detail,
             )
         )
     if stage.started_at is not None and stage.previous_attempts:
-        start, end, running = clock.span(stage.started_at, stage.finished_at)
         segments.append(
-            Segment(
-                kind=SegmentKind.ATTEMPT,
-                label=f"attempt {stage.attempt}",
-                start=start,
-                end=end,
-                running=running,
-                status=row.status,
+            clock.segment(
+                SegmentKind.ATTEMPT, f"attempt {stage.attempt}", stage.started_at, stage.finished_at, status=row.status
             )
         )
     segments += [_condition_segment(condition, clock) for condition in stage.conditions if condition.started_at]
     segments += [_window_segment(condition, clock) for condition in stage.conditions if _waiting_window(condition)]
     if state.waiting_for_stage == stage.stage_name and not state.status.is_terminal and previous_end is not None:
         # Not recorded: when the wait began. It began when the stage before it ended (or the execution started).
-        start, end, _ = clock.span(previous_end, None)
         segments.append(
-            Segment(
-                kind=SegmentKind.STAGE_WAIT,
-                label="waiting",
-                start=start,
-                end=end,
-                running=True,
+            clock.segment(
+                SegmentKind.STAGE_WAIT,
+                "waiting",
+                previous_end,
+                None,
                 detail=state.waiting_reason or f"waiting to enter {stage.stage_name}",
             )
         )
@@ -327,21 +331,18 @@ def _action_row(stage: StageState, action: ActionState, clock: _Clock, now: date
     row.segments += _bake_wave_phase_segments(action, clock, now)
     compensation = action.compensation
     if compensation is not None and compensation.started_at is not None:
-        start, finish, going = clock.span(compensation.started_at, compensation.finished_at)
-        row.segments.append(
-            Segment(
-                kind=SegmentKind.COMPENSATION,
-                label="compensation",
-                start=start,
-                end=finish,
-                running=going,
-                status=compensation.status.value,
-                detail=f"attempt {compensation.attempt}"
-                + (f": {compensation.error.code}: {compensation.error.message}" if compensation.error else ""),
-            )
+        segment = clock.segment(
+            SegmentKind.COMPENSATION,
+            "compensation",
+            compensation.started_at,
+            compensation.finished_at,
+            status=compensation.status.value,
+            detail=f"attempt {compensation.attempt}"
+            + (f": {compensation.error.code}: {compensation.error.message}" if compensation.error else ""),
         )
-        row.end = max(row.end or finish, finish)
-        row.running = row.running or going
+        row.segments.append(segment)
+        row.end = max(row.end or segment.end, segment.end)
+        row.running = row.running or segment.running
     return row
 
 
@@ -353,14 +354,12 @@ def _attempt_segments(action: ActionState, clock: _Clock) -> list[Segment]:
     for index, attempt in enumerate(action.attempts):
         if attempt.started_at is None:
             continue
-        start, end, running = clock.span(attempt.started_at, attempt.finished_at)
         segments.append(
-            Segment(
-                kind=SegmentKind.ATTEMPT,
-                label=f"attempt {attempt.attempt}",
-                start=start,
-                end=end,
-                running=running,
+            clock.segment(
+                SegmentKind.ATTEMPT,
+                f"attempt {attempt.attempt}",
+                attempt.started_at,
+                attempt.finished_at,
                 status=ActionStatus.FAILED.value,
                 detail=f"{attempt.error.code}: {attempt.error.message}",
             )
@@ -424,14 +423,12 @@ def _bake_wave_phase_segments(action: ActionState, clock: _Clock, now: datetime)
     for wave in action.waves:
         if wave.started_at is None:
             continue
-        start, end, running = clock.span(wave.started_at, wave.finished_at)
         segments.append(
-            Segment(
-                kind=SegmentKind.WAVE,
-                label=f"wave {wave.name}",
-                start=start,
-                end=end,
-                running=running,
+            clock.segment(
+                SegmentKind.WAVE,
+                f"wave {wave.name}",
+                wave.started_at,
+                wave.finished_at,
                 status=wave.status.value if wave.status else None,
                 detail=wave_line(wave, now),
             )
@@ -458,13 +455,11 @@ def _bake_wave_phase_segments(action: ActionState, clock: _Clock, now: datetime)
 
 
 def _bake_segment(bake: BakeState, clock: _Clock, now: datetime, *, label: str) -> Segment:
-    start, end, running = clock.span(bake.started_at, bake.finished_at)
-    return Segment(
-        kind=SegmentKind.BAKE,
-        label=label,
-        start=start,
-        end=end,
-        running=running,
+    return clock.segment(
+        SegmentKind.BAKE,
+        label,
+        bake.started_at,
+        bake.finished_at,
         status=bake.status.value,
         detail=bake_summary(bake, now),
     )
@@ -472,13 +467,11 @@ def _bake_segment(bake: BakeState, clock: _Clock, now: datetime, *, label: str) 
 
 def _condition_segment(condition: ConditionState, clock: _Clock) -> Segment:
     assert condition.started_at is not None
-    start, end, running = clock.span(condition.started_at, None if condition.status.is_open else condition.finished_at)
-    return Segment(
-        kind=SegmentKind.CONDITION,
-        label=f"{condition.kind.declared} condition",
-        start=start,
-        end=end,
-        running=running,
+    return clock.segment(
+        SegmentKind.CONDITION,
+        f"{condition.kind.declared} condition",
+        condition.started_at,
+        None if condition.status.is_open else condition.finished_at,
         status=condition.status.value,
         detail=", ".join(f"{r.rule_name}: {r.status.value}" for r in condition.rules) or None,
     )
@@ -495,14 +488,11 @@ def _window_segment(condition: ConditionState, clock: _Clock) -> Segment:
     """A DeploymentWindow rule's wait: from the rule's start to its end (or now)."""
     rule = next(r for r in condition.rules if r.opens_at is not None and r.started_at is not None)
     assert rule.started_at is not None and rule.opens_at is not None
-    running_rule = rule.status.is_open
-    start, end, running = clock.span(rule.started_at, None if running_rule else rule.finished_at)
-    return Segment(
-        kind=SegmentKind.WINDOW_WAIT,
-        label=f"window {rule.rule_name}",
-        start=start,
-        end=end,
-        running=running,
+    return clock.segment(
+        SegmentKind.WINDOW_WAIT,
+        f"window {rule.rule_name}",
+        rule.started_at,
+        None if rule.status.is_open else rule.finished_at,
         status=rule.status.value,
         detail=f"waiting for the window to open at {window_opening(rule.opens_at, rule.time_zone)}",
     )

@@ -26,15 +26,9 @@ from conveyor.model import ApprovalNotice, ExecutionStatus, TriggerType
 from conveyor.slack.messages import approval_blocks
 from tests.helpers import pipeline, waiting_token
 from tests.test_console_auth import ENV, as_user, console, csrf_token
-from tests.test_console_pages import act, confirm_fields, read_event, registered, run
+from tests.test_console_pages import OLGA, OPERATORS, VERA, act, confirm_fields, read_event, registered, run
 
-CONFIG = {
-    "trustedProxies": ["127.0.0.1/32"],
-    "viewers": ["vera"],
-    "operators": ["olga"],
-    "csrfSecretEnv": "CONSOLE_CSRF",
-}
-OLGA, VERA = as_user("olga"), as_user("vera")
+CONFIG = OPERATORS  # olga operates, vera views (the pages' tests' config)
 
 TWO_APPROVERS = """
 name: approvals

@@ -50,6 +50,11 @@ async def ids(conveyor: ConveyorClient, name: str, **filters: object) -> list[st
     return [row.execution_id for row in page.rows]
 
 
+async def open_rows(conveyor: ConveyorClient, name: str) -> int:
+    page = await execution_history(conveyor, name, HistoryQuery(page_size=50))
+    return sum(row.open for row in page.rows)
+
+
 async def test_history_filters_and_pages(conveyor: ConveyorClient, worker: Worker, tmp_path: Path) -> None:
     repo = repository(tmp_path / "repo", {"a.txt": "a\n"}, "first")
     first = git(repo, "rev-parse", "HEAD")
@@ -74,7 +79,12 @@ async def test_history_filters_and_pages(conveyor: ConveyorClient, worker: Worke
     one, two, three, four = (ref.execution_id for ref in refs)
 
     async def listed_with_attributes() -> None:  # visibility is eventually consistent
-        while len(await ids(conveyor, name, source_revision=first)) < 2 or len(await ids(conveyor, name)) < 4:
+        # ... including each succeeded execution's close: one still indexed as running would be listed first.
+        while (
+            len(await ids(conveyor, name, source_revision=first)) < 2
+            or len(await ids(conveyor, name)) < 4
+            or await open_rows(conveyor, name) > 1
+        ):
             await asyncio.sleep(0.2)
 
     await asyncio.wait_for(listed_with_attributes(), 20)
